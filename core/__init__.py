@@ -1,0 +1,1 @@
+"""Driver-independent core: nothing here imports libvirt."""

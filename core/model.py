@@ -1,0 +1,174 @@
+"""Records, enums and the frozen configuration a scenario file becomes.
+
+Quantities are stored in base units: bytes, bytes per second, seconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class VmState(StrEnum):
+    ACTIVE = "active"
+    PAUSED = "paused"
+    STOPPED = "stopped"
+    ERROR = "error"
+
+
+class TaskState(StrEnum):
+    """Nova's task_state; ``None`` (no task) is written as Python ``None``."""
+
+    MIGRATING = "migrating"
+
+
+class MigrationStatus(StrEnum):
+    ACCEPTED = "accepted"
+    QUEUED = "queued"
+    PREPARING = "preparing"
+    RUNNING = "running"
+    POSTCOPY = "running (post-copy)"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    ERROR = "error"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in FINISHED_STATUSES
+
+
+FINISHED_STATUSES = frozenset(
+    {
+        MigrationStatus.COMPLETED,
+        MigrationStatus.FAILED,
+        MigrationStatus.ERROR,
+        MigrationStatus.CANCELLED,
+    }
+)
+
+
+class Storage(StrEnum):
+    SHARED = "shared"
+    LOCAL = "local"
+
+
+class Heuristic(StrEnum):
+    """How the scheduler orders the hosts that passed its filters."""
+
+    WEIGHED = "weighed"  # Nova's RAM weigher (multiplier sign spreads or stacks)
+    FIRST_FIT = "first_fit"  # first host in scenario order
+    BEST_FIT = "best_fit"  # least free RAM that still fits
+    WORST_FIT = "worst_fit"  # most free RAM
+    RANDOM = "random"  # seeded uniform choice
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostSpec:
+    name: str
+    ram: int  # bytes
+    vcpus: int
+    disk: int  # bytes
+    hypervisor_type: str = "QEMU"
+    hypervisor_version: int = 10_000_002  # libvirt encoding: major*1e6 + minor*1e3 + micro
+    cpu_model: str = "Skylake-Server"
+    storage: Storage = Storage.SHARED
+    rack: str | None = None
+    service: bool = True  # has a compute service record at all
+
+
+@dataclass(frozen=True, kw_only=True)
+class VmSpec:
+    name: str
+    host: str
+    ram: int  # bytes
+    vcpus: int = 1
+    disk: int = 0  # bytes of local disk (copied by block migration)
+    used_memory: int  # bytes of non-zero memory sent in round 0
+    working_set: int  # bytes that the guest keeps dirtying
+    dirty_rate: float  # bytes per second
+    volume_backed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class NetworkSpec:
+    host_link: float = 1.25e9  # bytes/s each direction (10 Gbit/s)
+    hosts_per_rack: int | None = None  # None: every host on one switch
+    uplink: float | None = None  # bytes/s each direction, rack switch <-> core
+
+
+@dataclass(frozen=True, kw_only=True)
+class SchedulerPolicy:
+    filters: tuple[str, ...] = (
+        "RetryFilter",
+        "AvailabilityZoneFilter",
+        "RamFilter",
+        "ComputeFilter",
+        "ComputeCapabilitiesFilter",
+        "ImagePropertiesFilter",
+    )
+    ram_allocation_ratio: float = 1.5
+    ram_weight_multiplier: float = 1.0
+    heuristic: Heuristic = Heuristic.WEIGHED
+    max_retries: int = -1  # -1: until no host is left
+
+
+@dataclass(frozen=True, kw_only=True)
+class MigrationPolicy:
+    live_migration_flag: str = (
+        "VIR_MIGRATE_UNDEFINE_SOURCE, VIR_MIGRATE_PEER2PEER, VIR_MIGRATE_LIVE"
+    )
+    block_migration_flag: str = (
+        "VIR_MIGRATE_UNDEFINE_SOURCE, VIR_MIGRATE_PEER2PEER, VIR_MIGRATE_LIVE, "
+        "VIR_MIGRATE_NON_SHARED_INC"
+    )
+    uri: str = "qemu+tcp://%s/system"
+    bandwidth: float = 0.0  # bytes/s; 0 = unlimited (libvirt takes MiB/s)
+    max_downtime: float = 0.5  # seconds
+    poll_interval: float = 0.5  # seconds
+    max_concurrent_per_host: int = 1
+    switchover_cost: float = 0.0  # seconds added to each downtime
+    reserved_host_disk_mb: int = 0
+    reserved_host_memory_mb: int = 512
+    service_down_time: float = 60.0  # seconds without heartbeat before a service is down
+    report_interval: float = 10.0  # seconds between compute-service heartbeats
+
+
+@dataclass(frozen=True, kw_only=True)
+class Policy:
+    scheduler: SchedulerPolicy = field(default_factory=SchedulerPolicy)
+    migration: MigrationPolicy = field(default_factory=MigrationPolicy)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveMigrateEvent:
+    at: float  # seconds from the start of the run
+    instance: str
+    dest: str | None = None
+    block_migration: bool = False
+    disk_over_commit: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class DrainEvent:
+    """Live-migrate every instance off ``host``; the scheduler picks destinations."""
+
+    at: float
+    host: str
+    block_migration: bool = False
+    disk_over_commit: bool = False
+
+
+Event = LiveMigrateEvent | DrainEvent
+
+
+@dataclass(frozen=True, kw_only=True)
+class Scenario:
+    name: str
+    seed: int = 0
+    hosts: tuple[HostSpec, ...]
+    vms: tuple[VmSpec, ...]
+    network: NetworkSpec = field(default_factory=NetworkSpec)
+    policy: Policy = field(default_factory=Policy)
+    events: tuple[Event, ...] = ()
+    source: str = "<memory>"  # the file it came from

@@ -1,0 +1,1 @@
+"""Drivers: the simulated data centre and real libvirt hosts."""

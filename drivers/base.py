@@ -1,0 +1,128 @@
+"""The driver contract: a driver reports facts and carries out actions; core decides.
+
+Every driver runs inside a SimPy environment (``simpy.Environment`` for the
+simulator, ``simpy.rt.RealtimeEnvironment`` for real hosts). Calls return at
+once; long work (the migration job) runs in the background and is watched by
+the core through :meth:`Driver.job_info`, polled every ``poll_interval``.
+Native handles (libvirt domains, SimPy processes) never leave the driver.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+import simpy
+
+
+class JobType(StrEnum):
+    """libvirt's ``VIR_DOMAIN_JOB_*`` types, as the poll sees them."""
+
+    NONE = "none"  # no job on the domain
+    UNBOUNDED = "unbounded"  # running
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobInfo:
+    """One reading of a migration job (libvirt's ``jobStats()``), in base units."""
+
+    type: JobType
+    time_elapsed: float = 0.0  # seconds since the job started
+    data_total: int = 0  # bytes: memory + disk
+    data_processed: int = 0
+    data_remaining: int = 0
+    memory_total: int = 0
+    memory_processed: int = 0
+    memory_remaining: int = 0
+    disk_total: int = 0
+    disk_processed: int = 0
+    disk_remaining: int = 0
+    memory_iteration: int = 0  # pre-copy rounds begun (round 0 counts as 1)
+    memory_dirty_rate: float = 0.0  # bytes/s
+    downtime: float | None = None  # seconds the guest was paused at switchover
+    error: str | None = None  # why a FAILED/CANCELLED job ended
+
+
+@dataclass(frozen=True, kw_only=True)
+class HostFacts:
+    """What a compute node reports (Nova's compute_nodes record + service)."""
+
+    name: str
+    hypervisor_type: str
+    hypervisor_version: int
+    cpu_model: str
+    memory_mb: int  # total
+    free_ram_mb: int  # total - used - claims (reservations)
+    vcpus: int
+    vcpus_used: int
+    local_gb: int
+    disk_available_least: int  # GB
+    last_heartbeat: float | None  # env time of the compute service's last report
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """What every driver provides to the core. Names follow Nova's virt driver."""
+
+    env: simpy.Environment
+
+    # -- facts ------------------------------------------------------------
+    def host_names(self) -> list[str]:
+        """Every host that has a compute service record, in a stable order."""
+
+    def host_facts(self, host: str) -> HostFacts:
+        """Facts of one host; ``KeyError`` if the host has no service record."""
+
+    def instance_host(self, instance: str) -> str | None:
+        """Where the instance's domain runs now (the driver's truth), or None."""
+
+    def instance_running_on(self, instance: str, host: str) -> bool:
+        """Is the domain defined and active on ``host``? (the 0.5 s poll's question)."""
+
+    def compare_cpu(self, source: str, dest: str) -> bool:
+        """Can the source host's CPU model run on ``dest`` (libvirt compareCPU)?"""
+
+    def create_shared_storage_test_file(self, dest: str) -> str:
+        """Create a marker in dest's instances path; returns its name."""
+
+    def check_shared_storage_test_file(self, source: str, name: str) -> bool:
+        """Is the marker visible from ``source``? (True means shared storage)."""
+
+    def cleanup_shared_storage_test_file(self, dest: str, name: str) -> None:
+        """Remove the marker; called in every case."""
+
+    # -- actions ----------------------------------------------------------
+    def pre_live_migration(self, instance: str, dest: str, block_migration: bool) -> None:
+        """Prepare dest (claim resources, create the disk for block migration).
+
+        Raises ``MigrationError`` when dest cannot take the instance now.
+        """
+
+    def start_migration(
+        self, instance: str, dest: str, *, uri: str, flags: int, bandwidth_mib: int
+    ) -> None:
+        """Start the migration job in the background (``migrateToURI``)."""
+
+    def set_max_downtime(self, instance: str, seconds: float) -> None:
+        """Change the job's switchover downtime limit (``migrateSetMaxDowntime``)."""
+
+    def job_info(self, instance: str) -> JobInfo:
+        """The job's current reading; COMPLETED/FAILED/CANCELLED once it ended."""
+
+    def abort_job(self, instance: str) -> None:
+        """Cancel the running job (``abortJob``); the guest stays on its source."""
+
+    def post_live_migration(self, instance: str, source: str, dest: str) -> None:
+        """After success: clean the source up and release its resources."""
+
+    def rollback_live_migration(
+        self, instance: str, source: str, dest: str, block_migration: bool
+    ) -> None:
+        """After failure: clean the destination up and release its claim."""
+
+    def close(self) -> None:
+        """Release connections and background work."""

@@ -1,0 +1,1 @@
+"""The namespace lab: several libvirtd hosts on one Linux machine."""
