@@ -43,7 +43,10 @@ class InstanceNotFound(NovaException):
 
 
 class InstanceInvalidState(Invalid):
-    msg_fmt = "Instance %(instance)s in %(attr)s %(state)s. Cannot %(method)s while the instance is in this state."
+    msg_fmt = (
+        "Instance %(instance)s in %(attr)s %(state)s. "
+        "Cannot %(method)s while the instance is in this state."
+    )
 
 
 class UnexpectedTaskStateError(NovaException):

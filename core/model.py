@@ -83,7 +83,8 @@ class VmSpec:
     host: str
     ram: int  # bytes
     vcpus: int = 1
-    disk: int = 0  # bytes of local disk (copied by block migration)
+    disk: int = 0  # bytes: virtual size of the local disk (copied by block migration)
+    disk_allocated: int | None = None  # bytes really allocated (qcow2); None = disk
     used_memory: int  # bytes of non-zero memory sent in round 0
     working_set: int  # bytes that the guest keeps dirtying
     dirty_rate: float  # bytes per second
