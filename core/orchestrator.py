@@ -23,7 +23,7 @@ transfer really starts, and the destination's claim follows them at once):
 from __future__ import annotations
 
 import random
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import simpy
@@ -44,7 +44,7 @@ from livemig.core.errors import (
 from livemig.core.flags import parse_flags
 from livemig.core.model import MigrationStatus, Policy, TaskState, VmState
 from livemig.core.scheduler import find_destination, select_host
-from livemig.core.state import InstanceRecord, StateStore
+from livemig.core.state import InstanceRecord, MigrationRecord, StateStore
 from livemig.drivers.base import Driver, HostFacts, JobInfo, JobType
 
 MiB = 1 << 20
@@ -69,9 +69,15 @@ class Orchestrator:
     """Runs live migrations against one driver, recording them in a store."""
 
     def __init__(
-        self, driver: Driver, store: StateStore, policy: Policy, rng: random.Random
+        self,
+        driver: Driver,
+        store: StateStore,
+        policy: Policy,
+        rng: random.Random,
+        on_finish: Callable[[MigrationRecord], None] | None = None,
     ) -> None:
         self.env = driver.env
+        self.on_finish = on_finish
         self.driver = driver
         self.store = store
         self.policy = policy
@@ -87,14 +93,13 @@ class Orchestrator:
         """Accept an ``os-migrateLive`` request; returns the process that carries it out."""
         return self.env.process(self._live_migrate(instance, body))
 
-    def drain(self, host: str, block_migration: bool, disk_over_commit: bool) -> list[str]:
+    def drain(
+        self, host: str, block_migration: bool, disk_over_commit: bool
+    ) -> list[simpy.Process]:
         """Request a scheduler-chosen live migration of every instance on ``host``."""
-        names = [i.name for i in self.store.instances_on(host)]
         body = {"host": None, "block_migration": block_migration,
                 "disk_over_commit": disk_over_commit}
-        for name in names:
-            self.live_migrate(name, body)
-        return names
+        return [self.live_migrate(i.name, body) for i in self.store.instances_on(host)]
 
     # -- the flow -----------------------------------------------------------
     def _live_migrate(self, name: str, body: Mapping[str, object]) -> Process:
@@ -290,7 +295,9 @@ class Orchestrator:
                 iterations=info.memory_iteration,
                 data_transferred=info.data_processed,
             )
-        self.store.update_migration(mig_id, **changes)
+        record = self.store.update_migration(mig_id, **changes)
+        if self.on_finish is not None:
+            self.on_finish(record)
 
     def _slot(self, host: str) -> simpy.Resource:
         slot = self._slots.get(host)

@@ -1,0 +1,355 @@
+"""The simulated data centre: a SimPy driver with hosts, VMs, pre-copy and failures.
+
+What it models:
+
+* **Hosts** with RAM / vCPU / disk capacity. Nova's ``memory_mb_used`` starts at
+  ``reserved_host_memory_mb``; a migration claims RAM, vCPUs and disk on its
+  destination in ``pre_live_migration`` (refused if it would not fit) and the
+  source's share is released by post-migration, the claim by rollback.
+* **Compute-service heartbeats**, computed rather than simulated: an up host
+  reported at every multiple of ``report_interval``; a down host's last report
+  is the last multiple before it went down. No process runs per host.
+* **Storage**: hosts with ``storage: shared`` see one common instances path,
+  each ``local`` host its own; the shared-storage test file lands there.
+* **CPU compatibility**: models ordered :data:`CPU_MODELS`; a source CPU runs on
+  a destination of the same or a newer model (unknown models: same name only).
+* **Migration jobs**: block migration copies the allocated disk first, then
+  pre-copy rounds as in :mod:`livemig.drivers.precopy`, every transfer a fluid
+  flow on :mod:`livemig.drivers.network`. A round's bytes are delivered at
+  whatever rate the network gives while it runs; the switchover decision uses
+  the bandwidth measured over the round just sent (as QEMU does), and the
+  downtime is the time to send the final remainder plus ``switchover_cost``.
+  Without ``VIR_MIGRATE_LIVE`` the guest is paused for the whole job.
+
+A VM that is not migrating costs nothing per simulated second.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Any
+
+import simpy
+from livemig.core.errors import ComputeServiceUnavailable, MigrationError
+from livemig.core.flags import LIVE, NON_SHARED_DISK, NON_SHARED_INC
+from livemig.core.model import HostSpec, MigrationPolicy, Scenario, Storage, VmSpec
+from livemig.drivers.base import HostFacts, JobInfo, JobType
+from livemig.drivers.network import FluidNetwork, build_topology
+from livemig.drivers.precopy import can_switch_over, dirty_after
+
+MiB = 1 << 20
+GiB = 1 << 30
+CPU_MODELS = ("Nehalem", "SandyBridge", "Haswell", "Skylake-Server", "Icelake-Server")
+ABORTED = "operation aborted: job 'migration out' canceled by client"
+
+
+@dataclass(kw_only=True)
+class _Host:
+    spec: HostSpec
+    ram_used: int  # bytes, instances resident + reserved_host_memory
+    vcpus_used: int = 0
+    disk_used: int = 0  # bytes allocated by resident instances
+    claims: dict[str, VmSpec] = field(default_factory=dict)  # incoming migrations
+    up_since: float | None = 0.0  # None while down
+    last_report: float = 0.0  # the last heartbeat before it went down
+
+    def claimed(self) -> tuple[int, int, int]:
+        ram = sum(vm.ram for vm in self.claims.values())
+        vcpus = sum(vm.vcpus for vm in self.claims.values())
+        disk = sum(_allocated(vm) for vm in self.claims.values())
+        return ram, vcpus, disk
+
+
+@dataclass(kw_only=True)
+class _Vm:
+    spec: VmSpec
+    host: str  # where its domain is defined and running
+    paused: bool = False
+
+
+@dataclass(kw_only=True)
+class _Job:
+    """One migration job; its counters are what ``jobStats()`` would report."""
+
+    vm: _Vm
+    source: str
+    dest: str
+    flags: int
+    cap: float | None  # bytes/s
+    max_downtime: float
+    started: float
+    type: JobType = JobType.UNBOUNDED
+    ended: float | None = None
+    memory_total: int = 0
+    disk_total: int = 0
+    memory_done: float = 0.0  # bytes of finished memory transfers
+    disk_done: float = 0.0
+    iteration: int = 0
+    downtime: float | None = None
+    error: str | None = None
+    flow: Any = None  # the transfer under way
+    flow_is_disk: bool = False
+    process: simpy.Process | None = None
+
+
+def _allocated(vm: VmSpec) -> int:
+    return vm.disk if vm.disk_allocated is None else vm.disk_allocated
+
+
+class SimulatedDriver:
+    """A :class:`~livemig.drivers.base.Driver` over a simulated data centre."""
+
+    def __init__(self, env: simpy.Environment, scenario: Scenario) -> None:
+        self.env = env
+        self._policy: MigrationPolicy = scenario.policy.migration
+        reserved = self._policy.reserved_host_memory_mb * MiB
+        self._hosts = {
+            h.name: _Host(spec=h, ram_used=reserved) for h in scenario.hosts
+        }
+        self._vms: dict[str, _Vm] = {}
+        for vm in scenario.vms:
+            host = self._hosts[vm.host]
+            host.ram_used += vm.ram
+            host.vcpus_used += vm.vcpus
+            host.disk_used += _allocated(vm)
+            self._vms[vm.name] = _Vm(spec=vm, host=vm.host)
+        self._jobs: dict[str, _Job] = {}
+        self._markers: dict[str, set[str]] = {}  # storage pool -> marker names
+        self._marker_count = 0
+        net = scenario.network
+        graph = build_topology(
+            [(h.name, h.rack) for h in scenario.hosts],
+            host_link=net.host_link,
+            uplink=net.uplink,
+            hosts_per_rack=net.hosts_per_rack,
+        )
+        self.network = FluidNetwork(env, graph)
+
+    # -- facts ------------------------------------------------------------
+    def host_names(self) -> list[str]:
+        return [name for name, h in self._hosts.items() if h.spec.service]
+
+    def host_facts(self, host: str) -> HostFacts:
+        h = self._hosts.get(host)
+        if h is None or not h.spec.service:
+            raise KeyError(host)
+        ram, vcpus, disk = h.claimed()
+        spec = h.spec
+        free_disk = spec.disk - h.disk_used - disk
+        return HostFacts(
+            name=host,
+            hypervisor_type=spec.hypervisor_type,
+            hypervisor_version=spec.hypervisor_version,
+            cpu_model=spec.cpu_model,
+            memory_mb=spec.ram // MiB,
+            free_ram_mb=(spec.ram - h.ram_used - ram) // MiB,
+            vcpus=spec.vcpus,
+            vcpus_used=h.vcpus_used + vcpus,
+            local_gb=spec.disk // GiB,
+            disk_available_least=max(0, free_disk) // GiB,
+            last_heartbeat=self._last_heartbeat(h),
+        )
+
+    def _last_heartbeat(self, h: _Host) -> float:
+        """The last report time: multiples of ``report_interval`` while up.
+
+        >>> import math; math.floor(25.0 / 10.0) * 10.0  # up at t=25 s, interval 10 s
+        20.0
+        """
+        if h.up_since is None:
+            return h.last_report
+        interval = self._policy.report_interval
+        return max(h.up_since, math.floor(self.env.now / interval) * interval)
+
+    def instance_host(self, instance: str) -> str | None:
+        vm = self._vms.get(instance)
+        return None if vm is None else vm.host
+
+    def instance_running_on(self, instance: str, host: str) -> bool:
+        vm = self._vms.get(instance)
+        return vm is not None and vm.host == host and self._hosts[host].up_since is not None
+
+    def compare_cpu(self, source: str, dest: str) -> bool:
+        src, dst = self._hosts[source].spec.cpu_model, self._hosts[dest].spec.cpu_model
+        if src in CPU_MODELS and dst in CPU_MODELS:
+            return CPU_MODELS.index(src) <= CPU_MODELS.index(dst)
+        return src == dst
+
+    def _pool(self, host: str) -> str:
+        spec = self._hosts[host].spec
+        return "shared" if spec.storage is Storage.SHARED else f"local:{host}"
+
+    def create_shared_storage_test_file(self, dest: str) -> str:
+        self._marker_count += 1
+        name = f"livemig-shared-test-{self._marker_count}"
+        self._markers.setdefault(self._pool(dest), set()).add(name)
+        return name
+
+    def check_shared_storage_test_file(self, source: str, name: str) -> bool:
+        return name in self._markers.get(self._pool(source), set())
+
+    def cleanup_shared_storage_test_file(self, dest: str, name: str) -> None:
+        self._markers.get(self._pool(dest), set()).discard(name)
+
+    # -- actions ----------------------------------------------------------
+    def pre_live_migration(self, instance: str, dest: str, block_migration: bool) -> None:
+        vm = self._vms[instance].spec
+        h = self._hosts[dest]
+        if h.up_since is None:
+            raise ComputeServiceUnavailable(host=dest)
+        ram, vcpus, disk = h.claimed()
+        if h.ram_used + ram + vm.ram > h.spec.ram:
+            raise MigrationError(
+                reason=f"{dest} cannot hold {instance}: RAM "
+                f"{(h.ram_used + ram + vm.ram) // MiB} MiB > {h.spec.ram // MiB} MiB"
+            )
+        if block_migration and h.disk_used + disk + _allocated(vm) > h.spec.disk:
+            raise MigrationError(reason=f"{dest} has no room for the disk of {instance}")
+        h.claims[instance] = vm
+
+    def start_migration(
+        self, instance: str, dest: str, *, uri: str, flags: int, bandwidth_mib: int
+    ) -> None:
+        vm = self._vms[instance]
+        if instance in self._jobs and self._jobs[instance].type is JobType.UNBOUNDED:
+            raise MigrationError(reason=f"{instance} already has a migration job")
+        if self._hosts[dest].up_since is None:
+            raise MigrationError(reason=f"unable to connect to {uri}")
+        block = bool(flags & (NON_SHARED_INC | NON_SHARED_DISK))
+        job = _Job(
+            vm=vm,
+            source=vm.host,
+            dest=dest,
+            flags=flags,
+            cap=bandwidth_mib * MiB if bandwidth_mib > 0 else None,
+            max_downtime=self._policy.max_downtime,
+            started=self.env.now,
+            memory_total=vm.spec.used_memory,
+            disk_total=_allocated(vm.spec) if block and not vm.spec.volume_backed else 0,
+        )
+        self._jobs[instance] = job
+        job.process = self.env.process(self._run(job))
+
+    def set_max_downtime(self, instance: str, seconds: float) -> None:
+        self._jobs[instance].max_downtime = seconds
+
+    def job_info(self, instance: str) -> JobInfo:
+        job = self._jobs.get(instance)
+        if job is None:
+            return JobInfo(type=JobType.NONE)
+        in_flight = job.flow.delivered() if job.flow is not None else 0.0
+        memory = job.memory_done + (0.0 if job.flow_is_disk else in_flight)
+        disk = job.disk_done + (in_flight if job.flow_is_disk else 0.0)
+        end = job.ended if job.ended is not None else self.env.now
+        spec = job.vm.spec
+        memory_remaining = 0 if job.type is JobType.COMPLETED else max(
+            0, job.memory_total - int(memory)
+        )
+        disk_remaining = max(0, job.disk_total - int(disk))
+        return JobInfo(
+            type=job.type,
+            time_elapsed=end - job.started,
+            data_total=job.memory_total + job.disk_total,
+            data_processed=int(memory) + int(disk),
+            data_remaining=memory_remaining + disk_remaining,
+            memory_total=job.memory_total,
+            memory_processed=int(memory),
+            memory_remaining=memory_remaining,
+            disk_total=job.disk_total,
+            disk_processed=int(disk),
+            disk_remaining=disk_remaining,
+            memory_iteration=job.iteration,
+            memory_dirty_rate=spec.dirty_rate,
+            downtime=job.downtime,
+            error=job.error,
+        )
+
+    def abort_job(self, instance: str) -> None:
+        job = self._jobs.get(instance)
+        if job is None or job.type is not JobType.UNBOUNDED or job.process is None:
+            raise MigrationError(reason=f"{instance} has no migration job to abort")
+        job.process.interrupt(ABORTED)
+
+    def post_live_migration(self, instance: str, source: str, dest: str) -> None:
+        spec = self._vms[instance].spec
+        src = self._hosts[source]
+        src.ram_used -= spec.ram
+        src.vcpus_used -= spec.vcpus
+        src.disk_used -= _allocated(spec)
+
+    def rollback_live_migration(
+        self, instance: str, source: str, dest: str, block_migration: bool
+    ) -> None:
+        self._hosts[dest].claims.pop(instance, None)
+
+    def close(self) -> None:
+        for job in self._jobs.values():
+            if job.flow is not None:
+                job.flow.cancel()
+
+    # -- the job ----------------------------------------------------------
+    def _send(self, job: _Job, nbytes: float, *, disk: bool = False) -> Generator[
+        simpy.Event, Any, float
+    ]:
+        """Send ``nbytes`` source -> dest as one flow; returns the seconds it took."""
+        start = self.env.now
+        if nbytes <= 0:
+            return 0.0
+        job.flow = self.network.transfer(job.source, job.dest, nbytes, cap=job.cap)
+        job.flow_is_disk = disk
+        yield job.flow.done
+        job.flow = None
+        if disk:
+            job.disk_done += nbytes
+        else:
+            job.memory_done += nbytes
+        return self.env.now - start
+
+    def _run(self, job: _Job) -> Generator[simpy.Event, Any, None]:
+        spec = job.vm.spec
+        live = bool(job.flags & LIVE)
+        try:
+            if not live:
+                job.vm.paused = True
+            if job.disk_total:
+                yield from self._send(job, job.disk_total, disk=True)
+            job.iteration = 1
+            t = yield from self._send(job, spec.used_memory)
+            sent = spec.used_memory
+            while True:
+                rate = sent / t if t > 0 else math.inf
+                dirty = dirty_after(t, spec.working_set, spec.dirty_rate) if live else 0.0
+                if can_switch_over(dirty, rate, job.max_downtime) or not live:
+                    break
+                job.iteration += 1
+                t = yield from self._send(job, dirty)
+                sent = dirty
+            job.vm.paused = True
+            pause = self.env.now
+            yield from self._send(job, dirty)
+            job.downtime = self.env.now - pause + self._policy.switchover_cost
+            if self._policy.switchover_cost:
+                yield self.env.timeout(self._policy.switchover_cost)
+            self._switch_over(job)
+        except simpy.Interrupt as stop:
+            if job.flow is not None:
+                job.flow.cancel()
+                job.flow = None
+            job.vm.paused = False
+            job.type = JobType.CANCELLED
+            job.error = str(stop.cause)
+            job.ended = self.env.now
+
+    def _switch_over(self, job: _Job) -> None:
+        """The guest now runs on dest; dest's claim becomes resident usage."""
+        vm, dest = job.vm, self._hosts[job.dest]
+        claim = dest.claims.pop(vm.spec.name)
+        dest.ram_used += claim.ram
+        dest.vcpus_used += claim.vcpus
+        dest.disk_used += _allocated(claim)
+        vm.host = job.dest
+        vm.paused = False
+        job.type = JobType.COMPLETED
+        job.ended = self.env.now
