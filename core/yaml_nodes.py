@@ -1,0 +1,283 @@
+"""YAML nodes with file, line and field path, for the scenario loader's error messages.
+
+Private helper of :mod:`livemig.core.scenario`. Documents are *composed* (never
+constructed) with PyYAML's ``SafeLoader``, so every key and value keeps its line,
+and scalars are turned into Python values here, by tag, for the plain YAML types
+only (str, int, float, bool, null). Any other tag (``!!python/...``,
+``!!timestamp``, ``!!binary``, custom ``!tags``) is an error.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import NoReturn
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from .units import UnitError
+
+TAG = "tag:yaml.org,2002:"
+_SCALAR_TYPES = {TAG + "str", TAG + "int", TAG + "float", TAG + "bool", TAG + "null"}
+_CONSTRUCT = SafeConstructor()  # stateless use: only its scalar construct_yaml_* methods
+_SHOW_MAX = 40
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be loaded.
+
+    ``str(err)`` is one line, ``FILE:LINE: FIELD.PATH: problem; expected ...``; the parts
+    are kept as ``source``, ``line`` (1-based), ``path`` ('' for the document) and ``problem``.
+    """
+
+    def __init__(self, source: str, line: int, path: str, problem: str) -> None:
+        self.source, self.line, self.path, self.problem = source, line, path, problem
+        where = f"{source}:{line}: " + (f"{path}: " if path else "")
+        text = where + problem
+        super().__init__(" ".join(part.strip() for part in text.splitlines()))
+
+
+def show(value: object) -> str:
+    """A value for a message: ``repr`` of strings (shortened), plain text of the rest."""
+    if isinstance(value, str):
+        if len(value) > _SHOW_MAX:
+            value = value[: _SHOW_MAX - 3] + "..."
+        return repr(value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``" (did you mean 'RamFilter'?)"`` when a choice is close to ``word``, else ``""``."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def compose(text: str, source: str) -> Node | None:
+    """Compose one YAML document; syntax errors become :class:`ScenarioError` with a line."""
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        what = " ".join(str(part) for part in (err.context, err.problem) if part)
+        raise ScenarioError(source, line, "", f"YAML syntax error: {what}") from None
+    except yaml.reader.ReaderError as err:
+        line = text.count("\n", 0, max(err.position, 0)) + 1
+        problem = f"YAML cannot read this text: {err.reason} (character {err.character!r})"
+        raise ScenarioError(source, line, "", problem) from None
+    except yaml.YAMLError as err:  # pragma: no cover - PyYAML marks all its errors today
+        raise ScenarioError(source, 1, "", f"YAML error: {err}") from None
+    except RecursionError:
+        raise ScenarioError(source, 1, "", "YAML nested too deeply") from None
+
+
+class Field:
+    """A node, the field path that leads to it and the file it is in."""
+
+    __slots__ = ("node", "path", "source")
+
+    def __init__(self, node: Node, path: str, source: str) -> None:
+        self.node, self.path, self.source = node, path, source
+
+    @property
+    def line(self) -> int:
+        return self.node.start_mark.line + 1
+
+    def at(self, key: str | int, node: Node) -> Field:
+        """The field ``key`` (a mapping key or a list index) below this one."""
+        if isinstance(key, int):
+            return Field(node, f"{self.path}[{key}]", self.source)
+        return Field(node, f"{self.path}.{key}" if self.path else key, self.source)
+
+    def fail(self, problem: str) -> NoReturn:
+        raise ScenarioError(self.source, self.line, self.path, problem)
+
+    def wrong(self, expected: str) -> NoReturn:
+        """Fail with ``<value> is not valid here; expected <expected>``."""
+        self.fail(f"{self.describe()} is not valid here; expected {expected}")
+
+    def describe(self) -> str:
+        if isinstance(self.node, MappingNode):
+            return "a mapping"
+        if isinstance(self.node, SequenceNode):
+            return "a list"
+        value = self.node.value
+        if self.node.tag == TAG + "str":
+            return show(value)
+        return value if len(value) <= _SHOW_MAX else value[: _SHOW_MAX - 3] + "..."
+
+    # -- scalars -----------------------------------------------------------------------
+
+    def scalar(self, expected: str) -> object:
+        """The Python value of a plain scalar (str, int, float, bool or None)."""
+        node = self.node
+        if not isinstance(node, ScalarNode):
+            self.wrong(expected)
+        if node.tag not in _SCALAR_TYPES:
+            self.fail(f"unsupported YAML tag {node.tag!r}; expected {expected}")
+        builder = getattr(_CONSTRUCT, "construct_yaml_" + node.tag.removeprefix(TAG))
+        try:
+            return builder(node)
+        except (ValueError, TypeError, OverflowError):
+            self.wrong(expected)
+
+    def text(self, expected: str = "a string", *, null: bool = False) -> str | None:
+        value = self.scalar(expected)
+        if value is None and null:
+            return None
+        if not isinstance(value, str):
+            hint = f" (quote it: '{self.node.value}')" if isinstance(self.node, ScalarNode) else ""
+            self.fail(f"{self.describe()} is not a string; expected {expected}{hint}")
+        if not value.strip():
+            self.fail(f"empty string; expected {expected}")
+        return value
+
+    def boolean(self) -> bool:
+        value = self.scalar("true or false")
+        if not isinstance(value, bool):
+            self.wrong("true or false")
+        return value
+
+    def integer(self, minimum: int | None = None, maximum: int | None = None) -> int:
+        expected = "an integer" + (f" >= {minimum}" if minimum is not None else "")
+        if maximum is not None:
+            expected += f" and <= {maximum}"
+        value = self.scalar(expected)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.wrong(expected)
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            self.fail(f"{value} is out of range; expected {expected}")
+        return value
+
+    def number(self, *, positive: bool = False) -> float:
+        expected = "a number" + (" > 0" if positive else "")
+        value = self.scalar(expected)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.wrong(expected)
+        try:
+            result = float(value)
+        except OverflowError:
+            self.wrong(expected)
+        if not math.isfinite(result) or (positive and result <= 0):
+            self.fail(f"{self.describe()} is out of range; expected {expected}")
+        return result
+
+    def quantity(self, parse: Callable[..., float], **sign: bool) -> float:
+        """A unit string through one of :mod:`units`' parsers (``positive=True`` etc.)."""
+        value = self.scalar("a quantity with a unit")
+        try:
+            return parse(value, **sign)
+        except UnitError as err:
+            expected = f"; expected {err.expected}" if err.expected else ""
+            self.fail(f"{self.describe()} {err.problem}{expected}")
+
+    # -- collections -------------------------------------------------------------------
+
+    def items(self, expected: str = "a list") -> Iterator[tuple[int, Field]]:
+        """``(index, field)`` for each entry of a list."""
+        if not isinstance(self.node, SequenceNode) or self.node.tag != TAG + "seq":
+            self.wrong(expected)
+        for index, child in enumerate(self.node.value):
+            yield index, self.at(index, child)
+
+    def mapping(
+        self, allowed: Iterable[str], expected: str = "", hints: dict[str, str] | None = None
+    ) -> Mapping:
+        return Mapping(self, tuple(allowed), expected, hints or {})
+
+
+class Mapping:
+    """The keys of a YAML mapping, checked: strings, no duplicates, none unknown.
+
+    Merge keys (``<<: *anchor`` or ``<<: [*a, *b]``) are applied as YAML 1.1 says:
+    keys written in the mapping win over merged ones. ``hints`` maps a wrong key to
+    advice used instead of the "did you mean" guess.
+    """
+
+    def __init__(
+        self, field: Field, allowed: tuple[str, ...], expected: str, hints: dict[str, str]
+    ) -> None:
+        self.field = field
+        node = field.node
+        if not isinstance(node, MappingNode) or node.tag != TAG + "map":
+            field.wrong(expected or "a mapping with keys " + ", ".join(allowed))
+        self.entries: dict[str, tuple[Node, Node]] = {}
+        self._collect(node, set())
+        for key, (key_node, _) in self.entries.items():
+            if key not in allowed and not (key.startswith("x-") and "x-*" in allowed):
+                hint = hints.get(key) or did_you_mean(key, allowed).strip()
+                hint = f" {hint}" if hint else ""
+                shown = ", ".join(name for name in allowed if name != "x-*")
+                Field(key_node, field.path, field.source).fail(
+                    f"unknown key {show(key)}{hint}; expected one of {shown}"
+                )
+
+    def _collect(self, node: MappingNode, seen: set[int]) -> None:
+        """Add the keys of ``node`` then those it merges; the first one added wins."""
+        if id(node) in seen:
+            return  # merged twice, or an anchor merged into itself
+        seen.add(id(node))
+        own: dict[str, tuple[Node, Node]] = {}
+        merges: list[Node] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == TAG + "merge":
+                merges.append(value_node)
+                continue
+            key_field = Field(key_node, self.field.path, self.field.source)
+            if not isinstance(key_node, ScalarNode) or key_node.tag != TAG + "str":
+                key_field.fail(f"key {key_field.describe()} is not a string; expected a name")
+            key = key_node.value
+            if key in own:
+                first = own[key][0].start_mark.line + 1
+                key_field.fail(f"duplicate key {show(key)} (first at line {first})")
+            own[key] = (key_node, value_node)
+        for key, entry in own.items():
+            self.entries.setdefault(key, entry)
+        for value_node in merges:
+            sources = value_node.value if isinstance(value_node, SequenceNode) else [value_node]
+            for source in sources:
+                if not isinstance(source, MappingNode):
+                    Field(source, self.field.path, self.field.source).wrong(
+                        "a mapping (or a list of mappings) to merge with <<"
+                    )
+                self._collect(source, seen)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.entries
+
+    def get(self, key: str) -> Field | None:
+        entry = self.entries.get(key)
+        return None if entry is None else self.field.at(key, entry[1])
+
+    def key_field(self, key: str) -> Field:
+        """The field of the key itself (its line), for errors about the key's presence."""
+        return self.field.at(key, self.entries[key][0])
+
+    def require(self, key: str, expected: str) -> Field:
+        value = self.get(key)
+        if value is None:
+            self.field.fail(f"missing key {key!r}; expected {expected}")
+        return value
+
+    def only_one_of(self, *keys: str) -> str | None:
+        """The single key of ``keys`` present, None if none; an error if several are."""
+        present = [key for key in keys if key in self.entries]
+        if len(present) > 1:
+            self.key_field(present[1]).fail(
+                f"{' and '.join(map(repr, present))} cannot be used together; expected one of them"
+            )
+        return present[0] if present else None
+
+
+_NAME_CHARS = re.compile(r"[^\s/%]+")
+
+
+def check_name(field: Field, value: str, what: str) -> str:
+    """Names of hosts, VMs and racks: no whitespace, '/' or '%' (they go into URIs and paths)."""
+    if not _NAME_CHARS.fullmatch(value):
+        field.fail(f"{show(value)} is not a valid {what} name; expected no spaces, '/' or '%'")
+    return value
