@@ -129,6 +129,7 @@ class MigrationPolicy:
     poll_interval: float = 0.5  # seconds
     max_concurrent_per_host: int = 1
     switchover_cost: float = 0.0  # seconds added to each downtime
+    completion_timeout: float = 800.0  # seconds per GiB of data (Nova); 0 disables
     reserved_host_disk_mb: int = 0
     reserved_host_memory_mb: int = 512
     service_down_time: float = 60.0  # seconds without heartbeat before a service is down

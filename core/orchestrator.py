@@ -43,6 +43,7 @@ from livemig.core.errors import (
 )
 from livemig.core.flags import parse_flags
 from livemig.core.model import MigrationStatus, Policy, TaskState, VmState
+from livemig.core.policy import completion_timeout, data_gb, timed_out
 from livemig.core.scheduler import find_destination, select_host
 from livemig.core.state import InstanceRecord, MigrationRecord, StateStore
 from livemig.drivers.base import Driver, HostFacts, JobInfo, JobType
@@ -176,9 +177,22 @@ class Orchestrator:
         store.update_migration(mig_id, status=MigrationStatus.RUNNING, started_at=env.now)
 
         poll = self.policy.migration.poll_interval
+        disks = [inst.disk_allocated] if req.block_migration and not inst.volume_backed else []
+        timeout = completion_timeout(
+            self.policy.migration.completion_timeout, data_gb(inst.ram, disks)
+        )
+        aborted = False
         while True:
             yield env.timeout(poll)
             info = driver.job_info(inst.name)
+            if (
+                not aborted
+                and info.type is JobType.UNBOUNDED
+                and timed_out(info.time_elapsed, timeout)
+            ):
+                driver.abort_job(inst.name)  # live_migration_timeout_action = abort
+                aborted = True
+                continue
             if info.type in (JobType.FAILED, JobType.CANCELLED):
                 status = (MigrationStatus.CANCELLED if info.type is JobType.CANCELLED
                           else MigrationStatus.FAILED)
