@@ -349,8 +349,8 @@ def _flags(f: Field) -> str:
                 else did_you_mean(name, known)
             )
             where.fail(
-                f"unknown migration flag {show(name)}{hint}; expected {expected}, "
-                f"from {', '.join(known)}"
+                f"unknown migration flag {show(name)}{hint}; expected {expected}: "
+                f"VIR_MIGRATE_ + one of {', '.join(MIGRATE_FLAG_NAMES)}"
             )
         names.append(name)
     if not names:

@@ -233,8 +233,7 @@ def parse_bytes(
     '4 GB/s' is not a size; expected a number and one of \
 B, KiB, MiB, GiB, TiB, kB, MB, GB, TB (did you mean 'GB'?)
     """
-    number, factor = _parse(
-        value, BYTE_UNITS, "a size", name=name)
+    number, factor = _parse(value, BYTE_UNITS, "a size", name=name)
     result = math.floor(number * factor + 0.5)
     _check_sign(value, result, name=name, positive=positive, non_negative=non_negative)
     return result
@@ -257,8 +256,7 @@ def parse_rate(
     ...     print(err)
     dirty_rate: '-5MiB/s' must be > 0
     """
-    number, factor = _parse(
-        value, RATE_UNITS, "a rate", name=name)
+    number, factor = _parse(value, RATE_UNITS, "a rate", name=name)
     result = number * factor
     _check_sign(value, result, name=name, positive=positive, non_negative=non_negative)
     return result

@@ -63,11 +63,14 @@ def compose(text: str, source: str) -> Node | None:
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else 1
-        what = " ".join(str(part) for part in (err.context, err.problem) if part)
+        what = str(err.problem or err.context or "invalid YAML")
+        if err.context and err.problem:
+            what += f" ({err.context})"
         raise ScenarioError(source, line, "", f"YAML syntax error: {what}") from None
     except yaml.reader.ReaderError as err:
         line = text.count("\n", 0, max(err.position, 0)) + 1
-        problem = f"YAML cannot read this text: {err.reason} (character {err.character!r})"
+        code = ord(err.character) if isinstance(err.character, str) else err.character
+        problem = f"YAML cannot read this text: {err.reason} (character #x{code:02x})"
         raise ScenarioError(source, line, "", problem) from None
     except yaml.YAMLError as err:  # pragma: no cover - PyYAML marks all its errors today
         raise ScenarioError(source, 1, "", f"YAML error: {err}") from None
@@ -267,7 +270,7 @@ class Mapping:
         """The single key of ``keys`` present, None if none; an error if several are."""
         present = [key for key in keys if key in self.entries]
         if len(present) > 1:
-            self.key_field(present[1]).fail(
+            Field(self.entries[present[1]][0], self.field.path, self.field.source).fail(
                 f"{' and '.join(map(repr, present))} cannot be used together; expected one of them"
             )
         return present[0] if present else None
