@@ -1,0 +1,189 @@
+"""Plots of a run (PNG, matplotlib's Agg canvas; pyplot's global state is never touched).
+
+* ``timeline.png``: one row per source host, one bar per migration from
+  ``started_at`` to ``finished_at``, coloured by status, the switchover
+  (downtime) marked; requests that never started are crosses.
+* ``cdf_total_time.png`` and ``cdf_downtime.png``: empirical CDFs over the
+  completed migrations.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from livemig.core.model import MigrationStatus
+from livemig.core.runner import RunResult
+from livemig.core.state import MigrationRecord
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+MAX_HOSTS = 50
+DPI = 100
+STATUS_COLOURS = {
+    MigrationStatus.COMPLETED: "#2ca02c",
+    MigrationStatus.FAILED: "#d62728",
+    MigrationStatus.ERROR: "#ff7f0e",
+    MigrationStatus.CANCELLED: "#7f7f7f",
+}
+UNFINISHED_COLOUR = "#1f77b4"
+
+
+def _save(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=DPI, metadata={"Software": None})
+
+
+def _colour(status: MigrationStatus) -> str:
+    return STATUS_COLOURS.get(status, UNFINISHED_COLOUR)
+
+
+def _lanes(spans: Sequence[tuple[float, float]]) -> tuple[list[int], int]:
+    """Greedy lane per span so that overlapping spans get different lanes.
+
+    >>> _lanes([(0, 2), (1, 3), (2, 4)])
+    ([0, 1, 0], 2)
+    """
+    ends: list[float] = []
+    lanes = []
+    for start, end in spans:
+        for lane, busy_until in enumerate(ends):
+            if busy_until <= start:
+                ends[lane] = end
+                lanes.append(lane)
+                break
+        else:
+            ends.append(end)
+            lanes.append(len(ends) - 1)
+    return lanes, max(1, len(ends))
+
+
+def timeline_hosts(result: RunResult, max_hosts: int = MAX_HOSTS) -> tuple[list[str], int]:
+    """The source hosts to draw (scenario order; the busiest ``max_hosts``) and how many had any."""
+    counts = Counter(m.source for m in result.store.migrations() if m.source is not None)
+    order = {h.name: i for i, h in enumerate(result.scenario.hosts)}
+    busiest = sorted(counts, key=lambda h: (-counts[h], order.get(h, len(order)), h))[:max_hosts]
+    return sorted(busiest, key=lambda h: (order.get(h, len(order)), h)), len(counts)
+
+
+def plot_timeline(result: RunResult, path: Path, max_hosts: int = MAX_HOSTS) -> None:
+    """Write the migration timeline per source host to ``path``."""
+    hosts, total = timeline_hosts(result, max_hosts)
+    rows = {h: i for i, h in enumerate(hosts)}
+    height = max(3.0, 0.32 * len(hosts) + 1.8)
+    fig = Figure(figsize=(11, height))
+    ax = fig.add_subplot()
+    title = f"Migration timeline: {result.scenario.name} ({result.driver} driver)"
+    if total > len(hosts):
+        title += f"\nbusiest {len(hosts)} of {total} source hosts shown"
+    ax.set_title(title)
+    ax.set_xlabel("time since start of run (s)")
+    ax.set_ylabel("source host")
+    end_of_run = float(result.sim_time)
+    by_host: dict[str, list[MigrationRecord]] = {h: [] for h in hosts}
+    for m in result.store.migrations():
+        if m.source in rows:
+            by_host[m.source].append(m)
+    statuses: set[MigrationStatus] = set()
+    switchovers = rejected = False
+    for host, records in by_host.items():
+        y = rows[host]
+        started = sorted(
+            (m for m in records if m.started_at is not None), key=lambda m: (m.started_at, m.id)
+        )
+        spans = [
+            (float(m.started_at or 0.0), float(m.finished_at if m.finished_at is not None
+                                                 else end_of_run))
+            for m in started
+        ]
+        lanes, count = _lanes(spans)
+        lane_height = 0.8 / count
+        for m, (start, end), lane in zip(started, spans, lanes, strict=True):
+            bottom = y - 0.4 + lane * lane_height
+            statuses.add(m.status)
+            ax.broken_barh(
+                [(start, max(end - start, 0.0))], (bottom, lane_height * 0.9),
+                facecolors=_colour(m.status), edgecolors="black", linewidths=0.3,
+            )
+            if m.downtime is not None and m.total_time is not None:
+                switch = start + float(m.total_time)
+                ax.broken_barh(
+                    [(switch - float(m.downtime), float(m.downtime))],
+                    (bottom, lane_height * 0.9), facecolors="black",
+                )
+                ax.plot([switch], [bottom + lane_height * 0.45], marker="|", color="black",
+                        markersize=max(4.0, 12 * lane_height), markeredgewidth=1.5)
+                switchovers = True
+        for m in records:
+            if m.started_at is None:
+                at = m.finished_at if m.finished_at is not None else m.requested_at
+                statuses.add(m.status)
+                rejected = True
+                ax.plot([float(at)], [y], marker="x", color=_colour(m.status), markersize=7,
+                        markeredgewidth=2, linestyle="none")
+    ax.set_yticks(range(len(hosts)), hosts, fontsize=8 if len(hosts) > 20 else 10)
+    ax.set_ylim(len(hosts) - 0.5, -0.5)  # first host on top
+    ax.set_xlim(left=0.0, right=max(end_of_run, 1e-9) * 1.02)
+    ax.grid(axis="x", alpha=0.3)
+    handles: list[Patch | Line2D] = [
+        Patch(facecolor=_colour(s), edgecolor="black", label=s.value)
+        for s in sorted(statuses, key=list(MigrationStatus).index)
+    ]
+    if switchovers:
+        handles.append(Line2D([], [], marker="|", color="black", linestyle="none",
+                              markersize=10, markeredgewidth=1.5, label="switchover (downtime)"))
+    if rejected:
+        handles.append(Line2D([], [], marker="x", color="black", linestyle="none",
+                              label="ended before the transfer"))
+    if not hosts:
+        ax.text(0.5, 0.5, "no migrations with a source host", transform=ax.transAxes,
+                ha="center", va="center", fontsize=14)
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def plot_cdf(values: Sequence[float], path: Path, *, title: str, xlabel: str) -> None:
+    """An empirical CDF of ``values`` (or a 'no completed migrations' notice)."""
+    fig = Figure(figsize=(8, 5))
+    ax = fig.add_subplot()
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("fraction of completed migrations")
+    if not values:
+        ax.set_title(title)
+        ax.text(0.5, 0.5, "no completed migrations", transform=ax.transAxes,
+                ha="center", va="center", fontsize=16)
+    else:
+        xs = sorted(float(v) for v in values)
+        n = len(xs)
+        right = xs[-1] * 1.05 if xs[-1] > 0 else 1.0
+        ax.step([0.0, *xs, right], [0.0, 0.0, *((i + 1) / n for i in range(n))], where="post",
+                color="#1f77b4", linewidth=2)
+        ax.set_xlim(min(0.0, xs[0]), right)
+        ax.ticklabel_format(axis="x", useOffset=False)
+        median = xs[(n - 1) // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+        ax.axvline(median, color="grey", linestyle="--", linewidth=1,
+                   label=f"median {median:.4g}")
+        ax.set_title(f"{title} (n = {n})")
+        ax.legend(loc="lower right")
+    ax.set_ylim(0.0, 1.02)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def write_plots(result: RunResult, directory: Path) -> list[Path]:
+    """Write the three plots of a run into ``directory``; returns their paths."""
+    done = [m for m in result.store.migrations() if m.status is MigrationStatus.COMPLETED]
+    name = result.scenario.name
+    paths = [directory / n for n in ("timeline.png", "cdf_total_time.png", "cdf_downtime.png")]
+    plot_timeline(result, paths[0])
+    plot_cdf([m.total_time for m in done if m.total_time is not None], paths[1],
+             title=f"Total migration time: {name}", xlabel="total migration time (s)")
+    plot_cdf([m.downtime * 1000.0 for m in done if m.downtime is not None], paths[2],
+             title=f"Downtime: {name}", xlabel="downtime (ms)")
+    return paths

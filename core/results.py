@@ -1,0 +1,365 @@
+"""Tables and files of a run: CSVs, ``summary.json``, plots and a terminal table.
+
+:func:`write_results` writes a :class:`~livemig.core.runner.RunResult` into a
+directory atomically: everything goes into a hidden temporary sibling first,
+which is renamed into place only when every file was written, so a failed or
+interrupted run leaves no half-written directory behind.
+
+Cells are plain text: ``None`` is an empty cell, booleans are ``true``/``false``,
+enums their value, floats ``repr`` (shortest round-trip form), so two runs with
+the same seed give byte-identical files.
+
+>>> _cell(None), _cell(True), _cell(0.1 + 0.2), _cell(MigrationStatus.COMPLETED)
+('', 'true', '0.30000000000000004', 'completed')
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import secrets
+import shutil
+import statistics
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from livemig.core import plots
+from livemig.core.model import FINISHED_STATUSES, MigrationStatus
+from livemig.core.runner import RunResult
+from livemig.core.state import MigrationRecord
+from livemig.core.units import format_duration
+
+import livemig
+
+MIGRATION_COLUMNS = (
+    "id", "instance", "source", "dest", "block_migration", "requested_at", "started_at",
+    "finished_at", "status", "error", "error_message", "attempted_hosts", "total_time_s",
+    "downtime_ms", "iterations", "data_transferred_bytes",
+)
+INSTANCE_COLUMNS = ("instance", "host", "vm_state", "task_state", "driver_host")
+EVENT_COLUMNS = (
+    "time", "instance", "event", "old_vm_state", "new_vm_state", "old_task_state",
+    "new_task_state", "state_change",
+)
+WALL_TIME_KEY = "wall_time_s"
+"""The one ``summary.json`` field that differs between two runs of the same seed."""
+
+TABLE_PROBLEM_LINES = 20
+
+
+class OutputExistsError(FileExistsError):
+    """The output directory exists and ``force`` was not given."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(f"output directory {path} already exists (use --force to replace it)")
+        self.path = path
+
+
+# -- cells and rows -------------------------------------------------------
+def _cell(value: object) -> str:
+    """One CSV cell: see the module docstring."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else float(seconds) * 1000.0
+
+
+def migration_rows(result: RunResult) -> list[tuple[object, ...]]:
+    """One row per requested migration, in :data:`MIGRATION_COLUMNS` order."""
+    return [
+        (
+            m.id, m.instance, m.source, m.dest, m.block_migration, _float(m.requested_at),
+            _float(m.started_at), _float(m.finished_at), m.status, m.error, m.error_message,
+            ";".join(m.attempted_hosts), _float(m.total_time), _ms(m.downtime), m.iterations,
+            m.data_transferred,
+        )
+        for m in result.store.migrations()
+    ]
+
+
+def instance_rows(result: RunResult) -> list[tuple[object, ...]]:
+    """The store's final instance records, with the driver's idea of their host."""
+    return [
+        (i.name, i.host, i.vm_state, i.task_state, result.final_hosts.get(i.name))
+        for i in result.store.instances()
+    ]
+
+
+def event_rows(result: RunResult) -> list[tuple[object, ...]]:
+    """Every notification, in the order it was emitted."""
+    return [
+        (
+            _float(n.time), n.instance, n.event, n.old_vm_state, n.new_vm_state,
+            n.old_task_state, n.new_task_state, n.state_change,
+        )
+        for n in result.store.notifications
+    ]
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
+    """Write a header and rows with ``\\n`` line ends (same bytes on every platform)."""
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows([_cell(v) for v in row] for row in rows)
+
+
+# -- summary ----------------------------------------------------------------
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0..100) by linear interpolation between closest ranks.
+
+    >>> percentile([1.0, 2.0, 3.0, 4.0], 50), percentile([5.0], 95), percentile([0, 10], 95)
+    (2.5, 5.0, 9.5)
+    """
+    xs = sorted(values)
+    if not xs:
+        raise ValueError("percentile of no values")
+    pos = (len(xs) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+
+
+def describe(values: Sequence[float]) -> dict[str, float | int | None]:
+    """count/total/mean/median/p95/max of ``values`` (``None`` when empty).
+
+    >>> describe([1.0, 3.0])
+    {'count': 2, 'total': 4.0, 'mean': 2.0, 'median': 2.0, 'p95': 2.9, 'max': 3.0}
+    >>> describe([])["mean"] is None
+    True
+    """
+    if not values:
+        return {"count": 0, "total": 0.0, "mean": None, "median": None, "p95": None, "max": None}
+    return {
+        "count": len(values),
+        "total": math.fsum(values),
+        "mean": statistics.fmean(values),
+        "median": float(statistics.median(values)),
+        "p95": percentile(values, 95),
+        "max": float(max(values)),
+    }
+
+
+def completed(result: RunResult) -> list[MigrationRecord]:
+    """The migrations that ended with status ``completed``."""
+    return [m for m in result.store.migrations() if m.status is MigrationStatus.COMPLETED]
+
+
+def host_mismatches(result: RunResult) -> list[str]:
+    """Instances whose record's host is not where the driver says the domain runs."""
+    return [
+        i.name for i in result.store.instances() if result.final_hosts.get(i.name) != i.host
+    ]
+
+
+def summarize(result: RunResult) -> dict[str, Any]:
+    """The run in numbers (what ``summary.json`` holds); times in s, downtime in ms."""
+    migrations = result.store.migrations()
+    done = completed(result)
+    status_counts: Counter[str] = Counter({str(s.value): 0 for s in FINISHED_STATUSES})
+    status_counts.update(str(m.status.value) for m in migrations)
+    error_counts = Counter(m.error for m in migrations if m.error is not None)
+    mismatched = host_mismatches(result)
+    return {
+        "scenario": result.scenario.name,
+        "scenario_source": result.scenario.source,
+        "driver": result.driver,
+        "seed": result.seed,
+        "livemig_version": livemig.__version__,
+        "instances": len(result.store.instances()),
+        "migrations": len(migrations),
+        "status_counts": dict(sorted(status_counts.items())),
+        "error_counts": dict(sorted(error_counts.items())),
+        "completed_total_time_s": describe(
+            [float(m.total_time) for m in done if m.total_time is not None]
+        ),
+        "completed_downtime_ms": describe(
+            [float(m.downtime) * 1000.0 for m in done if m.downtime is not None]
+        ),
+        "data_transferred_bytes": sum(m.data_transferred or 0 for m in migrations),
+        "sim_time_s": float(result.sim_time),
+        WALL_TIME_KEY: float(result.wall_time),
+        "sim_events": result.sim_events,
+        "host_mismatches": len(mismatched),
+        "host_mismatch_instances": mismatched,
+    }
+
+
+def comparable(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """``summary`` without its non-deterministic field (the wall time)."""
+    return {k: v for k, v in summary.items() if k != WALL_TIME_KEY}
+
+
+def same_summary(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Are two summaries equal, ignoring the wall time?
+
+    >>> same_summary({"seed": 1, "wall_time_s": 0.1}, {"seed": 1, "wall_time_s": 9.0})
+    True
+    """
+    return comparable(a) == comparable(b)
+
+
+def write_summary(path: Path, summary: Mapping[str, Any]) -> None:
+    """JSON with sorted keys, floats in their shortest round-trip form."""
+    path.write_text(
+        json.dumps(summary, sort_keys=True, indent=2, allow_nan=False) + "\n", encoding="utf-8"
+    )
+
+
+def read_summary(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a ``summary.json``."""
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+# -- terminal table ---------------------------------------------------------
+def _mean_text(values: list[float]) -> str:
+    return format_duration(statistics.fmean(values)) if values else "-"
+
+
+def summary_table(result: RunResult) -> str:
+    """Counts and mean times by status, then one line per migration that did not complete."""
+    migrations = result.store.migrations()
+    by_status: dict[str, list[MigrationRecord]] = {}
+    for m in migrations:
+        by_status.setdefault(str(m.status.value), []).append(m)
+    header = ("status", "count", "mean total time", "mean downtime")
+    rows = [
+        (
+            status,
+            str(len(records)),
+            _mean_text([m.total_time for m in records if m.total_time is not None]),
+            _mean_text([m.downtime for m in records if m.downtime is not None]),
+        )
+        for status, records in sorted(by_status.items())
+    ]
+    rows.append(("total", str(len(migrations)), "", ""))
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        pairs = enumerate(zip(cells, widths, strict=True))
+        return "  ".join(c.rjust(w) if i == 1 else c.ljust(w) for i, (c, w) in pairs).rstrip()
+
+    out = [
+        f"scenario {result.scenario.name} (driver {result.driver}, seed {result.seed}): "
+        f"{len(migrations)} migrations in {format_duration(result.sim_time)}",
+        line(header),
+        line(["-" * w for w in widths]),
+        *(line(r) for r in rows),
+    ]
+    problems = [m for m in migrations if m.status is not MigrationStatus.COMPLETED]
+    if problems:
+        out.append("")
+        out.append(f"not completed ({len(problems)}):")
+        for m in problems[:TABLE_PROBLEM_LINES]:
+            text = f"  #{m.id} {m.instance}: {m.status.value}"
+            if m.error:
+                text += f" {m.error}"
+            if m.error_message:
+                message = m.error_message.replace("\n", " ")
+                text += f" ({message[:77] + '...' if len(message) > 80 else message})"
+            out.append(text)
+        if len(problems) > TABLE_PROBLEM_LINES:
+            out.append(f"  ... and {len(problems) - TABLE_PROBLEM_LINES} more")
+    mismatched = host_mismatches(result)
+    if mismatched:
+        out.append("")
+        out.append(
+            f"WARNING: {len(mismatched)} instance record(s) disagree with the driver's host: "
+            + ", ".join(mismatched[:10]) + (" ..." if len(mismatched) > 10 else "")
+        )
+    return "\n".join(out)
+
+
+# -- the output directory ---------------------------------------------------
+def write_files(result: RunResult, directory: Path) -> None:
+    """Write every file of a run into an existing (empty) ``directory``."""
+    write_csv(directory / "migrations.csv", MIGRATION_COLUMNS, migration_rows(result))
+    write_csv(directory / "instances.csv", INSTANCE_COLUMNS, instance_rows(result))
+    write_csv(directory / "events.csv", EVENT_COLUMNS, event_rows(result))
+    write_summary(directory / "summary.json", summarize(result))
+    plots.write_plots(result, directory)
+
+
+def check_output_dir(out_dir: str | os.PathLike[str], *, force: bool = False) -> Path:
+    """Raise :class:`OutputExistsError` if ``out_dir`` exists (and, with force, is no dir)."""
+    out = Path(out_dir)
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise OutputExistsError(out)
+        if not out.is_dir() or out.is_symlink():
+            raise FileExistsError(f"{out} exists and is not a directory; not replacing it")
+    return out
+
+
+def _missing_parents(path: Path) -> list[Path]:
+    """The ancestors of ``path`` that do not exist yet, outermost first."""
+    missing = []
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            break
+        missing.append(parent)
+    return missing[::-1]
+
+
+def _sibling(out: Path, kind: str) -> Path:
+    return out.parent / f".{out.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def write_results(
+    result: RunResult, out_dir: str | os.PathLike[str], *, force: bool = False
+) -> Path:
+    """Write the run's files into ``out_dir`` atomically; returns the directory.
+
+    The files go into a temporary sibling renamed into place at the end; on any
+    failure (or interrupt) the sibling and any parent directories created for it
+    are removed again. An existing ``out_dir`` is refused unless ``force``; then
+    it is moved aside, the new one renamed in, and the old one deleted.
+    """
+    out = check_output_dir(out_dir, force=force)
+    created = _missing_parents(out.parent)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(out, "tmp")
+    old: Path | None = None
+    try:
+        tmp.mkdir()
+        write_files(result, tmp)
+        check_output_dir(out, force=force)  # again: it may have appeared meanwhile
+        if out.exists():
+            old = _sibling(out, "old")
+            out.rename(old)
+        try:
+            tmp.rename(out)
+        except BaseException:
+            if old is not None:
+                old.rename(out)
+                old = None
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        for parent in reversed(created):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
