@@ -181,7 +181,19 @@ class FlowState(StrEnum):
 class _Link:
     """One direction of a link: its capacity and the active flows on it."""
 
-    __slots__ = ("index", "u", "v", "capacity", "flows")
+    __slots__ = (
+        "index",
+        "u",
+        "v",
+        "capacity",
+        "flows",
+        "_seen",
+        "_couples",
+        "_shared",
+        "_res",
+        "_cnt",
+        "_lvl",
+    )
 
     def __init__(self, index: int, u: str, v: str, capacity: float) -> None:
         self.index = index
@@ -189,6 +201,13 @@ class _Link:
         self.v = v
         self.capacity = capacity
         self.flows: dict[int, Flow] = {}  # flow id -> flow, in arrival order
+        # scratch space of one rate recomputation (valid while == its epoch)
+        self._seen = 0
+        self._couples = 0  # can bind: its flows' upper bounds add up to >= capacity
+        self._shared = 0
+        self._res = 0.0  # capacity minus the rates frozen so far
+        self._cnt = 0  # flows not frozen yet
+        self._lvl = 0.0  # _res / _cnt
 
 
 class Flow:
@@ -217,6 +236,11 @@ class Flow:
         "_t0",
         "_gen",
         "_finish",
+        "_seen",
+        "_pos",
+        "_ub",
+        "_ub_link",
+        "_ub2",
     )
 
     def __init__(
@@ -245,6 +269,13 @@ class Flow:
         self._t0 = net.env.now
         self._gen = 0  # bumped on every rate change; stale completion entries are skipped
         self._finish = _INF
+        self._seen = 0  # epoch of the last recomputation that reached this flow
+        self._pos = 0  # index in that recomputation's component
+        # upper bounds of the rate (see _update_bounds)
+        self._ub = 0.0  # the least of cap and the path's capacities ...
+        self._ub_link: _Link | None = None  # ... set by this link (None: by the cap)
+        self._ub2 = 0.0  # the least without that link
+        _update_bounds(self)
 
     def __repr__(self) -> str:
         return (
@@ -259,6 +290,8 @@ class Flow:
     @property
     def rate(self) -> float:
         """Current rate in bytes/s (0 once finished, or while a link on the path is down)."""
+        if self._net._dirty:
+            self._net._flush()
         return self._rate
 
     @property
@@ -274,6 +307,8 @@ class Flow:
     @property
     def expected_finish(self) -> float:
         """When the flow will complete if nothing changes (inf at rate 0)."""
+        if self._net._dirty:
+            self._net._flush()
         return self._finish if self.state is FlowState.ACTIVE else _INF
 
     def delivered(self) -> float:
@@ -331,6 +366,10 @@ class FluidNetwork:
         self._pair_paths: dict[tuple[str, str], tuple[_Link, ...]] = {}
         self._active: dict[int, Flow] = {}
         self._next_id = 0
+        self._epoch = 0
+        self._dirty = False  # changes wait for a recomputation at this instant
+        self._seed_flows: list[Flow] = []
+        self._seed_links: list[_Link] = []
         self._heap: list[tuple[float, int, int]] = []  # (finish time, flow id, generation)
         self._armed: list[float] = []  # target times of pending wake-up timeouts
         self.recomputations = 0  # how many times rates were recomputed (for benchmarks)
@@ -361,7 +400,7 @@ class FluidNetwork:
         self._active[flow.id] = flow
         for link in links:
             link.flows[flow.id] = flow
-        self._recompute((flow,), ())
+        self._changed((flow,), ())
         return flow
 
     def set_link_capacity(
@@ -393,7 +432,10 @@ class FluidNetwork:
         seeds = [link for link, _ in targets]
         for link, new in targets:
             link.capacity = new
-        self._recompute((flow for link in seeds for flow in link.flows.values()), seeds)
+        for link in seeds:
+            for flow in link.flows.values():
+                _update_bounds(flow)
+        self._changed([flow for link in seeds for flow in link.flows.values()], seeds)
 
     def link_capacity(self, u: str, v: str) -> float:
         """The current capacity of link ``u -> v`` in bytes/s."""
@@ -476,25 +518,48 @@ class FluidNetwork:
         if cap is None and all(link.capacity == _INF for link in flow._links):
             raise ValueError(f"flow {flow.id} would be unbounded: no finite link and no cap")
         flow._cap = cap
+        _update_bounds(flow)
         if flow.state is FlowState.ACTIVE:
-            self._recompute((flow,), ())
+            self._changed((flow,), ())
 
     def _cancel(self, flow: Flow) -> None:
         if flow.state is not FlowState.ACTIVE:
             return
         self._finish_now(flow, FlowState.CANCELLED)
-        self._recompute((), flow._links)
+        self._changed((), flow._links)
         flow.done.defused = True
         flow.done.fail(FlowCancelled(f"flow {flow.id} {flow.src}->{flow.dst} cancelled"))
 
     # -- rates ------------------------------------------------------------------------
 
-    def _recompute(self, flows: Iterable[Flow], links: Iterable[_Link]) -> None:
-        """Recompute the rates of every flow connected to ``flows`` and ``links``."""
-        component = self._component(flows, links)
+    def _changed(self, flows: Iterable[Flow], links: Iterable[_Link]) -> None:
+        """Note a change; rates are recomputed once at the end of this instant.
+
+        Batching matters: a completion and the transfer it triggers, or many
+        transfers started together, cost one recomputation. Reading ``rate`` or
+        ``expected_finish`` recomputes at once; ``delivered()`` needs no
+        recomputation (no time has passed since the change).
+        """
+        self._seed_flows.extend(flows)
+        self._seed_links.extend(links)
+        if not self._dirty:
+            self._dirty = True
+            flush = self.env.event()
+            flush.callbacks.append(self._flush)
+            flush.succeed()
+
+    def _flush(self, _event: simpy.Event | None = None) -> None:
+        """Recompute the rates of every flow connected to the changes noted."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        flows, links = self._seed_flows, self._seed_links
+        self._seed_flows, self._seed_links = [], []
+        self._epoch += 1
+        component = _component(self._epoch, flows, links)
         if component:
             self.recomputations += 1
-            rates = _max_min_rates(component)
+            rates = _max_min_rates(self._epoch, component)
             now = self.env.now
             heap = self._heap
             for flow, rate in zip(component, rates, strict=True):
@@ -512,29 +577,6 @@ class FluidNetwork:
                 else:
                     flow._finish = _INF
         self._arm()
-
-    @staticmethod
-    def _component(flows: Iterable[Flow], links: Iterable[_Link]) -> list[Flow]:
-        seen: dict[int, Flow] = {}
-        visited: set[int] = set()  # link indexes (ints: deterministic)
-        stack: list[_Link] = []
-        for flow in flows:
-            if flow.state is FlowState.ACTIVE and flow.id not in seen:
-                seen[flow.id] = flow
-                stack.extend(flow._links)
-        stack.extend(links)
-        while stack:
-            link = stack.pop()
-            if link.index in visited:
-                continue
-            visited.add(link.index)
-            if link.capacity == _INF:
-                continue  # never binds: does not couple its flows
-            for fid, flow in link.flows.items():
-                if fid not in seen:
-                    seen[fid] = flow
-                    stack.extend(flow._links)
-        return list(seen.values())
 
     # -- completions ------------------------------------------------------------------
 
@@ -577,78 +619,162 @@ class FluidNetwork:
             return
         for flow in due:
             self._finish_now(flow, FlowState.COMPLETED)
-        self._recompute((), [link for flow in due for link in flow._links])
-        for flow in due:
-            flow.done.succeed(flow)
+        for flow in due:  # before the flush event, so that what the waiters start
+            flow.done.succeed(flow)  # at this instant joins the same recomputation
+        self._changed((), [link for flow in due for link in flow._links])
 
 
-def _max_min_rates(flows: list[Flow]) -> list[float]:
+def _update_bounds(flow: Flow) -> None:
+    """Cache the bounds of ``flow``'s rate from its cap and its path's capacities.
+
+    The bound without link ``l`` is ``_ub2 if _ub_link is l else _ub``; it must be
+    refreshed whenever the cap or a capacity on the path changes.
+    """
+    best = second = _INF if flow._cap is None else flow._cap
+    best_link = None
+    for link in flow._links:
+        capacity = link.capacity
+        if capacity < best:
+            best, second, best_link = capacity, best, link
+        elif capacity < second:
+            second = capacity
+    flow._ub, flow._ub_link, flow._ub2 = best, best_link, second
+
+
+def _component(epoch: int, flows: Iterable[Flow], links: Iterable[_Link]) -> list[Flow]:
+    """The active flows whose max-min rates may change after a change to ``flows``
+    (started, ended, re-capped) and ``links`` (new capacity).
+
+    Every flow on a changed flow's link or a changed link is affected; from
+    them the search spreads through the links that can couple flows: links
+    with at least two flows whose rates, bounded by their caps and the other
+    links of their paths, can add up to more than the capacity. Any other link
+    is implied by the other constraints (redundant) and couples nothing; an
+    infinite link likewise. Flows outside the result keep exactly their rates:
+    their sub-problem did not change. Order: discovery order (deterministic).
+    Marks the coupling links with ``_couples = epoch`` for :func:`_max_min_rates`.
+    """
+    component: list[Flow] = []
+    stack: list[_Link] = list(links)
+    for flow in flows:
+        stack.extend(flow._links)
+    for link in stack:  # the changed links: all their flows are affected
+        for flow in link.flows.values():
+            if flow._seen != epoch:
+                flow._seen = epoch
+                flow._pos = len(component)
+                component.append(flow)
+    for flow in component:
+        stack.extend(flow._links)
+    while stack:
+        link = stack.pop()
+        if link._seen == epoch:
+            continue
+        link._seen = epoch
+        capacity = link.capacity
+        if capacity == _INF or len(link.flows) < 2:
+            continue
+        demand = 0.0
+        for flow in link.flows.values():
+            demand += flow._ub2 if flow._ub_link is link else flow._ub
+        if demand <= capacity:
+            continue
+        link._couples = epoch
+        for flow in link.flows.values():
+            if flow._seen != epoch:
+                flow._seen = epoch
+                flow._pos = len(component)
+                component.append(flow)
+                stack.extend(flow._links)
+    return component
+
+
+def _max_min_rates(epoch: int, flows: list[Flow]) -> list[float]:
     """Max-min fair rates of ``flows`` (a closed component), by progressive filling.
 
-    All unfrozen flows grow together. The next event is either a link whose
-    fair level ``(capacity - frozen rates) / unfrozen flows`` is the lowest (its
-    flows freeze at that level) or a flow reaching its cap (it freezes at its
-    cap). Link levels only rise as flows freeze, so a lazy min-heap suffices:
-    O((flows * path length) log links).
+    All unfrozen flows grow together. The next event is either a coupling link
+    whose fair level ``(capacity - frozen rates) / unfrozen flows`` is the
+    lowest (its unfrozen flows freeze at that level) or a flow reaching its
+    *limit* (it freezes there). A flow's limit is the least of its cap and the
+    capacities of the links it has to itself (those behave exactly like caps).
+    Link levels only rise as flows freeze, so a heap whose keys are lower
+    bounds suffices: a stale top is re-keyed, a current top is the minimum.
+    O(flows * path length + pops * log(links)). ``flow._pos`` must index
+    ``flows`` and coupling links carry ``_couples == epoch`` (both set by
+    :func:`_component`).
     """
-    position = {flow.id: i for i, flow in enumerate(flows)}
     rates = [-1.0] * len(flows)  # -1: not frozen yet
-    residual: dict[int, float] = {}
-    count: dict[int, int] = {}
-    level: dict[int, float] = {}
-    link_of: dict[int, _Link] = {}
-    for flow in flows:
+    heap: list[tuple[float, int, _Link]] = []
+    limits: list[tuple[float, int]] = []
+    for pos, flow in enumerate(flows):
+        limit = _INF if flow._cap is None else flow._cap
         for link in flow._links:
-            if link.capacity == _INF:
-                continue
-            i = link.index
-            if i in count:
-                count[i] += 1
-            else:
-                count[i] = 1
-                residual[i] = link.capacity
-                link_of[i] = link
-    heap: list[tuple[float, int]] = []
-    for i, n in count.items():
-        level[i] = residual[i] / n
-        heap.append((level[i], i))
+            if link._couples == epoch:
+                if link._shared != epoch:
+                    link._shared = epoch
+                    n = len(link.flows)
+                    link._res = link.capacity
+                    link._cnt = n
+                    link._lvl = link.capacity / n
+                    heap.append((link._lvl, link.index, link))
+            elif link.capacity < limit and len(link.flows) == 1:
+                limit = link.capacity
+        if limit < _INF:
+            limits.append((limit, pos))
     heapq.heapify(heap)
-    caps = sorted((flow._cap, flow.id) for flow in flows if flow._cap is not None)
-    next_cap = 0
+    limits.sort()
+    next_limit, n_limits = 0, len(limits)
     unfrozen = len(flows)
-
-    def freeze(flow: Flow, rate: float) -> None:
-        rates[position[flow.id]] = rate
-        for link in flow._links:
-            if link.capacity == _INF:
-                continue
-            i = link.index
-            n = count[i] - 1
-            count[i] = n
-            left = residual[i] - rate
-            residual[i] = left
-            if n:
-                lvl = (left if left > 0.0 else 0.0) / n
-                level[i] = lvl
-                heapq.heappush(heap, (lvl, i))
+    heappop, heapreplace = heapq.heappop, heapq.heapreplace
 
     while unfrozen:
-        while heap and (count[heap[0][1]] == 0 or heap[0][0] != level[heap[0][1]]):
-            heapq.heappop(heap)
-        while next_cap < len(caps) and rates[position[caps[next_cap][1]]] >= 0.0:
-            next_cap += 1
+        while heap:  # make the top current: its key is then the least level
+            lvl, index, link = heap[0]
+            if not link._cnt:
+                heappop(heap)
+            elif lvl != link._lvl:
+                heapreplace(heap, (link._lvl, index, link))
+            else:
+                break
         link_level = heap[0][0] if heap else _INF
-        if next_cap < len(caps) and caps[next_cap][0] <= link_level:
-            cap, fid = caps[next_cap]
-            next_cap += 1
-            freeze(flows[position[fid]], cap)
+        # flows whose limit is reached first (ties: limits first) freeze at it;
+        # levels only rise, so a stale link_level is still a safe threshold
+        frozen_any = False
+        while next_limit < n_limits:
+            limit, pos = limits[next_limit]
+            if limit > link_level:
+                break
+            next_limit += 1
+            if rates[pos] >= 0.0:
+                continue
+            rates[pos] = limit
             unfrozen -= 1
+            frozen_any = True
+            for link in flows[pos]._links:
+                if link._shared == epoch:
+                    n = link._cnt - 1
+                    link._cnt = n
+                    left = link._res - limit
+                    link._res = left
+                    if n:
+                        link._lvl = (left if left > 0.0 else 0.0) / n
+        if frozen_any or not unfrozen:
             continue
         if not heap:  # only unbounded flows left; transfer() forbids them
             raise RuntimeError("flow with no finite link and no cap")
-        _, i = heapq.heappop(heap)
-        for flow in list(link_of[i].flows.values()):
-            if rates[position[flow.id]] < 0.0:
-                freeze(flow, link_level)
-                unfrozen -= 1
+        _, _, bottleneck = heappop(heap)
+        for flow in bottleneck.flows.values():
+            pos = flow._pos
+            if rates[pos] >= 0.0:
+                continue
+            rates[pos] = link_level
+            unfrozen -= 1
+            for link in flow._links:
+                if link._shared == epoch:
+                    n = link._cnt - 1
+                    link._cnt = n
+                    left = link._res - link_level
+                    link._res = left
+                    if n:
+                        link._lvl = (left if left > 0.0 else 0.0) / n
     return rates
