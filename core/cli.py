@@ -1,0 +1,235 @@
+"""The ``livemig`` command.
+
+``livemig run SCENARIO``     run a scenario and write its results directory
+``livemig validate FILE...`` check scenario files without running them
+``livemig lab ...``          the namespace lab (when ``livemig.drivers.lab.commands`` exists)
+
+A problem with the input (scenario file, driver name, inventory, output
+directory) is one line ``livemig: error: <message>`` on stderr and exit code 2,
+and nothing is written. A migration that fails is a result (exit 0). Anything
+else is a bug and propagates with its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from livemig.core.model import Scenario
+from livemig.core.units import UnitError
+from livemig.drivers import DRIVERS, driver_class
+
+import livemig
+
+PROG = "livemig"
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+RESULTS_ROOT = Path("results")
+LAB_COMMANDS_MODULE = "livemig.drivers.lab.commands"
+
+
+class CliError(Exception):
+    """A problem with the user's input: reported as one line, exit code 2."""
+
+
+def _scenario_module() -> Any:
+    """``livemig.core.scenario``, imported when first needed."""
+    from livemig.core import scenario
+
+    return scenario
+
+
+def _one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (OSErrors as ``path: reason``)."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror}"
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def load(path: str) -> Scenario:
+    """Load and check a scenario file; input problems become :class:`CliError`."""
+    scenario = _scenario_module()
+    try:
+        return scenario.load_scenario(path)
+    except (scenario.ScenarioError, UnitError, OSError) as exc:
+        raise CliError(_one_line(exc)) from exc
+
+
+def default_out_dir(name: str) -> Path:
+    """``results/<name>``, the name made safe as one path component.
+
+    >>> str(default_out_dir("rack drain/2")), str(default_out_dir(".."))
+    ('results/rack_drain_2', 'results/_..')
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    if safe.startswith("."):
+        safe = "_" + safe
+    return RESULTS_ROOT / safe
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+# -- commands -------------------------------------------------------------
+def cmd_run(args: argparse.Namespace) -> int:
+    """``livemig run``: load, check, run, write results, print the summary."""
+    from livemig.core import results, runner
+    from livemig.core.progress import ProgressBar
+
+    if args.inventory is not None and args.driver != "libvirt":
+        raise CliError(f"--inventory is only used by --driver libvirt (not {args.driver})")
+    scenario = load(args.scenario)
+    try:
+        driver_class(args.driver)
+    except ValueError as exc:
+        raise CliError(_one_line(exc)) from exc
+    except ImportError as exc:
+        raise CliError(f"driver {args.driver!r} is not available: {_one_line(exc)}") from exc
+    options: dict[str, Any] = {}
+    if args.inventory is not None:
+        inventory = Path(args.inventory)
+        if not inventory.is_file():
+            raise CliError(f"{inventory}: inventory file not found")
+        options["inventory"] = str(inventory)
+    out = Path(args.out) if args.out is not None else default_out_dir(scenario.name)
+    try:
+        results.check_output_dir(out, force=args.force)
+    except FileExistsError as exc:
+        raise CliError(_one_line(exc)) from exc
+
+    bar: ProgressBar | None = None
+    if not args.no_progress and sys.stderr.isatty():
+        bar = ProgressBar(runner.expected_migrations(scenario), sys.stderr)
+        bar.draw()
+    try:
+        result = runner.run_scenario(
+            scenario, args.driver, seed=args.seed, driver_options=options or None,
+            on_finish=bar.on_finish if bar is not None else None,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    try:
+        written = results.write_results(result, out, force=args.force)
+    except FileExistsError as exc:  # appeared while the scenario ran
+        raise CliError(_one_line(exc)) from exc
+    print(results.summary_table(result))
+    print(f"\nresults written to {written}")
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """``livemig validate``: load every file; one line per file."""
+    status = EXIT_OK
+    for path in args.scenarios:
+        try:
+            scenario = load(path)
+        except CliError as exc:
+            _error(str(exc))
+            status = EXIT_USAGE
+            continue
+        print(
+            f"OK {path} ({len(scenario.hosts)} hosts, {len(scenario.vms)} vms, "
+            f"{len(scenario.events)} events)"
+        )
+    return status
+
+
+# -- parser -----------------------------------------------------------------
+def _add_lab_commands(subparsers: Any) -> None:
+    """Register ``livemig lab`` if its module exists (only its absence is tolerated)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(LAB_COMMANDS_MODULE)
+    except ModuleNotFoundError as exc:
+        parts = LAB_COMMANDS_MODULE.split(".")
+        if exc.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
+            return  # the module (or its package) is not there
+        raise
+    add = getattr(module, "add_lab_commands", None)
+    if add is not None:
+        add(subparsers)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``livemig`` argument parser; every command sets ``func(args) -> int``."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="A testbed for VM live migration: OpenStack Nova's live-migration flow "
+        "on a simulated data centre or real libvirt hosts.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {livemig.__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    run = sub.add_parser(
+        "run", help="run a scenario and write its results",
+        description="Run a scenario file and write migrations.csv, instances.csv, events.csv, "
+        "summary.json and plots into DIR.",
+    )
+    run.add_argument("scenario", metavar="SCENARIO", help="scenario YAML file")
+    run.add_argument("--driver", choices=sorted(DRIVERS), default="sim",
+                     help="where to run it (default: sim)")
+    run.add_argument("--out", metavar="DIR",
+                     help="output directory (default: results/<scenario name>)")
+    run.add_argument("--seed", metavar="N", type=_seed,
+                     help="random seed (default: the scenario's seed)")
+    run.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    run.add_argument("--inventory", metavar="FILE",
+                     help="host inventory for --driver libvirt")
+    run.add_argument("--no-progress", action="store_true",
+                     help="no progress bar (it is only shown when stderr is a terminal)")
+    run.set_defaults(func=cmd_run)
+
+    validate = sub.add_parser(
+        "validate", help="check scenario files without running them",
+        description="Load and check scenario files; print one line per file.",
+    )
+    validate.add_argument("scenarios", metavar="SCENARIO", nargs="+", help="scenario YAML file")
+    validate.set_defaults(func=cmd_validate)
+
+    _add_lab_commands(sub)
+    return parser
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``livemig`` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    func: Callable[[argparse.Namespace], int | None] | None = getattr(args, "func", None)
+    if func is None:  # a sub-command registered without a handler
+        parser.print_usage(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return func(args) or EXIT_OK
+    except CliError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())
