@@ -324,7 +324,7 @@ def _filters(f: Field) -> tuple[str, ...]:
     for _, item in f.items("a list of filter names"):
         name = read(item)
         if name in names:
-            item.fail(f"duplicate filter {name!r}; expected each filter once")
+            item.fail(f"duplicate filter {show(name)}; expected each filter once")
         names.append(name)
     return tuple(names)
 
@@ -479,7 +479,7 @@ class _Hosts:
             if name in self.where:
                 first = self.where[name].line
                 name_field.fail(
-                    f"duplicate host name {name!r} (first defined at line {first}); "
+                    f"duplicate host name {show(name)} (first defined at line {first}); "
                     "expected unique names"
                 )
             self.specs[name] = HostSpec(name=name, rack=rack, **common)
@@ -503,7 +503,7 @@ class _Hosts:
         for name, spec in self.specs.items():
             if spec.rack is None:
                 self.where[name].fail(
-                    f"host {name!r} has no rack while {with_rack[0]!r} has one; expected a "
+                    f"host {show(name)} has no rack while {show(with_rack[0])} has one; expected a "
                     "rack for every host or for none (network.hosts_per_rack fills the gaps)"
                 )
         if self.network.uplink is None:
@@ -553,7 +553,7 @@ def _vms(list_field: Field, hosts: _Hosts, migration: MigrationPolicy) -> list[V
         for name in names:
             if name in where:
                 name_field.fail(
-                    f"duplicate VM name {name!r} (first defined at line "
+                    f"duplicate VM name {show(name)} (first defined at line "
                     f"{where[name].line}); expected unique names"
                 )
             where[name] = name_field
@@ -592,13 +592,13 @@ def _targets(f: Field, hosts: _Hosts) -> list[str]:
     if not _GLOB_CHARS.search(pattern):
         if pattern not in hosts.specs:
             f.fail(
-                f"unknown host {pattern!r}{did_you_mean(pattern, hosts.specs)}; "
+                f"unknown host {show(pattern)}{did_you_mean(pattern, hosts.specs)}; "
                 "expected a host defined under hosts"
             )
         return [pattern]
     matches = [name for name in hosts.specs if fnmatch.fnmatchcase(name, pattern)]
     if not matches:
-        f.fail(f"the glob {pattern!r} matches no host; expected a pattern matching host names")
+        f.fail(f"the glob {show(pattern)} matches no host; expected a pattern matching host names")
     return matches
 
 
@@ -613,7 +613,7 @@ def _place(vm: VmSpec, host: HostSpec, load: _Load, mig: MigrationPolicy, entry:
         if need > have:
             show_ = (lambda n: str(n)) if key == "vcpus" else format_bytes
             entry.require(key, "").fail(
-                f"VM {vm.name!r} needs {show_(need)} but its host {host.name!r} has "
+                f"VM {show(vm.name)} needs {show_(need)} but its host {show(host.name)} has "
                 f"{show_(have)}; expected a VM no larger than its host ({key})"
             )
     load.ram += vm.ram
@@ -640,7 +640,7 @@ def _place(vm: VmSpec, host: HostSpec, load: _Load, mig: MigrationPolicy, entry:
         if total > cap:
             fmt = str if what == "vCPUs" else format_bytes
             entry.require("host", "").fail(
-                f"VM {vm.name!r} does not fit on {host.name!r}: its VMs need {fmt(total)} "
+                f"VM {show(vm.name)} does not fit on {show(host.name)}: its VMs need {fmt(total)} "
                 f"of {what} but it offers {fmt(max(cap, 0))} ({how}); expected the VMs on a "
                 f"host to fit in its {what}"
             )
@@ -657,7 +657,7 @@ def _known(f: Field, names: Iterable[str], what: str, *, null: bool = False) -> 
     value = f.text(f"a {what} name", null=null)
     if value is not None and value not in names:
         f.fail(
-            f"unknown {what} {value!r}{did_you_mean(value, names)}; "
+            f"unknown {what} {show(value)}{did_you_mean(value, names)}; "
             f"expected a {what} defined under {section}"
         )
     return value

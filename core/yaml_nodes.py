@@ -53,7 +53,7 @@ def show(value: object) -> str:
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """``" (did you mean 'RamFilter'?)"`` when a choice is close to ``word``, else ``""``."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f" (did you mean {show(close[0])}?)" if close else ""
 
 
 def compose(text: str, source: str) -> Node | None:
@@ -115,13 +115,18 @@ class Field:
 
     # -- scalars -----------------------------------------------------------------------
 
+    def check_tag(self, expected: str) -> None:
+        """Only the plain YAML types are accepted: no ``!!python/...``, ``!!set``, ``!custom``."""
+        tag = self.node.tag
+        if tag not in _SCALAR_TYPES and tag not in (TAG + "seq", TAG + "map"):
+            self.fail(f"unsupported YAML tag {show(tag)}; expected {expected}")
+
     def scalar(self, expected: str) -> object:
         """The Python value of a plain scalar (str, int, float, bool or None)."""
         node = self.node
+        self.check_tag(expected)
         if not isinstance(node, ScalarNode):
             self.wrong(expected)
-        if node.tag not in _SCALAR_TYPES:
-            self.fail(f"unsupported YAML tag {node.tag!r}; expected {expected}")
         builder = getattr(_CONSTRUCT, "construct_yaml_" + node.tag.removeprefix(TAG))
         try:
             return builder(node)
@@ -182,7 +187,8 @@ class Field:
 
     def items(self, expected: str = "a list") -> Iterator[tuple[int, Field]]:
         """``(index, field)`` for each entry of a list."""
-        if not isinstance(self.node, SequenceNode) or self.node.tag != TAG + "seq":
+        self.check_tag(expected)
+        if not isinstance(self.node, SequenceNode):
             self.wrong(expected)
         for index, child in enumerate(self.node.value):
             yield index, self.at(index, child)
@@ -206,8 +212,10 @@ class Mapping:
     ) -> None:
         self.field = field
         node = field.node
-        if not isinstance(node, MappingNode) or node.tag != TAG + "map":
-            field.wrong(expected or "a mapping with keys " + ", ".join(allowed))
+        expected = expected or "a mapping with keys " + ", ".join(a for a in allowed if a != "x-*")
+        field.check_tag(expected)
+        if not isinstance(node, MappingNode):
+            field.wrong(expected)
         self.entries: dict[str, tuple[Node, Node]] = {}
         self._collect(node, set())
         for key, (key_node, _) in self.entries.items():

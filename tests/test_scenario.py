@@ -1,0 +1,762 @@
+"""The scenario schema: what loads, the defaults, every error (file, line, field, expectation)."""
+
+from __future__ import annotations
+
+import doctest
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from livemig.core import scenario as scenario_module
+from livemig.core.model import (
+    DrainEvent,
+    Heuristic,
+    LiveMigrateEvent,
+    MigrationPolicy,
+    NetworkSpec,
+    Policy,
+    SchedulerPolicy,
+    Storage,
+)
+from livemig.core.scenario import (
+    MIGRATE_FLAG_NAMES,
+    ScenarioError,
+    load_scenario,
+    parse_hypervisor_version,
+    parse_scenario,
+)
+
+GiB = 2**30
+MiB = 2**20
+SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
+
+# Lines 1-5; what a test appends starts at line 6.
+BASE = """\
+hosts:
+  - {name: a, ram: 16GiB, vcpus: 4}
+  - {name: b, ram: 16GiB, vcpus: 4}
+vms:
+  - {name: v, host: a, ram: 2GiB}
+"""
+
+
+def load(text: str):  # noqa: ANN201
+    return parse_scenario(textwrap.dedent(text), "t.yaml")
+
+
+def error(text: str) -> ScenarioError:
+    with pytest.raises(ScenarioError) as info:
+        parse_scenario(textwrap.dedent(text), "t.yaml")
+    message = str(info.value)
+    assert len(message.splitlines()) == 1, message
+    return info.value
+
+
+def fails(text: str, line: int, path: str, *fragments: str) -> str:
+    """Assert the one-line message ``t.yaml:LINE: PATH: ...`` containing every fragment."""
+    err = error(text)
+    message = str(err)
+    prefix = f"t.yaml:{line}: {path}: " if path else f"t.yaml:{line}: "
+    assert message.startswith(prefix), message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert (err.source, err.line, err.path) == ("t.yaml", line, path)
+    return message
+
+
+def test_doctests() -> None:
+    result = doctest.testmod(scenario_module)
+    assert result.attempted >= 3 and result.failed == 0
+
+
+# -- shipped scenarios -----------------------------------------------------------------
+
+
+def test_every_shipped_scenario_loads() -> None:
+    paths = sorted(SCENARIOS.glob("*.yaml"))
+    names = {path.stem for path in paths}
+    assert {"quickstart", "rack-drain", "seed-explicit-dest", "seed-scheduler-retry"} <= names
+    assert sum(name.startswith("seed-") for name in names) >= 14
+    for path in paths:
+        loaded = load_scenario(path)
+        assert loaded.source == str(path) and loaded.hosts
+        if path.stem.startswith("seed-"):
+            head = path.read_text().split("\n\n")[0]
+            assert head.startswith("# Seed path:") and "Expected" in head, path
+
+
+def test_quickstart_and_rack_drain_shapes() -> None:
+    quick = load_scenario(SCENARIOS / "quickstart.yaml")
+    assert len(quick.hosts) == 8 and {h.rack for h in quick.hosts} == {"rack-1", "rack-2"}
+    assert 35 <= len(quick.vms) <= 45
+    assert any(isinstance(e, DrainEvent) for e in quick.events)
+    assert any(isinstance(e, LiveMigrateEvent) and e.dest is None for e in quick.events)
+    drain = load_scenario(SCENARIOS / "rack-drain.yaml")
+    assert len(drain.hosts) == 40 and len({h.rack for h in drain.hosts}) == 4
+    assert 380 <= len(drain.vms) <= 420
+    assert drain.policy.migration.max_concurrent_per_host == 2
+    assert [(e.at, type(e)) for e in drain.events] == [(0.0, DrainEvent)] * 3
+
+
+# -- values and defaults ---------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    loaded = load(BASE)
+    assert loaded.name == "t" and loaded.seed == 0 and loaded.source == "t.yaml"
+    assert loaded.network == NetworkSpec() and loaded.policy == Policy() and loaded.events == ()
+    host = loaded.hosts[0]
+    assert (host.ram, host.vcpus, host.disk) == (16 * GiB, 4, 0)
+    assert (host.hypervisor_type, host.hypervisor_version) == ("QEMU", 10_000_002)
+    assert (host.cpu_model, host.storage, host.rack, host.service) == (
+        "Skylake-Server",
+        Storage.SHARED,
+        None,
+        True,
+    )
+    vm = loaded.vms[0]
+    assert (vm.ram, vm.vcpus, vm.disk, vm.disk_allocated) == (2 * GiB, 1, 0, None)
+    assert (vm.used_memory, vm.working_set, vm.dirty_rate) == (2 * GiB, GiB // 2, 0.0)
+    assert vm.volume_backed is False
+    assert parse_scenario(BASE).name == "scenario"
+
+
+def test_every_field() -> None:
+    loaded = load(
+        """\
+        name: full
+        seed: 9
+        hosts:
+          - name: h1
+            ram: 64GiB
+            vcpus: 8
+            disk: 1TB
+            hypervisor_type: KVM
+            hypervisor_version: "9.1"
+            cpu_model: Haswell
+            storage: local
+            rack: r1
+            service: false
+          - {name: h2, ram: 64GiB, vcpus: 8, disk: 1TB, rack: r1, hypervisor_version: 6.2}
+          - {name: h3, ram: 64GiB, vcpus: 8, rack: r2, hypervisor_version: 7000001}
+        network: {host_link: 25Gbit/s, uplink: 100Gbit/s}
+        vms:
+          - name: v1
+            host: h1
+            ram: 8GiB
+            vcpus: 2
+            disk: 40GiB
+            disk_allocated: 4GiB
+            used_memory: 6GiB
+            working_set: 1GiB
+            dirty_rate: 1Gbit/s
+            volume_backed: true
+        policy:
+          scheduler:
+            filters: [RamFilter, ComputeFilter]
+            ram_allocation_ratio: 1.0
+            ram_weight_multiplier: -1
+            heuristic: best_fit
+            max_retries: 3
+          migration:
+            live_migration_flag: "VIR_MIGRATE_LIVE, VIR_MIGRATE_PEER2PEER"
+            block_migration_flag: [VIR_MIGRATE_LIVE, VIR_MIGRATE_NON_SHARED_INC]
+            uri: "qemu+ssh://%s/system"
+            bandwidth: 100MiB/s
+            max_downtime: 300ms
+            poll_interval: 1s
+            max_concurrent_per_host: 3
+            switchover_cost: 20ms
+            completion_timeout: 0
+            reserved_host_disk_mb: 1024
+            reserved_host_memory_mb: 0
+            service_down_time: 2min
+            report_interval: 5s
+        events:
+          - {at: 0, live_migrate: {instance: v1, dest: h2, block_migration: true,
+                                   disk_over_commit: true}}
+          - {at: 1.5s, drain: {host: h2, block_migration: false}}
+        """
+    )
+    assert (loaded.name, loaded.seed) == ("full", 9)
+    h1, h2, h3 = loaded.hosts
+    assert (h1.disk, h1.hypervisor_type, h1.hypervisor_version, h1.cpu_model) == (
+        10**12,
+        "KVM",
+        9_001_000,
+        "Haswell",
+    )
+    assert (h1.storage, h1.rack, h1.service) == (Storage.LOCAL, "r1", False)
+    assert (h2.hypervisor_version, h3.hypervisor_version) == (6_002_000, 7_000_001)
+    assert loaded.network == NetworkSpec(host_link=25e9 / 8, uplink=100e9 / 8)
+    vm = loaded.vms[0]
+    assert (vm.vcpus, vm.disk, vm.disk_allocated, vm.used_memory, vm.working_set) == (
+        2,
+        40 * GiB,
+        4 * GiB,
+        6 * GiB,
+        GiB,
+    )
+    assert (vm.dirty_rate, vm.volume_backed) == (1.25e8, True)
+    assert loaded.policy.scheduler == SchedulerPolicy(
+        filters=("RamFilter", "ComputeFilter"),
+        ram_allocation_ratio=1.0,
+        ram_weight_multiplier=-1.0,
+        heuristic=Heuristic.BEST_FIT,
+        max_retries=3,
+    )
+    migration = loaded.policy.migration
+    assert migration.live_migration_flag == "VIR_MIGRATE_LIVE, VIR_MIGRATE_PEER2PEER"
+    assert migration.block_migration_flag == "VIR_MIGRATE_LIVE, VIR_MIGRATE_NON_SHARED_INC"
+    assert (migration.uri, migration.bandwidth, migration.max_downtime) == (
+        "qemu+ssh://%s/system",
+        100 * MiB,
+        0.3,
+    )
+    assert (migration.poll_interval, migration.max_concurrent_per_host) == (1.0, 3)
+    assert migration.switchover_cost == pytest.approx(0.02)
+    assert (migration.reserved_host_disk_mb, migration.reserved_host_memory_mb) == (1024, 0)
+    assert (migration.service_down_time, migration.report_interval) == (120.0, 5.0)
+    assert loaded.events == (
+        LiveMigrateEvent(at=0.0, instance="v1", dest="h2", block_migration=True,
+                         disk_over_commit=True),  # fmt: skip
+        DrainEvent(at=1.5, host="h2"),
+    )
+
+
+def test_prefix_count_expansion() -> None:
+    loaded = load(
+        """\
+        hosts:
+          - {prefix: node-, count: 12, ram: 64GiB, vcpus: 8}
+          - {prefix: small-, count: 9, ram: 64GiB, vcpus: 8}
+          - {prefix: x, count: 100, ram: 1GiB, vcpus: 1}
+        vms: []
+        """
+    )
+    names = [h.name for h in loaded.hosts]
+    assert names[:2] == ["node-01", "node-02"] and names[11] == "node-12"
+    assert names[12:21] == [f"small-{i}" for i in range(1, 10)]
+    assert names[21] == "x001" and names[-1] == "x100"
+
+
+def test_glob_deals_round_robin_and_continues_across_entries() -> None:
+    loaded = load(
+        """\
+        hosts:
+          - {prefix: n, count: 3, ram: 64GiB, vcpus: 8}
+          - {name: other, ram: 64GiB, vcpus: 8}
+        vms:
+          - {prefix: a, count: 4, host: "n*", ram: 1GiB}
+          - {prefix: b, count: 2, host: "n*", ram: 1GiB}
+          - {prefix: c, count: 3, host: "n[23]", ram: 1GiB}
+          - {name: d, host: "?ther", ram: 1GiB}
+        """
+    )
+    hosts = {vm.name: vm.host for vm in loaded.vms}
+    assert [hosts[f"a{i}"] for i in range(1, 5)] == ["n1", "n2", "n3", "n1"]
+    assert [hosts["b1"], hosts["b2"]] == ["n2", "n3"]
+    assert [hosts[f"c{i}"] for i in range(1, 4)] == ["n2", "n3", "n2"]
+    assert hosts["d"] == "other"
+
+
+def test_racks_split_evenly_and_hosts_per_rack_fills_gaps() -> None:
+    loaded = load(
+        """\
+        hosts:
+          - {prefix: n, count: 10, ram: 8GiB, vcpus: 2, racks: 4}
+          - {prefix: m, count: 5, ram: 8GiB, vcpus: 2}
+          - {name: z, ram: 8GiB, vcpus: 2, rack: rack-6}
+        network: {hosts_per_rack: 2, uplink: 40Gbit/s}
+        vms: []
+        """
+    )
+    racks = [h.rack for h in loaded.hosts]
+    assert racks[:10] == ["rack-1"] * 3 + ["rack-2"] * 3 + ["rack-3"] * 2 + ["rack-4"] * 2
+    assert racks[10:15] == ["rack-5", "rack-5", "rack-7", "rack-7", "rack-8"]
+    assert racks[15] == "rack-6"
+    assert load(BASE + "network: {hosts_per_rack: 1, uplink: 1Gbit/s}").hosts[1].rack == "rack-2"
+
+
+def test_yaml_anchors_merge_keys_and_extension_keys() -> None:
+    loaded = load(
+        """\
+        x-flavors:
+          small: &small {ram: 2GiB, vcpus: 2}
+          busy: &busy {dirty_rate: 10MiB/s, vcpus: 4}
+        hosts:
+          - {name: a, ram: 16GiB, vcpus: 8}
+        vms:
+          - {name: v1, host: a, <<: *small}
+          - {name: v2, host: a, vcpus: 1, <<: [*busy, *small]}
+        """
+    )
+    v1, v2 = loaded.vms
+    assert (v1.ram, v1.vcpus) == (2 * GiB, 2)
+    assert (v2.ram, v2.vcpus, v2.dirty_rate) == (2 * GiB, 1, 10 * MiB)
+
+
+def test_capacity_limits_are_inclusive() -> None:
+    # 16 GiB - 512 MiB reserved = 15.5 GiB; 4 vCPUs x 16 = 64 vCPUs.
+    load(BASE.replace("ram: 2GiB", "ram: 15.5GiB, vcpus: 4") + "  - {prefix: w, count: 60, "
+         "host: b, ram: 256MiB, vcpus: 1}\n")  # fmt: skip
+    load(
+        """\
+        hosts: [{name: a, ram: 8GiB, vcpus: 1, disk: 10GiB, storage: local}]
+        vms: [{prefix: v, count: 2, host: a, ram: 1GiB, disk: 5GiB}]
+        """
+    )
+    load(  # shared storage: VM disks are not counted against the host's disk
+        """\
+        hosts: [{name: a, ram: 8GiB, vcpus: 1, disk: 1GiB}]
+        vms: [{prefix: v, count: 2, host: a, ram: 1GiB, disk: 5GiB}]
+        """
+    )
+
+
+def test_load_scenario_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "my-run.yaml"
+    path.write_text(BASE)
+    assert load_scenario(path).name == "my-run"
+    path.write_text(BASE + "events: [{at: 1s, drain: {host: nowhere}}]\n")
+    with pytest.raises(ScenarioError, match=rf"^{path}:6: events\[0\]\.drain\.host: unknown host"):
+        load_scenario(str(path))
+    path.write_bytes(b"name: ok\nhosts: [\xff]\n")
+    with pytest.raises(ScenarioError, match=rf"^{path}:2: not UTF-8 text"):
+        load_scenario(path)
+    with pytest.raises(FileNotFoundError):
+        load_scenario(tmp_path / "missing.yaml")
+
+
+def test_flag_names_match_core_flags() -> None:
+    flags = pytest.importorskip("livemig.core.flags")
+    assert tuple("VIR_MIGRATE_" + n for n in MIGRATE_FLAG_NAMES) == tuple(flags.MIGRATE_FLAGS)
+
+
+def test_hypervisor_version_helper() -> None:
+    assert parse_hypervisor_version("10") == 10_000_000
+    with pytest.raises(ValueError, match="not a version"):
+        parse_hypervisor_version("10.1000")
+    with pytest.raises(ValueError, match="not a version"):
+        parse_hypervisor_version(-1)
+
+
+# -- errors ----------------------------------------------------------------------------
+
+HOST_A = "  - {name: a, ram: 16GiB, vcpus: 4}\n"
+
+ERRORS = [
+    # YAML itself
+    ("syntax", "hosts:\n  - {name: a\nvms: []\n", 3, "", ["YAML syntax error"]),
+    ("syntax-indent", BASE + "  bad: [1\n", 6, "", ["YAML syntax error"]),
+    ("empty", "", 1, "", ["no content", "expected a mapping"]),
+    ("comments-only", "# nothing\n", 1, "", ["no content"]),
+    ("not-a-mapping", "- a\n- b\n", 1, "", ["a list is not valid here", "expected a mapping"]),
+    ("two-documents", BASE + "---\nname: x\n", 6, "", ["YAML syntax error", "single document"]),
+    ("duplicate-key", BASE + "seed: 1\nseed: 2\n", 7, "", ["duplicate key 'seed'", "line 6"]),
+    ("duplicate-nested", BASE + "network:\n  uplink: 1Gbit/s\n  uplink: 2Gbit/s\n", 8,
+     "network", ["duplicate key 'uplink' (first at line 7)"]),
+    ("python-tag", BASE + "seed: !!python/object/apply:os.system [ls]\n", 6, "seed",
+     ["unsupported YAML tag", "expected an integer"]),
+    ("python-name", BASE + "name: !!python/name:os.system\n", 6, "name", ["unsupported YAML tag"]),
+    ("timestamp", BASE + "events: [{at: 2001-12-14, drain: {host: a}}]\n", 6, "events[0].at",
+     ["unsupported YAML tag", "timestamp"]),
+    ("set-tag", BASE + "network: !!set {a, b}\n", 6, "network", ["expected a mapping"]),
+    ("custom-tag", BASE + "seed: !seed 3\n", 6, "seed", ["unsupported YAML tag '!seed'"]),
+    ("control-char", BASE + "name: \x01\n", 6, "", ["cannot read", "#x01"]),
+    ("deep", "[" * 600, 1, "", ["nested too deeply"]),
+    ("int-key", BASE + "1: x\n", 6, "", ["key 1 is not a string"]),
+    ("merge-scalar", BASE + "network: {<<: 5}\n", 6, "network", ["to merge with <<"]),
+    # top level
+    ("unknown-top", BASE + "evnts: []\n", 6, "", ["unknown key 'evnts'", "did you mean 'events'",
+                                                  "expected one of name, seed, hosts"]),
+    ("missing-hosts", "vms: []\n", 1, "", ["missing key 'hosts'", "expected a list of hosts"]),
+    ("missing-vms", "hosts:\n" + HOST_A, 1, "", ["missing key 'vms'"]),
+    ("hosts-empty", "hosts: []\nvms: []\n", 1, "hosts", ["empty list", "at least one host"]),
+    ("hosts-mapping", "hosts: {a: 1}\nvms: []\n", 1, "hosts", ["a mapping is not valid here",
+                                                               "expected a list of hosts"]),
+    ("name-bool", BASE + "name: yes\n", 6, "name", ["yes is not a string", "quote it"]),
+    ("name-empty", BASE + "name: ''\n", 6, "name", ["empty string"]),
+    ("seed-negative", BASE + "seed: -1\n", 6, "seed", ["-1 is out of range",
+                                                       "expected an integer >= 0"]),
+    ("seed-float", BASE + "seed: 1.5\n", 6, "seed", ["1.5 is not valid here",
+                                                     "expected an integer"]),
+    ("seed-huge-literal", BASE + "seed: 0b_\n", 6, "seed", ["expected an integer"]),
+    # hosts
+    ("host-unknown-key", "hosts:\n  - {name: a, ram: 1GiB, vcpus: 1, vcpu: 2}\nvms: []\n", 2,
+     "hosts[0]", ["unknown key 'vcpu'", "did you mean 'vcpus'", "expected one of name, prefix"]),
+    ("host-no-name", "hosts:\n  - {ram: 1GiB, vcpus: 1}\nvms: []\n", 2, "hosts[0]",
+     ["missing key 'name'", "prefix"]),
+    ("host-name-and-prefix", "hosts:\n  - {name: a, prefix: b, count: 2, ram: 1GiB, vcpus: 1}\n"
+     "vms: []\n", 2, "hosts[0]", ["'name' and 'prefix' cannot be used together"]),
+    ("host-count-no-prefix", "hosts:\n  - {name: a, count: 2, ram: 1GiB, vcpus: 1}\nvms: []\n",
+     2, "hosts[0].count", ["count needs a prefix"]),
+    ("host-prefix-no-count", "hosts:\n  - {prefix: a, ram: 1GiB, vcpus: 1}\nvms: []\n", 2,
+     "hosts[0]", ["missing key 'count'"]),
+    ("host-count-zero", "hosts:\n  - {prefix: a, count: 0, ram: 1GiB, vcpus: 1}\nvms: []\n", 2,
+     "hosts[0].count", ["0 is out of range", "expected an integer >= 1 and <= 100000"]),
+    ("host-count-huge", "hosts:\n  - {prefix: a, count: 10000000000, ram: 1GiB, vcpus: 1}\n"
+     "vms: []\n", 2, "hosts[0].count", ["out of range"]),
+    ("host-name-space", "hosts:\n  - {name: a b, ram: 1GiB, vcpus: 1}\nvms: []\n", 2,
+     "hosts[0].name", ["'a b' is not a valid host name", "expected no spaces"]),
+    ("host-no-ram", "hosts:\n  - {name: a, vcpus: 1}\nvms: []\n", 2, "hosts[0]",
+     ["missing key 'ram'"]),
+    ("host-no-vcpus", "hosts:\n  - {name: a, ram: 1GiB}\nvms: []\n", 2, "hosts[0]",
+     ["missing key 'vcpus'"]),
+    ("host-ram-zero", "hosts:\n  - {name: a, ram: 0, vcpus: 1}\nvms: []\n", 2, "hosts[0].ram",
+     ["0 must be > 0"]),
+    ("host-ram-unit", "hosts:\n  - {name: a, ram: 16 gb, vcpus: 1}\nvms: []\n", 2,
+     "hosts[0].ram", ["'16 gb' is not a size", "expected a number and one of B, KiB",
+                      "did you mean 'GB'"]),
+    ("host-vcpus-str", "hosts:\n  - {name: a, ram: 1GiB, vcpus: many}\nvms: []\n", 2,
+     "hosts[0].vcpus", ["'many' is not valid here", "expected an integer >= 1"]),
+    ("host-vcpus-list", "hosts:\n  - {name: a, ram: 1GiB, vcpus: [1]}\nvms: []\n", 2,
+     "hosts[0].vcpus", ["a list is not valid here"]),
+    ("host-disk-negative", "hosts:\n  - {name: a, ram: 1GiB, vcpus: 1, disk: -1GiB}\nvms: []\n",
+     2, "hosts[0].disk", ["'-1GiB' must be >= 0"]),
+    ("host-version", "hosts:\n  - {name: a, ram: 1GiB, vcpus: 1, hypervisor_version: 10.x}\n"
+     "vms: []\n", 2, "hosts[0].hypervisor_version", ["'10.x' is not a version",
+                                                     "expected MAJOR[.MINOR[.MICRO]]"]),
+    ("host-version-bool", "hosts:\n  - {name: a, ram: 1GiB, vcpus: 1, hypervisor_version: no}\n"
+     "vms: []\n", 2, "hosts[0].hypervisor_version", ["expected a version"]),
+    ("host-cpu", "hosts:\n  - {name: a, ram: 1GiB, vcpus: 1, cpu_model: Skylake}\nvms: []\n", 2,
+     "hosts[0].cpu_model", ["unknown CPU model 'Skylake'", "did you mean 'Skylake-Server'",
+                            "expected one of Nehalem, SandyBridge"]),
+    ("host-storage", "hosts:\n  - {name: a, ram: 1GiB, vcpus: 1, storage: nfs}\nvms: []\n", 2,
+     "hosts[0].storage", ["unknown storage 'nfs'", "expected one of shared, local"]),
+    ("host-service", "hosts:\n  - {name: a, ram: 1GiB, vcpus: 1, service: maybe}\nvms: []\n", 2,
+     "hosts[0].service", ["expected true or false"]),
+    ("host-type-empty", "hosts:\n  - {name: a, ram: 1GiB, vcpus: 1, hypervisor_type: ' '}\n"
+     "vms: []\n", 2, "hosts[0].hypervisor_type", ["empty string"]),
+    ("host-duplicate", BASE.replace("name: b", "name: a"), 3, "hosts[1].name",
+     ["duplicate host name 'a'", "first defined at line 2"]),
+    ("host-duplicate-prefix", "hosts:\n  - {name: n2, ram: 1GiB, vcpus: 1}\n  - {prefix: n, "
+     "count: 3, ram: 1GiB, vcpus: 1}\nvms: []\n", 3, "hosts[1].prefix",
+     ["duplicate host name 'n2'"]),
+    ("rack-and-racks", "hosts:\n  - {prefix: a, count: 2, ram: 1GiB, vcpus: 1, rack: r, "
+     "racks: 2}\nvms: []\n", 2, "hosts[0]", ["'rack' and 'racks' cannot be used together"]),
+    ("racks-too-many", "hosts:\n  - {prefix: a, count: 2, ram: 1GiB, vcpus: 1, racks: 3}\n"
+     "vms: []\n", 2, "hosts[0].racks", ["3 is out of range", "<= 2"]),
+    ("rack-partial", BASE.replace("vcpus: 4}", "vcpus: 4, rack: r1}", 1)
+     + "network: {uplink: 1Gbit/s}\n", 3, "hosts[1].name",
+     ["'b' has no rack while 'a' has one", "hosts_per_rack"]),
+    ("rack-no-uplink", BASE.replace("vcpus: 4}", "vcpus: 4, rack: r1}"), 2, "hosts[0].name",
+     ["network.uplink is not set", "expected network: {uplink: RATE}"]),
+    ("hosts-per-rack-no-uplink", BASE + "network: {hosts_per_rack: 4}\n", 2, "hosts[0].name",
+     ["network.uplink is not set"]),
+    # network
+    ("network-unknown", BASE + "network: {uplinks: 1Gbit/s}\n", 6, "network",
+     ["unknown key 'uplinks'", "did you mean 'uplink'"]),
+    ("network-link-zero", BASE + "network: {host_link: 0}\n", 6, "network.host_link",
+     ["0 must be > 0"]),
+    ("network-link-size", BASE + "network: {host_link: 10GiB}\n", 6, "network.host_link",
+     ["'10GiB' is not a rate", "did you mean 'GiB/s'"]),
+    ("network-hosts-per-rack", BASE + "network: {hosts_per_rack: 0}\n", 6,
+     "network.hosts_per_rack", ["expected an integer >= 1"]),
+    ("network-list", BASE + "network: [1]\n", 6, "network", ["a list is not valid here",
+                                                            "expected a mapping with keys"]),
+    # vms
+    ("vm-unknown-host", BASE.replace("host: a", "host: c"), 5, "vms[0].host",
+     ["unknown host 'c'", "expected a host defined under hosts"]),
+    ("vm-host-typo", BASE.replace("host: a", "host: aa").replace("name: b", "name: ab"), 5,
+     "vms[0].host", ["unknown host 'aa'"]),
+    ("vm-glob-nothing", BASE.replace("host: a", "host: 'z*'"), 5, "vms[0].host",
+     ["the glob 'z*' matches no host"]),
+    ("vm-host-null", BASE.replace("host: a", "host: null"), 5, "vms[0].host",
+     ["expected a host name or a glob"]),
+    ("vm-no-host", BASE.replace("host: a, ", ""), 5, "vms[0]", ["missing key 'host'"]),
+    ("vm-no-ram", BASE.replace(", ram: 2GiB", ""), 5, "vms[0]", ["missing key 'ram'"]),
+    ("vm-duplicate", BASE + "  - {name: v, host: b, ram: 1GiB}\n", 6, "vms[1].name",
+     ["duplicate VM name 'v'", "first defined at line 5"]),
+    ("vm-bigger-ram", BASE.replace("ram: 2GiB", "ram: 17GiB"), 5, "vms[0].ram",
+     ["VM 'v' needs 17 GiB but its host 'a' has 16 GiB", "expected a VM no larger"]),
+    ("vm-bigger-vcpus", BASE.replace("ram: 2GiB", "ram: 2GiB, vcpus: 5"), 5, "vms[0].vcpus",
+     ["needs 5 but its host 'a' has 4"]),
+    ("vm-bigger-disk", "hosts: [{name: a, ram: 8GiB, vcpus: 1, disk: 10GiB, storage: local}]\n"
+     "vms: [{name: v, host: a, ram: 1GiB, disk: 11GiB}]\n", 2, "vms[0].disk",
+     ["needs 11 GiB but its host 'a' has 10 GiB"]),
+    ("vm-sum-ram", BASE + "  - {prefix: w, count: 4, host: a, ram: 4GiB}\n", 6, "vms[1].host",
+     ["VM 'w4' does not fit on 'a'", "need 18 GiB of RAM", "offers 15.5 GiB",
+      "reserved_host_memory_mb 512", "expected the VMs on a host to fit"]),
+    ("vm-sum-vcpus", BASE + "  - {prefix: w, count: 64, host: a, ram: 1MiB}\n", 6, "vms[1].host",
+     ["need 65 of vCPUs", "offers 64 (16 x 4)"]),
+    ("vm-sum-disk", "hosts: [{name: a, ram: 8GiB, vcpus: 1, disk: 10GiB, storage: local}]\n"
+     "vms: [{prefix: v, count: 3, host: a, ram: 1GiB, disk: 4GiB}]\n"
+     "policy: {migration: {reserved_host_disk_mb: 0}}\n", 2, "vms[0].host",
+     ["VM 'v3' does not fit", "need 12 GiB of disk", "offers 10 GiB"]),
+    ("vm-sum-disk-reserved", "hosts: [{name: a, ram: 8GiB, vcpus: 1, disk: 10GiB, "
+     "storage: local}]\nvms: [{prefix: v, count: 2, host: a, ram: 1GiB, disk: 5GiB}]\n"
+     "policy: {migration: {reserved_host_disk_mb: 1}}\n", 2, "vms[0].host",
+     ["reserved_host_disk_mb 1"]),
+    ("vm-used-over-ram", BASE.replace("ram: 2GiB", "ram: 2GiB, used_memory: 3GiB"), 5,
+     "vms[0].used_memory", ["3 GiB is more than ram (2 GiB)", "expected used_memory <= ram"]),
+    ("vm-ws-over-used", BASE.replace("ram: 2GiB", "ram: 2GiB, used_memory: 1GiB, "
+     "working_set: 1.5GiB"), 5, "vms[0].working_set", ["expected working_set <= used_memory"]),
+    ("vm-ws-over-ram", BASE.replace("ram: 2GiB", "ram: 2GiB, working_set: 3GiB"), 5,
+     "vms[0].working_set", ["more than used_memory (2 GiB)"]),
+    ("vm-allocated-over-disk", BASE.replace("ram: 2GiB", "ram: 2GiB, disk: 1GiB, "
+     "disk_allocated: 2GiB"), 5, "vms[0].disk_allocated", ["expected disk_allocated <= disk"]),
+    ("vm-dirty-negative", BASE.replace("ram: 2GiB", "ram: 2GiB, dirty_rate: -5MiB/s"), 5,
+     "vms[0].dirty_rate", ["'-5MiB/s' must be >= 0"]),
+    ("vm-dirty-nan", BASE.replace("ram: 2GiB", "ram: 2GiB, dirty_rate: .nan"), 5,
+     "vms[0].dirty_rate", ["is not a finite number"]),
+    ("vm-volume-backed", BASE.replace("ram: 2GiB", "ram: 2GiB, volume_backed: 1"), 5,
+     "vms[0].volume_backed", ["expected true or false"]),
+    ("vm-entry-scalar", BASE + "  - v2\n", 6, "vms[1]", ["'v2' is not valid here",
+                                                        "expected a VM: a mapping"]),
+    # policy
+    ("policy-unknown", BASE + "policy: {scheduling: {}}\n", 6, "policy",
+     ["unknown key 'scheduling'", "did you mean 'scheduler'"]),
+    ("filter-unknown", BASE + "policy: {scheduler: {filters: [RamFilter, RamFiltr]}}\n", 6,
+     "policy.scheduler.filters[1]", ["unknown filter 'RamFiltr'", "did you mean 'RamFilter'",
+                                     "expected one of RetryFilter"]),
+    ("filter-duplicate", BASE + "policy: {scheduler: {filters: [RamFilter, RamFilter]}}\n", 6,
+     "policy.scheduler.filters[1]", ["duplicate filter 'RamFilter'"]),
+    ("filters-string", BASE + "policy: {scheduler: {filters: RamFilter}}\n", 6,
+     "policy.scheduler.filters", ["expected a list of filter names"]),
+    ("heuristic", BASE + "policy: {scheduler: {heuristic: bestfit}}\n", 6,
+     "policy.scheduler.heuristic", ["unknown heuristic 'bestfit'", "did you mean 'best_fit'",
+                                    "expected one of weighed, first_fit"]),
+    ("ratio-zero", BASE + "policy: {scheduler: {ram_allocation_ratio: 0}}\n", 6,
+     "policy.scheduler.ram_allocation_ratio", ["expected a number > 0"]),
+    ("multiplier-inf", BASE + "policy: {scheduler: {ram_weight_multiplier: .inf}}\n", 6,
+     "policy.scheduler.ram_weight_multiplier", ["out of range", "expected a number"]),
+    ("max-retries", BASE + "policy: {scheduler: {max_retries: -2}}\n", 6,
+     "policy.scheduler.max_retries", ["expected an integer >= -1"]),
+    ("flag-unknown", BASE + "policy: {migration: {live_migration_flag: "
+     "'VIR_MIGRATE_LIVE, VIR_MIGRATE_PEERTOPEER'}}\n", 6, "policy.migration.live_migration_flag",
+     ["unknown migration flag 'VIR_MIGRATE_PEERTOPEER'", "did you mean 'VIR_MIGRATE_PEER2PEER'",
+      "expected comma-separated", "PARALLEL"]),
+    ("flag-bare", BASE + "policy: {migration: {block_migration_flag: 'VIR_MIGRATE_LIVE,"
+     "NON_SHARED_INC'}}\n", 6, "policy.migration.block_migration_flag",
+     ["unknown migration flag 'NON_SHARED_INC'", "did you mean 'VIR_MIGRATE_NON_SHARED_INC'"]),
+    ("flag-list-item", BASE + "policy:\n  migration:\n    live_migration_flag:\n"
+     "      - VIR_MIGRATE_LIVE\n      - VIR_MIGRATE_FAST\n", 10,
+     "policy.migration.live_migration_flag[1]", ["unknown migration flag 'VIR_MIGRATE_FAST'"]),
+    ("flag-empty", BASE + "policy: {migration: {live_migration_flag: ' , '}}\n", 6,
+     "policy.migration.live_migration_flag", ["no flags", "expected comma-separated"]),
+    ("uri-two", BASE + "policy: {migration: {uri: 'qemu://%s/%s'}}\n", 6, "policy.migration.uri",
+     ["must contain exactly one %s", "expected a URI template"]),
+    ("uri-none", BASE + "policy: {migration: {uri: 'qemu:///system'}}\n", 6,
+     "policy.migration.uri", ["exactly one %s"]),
+    ("uri-other", BASE + "policy: {migration: {uri: 'qemu://%s:%d/'}}\n", 6,
+     "policy.migration.uri", ["exactly one %s"]),
+    ("bandwidth-negative", BASE + "policy: {migration: {bandwidth: -1MiB/s}}\n", 6,
+     "policy.migration.bandwidth", ["'-1MiB/s' must be >= 0"]),
+    ("downtime-zero", BASE + "policy: {migration: {max_downtime: 0ms}}\n", 6,
+     "policy.migration.max_downtime", ["'0ms' must be > 0"]),
+    ("downtime-no-unit", BASE + "policy: {migration: {max_downtime: 500}}\n", 6,
+     "policy.migration.max_downtime", ["500 is not a duration (no unit)",
+                                       "expected a number and one of us, ms, s, min, h"]),
+    ("poll-zero", BASE + "policy: {migration: {poll_interval: 0}}\n", 6,
+     "policy.migration.poll_interval", ["must be > 0"]),
+    ("concurrency-zero", BASE + "policy: {migration: {max_concurrent_per_host: 0}}\n", 6,
+     "policy.migration.max_concurrent_per_host", ["expected an integer >= 1"]),
+    ("switchover-negative", BASE + "policy: {migration: {switchover_cost: -1ms}}\n", 6,
+     "policy.migration.switchover_cost", ["must be >= 0"]),
+    ("reserved-mem", BASE + "policy: {migration: {reserved_host_memory_mb: 512MiB}}\n", 6,
+     "policy.migration.reserved_host_memory_mb", ["expected an integer >= 0"]),
+    ("reserved-disk", BASE + "policy: {migration: {reserved_host_disk_mb: -1}}\n", 6,
+     "policy.migration.reserved_host_disk_mb", ["expected an integer >= 0"]),
+    ("report-interval", BASE + "policy: {migration: {report_interval: 2min}}\n", 6,
+     "policy.migration.report_interval", ["must be less than service_down_time (60 s)"]),
+    ("service-down-time", BASE + "policy: {migration: {service_down_time: 5s}}\n", 6,
+     "policy.migration.service_down_time", ["report_interval (10 s) must be less than"]),
+    ("migration-unknown", BASE + "policy: {migration: {live_migration_flags: x}}\n", 6,
+     "policy.migration", ["unknown key 'live_migration_flags'",
+                          "did you mean 'live_migration_flag'"]),
+    # events
+    ("events-mapping", BASE + "events: {at: 1s}\n", 6, "events", ["expected a list of events"]),
+    ("event-no-at", BASE + "events: [{drain: {host: a}}]\n", 6, "events[0]",
+     ["missing key 'at'", "expected the event time"]),
+    ("event-at-negative", BASE + "events: [{at: -2s, drain: {host: a}}]\n", 6, "events[0].at",
+     ["'-2s' must be >= 0"]),
+    ("event-at-no-unit", BASE + "events: [{at: 2, drain: {host: a}}]\n", 6, "events[0].at",
+     ["2 is not a duration (no unit)"]),
+    ("event-order", BASE + "events:\n  - {at: 2s, drain: {host: a}}\n  - {at: 2s, drain: "
+     "{host: b}}\n  - {at: 1s, drain: {host: a}}\n", 9, "events[2].at",
+     ["1 s is before the previous event (2 s, line 8)", "expected events in non-decreasing"]),
+    ("event-no-action", BASE + "events: [{at: 1s}]\n", 6, "events[0]",
+     ["no action", "expected one of live_migrate, drain"]),
+    ("event-two-actions", BASE + "events: [{at: 1s, drain: {host: a}, live_migrate: "
+     "{instance: v}}]\n", 6, "events[0]", ["'live_migrate' and 'drain' cannot be used together"]),
+    ("event-unknown-kind", BASE + "events: [{at: 1s, host_down: {host: a}}]\n", 6, "events[0]",
+     ["unknown key 'host_down'", "expected one of at, live_migrate, drain"]),
+    ("event-typo-kind", BASE + "events: [{at: 1s, live_migration: {instance: v}}]\n", 6,
+     "events[0]", ["did you mean 'live_migrate'"]),
+    ("event-body-scalar", BASE + "events: [{at: 1s, drain: a}]\n", 6, "events[0].drain",
+     ["'a' is not valid here", "expected a mapping with keys host"]),
+    ("migrate-unknown-vm", BASE + "events: [{at: 1s, live_migrate: {instance: w}}]\n", 6,
+     "events[0].live_migrate.instance", ["unknown VM 'w'", "expected a VM defined under vms"]),
+    ("migrate-no-instance", BASE + "events: [{at: 1s, live_migrate: {dest: b}}]\n", 6,
+     "events[0].live_migrate", ["missing key 'instance'"]),
+    ("migrate-unknown-dest", BASE + "events: [{at: 1s, live_migrate: {instance: v, dest: bb}}]"
+     "\n", 6, "events[0].live_migrate.dest", ["unknown host 'bb'", "did you mean 'b'"]),
+    ("migrate-host-key", BASE + "events: [{at: 1s, live_migrate: {instance: v, host: b}}]\n", 6,
+     "events[0].live_migrate", ["unknown key 'host'", "the destination is called 'dest'"]),
+    ("migrate-block-string", BASE + "events: [{at: 1s, live_migrate: {instance: v, "
+     "block_migration: 'true'}}]\n", 6, "events[0].live_migrate.block_migration",
+     ["expected true or false"]),
+    ("drain-unknown-host", BASE + "events: [{at: 1s, drain: {host: c}}]\n", 6,
+     "events[0].drain.host", ["unknown host 'c'"]),
+    ("drain-no-host", BASE + "events: [{at: 1s, drain: {}}]\n", 6, "events[0].drain",
+     ["missing key 'host'"]),
+    ("drain-instance", BASE + "events: [{at: 1s, drain: {host: a, instance: v}}]\n", 6,
+     "events[0].drain", ["unknown key 'instance'", "drain moves every VM"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "path", "fragments"),
+    [case[1:] for case in ERRORS],
+    ids=[case[0] for case in ERRORS],
+)
+def test_errors(text: str, line: int, path: str, fragments: list[str]) -> None:
+    fails(text, line, path, *fragments)
+
+
+def test_accepted_edge_values() -> None:
+    loaded = load(BASE + "events:\n  - {at: 0, live_migrate: {instance: v, dest: a}}\n"
+                  "  - {at: 0s, live_migrate: {instance: v}}\n")  # fmt: skip
+    assert loaded.events[0].dest == "a"  # to itself: allowed, the run shows UnableToMigrateToSelf
+    assert loaded.events[1].dest is None
+    migration = load(BASE + "policy: {migration: {live_migration_flag: 'VIR_MIGRATE_LIVE,', "
+                     "uri: 'x://%s/100%%'}}\n").policy.migration  # fmt: skip
+    assert (migration.live_migration_flag, migration.uri) == ("VIR_MIGRATE_LIVE", "x://%s/100%%")
+    assert load(BASE + "policy: {scheduler: {filters: []}}\n").policy.scheduler.filters == ()
+    assert load(BASE.replace("ram: 2GiB", "ram: 2GiB, dirty_rate: 0")).vms[0].dirty_rate == 0.0
+    assert MigrationPolicy().uri == load(BASE + "policy: {migration: {}}\n").policy.migration.uri
+    # an anchor merged into itself is harmless
+    assert load(BASE + "network: &n {<<: *n, uplink: 1Gbit/s}\n").network.uplink == 1.25e8
+
+
+def test_error_is_a_value_error_with_parts() -> None:
+    err = error(BASE + "seed: x\n")
+    assert isinstance(err, ValueError)
+    assert (err.source, err.line, err.path) == ("t.yaml", 6, "seed")
+    assert err.problem.startswith("'x' is not valid here")
+
+
+def test_long_values_are_shortened() -> None:
+    message = str(error(BASE + "name: [" + "x" * 500 + "]\n"))
+    assert len(message) < 200
+    message = str(error(BASE.replace("host: a", "host: '" + "y" * 500 + "'")))
+    assert len(message) < 400
+
+
+# -- fuzz ------------------------------------------------------------------------------
+
+VALID = yaml.safe_load(
+    """\
+name: fuzz
+seed: 3
+hosts:
+  - {prefix: n, count: 3, ram: 64GiB, vcpus: 16, disk: 1TB, storage: local, racks: 2,
+     hypervisor_version: "10.0.2", cpu_model: Haswell}
+  - {name: m, ram: 32GiB, vcpus: 8, rack: rack-1, service: false}
+network: {host_link: 10Gbit/s, uplink: 40Gbit/s}
+vms:
+  - {prefix: w, count: 4, host: "n*", ram: 4GiB, vcpus: 2, disk: 10GiB, used_memory: 3GiB,
+     working_set: 1GiB, dirty_rate: 20MiB/s}
+  - {name: d, host: m, ram: 8GiB, volume_backed: true}
+policy:
+  scheduler: {filters: [RamFilter, ComputeFilter], heuristic: weighed, max_retries: -1}
+  migration: {live_migration_flag: "VIR_MIGRATE_LIVE, VIR_MIGRATE_PEER2PEER",
+              uri: "qemu+tcp://%s/system", bandwidth: 0, max_downtime: 500ms}
+events:
+  - {at: 1s, live_migrate: {instance: w1, dest: n2, block_migration: true}}
+  - {at: 2s, drain: {host: m}}
+"""
+)
+
+WEIRD = st.one_of(
+    st.text(max_size=12),
+    st.integers(min_value=-1000, max_value=1000),
+    st.sampled_from([10**9, 2**64, -(2**63), 10**30]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.booleans(),
+    st.none(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=6), st.integers(), max_size=2),
+    st.sampled_from(
+        ["-5MiB/s", "4GiB", "1Gbit/s", "300ms", "n*", "m", "w1", "%s", "0", "-1s", "1e999GiB",
+         "RamFilter", "local", "a b", "VIR_MIGRATE_LIVE", "10.0.2", "*", "[", "~"]
+    ),
+)  # fmt: skip
+
+
+def _mutate(data: st.DataObject, node: object) -> object:
+    """Return a copy of ``node`` with one random change somewhere inside."""
+    if isinstance(node, dict) and node and data.draw(st.integers(0, 3)):
+        key = data.draw(st.sampled_from(sorted(node)))
+        copy = dict(node)
+        action = data.draw(st.sampled_from(["delete", "replace", "descend", "add"]))
+        if action == "delete":
+            del copy[key]
+        elif action == "replace":
+            copy[key] = data.draw(WEIRD)
+        elif action == "add":
+            copy[data.draw(st.text(max_size=8))] = data.draw(WEIRD)
+        else:
+            copy[key] = _mutate(data, node[key])
+        return copy
+    if isinstance(node, list) and node and data.draw(st.integers(0, 3)):
+        index = data.draw(st.integers(0, len(node) - 1))
+        copy = list(node)
+        action = data.draw(st.sampled_from(["delete", "replace", "descend", "duplicate"]))
+        if action == "delete":
+            del copy[index]
+        elif action == "replace":
+            copy[index] = data.draw(WEIRD)
+        elif action == "duplicate":
+            copy.insert(index, node[index])
+        else:
+            copy[index] = _mutate(data, node[index])
+        return copy
+    return data.draw(WEIRD)
+
+
+def _check(text: str) -> None:
+    try:
+        parse_scenario(text, "fuzz.yaml")
+    except ScenarioError as err:
+        message = str(err)
+        assert message.startswith("fuzz.yaml:"), message
+        assert len(message.splitlines()) == 1, message
+
+
+FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_mutated_documents(data: st.DataObject) -> None:
+    doc = VALID
+    for _ in range(data.draw(st.integers(1, 3))):
+        doc = _mutate(data, doc)
+    _check(yaml.safe_dump(doc, sort_keys=False))
+
+
+@FUZZ
+@given(st.data())
+def test_fuzz_mutated_text(data: st.DataObject) -> None:
+    text = yaml.safe_dump(VALID, sort_keys=False)
+    for _ in range(data.draw(st.integers(1, 3))):
+        start = data.draw(st.integers(0, len(text)))
+        end = data.draw(st.integers(start, min(len(text), start + 10)))
+        text = text[:start] + data.draw(st.text(max_size=10)) + text[end:]
+    _check(text)
+
+
+@FUZZ
+@given(st.text(max_size=200))
+def test_fuzz_random_text(text: str) -> None:
+    _check(text)
+
+
+def test_valid_document_loads() -> None:
+    loaded = parse_scenario(yaml.safe_dump(VALID), "fuzz.yaml")
+    assert len(loaded.hosts) == 4 and len(loaded.vms) == 5 and len(loaded.events) == 2
