@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from livemig.core.errors import (
     BadRequest,
@@ -26,7 +27,7 @@ from livemig.core.errors import (
 )
 from livemig.core.model import VmState
 from livemig.core.state import InstanceRecord
-from livemig.drivers.base import HostFacts
+from livemig.drivers.base import HostFacts, HostTable
 
 MiB = 1 << 20
 MIGRATABLE_STATES = (VmState.ACTIVE, VmState.PAUSED)
@@ -74,8 +75,11 @@ def check_instance_state(instance: InstanceRecord) -> None:
         )
 
 
-def service_is_up(facts: HostFacts, now: float, service_down_time: float) -> bool:
+def service_is_up(facts: HostFacts | HostTable, now: float, service_down_time: float) -> Any:
     """Nova's DB servicegroup driver: up while the last heartbeat is recent enough.
+
+    On a :class:`HostTable` it answers for every host at once (a bool array;
+    a NaN heartbeat, never reported, is down).
 
     >>> f = HostFacts(name="a", hypervisor_type="QEMU", hypervisor_version=1, cpu_model="x",
     ...               memory_mb=1, free_ram_mb=1, vcpus=1, vcpus_used=0, local_gb=1,
@@ -83,9 +87,10 @@ def service_is_up(facts: HostFacts, now: float, service_down_time: float) -> boo
     >>> service_is_up(f, now=160.0, service_down_time=60.0), service_is_up(f, 160.5, 60.0)
     (True, False)
     """
-    if facts.last_heartbeat is None:
+    beat = facts.last_heartbeat
+    if beat is None:
         return False
-    return abs(now - facts.last_heartbeat) <= service_down_time
+    return abs(now - beat) <= service_down_time
 
 
 def check_source(

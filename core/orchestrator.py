@@ -221,9 +221,8 @@ class Orchestrator:
             return req.host, []
 
         def select(ignore_hosts: list[str]) -> str:
-            hosts = [self.driver.host_facts(h) for h in self.driver.host_names()]
             return select_host(
-                hosts, inst, ignore_hosts, self.policy.scheduler, now=now,
+                self.driver.host_table(), inst, ignore_hosts, self.policy.scheduler, now=now,
                 service_down_time=mig.service_down_time, rng=self.rng,
             )
 

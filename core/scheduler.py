@@ -13,15 +13,20 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 from livemig.core.checks import MiB, service_is_up
 from livemig.core.errors import RETRYABLE, MaxRetriesExceeded, NoValidHost
 from livemig.core.model import Heuristic, SchedulerPolicy
 from livemig.core.state import InstanceRecord
-from livemig.drivers.base import HostFacts
+from livemig.drivers.base import HostFacts, HostTable
 
 CPU_ALLOCATION_RATIO = 16.0
 DISK_ALLOCATION_RATIO = 1.0
+
+
+Hosts = HostTable | Sequence[HostFacts]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,7 +39,11 @@ class Request:
     ram_allocation_ratio: float
 
 
-def ram_filter(host: HostFacts, req: Request) -> bool:
+# Each filter answers for one host (HostFacts -> bool) or for every host of a
+# HostTable at once (-> bool array): the same arithmetic, broadcast by numpy.
+
+
+def ram_filter(host: HostFacts | HostTable, req: Request) -> Any:
     """RamFilter: ``total * ram_allocation_ratio - used >= requested``.
 
     Example: 4096 MiB total, 3072 used, ratio 1.5: 6144 - 3072 = 3072 MiB usable,
@@ -45,29 +54,29 @@ def ram_filter(host: HostFacts, req: Request) -> bool:
     return usable >= req.instance.ram / MiB
 
 
-def compute_filter(host: HostFacts, req: Request) -> bool:
+def compute_filter(host: HostFacts | HostTable, req: Request) -> Any:
     """ComputeFilter: the host's compute service is up."""
     return service_is_up(host, req.now, req.service_down_time)
 
 
-def core_filter(host: HostFacts, req: Request) -> bool:
+def core_filter(host: HostFacts | HostTable, req: Request) -> Any:
     """CoreFilter: ``vcpus * 16 - vcpus_used >= requested``."""
     return host.vcpus * CPU_ALLOCATION_RATIO - host.vcpus_used >= req.instance.vcpus
 
 
-def disk_filter(host: HostFacts, req: Request) -> bool:
+def disk_filter(host: HostFacts | HostTable, req: Request) -> Any:
     """DiskFilter: free disk (``disk_available_least``) covers the instance's disk."""
     if req.instance.volume_backed:
         return True
     return host.disk_available_least * 1024 * DISK_ALLOCATION_RATIO >= req.instance.disk / MiB
 
 
-def _no_constraint(host: HostFacts, req: Request) -> bool:
+def _no_constraint(host: HostFacts | HostTable, req: Request) -> Any:
     """A filter whose request property (AZ, image, extra specs, group) is unset."""
     return True
 
 
-FILTERS: dict[str, Callable[[HostFacts, Request], bool]] = {
+FILTERS: dict[str, Callable[[HostFacts | HostTable, Request], Any]] = {
     "RetryFilter": _no_constraint,
     "AvailabilityZoneFilter": _no_constraint,
     "RamFilter": ram_filter,
@@ -81,7 +90,7 @@ FILTERS: dict[str, Callable[[HostFacts, Request], bool]] = {
 }
 
 
-def ram_weights(hosts: Sequence[HostFacts], multiplier: float) -> list[float]:
+def ram_weights(hosts: Hosts, multiplier: float) -> list[float]:
     """Nova's RAMWeigher: free RAM normalised to [0, 1] over the hosts, times the multiplier.
 
     >>> hs = [HostFacts(name=n, hypervisor_type="QEMU", hypervisor_version=1, cpu_model="x",
@@ -91,15 +100,23 @@ def ram_weights(hosts: Sequence[HostFacts], multiplier: float) -> list[float]:
     >>> ram_weights(hs, 1.0), ram_weights(hs, -1.0)
     ([0.0, 1.0, 0.5], [-0.0, -1.0, -0.5])
     """
-    free = [h.free_ram_mb for h in hosts]
-    low, high = min(free), max(free)
+    table = _as_table(hosts)
+    return [float(w) for w in _normalised(table.free_ram_mb, multiplier)]
+
+
+def _normalised(values: np.ndarray, multiplier: float) -> np.ndarray:
+    low, high = values.min(), values.max()
     if high == low:
-        return [0.0 for _ in hosts]
-    return [multiplier * (f - low) / (high - low) for f in free]
+        return np.zeros(len(values))
+    return multiplier * (values - low) / (high - low)
+
+
+def _as_table(hosts: Hosts) -> HostTable:
+    return hosts if isinstance(hosts, HostTable) else HostTable.from_facts(list(hosts))
 
 
 def select_host(
-    hosts: Sequence[HostFacts],
+    hosts: Hosts,
     instance: InstanceRecord,
     ignore_hosts: Sequence[str],
     policy: SchedulerPolicy,
@@ -110,38 +127,44 @@ def select_host(
 ) -> str:
     """Filter the hosts not ignored, then pick one by the policy's heuristic.
 
-    Raises ``NoValidHost`` when no host passes every filter.
+    Ties go to the host listed first. Raises ``NoValidHost`` when no host
+    passes every filter.
     """
+    table = _as_table(hosts)
     req = Request(
         instance=instance,
         now=now,
         service_down_time=service_down_time,
         ram_allocation_ratio=policy.ram_allocation_ratio,
     )
-    ignored = set(ignore_hosts)
-    filters = [FILTERS[name] for name in policy.filters]
-    passed = [
-        h for h in hosts if h.name not in ignored and all(f(h, req) for f in filters)
-    ]
-    if not passed:
+    mask = np.ones(len(table), dtype=bool)
+    for name in ignore_hosts:
+        row = table.index.get(name)
+        if row is not None:
+            mask[row] = False
+    for name in policy.filters:
+        mask &= FILTERS[name](table, req)
+    passed = np.flatnonzero(mask)
+    if len(passed) == 0:
         raise NoValidHost(
             reason=f"No host passed the filters for {instance.name} "
             f"(ignored: {', '.join(ignore_hosts) or 'none'})."
         )
+    free = table.free_ram_mb[passed]
     match policy.heuristic:
         case Heuristic.WEIGHED:
-            weights = ram_weights(passed, policy.ram_weight_multiplier)
-            best = max(range(len(passed)), key=lambda i: weights[i])  # first of ties
-            return passed[best].name
+            pick = int(np.argmax(_normalised(free, policy.ram_weight_multiplier)))
         case Heuristic.FIRST_FIT:
-            return passed[0].name
+            pick = 0
         case Heuristic.BEST_FIT:
-            return min(passed, key=lambda h: h.free_ram_mb).name
+            pick = int(np.argmin(free))
         case Heuristic.WORST_FIT:
-            return max(passed, key=lambda h: h.free_ram_mb).name
+            pick = int(np.argmax(free))
         case Heuristic.RANDOM:
-            return rng.choice(passed).name
-    raise AssertionError(policy.heuristic)
+            pick = rng.randrange(len(passed))
+        case _:
+            raise AssertionError(policy.heuristic)
+    return table.names[int(passed[pick])]
 
 
 def find_destination(

@@ -154,12 +154,18 @@ class StateStore:
         return record
 
     def migration(self, migration_id: int) -> MigrationRecord:
-        return self._migrations[migration_id - 1]
+        return self._migrations[self._position(migration_id)]
+
+    def _position(self, migration_id: int) -> int:
+        if not 1 <= migration_id <= len(self._migrations):
+            raise KeyError(f"no migration record {migration_id}")
+        return migration_id - 1
 
     def migrations(self) -> list[MigrationRecord]:
         return list(self._migrations)
 
     def update_migration(self, migration_id: int, **changes: Any) -> MigrationRecord:
-        new = dataclasses.replace(self._migrations[migration_id - 1], **changes)
-        self._migrations[migration_id - 1] = new
+        position = self._position(migration_id)
+        new = dataclasses.replace(self._migrations[position], **changes)
+        self._migrations[position] = new
         return new

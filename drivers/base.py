@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import simpy
 
 
@@ -64,6 +65,65 @@ class HostFacts:
     last_heartbeat: float | None  # env time of the compute service's last report
 
 
+class HostTable:
+    """Every host's scheduling facts as columns (numpy arrays), one row per host.
+
+    The scheduler filters and weighs whole columns at once, so a decision over
+    10,000 hosts costs a few array operations. ``last_heartbeat`` is NaN for a
+    host that never reported. Built by a driver in :meth:`Driver.host_table`,
+    or from a list of :class:`HostFacts` with :meth:`from_facts`.
+    """
+
+    __slots__ = (
+        "names", "index", "memory_mb", "free_ram_mb", "vcpus", "vcpus_used",
+        "disk_available_least", "last_heartbeat",
+    )
+
+    def __init__(
+        self,
+        names: tuple[str, ...],
+        *,
+        memory_mb: np.ndarray,
+        free_ram_mb: np.ndarray,
+        vcpus: np.ndarray,
+        vcpus_used: np.ndarray,
+        disk_available_least: np.ndarray,
+        last_heartbeat: np.ndarray,
+        index: dict[str, int] | None = None,
+    ) -> None:
+        self.names = names
+        self.index = index if index is not None else {n: i for i, n in enumerate(names)}
+        self.memory_mb = memory_mb
+        self.free_ram_mb = free_ram_mb
+        self.vcpus = vcpus
+        self.vcpus_used = vcpus_used
+        self.disk_available_least = disk_available_least
+        self.last_heartbeat = last_heartbeat
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @classmethod
+    def from_facts(cls, facts: list[HostFacts]) -> HostTable:
+        """Columns from per-host facts (for drivers with few hosts, and tests)."""
+
+        def column(attr: str, dtype: type) -> np.ndarray:
+            return np.array([getattr(f, attr) for f in facts], dtype=dtype)
+
+        return cls(
+            tuple(f.name for f in facts),
+            memory_mb=column("memory_mb", np.int64),
+            free_ram_mb=column("free_ram_mb", np.int64),
+            vcpus=column("vcpus", np.int64),
+            vcpus_used=column("vcpus_used", np.int64),
+            disk_available_least=column("disk_available_least", np.int64),
+            last_heartbeat=np.array(
+                [np.nan if f.last_heartbeat is None else f.last_heartbeat for f in facts],
+                dtype=np.float64,
+            ),
+        )
+
+
 @runtime_checkable
 class Driver(Protocol):
     """What every driver provides to the core. Names follow Nova's virt driver."""
@@ -76,6 +136,9 @@ class Driver(Protocol):
 
     def host_facts(self, host: str) -> HostFacts:
         """Facts of one host; ``KeyError`` if the host has no service record."""
+
+    def host_table(self) -> HostTable:
+        """The facts of every host of :meth:`host_names`, as columns, now."""
 
     def instance_host(self, instance: str) -> str | None:
         """Where the instance's domain runs now (the driver's truth), or None."""

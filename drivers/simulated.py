@@ -28,14 +28,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import simpy
 from livemig.core.errors import ComputeServiceUnavailable, MigrationError
 from livemig.core.flags import LIVE, NON_SHARED_DISK, NON_SHARED_INC
-from livemig.core.model import HostSpec, MigrationPolicy, Scenario, Storage, VmSpec
-from livemig.drivers.base import HostFacts, JobInfo, JobType
+from livemig.core.model import MigrationPolicy, Scenario, Storage, VmSpec
+from livemig.drivers.base import HostFacts, HostTable, JobInfo, JobType
 from livemig.drivers.network import FluidNetwork, build_topology
 from livemig.drivers.precopy import can_switch_over, dirty_after
 
@@ -46,27 +47,11 @@ ABORTED = "operation aborted: job 'migration out' canceled by client"
 
 
 @dataclass(kw_only=True)
-class _Host:
-    spec: HostSpec
-    ram_used: int  # bytes, instances resident + reserved_host_memory
-    vcpus_used: int = 0
-    disk_used: int = 0  # bytes allocated by resident instances
-    claims: dict[str, VmSpec] = field(default_factory=dict)  # incoming migrations
-    up_since: float | None = 0.0  # None while down
-    last_report: float = 0.0  # the last heartbeat before it went down
-
-    def claimed(self) -> tuple[int, int, int]:
-        ram = sum(vm.ram for vm in self.claims.values())
-        vcpus = sum(vm.vcpus for vm in self.claims.values())
-        disk = sum(_allocated(vm) for vm in self.claims.values())
-        return ram, vcpus, disk
-
-
-@dataclass(kw_only=True)
 class _Vm:
     spec: VmSpec
     host: str  # where its domain is defined and running
     paused: bool = False
+    local_disk: int = 0  # bytes counted on its host's local disk (0: shared or volume)
 
 
 @dataclass(kw_only=True)
@@ -104,23 +89,42 @@ class SimulatedDriver:
     def __init__(self, env: simpy.Environment, scenario: Scenario) -> None:
         self.env = env
         self._policy: MigrationPolicy = scenario.policy.migration
-        reserved = self._policy.reserved_host_memory_mb * MiB
-        self._hosts = {
-            h.name: _Host(spec=h, ram_used=reserved) for h in scenario.hosts
-        }
+        specs = scenario.hosts
+        self._specs = {h.name: h for h in specs}
+        self._row = {h.name: i for i, h in enumerate(specs)}
+        # Host accounting, one row per host (bytes, counts, times), updated in place.
+        self._ram = np.array([h.ram for h in specs], dtype=np.int64)
+        self._ram_used = np.full(len(specs), self._policy.reserved_host_memory_mb * MiB,
+                                 dtype=np.int64)
+        self._vcpus = np.array([h.vcpus for h in specs], dtype=np.int64)
+        self._vcpus_used = np.zeros(len(specs), dtype=np.int64)
+        self._disk = np.array([h.disk for h in specs], dtype=np.int64)
+        self._disk_used = np.zeros(len(specs), dtype=np.int64)
+        self._claim_ram = np.zeros(len(specs), dtype=np.int64)
+        self._claim_vcpus = np.zeros(len(specs), dtype=np.int64)
+        self._claim_disk = np.zeros(len(specs), dtype=np.int64)
+        self._up_since = np.zeros(len(specs), dtype=np.float64)  # NaN while down
+        self._last_report = np.zeros(len(specs), dtype=np.float64)
+        self._claims: dict[str, tuple[int, VmSpec, int]] = {}  # instance -> (row, flavor, disk)
+        self._left_behind: dict[str, int] = {}  # instance -> source disk bytes until post
+        service = [i for i, h in enumerate(specs) if h.service]
+        self._service_rows = np.array(service, dtype=np.int64)
+        self._service_names = tuple(specs[i].name for i in service)
+        self._service_index = {name: i for i, name in enumerate(self._service_names)}
         self._vms: dict[str, _Vm] = {}
         for vm in scenario.vms:
-            host = self._hosts[vm.host]
-            host.ram_used += vm.ram
-            host.vcpus_used += vm.vcpus
-            host.disk_used += _allocated(vm)
-            self._vms[vm.name] = _Vm(spec=vm, host=vm.host)
+            row = self._row[vm.host]
+            self._ram_used[row] += vm.ram
+            self._vcpus_used[row] += vm.vcpus
+            local = _allocated(vm) if self._counts_local_disk(vm, vm.host) else 0
+            self._disk_used[row] += local
+            self._vms[vm.name] = _Vm(spec=vm, host=vm.host, local_disk=local)
         self._jobs: dict[str, _Job] = {}
         self._markers: dict[str, set[str]] = {}  # storage pool -> marker names
         self._marker_count = 0
         net = scenario.network
         graph = build_topology(
-            [(h.name, h.rack) for h in scenario.hosts],
+            [(h.name, h.rack) for h in specs],
             host_link=net.host_link,
             uplink=net.uplink,
             hosts_per_rack=net.hosts_per_rack,
@@ -129,39 +133,63 @@ class SimulatedDriver:
 
     # -- facts ------------------------------------------------------------
     def host_names(self) -> list[str]:
-        return [name for name, h in self._hosts.items() if h.spec.service]
+        return list(self._service_names)
 
     def host_facts(self, host: str) -> HostFacts:
-        h = self._hosts.get(host)
-        if h is None or not h.spec.service:
+        spec = self._specs.get(host)
+        if spec is None or not spec.service:
             raise KeyError(host)
-        ram, vcpus, disk = h.claimed()
-        spec = h.spec
-        free_disk = spec.disk - h.disk_used - disk
+        i = self._row[host]
         return HostFacts(
             name=host,
             hypervisor_type=spec.hypervisor_type,
             hypervisor_version=spec.hypervisor_version,
             cpu_model=spec.cpu_model,
-            memory_mb=spec.ram // MiB,
-            free_ram_mb=(spec.ram - h.ram_used - ram) // MiB,
-            vcpus=spec.vcpus,
-            vcpus_used=h.vcpus_used + vcpus,
-            local_gb=spec.disk // GiB,
-            disk_available_least=max(0, free_disk) // GiB,
-            last_heartbeat=self._last_heartbeat(h),
+            memory_mb=int(self._ram[i] // MiB),
+            free_ram_mb=int(self._free_ram()[i] // MiB),
+            vcpus=int(self._vcpus[i]),
+            vcpus_used=int(self._vcpus_used[i] + self._claim_vcpus[i]),
+            local_gb=int(self._disk[i] // GiB),
+            disk_available_least=int(self._free_disk()[i] // GiB),
+            last_heartbeat=float(self._last_heartbeat()[i]),
         )
 
-    def _last_heartbeat(self, h: _Host) -> float:
-        """The last report time: multiples of ``report_interval`` while up.
+    def host_table(self) -> HostTable:
+        rows = self._service_rows
+        return HostTable(
+            self._service_names,
+            index=self._service_index,
+            memory_mb=self._ram[rows] // MiB,
+            free_ram_mb=self._free_ram()[rows] // MiB,
+            vcpus=self._vcpus[rows],
+            vcpus_used=(self._vcpus_used + self._claim_vcpus)[rows],
+            disk_available_least=self._free_disk()[rows] // GiB,
+            last_heartbeat=self._last_heartbeat()[rows],
+        )
 
-        >>> import math; math.floor(25.0 / 10.0) * 10.0  # up at t=25 s, interval 10 s
-        20.0
+    def _free_ram(self) -> np.ndarray:
+        """Bytes: total - reserved - resident instances - claims (Nova's free_ram_mb)."""
+        return self._ram - self._ram_used - self._claim_ram
+
+    def _free_disk(self) -> np.ndarray:
+        return np.maximum(0, self._disk - self._disk_used - self._claim_disk)
+
+    def _last_heartbeat(self) -> np.ndarray:
+        """Report times: an up host reported at every multiple of ``report_interval``
+        since it came up; a down host's last report stands.
+
+        Example: up since 0 s, interval 10 s, now 25 s -> last heartbeat 20 s.
         """
-        if h.up_since is None:
-            return h.last_report
         interval = self._policy.report_interval
-        return max(h.up_since, math.floor(self.env.now / interval) * interval)
+        tick = math.floor(self.env.now / interval) * interval
+        up = ~np.isnan(self._up_since)
+        return np.where(up, np.maximum(self._up_since, tick), self._last_report)
+
+    def _counts_local_disk(self, vm: VmSpec, host: str) -> bool:
+        return self._specs[host].storage is Storage.LOCAL and not vm.volume_backed
+
+    def _is_up(self, host: str) -> bool:
+        return not math.isnan(self._up_since[self._row[host]])
 
     def instance_host(self, instance: str) -> str | None:
         vm = self._vms.get(instance)
@@ -169,16 +197,16 @@ class SimulatedDriver:
 
     def instance_running_on(self, instance: str, host: str) -> bool:
         vm = self._vms.get(instance)
-        return vm is not None and vm.host == host and self._hosts[host].up_since is not None
+        return vm is not None and vm.host == host and self._is_up(host)
 
     def compare_cpu(self, source: str, dest: str) -> bool:
-        src, dst = self._hosts[source].spec.cpu_model, self._hosts[dest].spec.cpu_model
+        src, dst = self._specs[source].cpu_model, self._specs[dest].cpu_model
         if src in CPU_MODELS and dst in CPU_MODELS:
             return CPU_MODELS.index(src) <= CPU_MODELS.index(dst)
         return src == dst
 
     def _pool(self, host: str) -> str:
-        spec = self._hosts[host].spec
+        spec = self._specs[host]
         return "shared" if spec.storage is Storage.SHARED else f"local:{host}"
 
     def create_shared_storage_test_file(self, dest: str) -> str:
@@ -195,19 +223,23 @@ class SimulatedDriver:
 
     # -- actions ----------------------------------------------------------
     def pre_live_migration(self, instance: str, dest: str, block_migration: bool) -> None:
+        """Claim the instance's RAM, vCPUs (and disk for block migration) on dest."""
         vm = self._vms[instance].spec
-        h = self._hosts[dest]
-        if h.up_since is None:
+        if not self._is_up(dest):
             raise ComputeServiceUnavailable(host=dest)
-        ram, vcpus, disk = h.claimed()
-        if h.ram_used + ram + vm.ram > h.spec.ram:
+        i = self._row[dest]
+        if self._free_ram()[i] < vm.ram:
             raise MigrationError(
-                reason=f"{dest} cannot hold {instance}: RAM "
-                f"{(h.ram_used + ram + vm.ram) // MiB} MiB > {h.spec.ram // MiB} MiB"
+                reason=f"{dest} cannot hold {instance}: {vm.ram // MiB} MiB requested, "
+                f"{self._free_ram()[i] // MiB} MiB free"
             )
-        if block_migration and h.disk_used + disk + _allocated(vm) > h.spec.disk:
+        disk = _allocated(vm) if self._counts_local_disk(vm, dest) else 0
+        if disk > self._free_disk()[i]:
             raise MigrationError(reason=f"{dest} has no room for the disk of {instance}")
-        h.claims[instance] = vm
+        self._claim_ram[i] += vm.ram
+        self._claim_vcpus[i] += vm.vcpus
+        self._claim_disk[i] += disk
+        self._claims[instance] = (i, vm, disk)
 
     def start_migration(
         self, instance: str, dest: str, *, uri: str, flags: int, bandwidth_mib: int
@@ -215,7 +247,7 @@ class SimulatedDriver:
         vm = self._vms[instance]
         if instance in self._jobs and self._jobs[instance].type is JobType.UNBOUNDED:
             raise MigrationError(reason=f"{instance} already has a migration job")
-        if self._hosts[dest].up_since is None:
+        if not self._is_up(dest):
             raise MigrationError(reason=f"unable to connect to {uri}")
         block = bool(flags & (NON_SHARED_INC | NON_SHARED_DISK))
         job = _Job(
@@ -273,16 +305,28 @@ class SimulatedDriver:
         job.process.interrupt(ABORTED)
 
     def post_live_migration(self, instance: str, source: str, dest: str) -> None:
+        """Release the instance's share of the source host."""
         spec = self._vms[instance].spec
-        src = self._hosts[source]
-        src.ram_used -= spec.ram
-        src.vcpus_used -= spec.vcpus
-        src.disk_used -= _allocated(spec)
+        i = self._row[source]
+        self._ram_used[i] -= spec.ram
+        self._vcpus_used[i] -= spec.vcpus
+        self._disk_used[i] -= self._left_behind.pop(instance, 0)
 
     def rollback_live_migration(
         self, instance: str, source: str, dest: str, block_migration: bool
     ) -> None:
-        self._hosts[dest].claims.pop(instance, None)
+        """Release the destination's claim (if the job did not switch over)."""
+        self._release_claim(instance)
+
+    def _release_claim(self, instance: str) -> tuple[int, VmSpec, int] | None:
+        claim = self._claims.pop(instance, None)
+        if claim is None:
+            return None
+        i, vm, disk = claim
+        self._claim_ram[i] -= vm.ram
+        self._claim_vcpus[i] -= vm.vcpus
+        self._claim_disk[i] -= disk
+        return i, vm, disk
 
     def close(self) -> None:
         for job in self._jobs.values():
@@ -344,12 +388,15 @@ class SimulatedDriver:
 
     def _switch_over(self, job: _Job) -> None:
         """The guest now runs on dest; dest's claim becomes resident usage."""
-        vm, dest = job.vm, self._hosts[job.dest]
-        claim = dest.claims.pop(vm.spec.name)
-        dest.ram_used += claim.ram
-        dest.vcpus_used += claim.vcpus
-        dest.disk_used += _allocated(claim)
-        vm.host = job.dest
-        vm.paused = False
+        released = self._release_claim(job.vm.spec.name)
+        assert released is not None, "a migration switched over without a claim"
+        i, vm, disk = released
+        self._ram_used[i] += vm.ram
+        self._vcpus_used[i] += vm.vcpus
+        self._disk_used[i] += disk
+        self._left_behind[vm.name] = job.vm.local_disk
+        job.vm.local_disk = disk
+        job.vm.host = job.dest
+        job.vm.paused = False
         job.type = JobType.COMPLETED
         job.ended = self.env.now
