@@ -1,0 +1,297 @@
+"""Files of a run: CSV columns and values, summary.json, plots, determinism, atomic output."""
+
+from __future__ import annotations
+
+import csv
+import json
+import struct
+from pathlib import Path
+
+import pytest
+from livemig.core import plots, results
+from livemig.core.model import (
+    HostSpec,
+    LiveMigrateEvent,
+    MigrationPolicy,
+    MigrationStatus,
+    Policy,
+    Scenario,
+    VmSpec,
+)
+from livemig.core.runner import RunResult, run_scenario
+from livemig.core.state import StateStore
+
+GiB = 1 << 30
+MiB = 1 << 20
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CSV_FILES = ("migrations.csv", "instances.csv", "events.csv")
+
+
+def make_scenario(seed: int = 7) -> Scenario:
+    """One completed, one cancelled (completion timeout), two rejected requests."""
+    hosts = tuple(
+        HostSpec(name=f"h{i}", ram=64 * GiB, vcpus=16, disk=500 * GiB) for i in range(3)
+    )
+    vms = (
+        VmSpec(name="vm-ok", host="h0", ram=4 * GiB, used_memory=GiB, working_set=64 * MiB,
+               dirty_rate=1e7),
+        VmSpec(name="vm-self", host="h0", ram=2 * GiB, used_memory=GiB, working_set=64 * MiB,
+               dirty_rate=0.0),
+        # dirties faster than any link: never converges, aborted by the completion timeout
+        VmSpec(name="vm-slow", host="h2", ram=GiB, used_memory=GiB, working_set=GiB,
+               dirty_rate=5e9),
+    )
+    events = (
+        LiveMigrateEvent(at=0.0, instance="vm-ok", dest="h1"),
+        LiveMigrateEvent(at=0.0, instance="vm-slow", dest="h1"),
+        LiveMigrateEvent(at=1.0, instance="vm-self", dest="h0"),
+        LiveMigrateEvent(at=2.0, instance="ghost", dest="h1"),
+    )
+    policy = Policy(migration=MigrationPolicy(completion_timeout=1.0))
+    return Scenario(name="unit", seed=seed, hosts=hosts, vms=vms, events=events, policy=policy,
+                    source="tests/unit.yaml")
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+@pytest.fixture(scope="module")
+def result() -> RunResult:
+    return run_scenario(make_scenario())
+
+
+@pytest.fixture(scope="module")
+def out(result: RunResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return results.write_results(result, tmp_path_factory.mktemp("run") / "out")
+
+
+def by_instance(result: RunResult, name: str):  # noqa: ANN201
+    (record,) = [m for m in result.store.migrations() if m.instance == name]
+    return record
+
+
+def test_output_directory_holds_every_file(out: Path) -> None:
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*CSV_FILES, "summary.json", "timeline.png", "cdf_total_time.png", "cdf_downtime.png"]
+    )
+    assert [p.name for p in out.parent.iterdir()] == ["out"]  # no temporary sibling left
+
+
+def test_migrations_csv(result: RunResult, out: Path) -> None:
+    columns, rows = read_csv(out / "migrations.csv")
+    assert columns == list(results.MIGRATION_COLUMNS)
+    assert len(rows) == 4
+    row = {r["instance"]: r for r in rows}
+
+    ok, record = row["vm-ok"], by_instance(result, "vm-ok")
+    assert record.status is MigrationStatus.COMPLETED
+    assert (ok["source"], ok["dest"], ok["status"]) == ("h0", "h1", "completed")
+    assert float(ok["total_time_s"]) == record.total_time  # repr: exact round trip
+    assert float(ok["downtime_ms"]) == record.downtime * 1000.0
+    assert int(ok["iterations"]) == record.iterations
+    assert int(ok["data_transferred_bytes"]) == record.data_transferred
+    assert ok["started_at"] == "0.0" and float(ok["finished_at"]) == record.finished_at
+    assert ok["error"] == ok["error_message"] == "" and ok["block_migration"] == "false"
+
+    rejected = row["vm-self"]
+    assert rejected["status"] == "error" and rejected["error"] == "UnableToMigrateToSelf"
+    assert "current host" in rejected["error_message"]
+    assert rejected["source"] == "h0"
+    for empty in ("started_at", "total_time_s", "downtime_ms", "iterations",
+                  "data_transferred_bytes", "attempted_hosts"):
+        assert rejected[empty] == "", empty
+
+    assert row["ghost"]["error"] == "InstanceNotFound" and row["ghost"]["source"] == ""
+    slow = row["vm-slow"]
+    assert slow["status"] == "cancelled" and slow["error"] == "LiveMigrationFailed"
+    assert slow["downtime_ms"] == "" and float(slow["total_time_s"]) > 0
+    assert [int(r["id"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_instances_csv(result: RunResult, out: Path) -> None:
+    columns, rows = read_csv(out / "instances.csv")
+    assert columns == ["instance", "host", "vm_state", "task_state", "driver_host"]
+    hosts = {r["instance"]: (r["host"], r["driver_host"]) for r in rows}
+    assert hosts == {"vm-ok": ("h1", "h1"), "vm-self": ("h0", "h0"), "vm-slow": ("h2", "h2")}
+    assert all(r["vm_state"] == "active" and r["task_state"] == "" for r in rows)
+
+
+def test_events_csv_has_the_state_changes(result: RunResult, out: Path) -> None:
+    columns, rows = read_csv(out / "events.csv")
+    assert columns == list(results.EVENT_COLUMNS)
+    assert len(rows) == len(result.store.notifications)
+    ok = [r for r in rows if r["instance"] == "vm-ok" and r["state_change"] == "true"]
+    assert [(r["old_task_state"], r["new_task_state"]) for r in ok] == [
+        ("", "migrating"), ("migrating", "")
+    ]
+    assert float(ok[0]["time"]) == 0.0 and float(ok[1]["time"]) > 0.0
+    assert {r["state_change"] for r in rows} == {"true", "false"}
+    assert any(r["event"] == "compute.instance.live_migration._post.end" for r in rows)
+    times = [float(r["time"]) for r in rows]
+    assert times == sorted(times)
+
+
+def test_summary_json(result: RunResult, out: Path) -> None:
+    text = (out / "summary.json").read_text()
+    summary = json.loads(text)
+    assert list(summary) == sorted(summary)  # keys sorted in the file
+    assert summary["status_counts"] == {"cancelled": 1, "completed": 1, "error": 2, "failed": 0}
+    assert summary["error_counts"] == {
+        "InstanceNotFound": 1, "LiveMigrationFailed": 1, "UnableToMigrateToSelf": 1,
+    }
+    record = by_instance(result, "vm-ok")
+    total = summary["completed_total_time_s"]
+    assert total["count"] == 1 and total["max"] == total["mean"] == record.total_time
+    assert summary["completed_downtime_ms"]["p95"] == record.downtime * 1000.0
+    assert summary["data_transferred_bytes"] == sum(
+        m.data_transferred or 0 for m in result.store.migrations()
+    )
+    assert summary["host_mismatches"] == 0
+    assert (summary["scenario"], summary["scenario_source"]) == ("unit", "tests/unit.yaml")
+    assert (summary["driver"], summary["seed"], summary["migrations"]) == ("sim", 7, 4)
+    assert summary["sim_time_s"] == result.sim_time and summary["sim_events"] > 0
+    assert summary["wall_time_s"] >= 0 and summary["livemig_version"]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.mark.parametrize("name", ["timeline.png", "cdf_total_time.png", "cdf_downtime.png"])
+def test_plots_are_png(out: Path, name: str) -> None:
+    width, height = png_size(out / name)
+    assert width >= 400 and height >= 250
+    assert (out / name).stat().st_size > 10_000
+
+
+def test_same_seed_same_files(result: RunResult, out: Path, tmp_path: Path) -> None:
+    again = results.write_results(run_scenario(make_scenario()), tmp_path / "again")
+    for name in CSV_FILES:
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
+    first = results.read_summary(out / "summary.json")
+    second = results.read_summary(again / "summary.json")
+    assert results.same_summary(first, second)
+    assert not results.same_summary(first, {**second, "sim_events": -1})
+
+
+def test_failure_while_writing_leaves_nothing(
+    result: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(plots, "plot_timeline", broken)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        results.write_results(result, tmp_path / "new" / "parents" / "out")
+    assert list(tmp_path.iterdir()) == []  # no output, no temporary dir, no created parents
+
+
+def test_existing_directory_refused_then_replaced(result: RunResult, tmp_path: Path) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(results.OutputExistsError, match="--force"):
+        results.write_results(result, target)
+    assert (target / "old.txt").exists()
+
+    results.write_results(result, target, force=True)
+    assert not (target / "old.txt").exists() and (target / "summary.json").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_failed_forced_write_keeps_the_old_directory(
+    result: RunResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plots, "plot_cdf", broken)
+    with pytest.raises(KeyboardInterrupt):
+        results.write_results(result, target, force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert (target / "old.txt").read_text() == "old"
+
+
+def test_file_in_the_way_is_not_replaced(result: RunResult, tmp_path: Path) -> None:
+    (tmp_path / "out").write_text("not a directory")
+    with pytest.raises(FileExistsError, match="not a directory"):
+        results.write_results(result, tmp_path / "out", force=True)
+
+
+def test_summary_table(result: RunResult) -> None:
+    text = results.summary_table(result)
+    lines = text.splitlines()
+    assert lines[0].startswith("scenario unit (driver sim, seed 7): 4 migrations")
+    assert any(line.split()[:2] == ["completed", "1"] for line in lines)
+    assert any(line.split()[:2] == ["error", "2"] for line in lines)
+    assert any(line.split()[:2] == ["total", "4"] for line in lines)
+    assert "not completed (3):" in text
+    assert any("vm-self" in line and "UnableToMigrateToSelf" in line for line in lines)
+    assert "more" not in lines[-1]
+
+
+# -- synthetic results (no run needed) -------------------------------------------
+def synthetic(migrations: list[dict[str, object]], hosts: int = 3) -> RunResult:
+    """A RunResult over a hand-filled store."""
+    scenario = Scenario(
+        name="synthetic",
+        hosts=tuple(HostSpec(name=f"h{i:02d}", ram=GiB, vcpus=1, disk=0) for i in range(hosts)),
+        vms=(),
+    )
+    store = StateStore(lambda: 0.0)
+    for fields in migrations:
+        base: dict[str, object] = {
+            "instance": "vm", "source": "h00", "dest": "h01", "block_migration": False,
+            "disk_over_commit": False, "requested_at": 0.0,
+        }
+        status = fields.pop("status", MigrationStatus.ERROR)
+        record = store.add_migration(**{**base, **fields})
+        store.update_migration(record.id, status=status, finished_at=1.0, error="NoValidHost")
+    return RunResult(scenario=scenario, driver="sim", seed=0, store=store, final_hosts={},
+                     sim_time=10.0, wall_time=0.0, sim_events=0)
+
+
+def test_summary_table_limits_problem_lines() -> None:
+    run = synthetic([{"instance": f"vm{i}"} for i in range(25)])
+    lines = results.summary_table(run).splitlines()
+    listed = [line for line in lines if line.startswith("  #")]
+    assert len(listed) == results.TABLE_PROBLEM_LINES
+    assert lines[-1] == "  ... and 5 more"
+
+
+def test_no_completed_migrations_still_plots(tmp_path: Path) -> None:
+    run = synthetic([{"instance": "vm1"}])
+    out = results.write_results(run, tmp_path / "out")
+    summary = results.read_summary(out / "summary.json")
+    assert summary["completed_downtime_ms"]["count"] == 0
+    assert summary["completed_downtime_ms"]["mean"] is None
+    assert png_size(out / "cdf_downtime.png")[0] > 0
+
+
+def test_timeline_shows_the_busiest_hosts() -> None:
+    migrations: list[dict[str, object]] = [
+        {"source": f"h{i:02d}", "started_at": 1.0} for i in range(60)
+    ]
+    migrations += [{"source": "h59", "started_at": 2.0}, {"source": "h58", "started_at": 3.0}]
+    hosts, total = plots.timeline_hosts(synthetic(migrations, hosts=60), max_hosts=50)
+    assert total == 60 and len(hosts) == 50
+    assert hosts[-2:] == ["h58", "h59"] and hosts[0] == "h00"  # busiest kept, scenario order
+
+
+def test_timeline_with_many_hosts_renders(tmp_path: Path) -> None:
+    migrations: list[dict[str, object]] = [
+        {"source": f"h{i:02d}", "started_at": float(i % 5), "status": MigrationStatus.COMPLETED}
+        for i in range(55)
+    ]
+    plots.plot_timeline(synthetic(migrations, hosts=55), tmp_path / "t.png")
+    width, height = png_size(tmp_path / "t.png")
+    assert height > 1000  # one readable row per host
