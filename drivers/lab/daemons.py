@@ -1,0 +1,135 @@
+"""Each lab host's own virtlogd and libvirtd: configuration, start, readiness, the
+``instances`` storage pool, and destroying the host's domains before it goes down.
+
+Daemons are started with ``-d -p <pidfile>`` inside the host's namespaces and tracked by
+pid and start time; they are never looked up or stopped by name.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from livemig.drivers.lab.errors import LabError
+from livemig.drivers.lab.layout import INSTANCES_PATH, HostLayout
+from livemig.drivers.lab.netns import host_run
+from livemig.drivers.lab.proc import Tracked, read_pidfile, run, track, wait_for
+
+POOL_NAME = "instances"
+
+
+def libvirtd_conf(host: HostLayout) -> str:
+    """libvirtd.conf: plain TCP without auth on the host's lab address only (lab use!)."""
+    return "\n".join(
+        [
+            "# livemig lab host " + host.name,
+            "listen_tls = 0",
+            "listen_tcp = 1",
+            f'listen_addr = "{host.address}"',
+            'auth_tcp = "none"',
+            'auth_unix_rw = "none"',
+            'auth_unix_ro = "none"',
+            f'host_uuid = "{host.host_uuid}"',
+            'log_outputs = "3:file:/var/log/libvirt/libvirtd.log"',
+            "",
+        ]
+    )
+
+
+def qemu_conf(host: HostLayout) -> str:
+    """qemu.conf: QEMU as root with no confinement, migration on the host's lab address."""
+    return "\n".join(
+        [
+            "# livemig lab host " + host.name,
+            'user = "root"',
+            'group = "root"',
+            'security_driver = "none"',
+            "dynamic_ownership = 0",
+            "remember_owner = 0",
+            "cgroup_controllers = [ ]",
+            "namespaces = [ ]",
+            f'migration_host = "{host.address}"',
+            f'migration_address = "{host.address}"',
+            "",
+        ]
+    )
+
+
+def virtlogd_conf() -> str:
+    return 'log_outputs = "3:file:/var/log/libvirt/virtlogd.log"\n'
+
+
+def write_configs(host: HostLayout) -> None:
+    """Write the three config files into the host's private /etc/libvirt."""
+    etc = host.private_dir("etc")
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "libvirtd.conf").write_text(libvirtd_conf(host))
+    (etc / "qemu.conf").write_text(qemu_conf(host))
+    (etc / "virtlogd.conf").write_text(virtlogd_conf())
+
+
+def _start_daemon(holder: int, argv: list[str], pidfile: Path, what: str) -> Tracked:
+    pidfile.unlink(missing_ok=True)
+    host_run(holder, argv, timeout=60)
+    wait_for(f"{what} pidfile {pidfile}", lambda: read_pidfile(pidfile) is not None, timeout=10)
+    pid = read_pidfile(pidfile)
+    assert pid is not None
+    return track(pid)
+
+
+def start_virtlogd(host: HostLayout, holder: int) -> Tracked:
+    argv = ["virtlogd", "-d", "-p", str(host.virtlogd_pidfile), "-f", "/etc/libvirt/virtlogd.conf"]
+    return _start_daemon(holder, argv, host.virtlogd_pidfile, f"virtlogd of {host.name}")
+
+
+def start_libvirtd(host: HostLayout, holder: int) -> Tracked:
+    argv = ["libvirtd", "--listen", "-d", "-p", str(host.libvirtd_pidfile),
+            "-f", "/etc/libvirt/libvirtd.conf"]  # fmt: skip
+    return _start_daemon(holder, argv, host.libvirtd_pidfile, f"libvirtd of {host.name}")
+
+
+def virsh(uri: str, *args: str, check: bool = True, timeout: float = 30.0) -> str:
+    """Run ``virsh -c uri args...`` from the root namespace; return its stdout."""
+    return run(["virsh", "-q", "-c", uri, *args], check=check, timeout=timeout).stdout
+
+
+def answers(uri: str, timeout: float = 5.0) -> bool:
+    """Whether the libvirtd at ``uri`` answers a request."""
+    try:
+        return virsh(uri, "uri", timeout=timeout).strip() == uri
+    except LabError:
+        return False
+
+
+def wait_answers(host: HostLayout, daemon: Tracked, timeout: float = 60.0) -> None:
+    """Wait until the host's libvirtd answers over qemu+tcp; fail early if it died."""
+    deadline = time.monotonic() + timeout
+    while not answers(host.uri, timeout=10):
+        if not daemon.alive():
+            log = host.private_dir("log") / "libvirtd.log"
+            tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+            raise LabError(f"libvirtd of {host.name} died while starting; log tail:\n{tail}")
+        if time.monotonic() > deadline:
+            raise LabError(f"libvirtd of {host.name} does not answer at {host.uri}")
+        time.sleep(0.2)
+
+
+def define_pool(host: HostLayout) -> None:
+    """A persistent, active ``dir`` pool named :data:`POOL_NAME` on the instances path."""
+    virsh(host.uri, "pool-define-as", POOL_NAME, "dir", "--target", str(INSTANCES_PATH))
+    virsh(host.uri, "pool-start", POOL_NAME)
+
+
+def destroy_domains(host: HostLayout, timeout: float = 20.0) -> list[str]:
+    """Destroy every running domain of the host's libvirtd; return their names."""
+    names = [n for n in virsh(host.uri, "list", "--name", timeout=timeout).split() if n]
+    for n in names:
+        virsh(host.uri, "destroy", n, check=False, timeout=timeout)
+    return names
+
+
+def host_uuid_of(uri: str) -> str:
+    """The host UUID that the libvirtd at ``uri`` reports (from its capabilities)."""
+    caps = virsh(uri, "capabilities")
+    start = caps.index("<uuid>") + len("<uuid>")
+    return caps[start : caps.index("</uuid>", start)]

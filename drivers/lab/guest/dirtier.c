@@ -1,0 +1,111 @@
+/*
+ * livemig guest workload: dirty guest memory at a steady rate.
+ *
+ * Reads "livemig.ws_mib=W" and "livemig.rate_mib=R" from /proc/cmdline, fills a working
+ * set of W MiB (every page written, with non-zero data), then writes one byte per 4 KiB
+ * page at R MiB/s, walking the working set round-robin, in 10 ms ticks. Pacing is a
+ * busy-wait on CLOCK_MONOTONIC, so the program is CPU-bound like a real dirtying workload
+ * and slows down when the vCPU is throttled (auto-converge).
+ *
+ * Once per second it prints on stdout (the serial console):
+ *   tick N uptime=S.SS dirtied_mib=D behind_ms=B
+ * N counts up by one per line; a test reads these lines to see that the guest is alive
+ * (and, after a migration, that it kept running on the destination).
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PAGE 4096UL
+#define TICK_NS 10000000L /* 10 ms */
+#define NS 1000000000L
+
+static long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * NS + ts.tv_nsec;
+}
+
+/* Value of "key=" on the kernel command line, or def when absent or unreadable. */
+static double cmdline_value(const char *cmdline, const char *key, double def)
+{
+    size_t klen = strlen(key);
+    const char *p = cmdline;
+    while ((p = strstr(p, key)) != NULL) {
+        if ((p == cmdline || p[-1] == ' ') && p[klen] == '=')
+            return strtod(p + klen + 1, NULL);
+        p += klen;
+    }
+    return def;
+}
+
+int main(void)
+{
+    char cmdline[4096] = "";
+    FILE *f = fopen("/proc/cmdline", "r");
+    if (f) {
+        size_t n = fread(cmdline, 1, sizeof(cmdline) - 1, f);
+        cmdline[n] = '\0';
+        fclose(f);
+    }
+    double ws_mib = cmdline_value(cmdline, "livemig.ws_mib", 16.0);
+    double rate_mib = cmdline_value(cmdline, "livemig.rate_mib", 0.0);
+    if (ws_mib < 1.0)
+        ws_mib = 1.0;
+    if (rate_mib < 0.0)
+        rate_mib = 0.0;
+
+    size_t pages = (size_t)(ws_mib * 1024.0 * 1024.0 / PAGE);
+    volatile uint8_t *ws = malloc(pages * PAGE);
+    if (ws == NULL) {
+        printf("livemig-dirtier: cannot allocate %.0f MiB\n", ws_mib);
+        return 1;
+    }
+    for (size_t i = 0; i < pages * PAGE; i++)
+        ws[i] = (uint8_t)(i * 2654435761u >> 24) | 1; /* non-zero, not a zero page */
+
+    printf("livemig-dirtier: ready ws_mib=%.0f rate_mib=%g pages=%zu\n", ws_mib, rate_mib, pages);
+    fflush(stdout);
+
+    double pages_per_tick = rate_mib * 1024.0 * 1024.0 / PAGE * TICK_NS / NS;
+    double credit = 0.0;
+    size_t cursor = 0;
+    uint8_t stamp = 1;
+    unsigned long long dirtied = 0, tick_line = 0;
+    long start = now_ns();
+    long next_tick = start + TICK_NS;
+    long next_print = start + NS;
+
+    for (;;) {
+        credit += pages_per_tick;
+        while (credit >= 1.0) {
+            ws[cursor * PAGE] = stamp;
+            credit -= 1.0;
+            dirtied++;
+            if (++cursor == pages) {
+                cursor = 0;
+                stamp = (uint8_t)(stamp + 1) | 1;
+            }
+        }
+        long now;
+        while ((now = now_ns()) < next_tick)
+            ; /* busy-wait: CPU throttling slows the workload down */
+        long behind = now - next_tick;
+        /* After a long stall (e.g. the pause at switchover) do not try to catch up. */
+        next_tick = behind > NS ? now + TICK_NS : next_tick + TICK_NS;
+        if (now >= next_print) {
+            tick_line++;
+            printf("tick %llu uptime=%.2f dirtied_mib=%.1f behind_ms=%ld\n", tick_line,
+                   (double)(now - start) / NS, (double)dirtied * PAGE / (1024.0 * 1024.0),
+                   behind / 1000000L);
+            fflush(stdout);
+            next_print += NS;
+            if (now >= next_print)
+                next_print = now + NS;
+        }
+    }
+}

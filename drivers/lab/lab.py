@@ -1,0 +1,272 @@
+"""The lab's public API: :func:`lab_up`, :func:`lab_down`, :func:`lab_status`.
+
+A lab is N libvirt hosts on this machine, each a network + mount + UTS namespace with its
+own virtlogd and libvirtd, joined by a bridge in 198.18.0.0/15. ``lab_up`` writes an
+inventory (see :mod:`livemig.drivers.lab.inventory`); ``lab_down`` removes everything the
+lab made, found by name and pid (it also works after a crash, without any state file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from livemig.drivers.lab import daemons, machine, netns
+from livemig.drivers.lab.errors import LabError
+from livemig.drivers.lab.image import build_image
+from livemig.drivers.lab.inventory import HostEntry, Inventory, write_inventory
+from livemig.drivers.lab.layout import (
+    DEFAULT_BASE_DIR,
+    DEFAULT_LAB,
+    INSTANCES_PATH,
+    STORAGE_MODES,
+    HostLayout,
+    LabLayout,
+    lab_layout,
+)
+from livemig.drivers.lab.proc import Tracked, ns_id, pids_in_namespaces, start_time, terminate
+
+Shaping = float | Mapping[str, float] | None
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (namespaces, bridge, libvirtd)")
+
+
+def _load_pids(host: HostLayout) -> dict[str, Tracked]:
+    try:
+        data = json.loads(host.pids_file.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return {k: Tracked.from_json(v) for k, v in data.items()}
+
+
+def _save_pid(host: HostLayout, role: str, proc: Tracked) -> None:
+    pids = {k: v.to_json() for k, v in _load_pids(host).items()}
+    pids[role] = proc.to_json()
+    host.pids_file.parent.mkdir(parents=True, exist_ok=True)
+    host.pids_file.write_text(json.dumps(pids) + "\n")
+
+
+def _shaping_for(shaping_mbit: Shaping, host: HostLayout) -> float | None:
+    if shaping_mbit is None:
+        return None
+    if isinstance(shaping_mbit, Mapping):
+        value = shaping_mbit.get(host.name)
+        return None if value is None else float(value)
+    return float(shaping_mbit)
+
+
+def lab_up(
+    name: str = DEFAULT_LAB,
+    hosts: int = 2,
+    storage: str = "shared",
+    shaping_mbit: Shaping = None,
+    base_dir: Path | str = DEFAULT_BASE_DIR,
+    subnet: str | None = None,
+) -> Path:
+    """Bring lab ``name`` up with ``hosts`` hosts and return the inventory path.
+
+    ``storage``: ``shared`` (one instances directory for all hosts) or ``local`` (one per
+    host, at the same path). ``shaping_mbit``: cap every host's link (a number) or some
+    hosts' links (``{"lab2": 100}``) in Mbit/s. ``subnet``: a /24 in 198.18.0.0/15 (default
+    derived from the name). Leftovers of an earlier run of the same lab are removed first.
+    """
+    _require_root()
+    if storage not in STORAGE_MODES:
+        raise LabError(f"storage(={storage!r}) must be one of {', '.join(STORAGE_MODES)}")
+    lab = lab_layout(name, hosts, base_dir, subnet)
+    lab_down(name, base_dir)  # whatever an earlier (maybe killed) run left
+    image = build_image()
+    machine.prepare(lab.base_dir)
+    try:
+        return _up(lab, storage, shaping_mbit, image.kernel, image.initrd)
+    except BaseException:
+        lab_down(name, base_dir)
+        raise
+
+
+def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initrd: Path) -> Path:
+    lab.lab_dir.mkdir(parents=True)
+    (lab.lab_dir / "lab.json").write_text(
+        json.dumps({"hosts": len(lab.hosts), "subnet": str(lab.network), "storage": storage})
+    )
+    lab.console_dir.mkdir()
+    netns.check_subnet_free(lab)
+    for host in lab.hosts:
+        netns.write_hosts_file(lab, host)
+    netns.create_bridge(lab)
+    for host in lab.hosts:
+        netns.create_host_network(lab, host)
+        mbit = _shaping_for(shaping_mbit, host)
+        if mbit is not None:
+            netns.shape(host, mbit)
+
+    libvirtds: dict[str, Tracked] = {}
+    holders: dict[str, Tracked] = {}
+    for host in lab.hosts:
+        holder = netns.start_holder(host)
+        holders[host.name] = holder
+        _save_pid(host, "holder", holder)
+        netns.setup_host_mounts(lab, host, holder.pid, lab.instances_dir(host, storage))
+        daemons.write_configs(host)
+        _save_pid(host, "virtlogd", daemons.start_virtlogd(host, holder.pid))
+        libvirtds[host.name] = daemons.start_libvirtd(host, holder.pid)
+        _save_pid(host, "libvirtd", libvirtds[host.name])
+
+    entries = []
+    for host in lab.hosts:
+        daemons.wait_answers(host, libvirtds[host.name])
+        daemons.define_pool(host)
+        pids = {k: v.pid for k, v in _load_pids(host).items()}
+        entries.append(
+            HostEntry(
+                name=host.name,
+                address=host.address,
+                uri=host.uri,
+                netns=host.netns,
+                host_uuid=host.host_uuid,
+                instances_dir=str(lab.instances_dir(host, storage)),
+                shaping_mbit=_shaping_for(shaping_mbit, host),
+                pids=pids,
+            )
+        )
+    inv = Inventory(
+        lab=lab.name,
+        lab_dir=str(lab.lab_dir),
+        storage=storage,
+        instances_path=str(INSTANCES_PATH),
+        console_dir=str(lab.console_dir),
+        storage_pool=daemons.POOL_NAME,
+        network=str(lab.network),
+        bridge={"name": lab.bridge, "address": lab.bridge_address},
+        image={"kernel": str(kernel), "initrd": str(initrd)},
+        hosts=entries,
+    )
+    return write_inventory(inv, lab.inventory_path)
+
+
+def _discover(name: str, base_dir: Path | str) -> LabLayout:
+    """The layout of lab ``name`` as far as anything of it exists (host count, subnet)."""
+    bare = lab_layout(name, 1, base_dir)
+    indices = {1}
+    patterns = [
+        (re.compile(rf"{re.escape(name)}-lab(\d+)"), netns.netns_list()),
+        (re.compile(rf"{re.escape(name)}-h(\d+)"), os.listdir("/sys/class/net")),
+        (re.compile(r"lab(\d+)"), _listdir(bare.lab_dir / "hosts")),
+        (re.compile(rf"{re.escape(name)}-lab(\d+)"), _listdir(Path("/etc/netns"))),
+    ]
+    for rx, names in patterns:
+        for n in names:
+            m = rx.fullmatch(n)
+            if m:
+                indices.add(int(m.group(1)))
+    subnet = None
+    try:
+        meta = json.loads((bare.lab_dir / "lab.json").read_text())
+        subnet = meta.get("subnet")
+        indices.add(int(meta.get("hosts", 1)))
+    except (FileNotFoundError, json.JSONDecodeError, ValueError):
+        pass
+    return lab_layout(name, max(indices), base_dir, subnet)
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def _lab_processes(host: HostLayout) -> set[Tracked]:
+    """Every process of a host: tracked pids still alive, plus anything in its namespaces."""
+    procs = {p for p in _load_pids(host).values() if p.alive()}
+    net_ids = [i for i in [netns.netns_id(host.netns)] if i]
+    mnt_ids = [i for p in procs if (i := ns_id(f"/proc/{p.pid}/ns/mnt")) is not None]
+    mnt_ids = [i for i in mnt_ids if i != ns_id("/proc/self/ns/mnt")]
+    for pid in pids_in_namespaces("net", net_ids) + pids_in_namespaces("mnt", mnt_ids):
+        st = start_time(pid)
+        if st is not None:
+            procs.add(Tracked(pid, st))
+    return procs
+
+
+def lab_down(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR) -> None:
+    """Remove everything lab ``name`` made: domains, daemons, QEMUs, namespaces, links,
+    files. Safe to call when the lab is partly or not at all there."""
+    _require_root()
+    lab = _discover(name, base_dir)
+    for host in lab.hosts:
+        libvirtd = _load_pids(host).get("libvirtd")
+        if libvirtd is not None and libvirtd.alive():
+            with contextlib.suppress(LabError):  # the daemon is killed below anyway
+                daemons.destroy_domains(host)
+    procs: set[Tracked] = set()
+    for host in lab.hosts:
+        procs |= _lab_processes(host)
+    terminate(procs)
+    for host in lab.hosts:
+        netns.delete_host_network(lab, host)
+    netns.delete_bridge(lab)
+    if lab.lab_dir.exists():
+        left = machine.mounts_under(lab.lab_dir)
+        if left:
+            raise LabError(f"refusing to remove {lab.lab_dir}: mounts below it: {left}")
+        shutil.rmtree(lab.lab_dir)
+    machine.undo_if_last(lab.base_dir, name)
+
+
+def lab_status(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR) -> dict[str, Any]:
+    """What of lab ``name`` exists and whether each host's libvirtd answers."""
+    lab = _discover(name, base_dir)
+    existing_ns = set(netns.netns_list())
+    hosts = []
+    for host in lab.hosts:
+        pids = _load_pids(host)
+        alive = {role: p.alive() for role, p in pids.items()}
+        answering = bool(alive.get("libvirtd")) and daemons.answers(host.uri)
+        domains: list[str] = []
+        if answering:
+            out = daemons.virsh(host.uri, "list", "--all", "--name", check=False)
+            domains = [d for d in out.split() if d]
+        hosts.append(
+            {
+                "name": host.name,
+                "address": host.address,
+                "uri": host.uri,
+                "netns": host.netns if host.netns in existing_ns else None,
+                "veth": netns.link_exists(host.veth),
+                "processes": {r: {"pid": p.pid, "alive": alive[r]} for r, p in pids.items()},
+                "answers": answering,
+                "domains": domains,
+            }
+        )
+    any_left = (
+        lab.lab_dir.exists()
+        or netns.link_exists(lab.bridge)
+        or any(h["netns"] or h["veth"] for h in hosts)
+    )
+    up = lab.inventory_path.exists() and all(h["answers"] for h in hosts)
+    return {
+        "lab": name,
+        "state": "up" if up else ("partial" if any_left else "down"),
+        "lab_dir": str(lab.lab_dir) if lab.lab_dir.exists() else None,
+        "inventory": str(lab.inventory_path) if lab.inventory_path.exists() else None,
+        "bridge": lab.bridge if netns.link_exists(lab.bridge) else None,
+        "hosts": hosts if any_left else [],
+    }
+
+
+def wall_time(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """Call ``fn`` and return (its result, wall seconds it took)."""
+    t0 = time.monotonic()
+    result = fn(*args, **kwargs)
+    return result, time.monotonic() - t0
