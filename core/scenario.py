@@ -80,9 +80,8 @@ from __future__ import annotations
 import fnmatch
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from yaml.nodes import SequenceNode
 
@@ -100,8 +99,25 @@ from .model import (
     Storage,
     VmSpec,
 )
-from .units import format_bytes, parse_bytes, parse_duration, parse_rate
-from .yaml_nodes import Field, Mapping, ScenarioError, check_name, compose, did_you_mean, show
+from .units import format_bytes
+from .yaml_nodes import (
+    Field,
+    Mapping,
+    Reader,
+    ScenarioError,
+    boolean,
+    check_name,
+    choice,
+    compose,
+    did_you_mean,
+    duration,
+    integer,
+    number,
+    rate,
+    show,
+    size,
+    text,
+)
 
 __all__ = [
     "CPU_MODELS",
@@ -109,6 +125,7 @@ __all__ = [
     "MAX_GROUP_COUNT",
     "MIGRATE_FLAG_NAMES",
     "VCPU_OVERCOMMIT",
+    "WORKING_SET_FRACTION",
     "ScenarioError",
     "expand_names",
     "format_hypervisor_version",
@@ -123,7 +140,7 @@ MIGRATE_FLAG_NAMES: tuple[str, ...] = (
     "COMPRESSED", "ABORT_ON_ERROR", "AUTO_CONVERGE", "RDMA_PIN_ALL", "POSTCOPY", "TLS",
     "PARALLEL",
 )  # fmt: skip
-"""libvirt's ``VIR_MIGRATE_*`` flag names, without the prefix (the bits are in core/flags.py)."""
+"""libvirt's ``VIR_MIGRATE_*`` flag names without the prefix (the bits are in core/flags.py)."""
 
 KNOWN_FILTERS: tuple[str, ...] = (
     "RetryFilter", "AvailabilityZoneFilter", "RamFilter", "ComputeFilter",
@@ -134,25 +151,19 @@ KNOWN_FILTERS: tuple[str, ...] = (
 CPU_MODELS: tuple[str, ...] = (
     "Nehalem", "SandyBridge", "Haswell", "Skylake-Server", "Icelake-Server",
 )  # fmt: skip
-"""Known CPU models, oldest first: a source CPU runs on a destination of the same or a later one."""
+"""Known CPU models, oldest first: a guest runs on a destination of the same or a later model."""
 
 VCPU_OVERCOMMIT = 16  # Nova's cpu_allocation_ratio default
 MAX_GROUP_COUNT = 100_000
-WORKING_SET_FRACTION = 0.25
+WORKING_SET_FRACTION = 0.25  # default working_set = used_memory * this
 MiB = 2**20
 
 _FLAG_PREFIX = "VIR_MIGRATE_"
-_TOP_KEYS = ("name", "seed", "hosts", "vms", "network", "policy", "events", "x-*")
-_HOST_KEYS = (
-    "name", "prefix", "count", "ram", "vcpus", "disk", "hypervisor_type",
-    "hypervisor_version", "cpu_model", "storage", "rack", "racks", "service",
-)  # fmt: skip
-_VM_KEYS = (
-    "name", "prefix", "count", "host", "ram", "vcpus", "disk", "disk_allocated",
-    "used_memory", "working_set", "dirty_rate", "volume_backed",
-)  # fmt: skip
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _VERSION = re.compile(r"([0-9]{1,6})(?:\.([0-9]{1,3}))?(?:\.([0-9]{1,3}))?")
+
+
+# -- entry points ----------------------------------------------------------------------
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -160,78 +171,47 @@ def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     data = path.read_bytes()
     try:
-        text = data.decode("utf-8")
+        content = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise ScenarioError(str(path), line, "", "not UTF-8 text; expected a YAML file") from None
-    return parse_scenario(text, source=str(path), default_name=path.stem)
+    return parse_scenario(content, source=str(path), default_name=path.stem)
 
 
 def parse_scenario(
-    text: str, source: str = "<string>", *, default_name: str | None = None
+    content: str, source: str = "<string>", *, default_name: str | None = None
 ) -> Scenario:
-    """Check the YAML ``text`` of a scenario; ``source`` names it in error messages."""
-    node = compose(text, source)
+    """Check the YAML ``content`` of a scenario; ``source`` names it in error messages.
+
+    The scenario's name defaults to ``default_name``, else the stem of ``source``
+    (``"scenario"`` for a ``<...>`` source).
+    """
+    node = compose(content, source)
     if node is None:
         raise ScenarioError(source, 1, "", "no content; expected a mapping with hosts and vms")
-    top = Field(node, "", source).mapping(_TOP_KEYS, "a mapping with keys hosts, vms, ...")
+    top = Field(node, "", source).mapping(
+        ("name", "seed", "hosts", "vms", "network", "policy", "events", "x-*"),
+        "a mapping with keys hosts, vms, ...",
+    )
     if default_name is None:
         default_name = "scenario" if source.startswith("<") else Path(source).stem
-    name = _optional(top, "name", lambda f: f.text("a scenario name"), default_name)
-    seed = _optional(top, "seed", lambda f: f.integer(0), 0)
     network = _network(top.get("network"))
     policy = _policy(top.get("policy"))
-    hosts = _Hosts(top.require("hosts", "a list of hosts"), network, policy.migration)
+    hosts = _hosts(top.require("hosts", "a list of hosts"), network)
     vms = _vms(top.require("vms", "a list of VMs"), hosts, policy.migration)
-    events = _events(top.get("events"), hosts.specs, {vm.name for vm in vms})
     return Scenario(
-        name=name,
-        seed=seed,
-        hosts=tuple(hosts.specs.values()),
+        name=top.value("name", text("a scenario name"), default_name),
+        seed=top.value("seed", integer(0), 0),
+        hosts=tuple(spec for spec, _ in hosts.values()),
         vms=tuple(vms),
         network=network,
         policy=policy,
-        events=tuple(events),
+        events=tuple(_events(top.get("events"), hosts, {vm.name for vm in vms})),
         source=source,
     )
 
 
-def _optional(mapping: Mapping, key: str, read: Callable[[Field], Any], default: Any) -> Any:
-    value = mapping.get(key)
-    return default if value is None else read(value)
-
-
-def _collect(mapping: Mapping, readers: dict[str, Callable[[Field], Any]]) -> dict[str, Any]:
-    """``{key: read(field)}`` for the keys present (absent ones keep the model's default)."""
-    return {key: read(f) for key, read in readers.items() if (f := mapping.get(key)) is not None}
-
-
-def _size(**sign: bool) -> Callable[[Field], int]:
-    return lambda f: int(f.quantity(parse_bytes, **sign))
-
-
-def _rate(**sign: bool) -> Callable[[Field], float]:
-    return lambda f: f.quantity(parse_rate, **sign)
-
-
-def _duration(**sign: bool) -> Callable[[Field], float]:
-    return lambda f: f.quantity(parse_duration, **sign)
-
-
-def _choice(choices: tuple[str, ...], what: str) -> Callable[[Field], str]:
-    def read(f: Field) -> str:
-        value = f.text(what)
-        if value not in choices:
-            f.fail(
-                f"unknown {what} {show(value)}{did_you_mean(value, choices)}; "
-                f"expected one of {', '.join(choices)}"
-            )
-        return value
-
-    return read
-
-
-# -- names, versions -------------------------------------------------------------------
+# -- small public helpers --------------------------------------------------------------
 
 
 def expand_names(prefix: str, count: int) -> list[str]:
@@ -262,27 +242,171 @@ def parse_hypervisor_version(value: str | int) -> int:
 
 
 def format_hypervisor_version(value: int) -> str:
-    """10000002 -> ``"10.0.2"``."""
+    """10000002 -> ``"10.0.2"``.
+
+    >>> format_hypervisor_version(parse_hypervisor_version("6.2.1"))
+    '6.2.1'
+    """
     return f"{value // 1_000_000}.{value // 1_000 % 1_000}.{value % 1_000}"
 
 
+# -- field readers ---------------------------------------------------------------------
+
+
 def _version(f: Field) -> int:
-    value = f.scalar("a version such as '10.0.2'")
+    expected = "a version such as '10.0.2' (or libvirt's integer encoding)"
+    value = f.scalar(expected)
     if isinstance(value, float):  # 6.2 reads as a float: use the text as written
         value = f.node.value
     if isinstance(value, bool) or not isinstance(value, int | str):
-        f.wrong("a version such as '10.0.2'")
+        f.wrong(expected)
     try:
         return parse_hypervisor_version(value)
     except ValueError:
+        f.fail(f"{f.describe()} is not a version; expected MAJOR[.MINOR[.MICRO]], {expected}")
+
+
+def _filters(f: Field) -> tuple[str, ...]:
+    read = choice(KNOWN_FILTERS, "filter")
+    names: list[str] = []
+    for _, item in f.items("a list of filter names"):
+        name = read(item)
+        if name in names:
+            item.fail(f"duplicate filter {show(name)}; expected each filter once")
+        names.append(name)
+    return tuple(names)
+
+
+def _flags(f: Field) -> str:
+    """Nova's comma-separated VIR_MIGRATE_* names (or a YAML list of them), normalised."""
+    expected = "comma-separated VIR_MIGRATE_<NAME>"
+    if isinstance(f.node, SequenceNode):
+        items = [(item, item.text("a VIR_MIGRATE_* name")) for _, item in f.items()]
+    else:
+        items = [(f, part) for part in f.text(expected).split(",")]
+    known = [_FLAG_PREFIX + name for name in MIGRATE_FLAG_NAMES]
+    names = []
+    for where, raw in items:
+        name = raw.strip()
+        if not name:
+            continue  # as Nova and core/flags.py: blank items are ignored
+        if name not in known:
+            hint = did_you_mean(name, known)
+            if name in MIGRATE_FLAG_NAMES:
+                hint = f" (did you mean {_FLAG_PREFIX + name!r}?)"
+            where.fail(
+                f"unknown migration flag {show(name)}{hint}; expected {expected}, "
+                f"NAME one of {', '.join(MIGRATE_FLAG_NAMES)}"
+            )
+        names.append(name)
+    if not names:
+        f.fail(f"no flags; expected {expected}")
+    return ", ".join(names)
+
+
+def _uri(f: Field) -> str:
+    expected = "a URI template such as 'qemu+tcp://%s/system'"
+    uri = f.text(expected)
+    placeholders = re.findall(r"%(.?)", uri)
+    if placeholders.count("s") != 1 or any(p not in ("s", "%") for p in placeholders):
         f.fail(
-            f"{f.describe()} is not a version; expected MAJOR[.MINOR[.MICRO]] "
-            "such as '10.0.2' (or libvirt's integer encoding)"
+            f"{show(uri)} must contain exactly one %s (the destination host; %% is a literal %);"
+            f" expected {expected}"
         )
+    return uri
+
+
+def _known(names: Iterable[str], what: str, *, null: bool = False) -> Reader:
+    """A reader of a host or VM name that the scenario defines (or null, when ``null``)."""
+    section = "hosts" if what == "host" else "vms"
+
+    def read(f: Field) -> str | None:
+        value = f.text(f"a {what} name", null=null)
+        if value is not None and value not in names:
+            f.fail(
+                f"unknown {what} {show(value)}{did_you_mean(value, names)}; "
+                f"expected a {what} defined under {section}"
+            )
+        return value
+
+    return read
+
+
+# -- network and policy ----------------------------------------------------------------
+
+_NETWORK: dict[str, Reader] = {
+    "host_link": rate(positive=True),
+    "hosts_per_rack": integer(1),
+    "uplink": rate(positive=True),
+}
+
+_SCHEDULER: dict[str, Reader] = {
+    "filters": _filters,
+    "ram_allocation_ratio": number(positive=True),
+    "ram_weight_multiplier": number(),
+    "heuristic": choice([h.value for h in Heuristic], "heuristic", Heuristic),
+    "max_retries": integer(-1),
+}
+
+_MIGRATION: dict[str, Reader] = {
+    "live_migration_flag": _flags,
+    "block_migration_flag": _flags,
+    "uri": _uri,
+    "bandwidth": rate(non_negative=True),
+    "max_downtime": duration(positive=True),
+    "poll_interval": duration(positive=True),
+    "max_concurrent_per_host": integer(1),
+    "switchover_cost": duration(non_negative=True),
+    "completion_timeout": duration(non_negative=True),
+    "reserved_host_disk_mb": integer(0),
+    "reserved_host_memory_mb": integer(0),
+    "service_down_time": duration(positive=True),
+    "report_interval": duration(positive=True),
+}
+
+
+def _network(f: Field | None) -> NetworkSpec:
+    return NetworkSpec() if f is None else NetworkSpec(**f.mapping(_NETWORK).read(_NETWORK))
+
+
+def _policy(f: Field | None) -> Policy:
+    if f is None:
+        return Policy()
+    m = f.mapping(("scheduler", "migration"))
+    scheduler = m.value("scheduler", lambda s: s.mapping(_SCHEDULER).read(_SCHEDULER), {})
+    migration_field = m.get("migration")
+    if migration_field is None:
+        return Policy(scheduler=SchedulerPolicy(**scheduler))
+    mm = migration_field.mapping(_MIGRATION)
+    migration = MigrationPolicy(**mm.read(_MIGRATION))
+    if migration.report_interval >= migration.service_down_time:
+        where = mm.get("report_interval") or mm.get("service_down_time") or migration_field
+        where.fail(
+            f"report_interval ({migration.report_interval:g} s) must be less than "
+            f"service_down_time ({migration.service_down_time:g} s); expected heartbeats "
+            "often enough for services to be seen up"
+        )
+    return Policy(scheduler=SchedulerPolicy(**scheduler), migration=migration)
+
+
+# -- hosts -----------------------------------------------------------------------------
+
+_HOST: dict[str, Reader] = {
+    "ram": size(positive=True),
+    "vcpus": integer(1),
+    "disk": size(non_negative=True),
+    "hypervisor_type": text("a hypervisor type such as QEMU"),
+    "hypervisor_version": _version,
+    "cpu_model": choice(CPU_MODELS, "CPU model"),
+    "storage": choice([s.value for s in Storage], "storage", Storage),
+    "service": boolean,
+}
+
+_Hosts = dict[str, tuple[HostSpec, Field]]  # name -> (spec, the field that named it)
 
 
 def _entry_names(entry: Mapping, what: str) -> tuple[list[str], Field]:
-    """The names an entry defines (``name:``, or ``prefix:`` + ``count:``) and the field."""
+    """The names an entry defines (``name:``, or ``prefix:`` + ``count:``) and their field."""
     key = entry.only_one_of("name", "prefix")
     if key is None:
         entry.field.fail("missing key 'name'; expected name: NAME, or prefix: P with count: N")
@@ -299,410 +423,201 @@ def _entry_names(entry: Mapping, what: str) -> tuple[list[str], Field]:
     return names, f
 
 
-# -- network and policy ----------------------------------------------------------------
-
-
-def _network(f: Field | None) -> NetworkSpec:
-    if f is None:
-        return NetworkSpec()
-    m = f.mapping(("host_link", "hosts_per_rack", "uplink"))
-    return NetworkSpec(
-        **_collect(
-            m,
-            {
-                "host_link": _rate(positive=True),
-                "hosts_per_rack": lambda v: v.integer(1),
-                "uplink": _rate(positive=True),
-            },
-        )
-    )
-
-
-def _filters(f: Field) -> tuple[str, ...]:
-    read = _choice(KNOWN_FILTERS, "filter")
-    names: list[str] = []
-    for _, item in f.items("a list of filter names"):
-        name = read(item)
-        if name in names:
-            item.fail(f"duplicate filter {show(name)}; expected each filter once")
-        names.append(name)
-    return tuple(names)
-
-
-def _flags(f: Field) -> str:
-    """Nova's comma-separated VIR_MIGRATE_* names (or a YAML list of them), normalised."""
-    expected = "comma-separated VIR_MIGRATE_* names"
-    if isinstance(f.node, SequenceNode):
-        items = [(item, item.text("a VIR_MIGRATE_* name")) for _, item in f.items()]
-    else:
-        items = [(f, part) for part in f.text(expected).split(",")]
-    known = [_FLAG_PREFIX + name for name in MIGRATE_FLAG_NAMES]
-    names = []
-    for where, raw in items:
-        name = raw.strip()
-        if not name:
-            continue  # as Nova and core/flags.py: blank items are ignored
-        if name not in known:
-            hint = (
-                f" (did you mean {_FLAG_PREFIX + name!r}?)"
-                if name in MIGRATE_FLAG_NAMES
-                else did_you_mean(name, known)
-            )
-            where.fail(
-                f"unknown migration flag {show(name)}{hint}; expected {expected}: "
-                f"VIR_MIGRATE_ + one of {', '.join(MIGRATE_FLAG_NAMES)}"
-            )
-        names.append(name)
-    if not names:
-        f.fail(f"no flags; expected {expected}")
-    return ", ".join(names)
-
-
-def _uri(f: Field) -> str:
-    uri = f.text("a URI template such as 'qemu+tcp://%s/system'")
-    placeholders = re.findall(r"%(.?)", uri)
-    if placeholders.count("s") != 1 or any(p not in ("s", "%") for p in placeholders):
-        f.fail(
-            f"{show(uri)} must contain exactly one %s (the destination host; write %% "
-            "for a literal %); expected a URI template such as 'qemu+tcp://%s/system'"
-        )
-    return uri
-
-
-def _policy(f: Field | None) -> Policy:
-    if f is None:
-        return Policy()
-    m = f.mapping(("scheduler", "migration"))
-    scheduler, migration = SchedulerPolicy(), MigrationPolicy()
-    if (sf := m.get("scheduler")) is not None:
-        sm = sf.mapping(
-            ("filters", "ram_allocation_ratio", "ram_weight_multiplier", "heuristic", "max_retries")
-        )
-        heuristics = tuple(h.value for h in Heuristic)
-        scheduler = SchedulerPolicy(
-            **_collect(
-                sm,
-                {
-                    "filters": _filters,
-                    "ram_allocation_ratio": lambda v: v.number(positive=True),
-                    "ram_weight_multiplier": lambda v: v.number(),
-                    "heuristic": lambda v: Heuristic(_choice(heuristics, "heuristic")(v)),
-                    "max_retries": lambda v: v.integer(-1),
-                },
-            )
-        )
-    if (mf := m.get("migration")) is not None:
-        readers: dict[str, Callable[[Field], Any]] = {
-            "live_migration_flag": _flags,
-            "block_migration_flag": _flags,
-            "uri": _uri,
-            "bandwidth": _rate(non_negative=True),
-            "max_downtime": _duration(positive=True),
-            "poll_interval": _duration(positive=True),
-            "max_concurrent_per_host": lambda v: v.integer(1),
-            "switchover_cost": _duration(non_negative=True),
-            "completion_timeout": _duration(non_negative=True),
-            "reserved_host_disk_mb": lambda v: v.integer(0),
-            "reserved_host_memory_mb": lambda v: v.integer(0),
-            "service_down_time": _duration(positive=True),
-            "report_interval": _duration(positive=True),
-        }
-        mm = mf.mapping(tuple(readers))
-        migration = MigrationPolicy(**_collect(mm, readers))
-        if migration.report_interval >= migration.service_down_time:
-            where = mm.get("report_interval") or mm.get("service_down_time") or mf
-            where.fail(
-                f"report_interval ({migration.report_interval:g} s) must be less than "
-                f"service_down_time ({migration.service_down_time:g} s); expected "
-                "heartbeats often enough for services to be seen up"
-            )
-    return Policy(scheduler=scheduler, migration=migration)
-
-
-# -- hosts -----------------------------------------------------------------------------
-
-
-@dataclass
-class _Hosts:
-    """The ``hosts`` list, expanded; ``specs`` keeps scenario order."""
-
-    field: Field
-    network: NetworkSpec
-    migration: MigrationPolicy
-    specs: dict[str, HostSpec] = field(default_factory=dict)
-    where: dict[str, Field] = field(default_factory=dict)  # name -> the field defining it
-
-    def __post_init__(self) -> None:
-        entries = list(self.field.items("a list of hosts"))
-        if not entries:
-            self.field.fail("empty list; expected at least one host")
-        for _, entry_field in entries:
-            self._entry(entry_field)
-        self._assign_racks()
-
-    def _entry(self, entry_field: Field) -> None:
+def _hosts(list_field: Field, network: NetworkSpec) -> _Hosts:
+    hosts: _Hosts = {}
+    for _, entry_field in list_field.items("a list of hosts"):
         entry = entry_field.mapping(
-            _HOST_KEYS, "a host: a mapping with name (or prefix and count), ram, vcpus, ..."
+            ("name", "prefix", "count", *_HOST, "rack", "racks"),
+            "a host: a mapping with name (or prefix and count), ram, vcpus, ...",
         )
         names, name_field = _entry_names(entry, "host")
-        common = _collect(
-            entry,
-            {
-                "ram": _size(positive=True),
-                "vcpus": lambda v: v.integer(1),
-                "disk": _size(non_negative=True),
-                "hypervisor_type": lambda v: v.text("a hypervisor type such as QEMU"),
-                "hypervisor_version": _version,
-                "cpu_model": _choice(CPU_MODELS, "CPU model"),
-                "storage": lambda v: Storage(
-                    _choice(tuple(s.value for s in Storage), "storage")(v)
-                ),
-                "service": Field.boolean,
-            },
-        )
-        common.setdefault("disk", 0)
-        for key in ("ram", "vcpus"):
-            if key not in common:
-                entry.require(
-                    key, "the host's " + ("RAM, e.g. 256GiB" if key == "ram" else "number of CPUs")
-                )
-        racks = [None] * len(names)
-        rack_key = entry.only_one_of("rack", "racks")
-        if rack_key == "rack":
-            rf = entry.require("rack", "")
-            racks = [check_name(rf, rf.text("a rack name"), "rack")] * len(names)
-        elif rack_key == "racks":
+        entry.require("ram", "the host's RAM, e.g. 256GiB")
+        entry.require("vcpus", "the host's number of CPUs")
+        values = {"disk": 0, **entry.read(_HOST)}
+        racks: list[str | None] = [None] * len(names)
+        if entry.only_one_of("rack", "racks") == "rack":
+            rack_field = entry.require("rack", "")
+            racks = [check_name(rack_field, rack_field.text("a rack name"), "rack")] * len(names)
+        elif "racks" in entry:
             n = entry.require("racks", "").integer(1, len(names))
-            size, extra = divmod(len(names), n)
-            racks = [f"rack-{k + 1}" for k in range(n) for _ in range(size + (k < extra))]
+            size_, extra = divmod(len(names), n)
+            racks = [f"rack-{k + 1}" for k in range(n) for _ in range(size_ + (k < extra))]
         for name, rack in zip(names, racks, strict=True):
-            if name in self.where:
-                first = self.where[name].line
+            if name in hosts:
                 name_field.fail(
-                    f"duplicate host name {show(name)} (first defined at line {first}); "
-                    "expected unique names"
+                    f"duplicate host name {show(name)} (first defined at line "
+                    f"{hosts[name][1].line}); expected unique names"
                 )
-            self.specs[name] = HostSpec(name=name, rack=rack, **common)
-            self.where[name] = name_field
+            hosts[name] = (HostSpec(name=name, rack=rack, **values), name_field)
+    if not hosts:
+        list_field.fail("empty list; expected at least one host")
+    _assign_racks(hosts, network)
+    return hosts
 
-    def _assign_racks(self) -> None:
-        per_rack = self.network.hosts_per_rack
-        if per_rack is not None:
-            used = {spec.rack for spec in self.specs.values()}
-            homeless = [name for name, spec in self.specs.items() if spec.rack is None]
-            k = 0
-            for start in range(0, len(homeless), per_rack):
+
+def _assign_racks(hosts: _Hosts, network: NetworkSpec) -> None:
+    """Fill racks from ``hosts_per_rack``, then check: racks for all hosts or for none."""
+    if network.hosts_per_rack is not None:
+        used = {spec.rack for spec, _ in hosts.values()}
+        homeless = [name for name, (spec, _) in hosts.items() if spec.rack is None]
+        k = 0
+        for start in range(0, len(homeless), network.hosts_per_rack):
+            k += 1
+            while f"rack-{k}" in used:
                 k += 1
-                while f"rack-{k}" in used:
-                    k += 1
-                for name in homeless[start : start + per_rack]:
-                    self.specs[name] = replace(self.specs[name], rack=f"rack-{k}")
-        with_rack = [name for name, spec in self.specs.items() if spec.rack is not None]
-        if not with_rack:
-            return
-        for name, spec in self.specs.items():
-            if spec.rack is None:
-                self.where[name].fail(
-                    f"host {show(name)} has no rack while {show(with_rack[0])} has one; expected a "
-                    "rack for every host or for none (network.hosts_per_rack fills the gaps)"
-                )
-        if self.network.uplink is None:
-            self.where[with_rack[0]].fail(
-                "hosts are in racks but network.uplink is not set; expected network: "
-                "{uplink: RATE} (the rack switch <-> core link, e.g. 40Gbit/s)"
+            for name in homeless[start : start + network.hosts_per_rack]:
+                spec, where = hosts[name]
+                hosts[name] = (replace(spec, rack=f"rack-{k}"), where)
+    racked = [name for name, (spec, _) in hosts.items() if spec.rack is not None]
+    if not racked:
+        return
+    for name, (spec, where) in hosts.items():
+        if spec.rack is None:
+            where.fail(
+                f"host {show(name)} has no rack while {show(racked[0])} has one; expected a "
+                "rack for every host or for none (network.hosts_per_rack fills the gaps)"
             )
+    if network.uplink is None:
+        hosts[racked[0]][1].fail(
+            "hosts are in racks but network.uplink is not set; expected network: "
+            "{uplink: RATE} (the rack switch <-> core link, e.g. 40Gbit/s)"
+        )
 
 
 # -- VMs -------------------------------------------------------------------------------
 
-
-@dataclass
-class _Load:
-    ram: int = 0
-    vcpus: int = 0
-    disk: int = 0
+_VM: dict[str, Reader] = {
+    "ram": size(positive=True),
+    "vcpus": integer(1),
+    "disk": size(non_negative=True),
+    "disk_allocated": size(non_negative=True),
+    "used_memory": size(non_negative=True),
+    "working_set": size(non_negative=True),
+    "dirty_rate": rate(non_negative=True),
+    "volume_backed": boolean,
+}
 
 
 def _vms(list_field: Field, hosts: _Hosts, migration: MigrationPolicy) -> list[VmSpec]:
-    vms: list[VmSpec] = []
-    where: dict[str, Field] = {}
-    deal: dict[str, int] = {}  # glob -> how many VMs it has dealt so far
-    load = {name: _Load() for name in hosts.specs}
+    vms: dict[str, tuple[VmSpec, Field]] = {}
+    dealt: dict[str, int] = {}  # glob -> how many VMs it has dealt so far
+    load = {name: [0, 0, 0] for name in hosts}  # RAM, vCPUs, local disk placed so far
     for _, entry_field in list_field.items("a list of VMs"):
         entry = entry_field.mapping(
-            _VM_KEYS, "a VM: a mapping with name (or prefix and count), host, ram, ..."
+            ("name", "prefix", "count", "host", *_VM),
+            "a VM: a mapping with name (or prefix and count), host, ram, ...",
         )
         names, name_field = _entry_names(entry, "VM")
         host_field = entry.require("host", "a host name or a glob such as node-*")
         targets = _targets(host_field, hosts)
-        ram_field = entry.require("ram", "the VM's RAM, e.g. 4GiB")
-        ram = _size(positive=True)(ram_field)
-        vcpus = _optional(entry, "vcpus", lambda v: v.integer(1), 1)
-        disk = _optional(entry, "disk", _size(non_negative=True), 0)
-        allocated = _optional(entry, "disk_allocated", _size(non_negative=True), None)
-        used = _optional(entry, "used_memory", _size(non_negative=True), ram)
-        working = _optional(entry, "working_set", _size(non_negative=True), None)
-        dirty = _optional(entry, "dirty_rate", _rate(non_negative=True), 0.0)
-        _at_most(entry, "disk_allocated", allocated, "disk", disk)
-        _at_most(entry, "used_memory", used, "ram", ram)
-        _at_most(entry, "working_set", working, "used_memory", used)
-        if working is None:
-            working = int(used * WORKING_SET_FRACTION)
-        volume_backed = _optional(entry, "volume_backed", Field.boolean, False)
-        pattern = host_field.node.value
+        entry.require("ram", "the VM's RAM, e.g. 4GiB")
+        values = {"vcpus": 1, "disk": 0, "dirty_rate": 0.0, **entry.read(_VM)}
+        values.setdefault("used_memory", values["ram"])
+        values.setdefault("working_set", int(values["used_memory"] * WORKING_SET_FRACTION))
+        for key, limit in (("disk_allocated", "disk"), ("used_memory", "ram"),
+                           ("working_set", "used_memory")):  # fmt: skip
+            if key in values and values[key] > values[limit]:
+                entry.require(key, "").fail(
+                    f"{format_bytes(values[key])} is more than {limit} "
+                    f"({format_bytes(values[limit])}); expected {key} <= {limit}"
+                )
         for name in names:
-            if name in where:
+            if name in vms:
                 name_field.fail(
                     f"duplicate VM name {show(name)} (first defined at line "
-                    f"{where[name].line}); expected unique names"
+                    f"{vms[name][1].line}); expected unique names"
                 )
-            where[name] = name_field
-            if _GLOB_CHARS.search(pattern):
-                host = targets[deal.get(pattern, 0) % len(targets)]
-                deal[pattern] = deal.get(pattern, 0) + 1
-            else:
-                host = targets[0]
-            vm = VmSpec(
-                name=name,
-                host=host,
-                ram=ram,
-                vcpus=vcpus,
-                disk=disk,
-                disk_allocated=allocated,
-                used_memory=used,
-                working_set=working,
-                dirty_rate=dirty,
-                volume_backed=volume_backed,
-            )
-            _place(vm, hosts.specs[host], load[host], migration, entry)
-            vms.append(vm)
-    return vms
-
-
-def _at_most(entry: Mapping, key: str, value: int | None, limit_key: str, limit: int) -> None:
-    if value is not None and value > limit:
-        entry.require(key, "").fail(
-            f"{format_bytes(value)} is more than {limit_key} ({format_bytes(limit)}); "
-            f"expected {key} <= {limit_key}"
-        )
+            host = targets[0]
+            if (pattern := host_field.node.value) and _GLOB_CHARS.search(pattern):
+                host = targets[dealt.get(pattern, 0) % len(targets)]
+                dealt[pattern] = dealt.get(pattern, 0) + 1
+            vm = VmSpec(name=name, host=host, **values)
+            _place(vm, hosts[host][0], load[host], migration, entry)
+            vms[name] = (vm, name_field)
+    return [vm for vm, _ in vms.values()]
 
 
 def _targets(f: Field, hosts: _Hosts) -> list[str]:
     pattern = f.text("a host name or a glob such as node-*")
     if not _GLOB_CHARS.search(pattern):
-        if pattern not in hosts.specs:
+        if pattern not in hosts:
             f.fail(
-                f"unknown host {show(pattern)}{did_you_mean(pattern, hosts.specs)}; "
+                f"unknown host {show(pattern)}{did_you_mean(pattern, hosts)}; "
                 "expected a host defined under hosts"
             )
         return [pattern]
-    matches = [name for name in hosts.specs if fnmatch.fnmatchcase(name, pattern)]
+    matches = [name for name in hosts if fnmatch.fnmatchcase(name, pattern)]
     if not matches:
         f.fail(f"the glob {show(pattern)} matches no host; expected a pattern matching host names")
     return matches
 
 
-def _place(vm: VmSpec, host: HostSpec, load: _Load, mig: MigrationPolicy, entry: Mapping) -> None:
-    """Check that ``vm`` fits on ``host`` next to the VMs already placed there."""
-    local = host.storage == Storage.LOCAL
-    for key, need, have in (
-        ("ram", vm.ram, host.ram),
-        ("vcpus", vm.vcpus, host.vcpus),
-        ("disk", vm.disk if local else 0, host.disk),
-    ):
+def _place(
+    vm: VmSpec, host: HostSpec, load: list[int], mig: MigrationPolicy, entry: Mapping
+) -> None:
+    """Check that ``vm`` fits on ``host`` next to the VMs already placed there (``load``)."""
+    local_disk = vm.disk if host.storage == Storage.LOCAL else 0
+    for key, need, have in (("ram", vm.ram, host.ram), ("vcpus", vm.vcpus, host.vcpus),
+                            ("disk", local_disk, host.disk)):  # fmt: skip
         if need > have:
-            show_ = (lambda n: str(n)) if key == "vcpus" else format_bytes
+            fmt: Callable[[int], str] = str if key == "vcpus" else format_bytes
             entry.require(key, "").fail(
-                f"VM {show(vm.name)} needs {show_(need)} but its host {show(host.name)} has "
-                f"{show_(have)}; expected a VM no larger than its host ({key})"
+                f"VM {show(vm.name)} needs {fmt(need)} but its host {show(host.name)} has "
+                f"{fmt(have)}; expected a VM no larger than its host ({key})"
             )
-    load.ram += vm.ram
-    load.vcpus += vm.vcpus
-    load.disk += vm.disk if local else 0
-    ram_cap = host.ram - mig.reserved_host_memory_mb * MiB
-    disk_cap = host.disk - mig.reserved_host_disk_mb * MiB
-    checks = (
-        (
-            "RAM",
-            load.ram,
-            ram_cap,
-            f"{format_bytes(host.ram)} - reserved_host_memory_mb {mig.reserved_host_memory_mb}",
-        ),
-        ("vCPUs", load.vcpus, host.vcpus * VCPU_OVERCOMMIT, f"{VCPU_OVERCOMMIT} x {host.vcpus}"),
-        (
-            "disk",
-            load.disk,
-            disk_cap,
-            f"{format_bytes(host.disk)} - reserved_host_disk_mb {mig.reserved_host_disk_mb}",
-        ),
-    )
-    for what, total, cap, how in checks:
+    for index, need in enumerate((vm.ram, vm.vcpus, local_disk)):
+        load[index] += need
+    limits = (
+        ("RAM", host.ram - mig.reserved_host_memory_mb * MiB,
+         f"{format_bytes(host.ram)} - reserved_host_memory_mb {mig.reserved_host_memory_mb}"),
+        ("vCPUs", host.vcpus * VCPU_OVERCOMMIT, f"{VCPU_OVERCOMMIT} x {host.vcpus}"),
+        ("disk", host.disk - mig.reserved_host_disk_mb * MiB,
+         f"{format_bytes(host.disk)} - reserved_host_disk_mb {mig.reserved_host_disk_mb}"),
+    )  # fmt: skip
+    for total, (what, cap, how) in zip(load, limits, strict=True):
         if total > cap:
             fmt = str if what == "vCPUs" else format_bytes
             entry.require("host", "").fail(
-                f"VM {show(vm.name)} does not fit on {show(host.name)}: its VMs need {fmt(total)} "
-                f"of {what} but it offers {fmt(max(cap, 0))} ({how}); expected the VMs on a "
-                f"host to fit in its {what}"
+                f"VM {show(vm.name)} does not fit on {show(host.name)}: its VMs need "
+                f"{fmt(total)} of {what} but it offers {fmt(max(cap, 0))} ({how}); "
+                f"expected the VMs on a host to fit in its {what}"
             )
 
 
 # -- events ----------------------------------------------------------------------------
 
-_MOVE_KEYS = ("block_migration", "disk_over_commit")
+_MOVE = {"block_migration": boolean, "disk_over_commit": boolean}
 
 
-def _known(f: Field, names: Iterable[str], what: str, *, null: bool = False) -> Any:
-    """A name that ``names`` (hosts or VMs) defines; ``None`` for null when ``null``."""
-    section = "hosts" if what == "host" else "vms"
-    value = f.text(f"a {what} name", null=null)
-    if value is not None and value not in names:
-        f.fail(
-            f"unknown {what} {show(value)}{did_you_mean(value, names)}; "
-            f"expected a {what} defined under {section}"
-        )
-    return value
+def _live_migrate(body: Mapping, at: float, hosts: _Hosts, vms: set[str]) -> Event:
+    instance = _known(vms, "VM")(body.require("instance", "the name of the VM to move"))
+    dest = body.value("dest", _known(hosts, "host", null=True), None)
+    return LiveMigrateEvent(at=at, instance=instance, dest=dest, **body.read(_MOVE))
 
 
-def _live_migrate(body: Mapping, at: float, hosts: dict[str, HostSpec], vms: set[str]) -> Event:
-    return LiveMigrateEvent(
-        at=at,
-        instance=_known(body.require("instance", "the name of the VM to move"), vms, "VM"),
-        dest=_optional(body, "dest", lambda f: _known(f, hosts, "host", null=True), None),
-        **_collect(body, {key: Field.boolean for key in _MOVE_KEYS}),
-    )
+def _drain(body: Mapping, at: float, hosts: _Hosts, vms: set[str]) -> Event:
+    host = _known(hosts, "host")(body.require("host", "the host to empty"))
+    return DrainEvent(at=at, host=host, **body.read(_MOVE))
 
 
-def _drain(body: Mapping, at: float, hosts: dict[str, HostSpec], vms: set[str]) -> Event:
-    return DrainEvent(
-        at=at,
-        host=_known(body.require("host", "the host to empty"), hosts, "host"),
-        **_collect(body, {key: Field.boolean for key in _MOVE_KEYS}),
-    )
-
-
-# action key -> (allowed keys of its body, hints for wrong keys, reader); add kinds here.
+# action key -> (keys of its body, hints for wrong keys, reader). New kinds go here.
 _EVENT_KINDS: dict[str, tuple[tuple[str, ...], dict[str, str], Callable[..., Event]]] = {
-    "live_migrate": (
-        ("instance", "dest", *_MOVE_KEYS),
-        {"host": "(the destination is called 'dest')"},
-        _live_migrate,
-    ),
-    "drain": (("host", *_MOVE_KEYS), {"instance": "(drain moves every VM of 'host')"}, _drain),
-}
+    "live_migrate": (("instance", "dest", *_MOVE), {"host": "(the destination is called 'dest')"},
+                     _live_migrate),
+    "drain": (("host", *_MOVE), {"instance": "(drain moves every VM of 'host')"}, _drain),
+}  # fmt: skip
 
 
-def _events(f: Field | None, hosts: dict[str, HostSpec], vms: set[str]) -> list[Event]:
-    if f is None:
-        return []
+def _events(f: Field | None, hosts: _Hosts, vms: set[str]) -> list[Event]:
     events: list[Event] = []
     previous: tuple[float, int] | None = None
     kinds = tuple(_EVENT_KINDS)
-    for _, entry_field in f.items("a list of events"):
+    for _, entry_field in f.items("a list of events") if f is not None else ():
         entry = entry_field.mapping(
             ("at", *kinds), "an event: at: TIME and one action of " + ", ".join(kinds)
         )
         at_field = entry.require("at", "the event time, e.g. at: 2s")
-        at = _duration(non_negative=True)(at_field)
+        at = duration(non_negative=True)(at_field)
         kind = entry.only_one_of(*kinds)
         if kind is None:
             entry.field.fail(f"no action; expected one of {', '.join(kinds)}")
@@ -713,6 +628,5 @@ def _events(f: Field | None, hosts: dict[str, HostSpec], vms: set[str]) -> list[
             )
         previous = (at, at_field.line)
         allowed, hints, read = _EVENT_KINDS[kind]
-        body = entry.require(kind, "").mapping(allowed, hints=hints)
-        events.append(read(body, at, hosts, vms))
+        events.append(read(entry.require(kind, "").mapping(allowed, hints=hints), at, hosts, vms))
     return events

@@ -13,13 +13,13 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .units import UnitError
+from .units import UnitError, parse_bytes, parse_duration, parse_rate
 
 TAG = "tag:yaml.org,2002:"
 _SCALAR_TYPES = {TAG + "str", TAG + "int", TAG + "float", TAG + "bool", TAG + "null"}
@@ -199,6 +199,54 @@ class Field:
         return Mapping(self, tuple(allowed), expected, hints or {})
 
 
+Reader = Callable[[Field], Any]
+
+
+def size(**sign: bool) -> Reader:
+    """A reader of byte sizes (``positive=True`` / ``non_negative=True`` as in :mod:`units`)."""
+    return lambda f: int(f.quantity(parse_bytes, **sign))
+
+
+def rate(**sign: bool) -> Reader:
+    return lambda f: f.quantity(parse_rate, **sign)
+
+
+def duration(**sign: bool) -> Reader:
+    return lambda f: f.quantity(parse_duration, **sign)
+
+
+def integer(minimum: int | None = None, maximum: int | None = None) -> Reader:
+    return lambda f: f.integer(minimum, maximum)
+
+
+def number(*, positive: bool = False) -> Reader:
+    return lambda f: f.number(positive=positive)
+
+
+def text(expected: str) -> Reader:
+    return lambda f: f.text(expected)
+
+
+def boolean(f: Field) -> bool:
+    return f.boolean()
+
+
+def choice(choices: Iterable[str], what: str, convert: Callable[[str], Any] = str) -> Reader:
+    """A reader of one of ``choices`` ("unknown heuristic 'bestfit' (did you mean ...)")."""
+    names = tuple(choices)
+
+    def read(f: Field) -> Any:
+        value = f.text(what)
+        if value not in names:
+            f.fail(
+                f"unknown {what} {show(value)}{did_you_mean(value, names)}; "
+                f"expected one of {', '.join(names)}"
+            )
+        return convert(value)
+
+    return read
+
+
 class Mapping:
     """The keys of a YAML mapping, checked: strings, no duplicates, none unknown.
 
@@ -256,6 +304,15 @@ class Mapping:
                         "a mapping (or a list of mappings) to merge with <<"
                     )
                 self._collect(source, seen)
+
+    def read(self, readers: dict[str, Reader]) -> dict[str, Any]:
+        """``{key: read(field)}`` for the keys of ``readers`` that are present."""
+        return {key: read(f) for key, read in readers.items() if (f := self.get(key)) is not None}
+
+    def value(self, key: str, read: Reader, default: Any) -> Any:
+        """``read`` the field ``key``, or ``default`` when it is absent."""
+        f = self.get(key)
+        return default if f is None else read(f)
 
     def __contains__(self, key: str) -> bool:
         return key in self.entries

@@ -728,7 +728,7 @@ def _check(text: str) -> None:
         assert len(message.splitlines()) == 1, message
 
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @FUZZ
