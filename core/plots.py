@@ -160,19 +160,19 @@ def plot_cdf(values: Sequence[float], path: Path, *, title: str, xlabel: str) ->
     else:
         xs = sorted(float(v) for v in values)
         n = len(xs)
-        right = xs[-1] * 1.05 if xs[-1] > 0 else 1.0
+        right = xs[-1] * 1.1 if xs[-1] > 0 else 1.0
         ax.step([0.0, *xs, right], [0.0, 0.0, *((i + 1) / n for i in range(n))], where="post",
                 color="#1f77b4", linewidth=2)
         ax.set_xlim(min(0.0, xs[0]), right)
         ax.ticklabel_format(axis="x", useOffset=False)
         median = xs[(n - 1) // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
-        ax.axvline(median, color="grey", linestyle="--", linewidth=1,
+        ax.axvline(median, color="#d62728", linestyle=":", linewidth=1.2,
                    label=f"median {median:.4g}")
         ax.set_title(f"{title} (n = {n})")
         ax.legend(loc="lower right")
-    ax.set_ylim(0.0, 1.02)
+    ax.set_ylim(0.0, 1.05)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.11, top=0.92)  # fixed: no tight_layout
     _save(fig, path)
 
 

@@ -68,6 +68,12 @@ def out(result: RunResult, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return results.write_results(result, tmp_path_factory.mktemp("run") / "out")
 
 
+@pytest.fixture
+def no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skip the plots (the slow part) where a test is about something else."""
+    monkeypatch.setattr(plots, "write_plots", lambda result, directory: [])
+
+
 def by_instance(result: RunResult, name: str):  # noqa: ANN201
     (record,) = [m for m in result.store.migrations() if m.instance == name]
     return record
@@ -169,6 +175,7 @@ def test_plots_are_png(out: Path, name: str) -> None:
     assert (out / name).stat().st_size > 10_000
 
 
+@pytest.mark.usefixtures("no_plots")
 def test_same_seed_same_files(result: RunResult, out: Path, tmp_path: Path) -> None:
     again = results.write_results(run_scenario(make_scenario()), tmp_path / "again")
     for name in CSV_FILES:
@@ -191,6 +198,7 @@ def test_failure_while_writing_leaves_nothing(
     assert list(tmp_path.iterdir()) == []  # no output, no temporary dir, no created parents
 
 
+@pytest.mark.usefixtures("no_plots")
 def test_existing_directory_refused_then_replaced(result: RunResult, tmp_path: Path) -> None:
     target = tmp_path / "out"
     target.mkdir()

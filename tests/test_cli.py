@@ -1,0 +1,245 @@
+"""The ``livemig`` command through ``main([...])``: run, validate, errors, progress, lab."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from livemig.core import cli, plots, runner
+
+import livemig
+
+TINY = """\
+name: tiny
+seed: 3
+hosts:
+  - {prefix: h, count: 3, ram: 64GiB, vcpus: 16}
+vms:
+  - {name: ok, host: h1, ram: 4GiB, used_memory: 1GiB, working_set: 64MiB, dirty_rate: 10MB/s}
+  - {name: self, host: h1, ram: 2GiB}
+events:
+  - {at: 0s, live_migrate: {instance: ok, dest: h2}}
+  - {at: 1s, live_migrate: {instance: self, dest: h1}}
+"""
+BAD_UNIT = TINY.replace("ram: 2GiB", "ram: 2 gigs")
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture
+def no_plots(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skip the plots (the slow part) where a test is about something else."""
+    monkeypatch.setattr(plots, "write_plots", lambda result, directory: [])
+
+
+def one_error_line(err: str) -> str:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("livemig: error: ")
+    return lines[0]
+
+
+def test_run_writes_results_and_prints_the_summary(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert cli.main(["run", str(tiny), "--out", str(out)]) == 0  # a failed migration is a result
+    captured = capsys.readouterr()
+    assert captured.err == ""  # not a TTY: no progress bar
+    assert "scenario tiny (driver sim, seed 3): 2 migrations" in captured.out
+    assert "UnableToMigrateToSelf" in captured.out
+    assert captured.out.rstrip().endswith(f"results written to {out}")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status_counts"]["completed"] == 1
+    assert summary["status_counts"]["error"] == 1
+    assert summary["scenario_source"] == str(tiny)
+    assert (out / "timeline.png").stat().st_size > 0
+
+
+@pytest.mark.usefixtures("no_plots")
+def test_default_out_dir_and_seed(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", str(tiny), "--seed", "11", "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "results" / "tiny" / "summary.json").read_text())
+    assert summary["seed"] == 11
+    assert "results written to results/tiny" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("no_plots")
+def test_existing_out_dir_needs_force(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old").write_text("")
+    assert cli.main(["run", str(tiny), "--out", str(out)]) == 2
+    assert "already exists (use --force" in one_error_line(capsys.readouterr().err)
+    assert (out / "old").exists()
+    assert cli.main(["run", str(tiny), "--out", str(out), "--force"]) == 0
+    assert not (out / "old").exists() and (out / "migrations.csv").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (BAD_UNIT, "bad.yaml:7: vms[1].ram: "),
+        ("hosts: [\n", "bad.yaml:"),
+        ("", "no content"),
+    ],
+)
+def test_invalid_scenario_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, fragment: str
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert cli.main(["run", str(bad), "--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    assert fragment in one_error_line(captured.err)
+    assert captured.out == ""
+    assert [p.name for p in tmp_path.iterdir()] == ["bad.yaml"]
+
+
+def test_missing_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", "nope.yaml"]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        "livemig: error: nope.yaml: No such file or directory"
+    )
+    assert list(tmp_path.iterdir()) == []  # no results/ either
+
+
+def test_inventory_with_sim_is_an_error(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("hosts: []\n")
+    assert cli.main(["run", str(tiny), "--inventory", str(inventory),
+                     "--out", str(tmp_path / "out")]) == 2
+    assert "--inventory" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_inventory_goes_to_the_libvirt_driver(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("hosts: []\n")
+    seen: dict[str, object] = {}
+
+    def fake_run(scenario: object, driver: str, **kwargs: object) -> object:
+        seen.update(driver=driver, **kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(cli, "driver_class", lambda name: object)
+    monkeypatch.setattr(runner, "run_scenario", fake_run)
+    with pytest.raises(RuntimeError, match="stop here"):  # a bug propagates
+        cli.main(["run", str(tiny), "--driver", "libvirt", "--inventory", str(inventory),
+                  "--out", str(tmp_path / "out")])
+    assert seen["driver"] == "libvirt"
+    assert seen["driver_options"] == {"inventory": str(inventory)}
+    assert not (tmp_path / "out").exists()
+
+
+def test_unavailable_driver_is_one_line(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def missing(name: str) -> object:
+        raise ModuleNotFoundError("No module named 'libvirt'", name="libvirt")
+
+    monkeypatch.setattr(cli, "driver_class", missing)
+    assert cli.main(["run", str(tiny), "--driver", "libvirt",
+                     "--out", str(tmp_path / "out")]) == 2
+    assert "driver 'libvirt' is not available" in one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.usefixtures("no_plots")
+def test_progress_bar_on_a_tty_only(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    tty = Tty()
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert cli.main(["run", str(tiny), "--out", str(tmp_path / "a")]) == 0
+    drawn = tty.getvalue()
+    assert "\r[" in drawn and drawn.endswith("2/2 migrations finished (1 not completed)\n")
+
+    tty.seek(0)
+    tty.truncate()
+    assert cli.main(["run", str(tiny), "--out", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert tty.getvalue() == ""
+    capsys.readouterr()
+
+
+def test_validate(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["validate", str(tiny)]) == 0
+    assert capsys.readouterr().out == f"OK {tiny} (3 hosts, 2 vms, 2 events)\n"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_UNIT)
+    assert cli.main(["validate", str(bad), str(tiny)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == f"OK {tiny} (3 hosts, 2 vms, 2 events)\n"
+    assert f"{bad}:7: vms[1].ram" in one_error_line(captured.err)
+    assert {p.name for p in tmp_path.iterdir()} == {"tiny.yaml", "bad.yaml"}
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"livemig {livemig.__version__}"
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    assert cli.main(["run", "x.yaml", "--driver", "vmware"]) == 2
+    assert cli.main(["run", "x.yaml", "--seed", "-1"]) == 2
+    assert "usage: livemig" in capsys.readouterr().err
+
+
+def test_default_out_dir_is_one_safe_component() -> None:
+    assert cli.default_out_dir("quickstart") == Path("results/quickstart")
+    assert cli.default_out_dir("../x y") == Path("results/_.._x_y")
+
+
+def test_lab_commands_are_optional(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "LAB_COMMANDS_MODULE", "livemig.drivers.lab.no_such_module")
+    parser = cli.build_parser()
+    assert cli.main(["--version"]) == 0
+    assert "lab" not in parser.format_help().split("validate", 1)[1]
+
+
+def test_lab_commands_import_errors_propagate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "broken_lab_commands.py").write_text("import no_such_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "LAB_COMMANDS_MODULE", "broken_lab_commands")
+    with pytest.raises(ModuleNotFoundError, match="no_such_dependency_xyz"):
+        cli.build_parser()
+
+
+def test_lab_commands_are_registered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "fake_lab_commands.py").write_text(
+        "def add_lab_commands(subparsers):\n"
+        "    lab = subparsers.add_parser('lab')\n"
+        "    lab.set_defaults(func=lambda args: 7)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(cli, "LAB_COMMANDS_MODULE", "fake_lab_commands")
+    assert cli.main(["lab"]) == 7
