@@ -35,7 +35,7 @@ from livemig.core.model import (
 )
 from livemig.core.orchestrator import Orchestrator
 from livemig.core.state import InstanceRecord, StateStore
-from livemig.drivers.base import HostFacts, JobInfo, JobType
+from livemig.drivers.base import HostFacts, HostTable, JobInfo, JobType
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -197,6 +197,10 @@ class ScriptedDriver:
     def host_facts(self, host: str) -> HostFacts:
         self._record("host_facts", host)
         return self.hosts[host]
+
+    def host_table(self) -> HostTable:
+        self._record("host_table")
+        return HostTable.from_facts(list(self.hosts.values()))
 
     def instance_host(self, instance: str) -> str | None:
         return self.instances.get(instance)

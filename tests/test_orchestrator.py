@@ -708,3 +708,12 @@ def test_error_while_monitoring_rolls_back_instead_of_crashing() -> None:
     assert m.error == "RuntimeError"
     assert store.instance("vm1").task_state is None
     assert len(driver.calls_to("rollback_live_migration")) == 1
+
+
+def test_scheduler_path_over_the_fake_driver_reads_the_host_table() -> None:
+    driver = fake(hosts=[facts("h1"), facts("h2", free_ram_mb=3000),
+                         facts("h3", free_ram_mb=6000)])
+    store = run_fake(driver, body(None))
+    m = store.migration(1)
+    assert (m.status, m.dest) == (S.COMPLETED, "h3")
+    assert driver.calls_to("host_table")

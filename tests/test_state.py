@@ -204,16 +204,13 @@ def test_finished_statuses(status: MigrationStatus) -> None:
                                           MigrationStatus.ERROR, MigrationStatus.CANCELLED})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG core/state.py StateStore.migration/update_migration index "
-    "self._migrations[migration_id - 1]: id 0 (or negative) silently returns/updates the "
-    "LAST record instead of failing",
-)
 def test_migration_id_zero_is_not_a_record(store: StateStore) -> None:
+    """Ids start at 1: 0 or a negative id must not wrap around to the last record."""
     new_migration(store)
-    new_migration(store)
-    with pytest.raises((KeyError, IndexError, LookupError)):
-        store.migration(0)
-    with pytest.raises((KeyError, IndexError, LookupError)):
-        store.update_migration(0, status=MigrationStatus.FAILED)
+    last = new_migration(store)
+    for bad in (0, -1, 3):
+        with pytest.raises(KeyError):
+            store.migration(bad)
+        with pytest.raises(KeyError):
+            store.update_migration(bad, status=MigrationStatus.FAILED)
+    assert store.migration(2) == last
