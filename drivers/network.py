@@ -238,9 +238,8 @@ class Flow:
         "_finish",
         "_seen",
         "_pos",
-        "_ub",
-        "_ub_link",
-        "_ub2",
+        "_bound",
+        "_bound_epoch",
     )
 
     def __init__(
@@ -271,11 +270,8 @@ class Flow:
         self._finish = _INF
         self._seen = 0  # epoch of the last recomputation that reached this flow
         self._pos = 0  # index in that recomputation's component
-        # upper bounds of the rate (see _update_bounds)
-        self._ub = 0.0  # the least of cap and the path's capacities ...
-        self._ub_link: _Link | None = None  # ... set by this link (None: by the cap)
-        self._ub2 = 0.0  # the least without that link
-        _update_bounds(self)
+        self._bound = 0.0  # see _private_bound
+        self._bound_epoch = 0
 
     def __repr__(self) -> str:
         return (
@@ -432,9 +428,6 @@ class FluidNetwork:
         seeds = [link for link, _ in targets]
         for link, new in targets:
             link.capacity = new
-        for link in seeds:
-            for flow in link.flows.values():
-                _update_bounds(flow)
         self._changed([flow for link in seeds for flow in link.flows.values()], seeds)
 
     def link_capacity(self, u: str, v: str) -> float:
@@ -518,7 +511,6 @@ class FluidNetwork:
         if cap is None and all(link.capacity == _INF for link in flow._links):
             raise ValueError(f"flow {flow.id} would be unbounded: no finite link and no cap")
         flow._cap = cap
-        _update_bounds(flow)
         if flow.state is FlowState.ACTIVE:
             self._changed((flow,), ())
 
@@ -624,21 +616,20 @@ class FluidNetwork:
         self._changed((), [link for flow in due for link in flow._links])
 
 
-def _update_bounds(flow: Flow) -> None:
-    """Cache the bounds of ``flow``'s rate from its cap and its path's capacities.
+def _private_bound(flow: Flow, epoch: int) -> float:
+    """The least of ``flow``'s cap and the capacities of the links it is alone on.
 
-    The bound without link ``l`` is ``_ub2 if _ub_link is l else _ub``; it must be
-    refreshed whenever the cap or a capacity on the path changes.
+    Those constraints are the flow's own: :func:`_max_min_rates` always applies
+    them (as the flow's *limit*), so a link they make redundant can be dropped.
     """
-    best = second = _INF if flow._cap is None else flow._cap
-    best_link = None
-    for link in flow._links:
-        capacity = link.capacity
-        if capacity < best:
-            best, second, best_link = capacity, best, link
-        elif capacity < second:
-            second = capacity
-    flow._ub, flow._ub_link, flow._ub2 = best, best_link, second
+    if flow._bound_epoch != epoch:
+        bound = _INF if flow._cap is None else flow._cap
+        for link in flow._links:
+            if link.capacity < bound and len(link.flows) == 1:
+                bound = link.capacity
+        flow._bound = bound
+        flow._bound_epoch = epoch
+    return flow._bound
 
 
 def _component(epoch: int, flows: Iterable[Flow], links: Iterable[_Link]) -> list[Flow]:
@@ -647,11 +638,16 @@ def _component(epoch: int, flows: Iterable[Flow], links: Iterable[_Link]) -> lis
 
     Every flow on a changed flow's link or a changed link is affected; from
     them the search spreads through the links that can couple flows: links
-    with at least two flows whose rates, bounded by their caps and the other
-    links of their paths, can add up to more than the capacity. Any other link
-    is implied by the other constraints (redundant) and couples nothing; an
-    infinite link likewise. Flows outside the result keep exactly their rates:
-    their sub-problem did not change. Order: discovery order (deterministic).
+    with at least two flows whose rates, bounded by their own constraints (cap,
+    links they are alone on: :func:`_private_bound`), can add up to more than
+    the capacity. Any other link is implied by those constraints, which are
+    always applied, so it is redundant and couples nothing; an infinite link
+    likewise. (Bounds from other shared links would not do: two such links
+    could each look redundant because of the other.) A link's status depends
+    only on its flows and their links, so every link whose status may have
+    changed is a link of an affected flow and is re-examined. Flows outside the
+    result keep exactly their rates: their sub-problem did not change. Order:
+    discovery order (deterministic).
     Marks the coupling links with ``_couples = epoch`` for :func:`_max_min_rates`.
     """
     component: list[Flow] = []
@@ -676,7 +672,7 @@ def _component(epoch: int, flows: Iterable[Flow], links: Iterable[_Link]) -> lis
             continue
         demand = 0.0
         for flow in link.flows.values():
-            demand += flow._ub2 if flow._ub_link is link else flow._ub
+            demand += _private_bound(flow, epoch)
         if demand <= capacity:
             continue
         link._couples = epoch
@@ -707,18 +703,15 @@ def _max_min_rates(epoch: int, flows: list[Flow]) -> list[float]:
     heap: list[tuple[float, int, _Link]] = []
     limits: list[tuple[float, int]] = []
     for pos, flow in enumerate(flows):
-        limit = _INF if flow._cap is None else flow._cap
+        limit = _private_bound(flow, epoch)
         for link in flow._links:
-            if link._couples == epoch:
-                if link._shared != epoch:
-                    link._shared = epoch
-                    n = len(link.flows)
-                    link._res = link.capacity
-                    link._cnt = n
-                    link._lvl = link.capacity / n
-                    heap.append((link._lvl, link.index, link))
-            elif link.capacity < limit and len(link.flows) == 1:
-                limit = link.capacity
+            if link._couples == epoch and link._shared != epoch:
+                link._shared = epoch
+                n = len(link.flows)
+                link._res = link.capacity
+                link._cnt = n
+                link._lvl = link.capacity / n
+                heap.append((link._lvl, link.index, link))
         if limit < _INF:
             limits.append((limit, pos))
     heapq.heapify(heap)

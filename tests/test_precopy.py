@@ -168,7 +168,7 @@ sizes = st.integers(min_value=0, max_value=64 * GiB)
 rates = st.floats(min_value=0.0, max_value=5e9, allow_nan=False)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     used=sizes,
     working=sizes,
