@@ -9,11 +9,14 @@ extracted once per kernel package version into ``<cache>/kernel/``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import hashlib
 import io
+import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -38,29 +41,45 @@ class GuestImage:
     initrd: Path
 
 
-def _kernel_package() -> tuple[str, str] | None:
-    """(package, version) of the kernel that ``linux-image-amd64`` depends on, per apt."""
-    out = run(["apt-cache", "depends", "linux-image-amd64"], check=False).stdout
-    pkg = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in out.splitlines()
-            if line.strip().startswith("Depends:") and "linux-image-" in line
-        ),
-        None,
-    )
-    if pkg is None:
-        return None
-    show = run(["apt-cache", "show", "--no-all-versions", pkg], check=False).stdout
-    lines = show.splitlines()
-    versions = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("Version:")]
-    version = versions[0] if versions else None
-    return (pkg, version) if version else None
+def _apt_stamp() -> str:
+    """Changes whenever apt's answer may change (package lists, sources, preferences)."""
+    h = hashlib.sha256()
+    for d in ("/var/lib/apt/lists", "/etc/apt/sources.list.d", "/etc/apt/preferences.d"):
+        with contextlib.suppress(FileNotFoundError):
+            for entry in sorted(os.scandir(d), key=lambda e: e.name):
+                st = entry.stat()
+                h.update(f"{entry.path} {st.st_mtime_ns} {st.st_size}\n".encode())
+    return h.hexdigest()
+
+
+def _kernel_package(cache: Path) -> tuple[str, str] | None:
+    """(package, version) of the kernel that ``linux-image-amd64`` depends on, per apt.
+
+    apt-cache takes seconds on a busy machine, so the answer is memoised in the cache
+    until apt's lists or sources change.
+    """
+    memo = cache / "kernel" / "apt-answer.json"
+    stamp = _apt_stamp()
+    with contextlib.suppress(FileNotFoundError, ValueError, KeyError, TypeError):
+        data = json.loads(memo.read_text())
+        if data["stamp"] == stamp:
+            return (data["package"], data["version"]) if data["package"] else None
+    show = run(["apt-cache", "show", "--no-all-versions", "linux-image-amd64"], check=False)
+    found = None
+    for line in show.stdout.splitlines():
+        m = re.match(r"Depends:.*?\b(linux-image-[0-9][^ ,]*-amd64) \(= ([^)]+)\)", line)
+        if m:
+            found = (m.group(1), m.group(2))
+            break
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    package, version = found if found else (None, None)
+    memo.write_text(json.dumps({"stamp": stamp, "package": package, "version": version}))
+    return found
 
 
 def _kernel(cache: Path) -> Path:
     """vmlinuz of Debian's current 6.1 kernel, downloaded and extracted once."""
-    found = _kernel_package()
+    found = _kernel_package(cache)
     if found is None:
         cached = sorted(glob.glob(str(cache / "kernel" / "*" / "vmlinuz")), key=os.path.getmtime)
         if cached:
@@ -163,12 +182,12 @@ def _initrd_bytes(dirtier: Path) -> bytes:
     return gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
 
 
-def image_key() -> str:
+def image_key(cache: Path) -> str:
     """Hash of every input of the image (what decides whether a rebuild is needed)."""
     if not BUSYBOX.exists():
         raise LabError(f"{BUSYBOX} is missing (apt-get install busybox-static)")
     h = hashlib.sha256()
-    kernel = _kernel_package()
+    kernel = _kernel_package(cache)
     gcc = run(["gcc", "-dumpfullversion"]).stdout.strip()
     parts = [IMAGE_FORMAT, repr(kernel), gcc]
     for p in parts:
@@ -181,7 +200,7 @@ def image_key() -> str:
 def build_image(cache_dir: Path | str | None = None) -> GuestImage:
     """Build the guest image, or return the cached one when no input has changed."""
     cache = Path(cache_dir) if cache_dir else DEFAULT_CACHE_DIR
-    out = cache / "image" / image_key()
+    out = cache / "image" / image_key(cache)
     image = GuestImage(kernel=out / "vmlinuz", initrd=out / "initrd.img")
     if image.kernel.exists() and image.initrd.exists():
         return image
