@@ -106,7 +106,7 @@ def plot_timeline(result: RunResult, path: Path, max_hosts: int = MAX_HOSTS) -> 
             statuses.add(m.status)
             ax.broken_barh(
                 [(start, max(end - start, 0.0))], (bottom, lane_height * 0.9),
-                facecolors=_colour(m.status), edgecolors="black", linewidths=0.3,
+                facecolors=_colour(m.status), edgecolors="white", linewidths=1.5,
             )
             if m.downtime is not None and m.total_time is not None:
                 switch = start + float(m.total_time)
