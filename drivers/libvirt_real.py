@@ -149,13 +149,7 @@ class LibvirtDriver:
 
     def _remove_domain_everywhere(self, name: str) -> None:
         for conn in self._conns.values():
-            dom = _lookup(conn, name)
-            if dom is None:
-                continue
-            if dom.isActive():
-                dom.destroy()
-            if dom.isPersistent():
-                dom.undefine()
+            _remove_domain(_lookup(conn, name))
 
     # -- facts ------------------------------------------------------------
     def host_names(self) -> list[str]:
@@ -221,7 +215,14 @@ class LibvirtDriver:
 
     def instance_running_on(self, instance: str, host: str) -> bool:
         dom = _lookup(self._conn(host), instance)
-        return dom is not None and bool(dom.isActive())
+        if dom is None:
+            return False
+        try:
+            return bool(dom.isActive())
+        except libvirt.libvirtError as exc:  # it left between the lookup and the question
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return False
+            raise
 
     def compare_cpu(self, source: str, dest: str) -> bool:
         caps = ET.fromstring(self._conn(source).getCapabilities())
@@ -366,12 +367,8 @@ class LibvirtDriver:
         """Clean the destination: any domain left there, the disk pre-created for it."""
         self._claims.pop(instance, None)
         self._join(instance)
-        dom = _lookup(self._conn(dest), instance)
-        if dom is not None and self.instance_running_on(instance, source):
-            if dom.isActive():
-                dom.destroy()
-            if dom.isPersistent():
-                dom.undefine()
+        if self.instance_running_on(instance, source):
+            _remove_domain(_lookup(self._conn(dest), instance))
         if block_migration and self.inventory.storage == "local":
             self._delete_volume(dest, self.disk_path(instance).name)
 
@@ -407,6 +404,17 @@ def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return None
         raise
+
+
+def _remove_domain(dom: libvirt.virDomain | None) -> None:
+    """Destroy and undefine ``dom`` (a transient domain vanishes once destroyed)."""
+    if dom is None:
+        return
+    persistent = dom.isPersistent()
+    if dom.isActive():
+        dom.destroy()
+    if persistent:
+        dom.undefine()
 
 
 def _host_cpu_model(capabilities: str) -> str:
