@@ -8,9 +8,13 @@ the same pace until a link on its path is saturated or it reaches its own
 ``cap`` (the migration's bandwidth limit); then it is frozen and the others keep
 growing. Rates are recomputed only when a flow starts, completes, is cancelled
 or changes cap, or a link changes capacity, and only for the flows connected to
-the change (flows sharing finite links, transitively). Between recomputations a
-flow delivers at a constant rate, so ``delivered`` is the exact integral of its
-rate and its completion time is computed, not ticked.
+the change (flows sharing links, transitively; a link that can never be
+saturated, given its flows' caps and the links they have to themselves, does
+not connect them). All the changes of one simulated instant share one
+recomputation, done at the end of the instant or as soon as a ``rate`` is read.
+Between recomputations a flow delivers at a constant rate, so ``delivered()``
+is the exact integral of its rate, and its completion is an event at the
+computed time, not a tick (exact up to float rounding of the clock).
 
 Worked example: two flows on one 1.25e9 B/s (10 Gbit/s) link get 6.25e8 each;
 capping one at 1e8 leaves 1.15e9 to the other. When the capped flow has sent
@@ -155,16 +159,6 @@ def build_topology(
     return graph
 
 
-def topology_from_spec(hosts: Iterable[object], network: object) -> nx.DiGraph:
-    """:func:`build_topology` for ``HostSpec`` records and a ``NetworkSpec``."""
-    return build_topology(
-        [(h.name, h.rack) for h in hosts],  # type: ignore[attr-defined]
-        host_link=network.host_link,  # type: ignore[attr-defined]
-        uplink=network.uplink,  # type: ignore[attr-defined]
-        hosts_per_rack=network.hosts_per_rack,  # type: ignore[attr-defined]
-    )
-
-
 # -- flows ------------------------------------------------------------------------
 
 
@@ -203,7 +197,7 @@ class _Link:
         self.flows: dict[int, Flow] = {}  # flow id -> flow, in arrival order
         # scratch space of one rate recomputation (valid while == its epoch)
         self._seen = 0
-        self._couples = 0  # can bind: its flows' upper bounds add up to >= capacity
+        self._couples = 0  # can bind: its flows' own bounds add up to > capacity
         self._shared = 0
         self._res = 0.0  # capacity minus the rates frozen so far
         self._cnt = 0  # flows not frozen yet
@@ -255,7 +249,7 @@ class Flow:
         self.id = fid
         self.src = src
         self.dst = dst
-        self.nbytes = nbytes
+        self.nbytes = float(nbytes)
         self.done: simpy.Event = net.env.event()
         self.started_at: float = net.env.now
         self.finished_at: float | None = None  # completion or cancellation time
@@ -302,7 +296,10 @@ class Flow:
 
     @property
     def expected_finish(self) -> float:
-        """When the flow will complete if nothing changes (inf at rate 0)."""
+        """When the flow completes if nothing changes: inf while stalled at rate 0
+        or once cancelled, ``finished_at`` once completed."""
+        if self.state is FlowState.COMPLETED:
+            return self.finished_at  # type: ignore[return-value]
         if self._net._dirty:
             self._net._flush()
         return self._finish if self.state is FlowState.ACTIVE else _INF
@@ -319,10 +316,10 @@ class Flow:
         return self.nbytes - self.delivered()
 
     def set_cap(self, cap: float | None) -> None:
-        """Change the flow's rate limit (None: uncapped); rates are recomputed now.
+        """Change the flow's rate limit (None: uncapped) from now on.
 
         Bytes already delivered stay; the rest go at the new rate. No effect on a
-        finished flow.
+        finished flow. Raises ``ValueError`` unless ``cap`` is None or > 0.
         """
         self._net._set_cap(self, cap)
 
@@ -375,9 +372,13 @@ class FluidNetwork:
     def transfer(self, src: str, dst: str, nbytes: float, cap: float | None = None) -> Flow:
         """Start sending ``nbytes`` from ``src`` to ``dst`` now, at most ``cap`` B/s.
 
-        Returns the :class:`Flow`; its rate is set before this returns. A flow of
-        0 bytes is done at once. Raises ``ValueError`` for unknown nodes, ``src ==
-        dst``, a negative size or a cap that is not > 0.
+        Returns the :class:`Flow` (ids count up from 0 in call order). Its rate,
+        and those of the flows it slows down, are recomputed at the end of this
+        instant, together with any other change made at this instant, or at once
+        when a ``rate`` is read. A flow of 0 bytes is done at once. Raises
+        ``ValueError`` for unknown nodes, ``src == dst``, a size that is negative
+        or not finite, or a cap that is not > 0 (libvirt's "0 = unlimited" is
+        ``None`` here).
         """
         if not (nbytes >= 0 and math.isfinite(nbytes)):
             raise ValueError(f"nbytes(={nbytes} B) must be a finite number >= 0")
@@ -518,9 +519,9 @@ class FluidNetwork:
         if flow.state is not FlowState.ACTIVE:
             return
         self._finish_now(flow, FlowState.CANCELLED)
-        self._changed((), flow._links)
-        flow.done.defused = True
+        flow.done.defused = True  # nobody has to wait for a cancelled flow
         flow.done.fail(FlowCancelled(f"flow {flow.id} {flow.src}->{flow.dst} cancelled"))
+        self._changed((), flow._links)
 
     # -- rates ------------------------------------------------------------------------
 

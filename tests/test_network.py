@@ -146,6 +146,7 @@ def test_two_flows_share_a_link_equally() -> None:
     assert finish_time(env, f1) == 2.0
     assert f2.state is FlowState.COMPLETED and f2.finished_at == 2.0
     assert f1.delivered() == f2.delivered() == 1.25e9
+    assert f1.expected_finish == 2.0 and f1.rate == 0.0 and f1.remaining() == 0.0
 
 
 def test_cap_leaves_the_rest_to_the_other_flow() -> None:
