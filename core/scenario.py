@@ -47,8 +47,9 @@ Schema (``*`` required, ``=`` default)::
                   comma-separated string, or a YAML list of names), block_migration_flag,
                   uri: "qemu+tcp://%s/system" (exactly one %s), bandwidth: 0 (0 = unlimited),
                   max_downtime: 500ms, poll_interval: 500ms, max_concurrent_per_host: 1 (>= 1),
-                  switchover_cost: 0s, reserved_host_disk_mb: 0, reserved_host_memory_mb: 512,
-                  service_down_time: 60s, report_interval: 10s (< service_down_time)}
+                  switchover_cost: 0s, completion_timeout: 800s (per GiB of data; 0 disables),
+                  reserved_host_disk_mb: 0, reserved_host_memory_mb: 512 (integers, MiB as
+                  in Nova), service_down_time: 60s, report_interval: 10s (< service_down_time)}
     events:                    in non-decreasing time order; exactly one action per event
       - at: 2s
         live_migrate: {instance:* web-01, dest: node-b, block_migration: false,
@@ -72,7 +73,11 @@ Decisions:
   fills the gaps) and ``network.uplink`` is required.
 * YAML anchors and merge keys are allowed (``<<: *small_vm``); top-level keys starting
   with ``x-`` are ignored, a place to define anchors.
-* A group expands to at most ``MAX_GROUP_COUNT`` names.
+* Names of hosts, VMs and racks may not contain whitespace, ``/`` or ``%``; a group
+  expands to at most ``MAX_GROUP_COUNT`` names. Host and VM names are separate namespaces.
+* Strings are YAML strings: ``name: yes`` is a boolean and an error (quote it). A
+  ``hypervisor_version`` written ``6.2`` (a YAML float) is read as the text ``"6.2"``.
+* ``cpu_model`` must be one of ``CPU_MODELS`` so the simulator can order models.
 """
 
 from __future__ import annotations
@@ -116,7 +121,7 @@ from .yaml_nodes import (
     rate,
     show,
     size,
-    text,
+    string,
 )
 
 __all__ = [
@@ -171,22 +176,22 @@ def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     data = path.read_bytes()
     try:
-        content = data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise ScenarioError(str(path), line, "", "not UTF-8 text; expected a YAML file") from None
-    return parse_scenario(content, source=str(path), default_name=path.stem)
+    return parse_scenario(text, source=str(path), default_name=path.stem)
 
 
 def parse_scenario(
-    content: str, source: str = "<string>", *, default_name: str | None = None
+    text: str, source: str = "<string>", *, default_name: str | None = None
 ) -> Scenario:
-    """Check the YAML ``content`` of a scenario; ``source`` names it in error messages.
+    """Check the YAML ``text`` of a scenario; ``source`` names it in error messages.
 
     The scenario's name defaults to ``default_name``, else the stem of ``source``
     (``"scenario"`` for a ``<...>`` source).
     """
-    node = compose(content, source)
+    node = compose(text, source)
     if node is None:
         raise ScenarioError(source, 1, "", "no content; expected a mapping with hosts and vms")
     top = Field(node, "", source).mapping(
@@ -200,7 +205,7 @@ def parse_scenario(
     hosts = _hosts(top.require("hosts", "a list of hosts"), network)
     vms = _vms(top.require("vms", "a list of VMs"), hosts, policy.migration)
     return Scenario(
-        name=top.value("name", text("a scenario name"), default_name),
+        name=top.value("name", string("a scenario name"), default_name),
         seed=top.value("seed", integer(0), 0),
         hosts=tuple(spec for spec, _ in hosts.values()),
         vms=tuple(vms),
@@ -395,7 +400,7 @@ _HOST: dict[str, Reader] = {
     "ram": size(positive=True),
     "vcpus": integer(1),
     "disk": size(non_negative=True),
-    "hypervisor_type": text("a hypervisor type such as QEMU"),
+    "hypervisor_type": string("a hypervisor type such as QEMU"),
     "hypervisor_version": _version,
     "cpu_model": choice(CPU_MODELS, "CPU model"),
     "storage": choice([s.value for s in Storage], "storage", Storage),

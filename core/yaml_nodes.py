@@ -223,7 +223,7 @@ def number(*, positive: bool = False) -> Reader:
     return lambda f: f.number(positive=positive)
 
 
-def text(expected: str) -> Reader:
+def string(expected: str) -> Reader:
     return lambda f: f.text(expected)
 
 
