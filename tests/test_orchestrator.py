@@ -766,3 +766,39 @@ def test_events_fire_at_their_own_time() -> None:
         return  # rejecting unsorted events is fine too
     times = {m.instance: m.requested_at for m in result.store.migrations()}
     assert times == {"vm1": 10.0, "vm2": 5.0}
+
+
+@pytest.mark.parametrize(
+    "request_body, vm_fields, timeout",
+    [
+        (body("h2"), {}, 2.0),  # 2 GiB of RAM
+        (body("h2"), {"ram": 512 * MiB}, 2.0),  # RAM counts at least 2 GiB
+        (body("h2"), {"ram": 3 * GiB}, 3.0),
+        (body("h2", block=True), {"disk": 20 * GiB, "disk_allocated": 10 * GiB}, 12.0),
+        (body("h2", block=True), {"disk": 20 * GiB, "disk_allocated": GiB}, 4.0),
+        (body("h2", block=True), {"disk": 20 * GiB, "volume_backed": True}, 2.0),
+    ],
+    ids=["ram", "small-ram", "big-ram", "block", "block-small-disk", "block-volume"],
+)
+def test_completion_timeout_scales_with_the_data(request_body: dict, vm_fields: dict,
+                                                 timeout: float) -> None:
+    """Nova: 800 s (here 1 s) per GiB of RAM plus each copied disk, each at least 2 GiB."""
+    slow = [JobInfo(type=JobType.UNBOUNDED, time_elapsed=0.5 * (i + 1)) for i in range(100)]
+    driver = fake(script=slow, shared=not request_body["block_migration"])
+    orch, store = orchestrate(driver, [vm("vm1", "h1", **vm_fields)],
+                              migration=MigrationPolicy(completion_timeout=1.0))
+    driver.env.run(orch.live_migrate("vm1", request_body))
+    (abort,) = driver.calls_to("abort_job")
+    assert abort.time == timeout + 0.5  # the first reading past the timeout
+    assert store.migration(1).status is S.CANCELLED
+
+
+def test_drain_with_block_migration() -> None:
+    local = Storage.LOCAL
+    hosts = [host(f"h{i}", storage=local) for i in range(1, 4)]
+    vms = [vm(f"vm{i}", "h1", disk=10 * GiB, disk_allocated=2 * GiB) for i in range(3)]
+    result = run_scenario(scenario(hosts, vms, [drain("h1", block=True)]))
+    migrations = result.store.migrations()
+    assert all(m.status is S.COMPLETED and m.block_migration for m in migrations)
+    assert all(m.data_transferred >= 2 * GiB + GiB for m in migrations)  # disk + memory
+    assert result.store.instances_on("h1") == []

@@ -631,3 +631,21 @@ def test_cancelled_job_keeps_the_bytes_it_sent() -> None:
     info = drv.job_info("vm1")
     assert info.disk_processed == pytest.approx(LINK, rel=1e-9)
     assert info.data_processed == pytest.approx(LINK, rel=1e-9)
+
+
+def test_capped_migrations_on_a_roomy_link_do_not_slow_each_other() -> None:
+    hosts = [host("h1"), host("h2"), host("h3")]
+    vms = [vm("a", "h1", used_memory=GiB), vm("b", "h1", used_memory=GiB)]
+    a, b = shared_run(hosts, vms, [migrate("a", "h2"), migrate("b", "h3")],
+                      bandwidth=200 * MiB)  # 2 x 200 MiB/s < 1.25e9 B/s
+    assert a.total_time == pytest.approx(GiB / (200 * MiB), rel=1e-9)
+    assert b.total_time == pytest.approx(GiB / (200 * MiB), rel=1e-9)
+
+
+def test_caps_above_the_fair_share_leave_the_link_shared() -> None:
+    hosts = [host("h1"), host("h2"), host("h3")]
+    vms = [vm("a", "h1", used_memory=GiB), vm("b", "h1", used_memory=GiB)]
+    a, b = shared_run(hosts, vms, [migrate("a", "h2"), migrate("b", "h3")],
+                      bandwidth=1000 * MiB)  # fair share 625e6 B/s < cap
+    assert a.total_time == pytest.approx(2 * GiB / LINK, rel=1e-9)
+    assert b.total_time == pytest.approx(2 * GiB / LINK, rel=1e-9)
