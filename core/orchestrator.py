@@ -22,6 +22,7 @@ transfer really starts, and the destination's claim follows them at once):
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable, Generator, Mapping
 from typing import Any
@@ -88,6 +89,7 @@ class Orchestrator:
         self.block_flags = parse_flags(mig.block_migration_flag)
         self.bandwidth_mib = bandwidth_mib(mig.bandwidth)
         self._slots: dict[str, simpy.Resource] = {}
+        self.disabled_hosts: set[str] = set()  # compute services disabled by an operator
 
     # -- API --------------------------------------------------------------
     def live_migrate(self, instance: str, body: Mapping[str, object]) -> simpy.Process:
@@ -97,7 +99,9 @@ class Orchestrator:
     def drain(
         self, host: str, block_migration: bool, disk_over_commit: bool
     ) -> list[simpy.Process]:
-        """Request a scheduler-chosen live migration of every instance on ``host``."""
+        """Disable ``host``'s compute service, then request a scheduler-chosen live
+        migration of every instance on it (``nova service-disable`` + host-evacuate-live)."""
+        self.disabled_hosts.add(host)
         body = {"host": None, "block_migration": block_migration,
                 "disk_over_commit": disk_over_commit}
         return [self.live_migrate(i.name, body) for i in self.store.instances_on(host)]
@@ -184,27 +188,56 @@ class Orchestrator:
         aborted = False
         while True:
             yield env.timeout(poll)
-            info = driver.job_info(inst.name)
-            if (
-                not aborted
-                and info.type is JobType.UNBOUNDED
-                and timed_out(info.time_elapsed, timeout)
-            ):
-                driver.abort_job(inst.name)  # live_migration_timeout_action = abort
-                aborted = True
-                continue
-            if info.type in (JobType.FAILED, JobType.CANCELLED):
-                status = (MigrationStatus.CANCELLED if info.type is JobType.CANCELLED
-                          else MigrationStatus.FAILED)
-                exc = LiveMigrationFailed(reason=info.error or info.type.value)
-                self._rollback(mig_id, inst.name, source, dest, req, vm_state, status, exc,
-                               info)
+            try:
+                info = driver.job_info(inst.name)
+                if (
+                    not aborted
+                    and info.type is JobType.UNBOUNDED
+                    and timed_out(info.time_elapsed, timeout)
+                ):
+                    driver.abort_job(inst.name)  # live_migration_timeout_action = abort
+                    aborted = True
+                    continue
+                if info.type in (JobType.FAILED, JobType.CANCELLED):
+                    status = (MigrationStatus.CANCELLED if info.type is JobType.CANCELLED
+                              else MigrationStatus.FAILED)
+                    exc = LiveMigrationFailed(reason=info.error or info.type.value)
+                    self._rollback(mig_id, inst.name, source, dest, req, vm_state, status,
+                                   exc, info)
+                    return
+                done = info.type is JobType.COMPLETED or not driver.instance_running_on(
+                    inst.name, source
+                )
+            except Exception as exc:  # noqa: BLE001 - the driver failed while watching
+                self._monitoring_failed(mig_id, inst.name, source, dest, req, vm_state, exc)
                 return
-            if info.type is JobType.COMPLETED or not driver.instance_running_on(
-                inst.name, source
-            ):
-                self._post(mig_id, inst.name, source, dest, info)
+            if done:
+                self._post(mig_id, inst.name, source, dest)
                 return
+
+    def _monitoring_failed(
+        self,
+        mig_id: int,
+        name: str,
+        source: str,
+        dest: str,
+        req: checks.LiveMigrateRequest,
+        vm_state: VmState,
+        exc: BaseException,
+    ) -> None:
+        """Stop the job if possible, then record the instance where it really runs."""
+        with contextlib.suppress(Exception):
+            self.driver.abort_job(name)
+        try:
+            where = self.driver.instance_host(name)
+        except Exception:  # noqa: BLE001 - the driver cannot say: keep the source
+            where = None
+        if where == dest:
+            self.store.update_instance(name, host=dest, vm_state=VmState.ACTIVE, task_state=None)
+            self._finish(mig_id, MigrationStatus.ERROR, exc)
+        else:
+            self._rollback(mig_id, name, source, dest, req, vm_state, MigrationStatus.FAILED,
+                           exc)
 
     def _choose_destination(
         self, inst: InstanceRecord, req: checks.LiveMigrateRequest
@@ -224,6 +257,7 @@ class Orchestrator:
             return select_host(
                 self.driver.host_table(), inst, ignore_hosts, self.policy.scheduler, now=now,
                 service_down_time=mig.service_down_time, rng=self.rng,
+                disabled_hosts=self.disabled_hosts,
             )
 
         return find_destination(
@@ -262,14 +296,20 @@ class Orchestrator:
             return None
 
     # -- endings ------------------------------------------------------------
-    def _post(self, mig_id: int, name: str, source: str, dest: str, info: JobInfo) -> None:
+    def _post(self, mig_id: int, name: str, source: str, dest: str) -> None:
+        """The domain left the source: the instance is on dest, whatever cleanup says."""
         store = self.store
         store.notify(name, "compute.instance.live_migration._post.start")
-        self.driver.post_live_migration(name, source, dest)
+        failure: Exception | None = None
+        try:
+            self.driver.post_live_migration(name, source, dest)
+        except Exception as exc:  # noqa: BLE001 - recorded; the guest runs on dest anyway
+            failure = exc
         final = self.driver.job_info(name)
         store.update_instance(name, host=dest, vm_state=VmState.ACTIVE, task_state=None)
         store.notify(name, "compute.instance.live_migration._post.end")
-        self._finish(mig_id, MigrationStatus.COMPLETED, None, final)
+        status = MigrationStatus.COMPLETED if failure is None else MigrationStatus.ERROR
+        self._finish(mig_id, status, failure, final)
 
     def _rollback(
         self,

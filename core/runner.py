@@ -109,7 +109,7 @@ def _play(
     env: simpy.Environment, scenario: Scenario, orchestrator: Orchestrator
 ) -> Generator[simpy.Event, Any, None]:
     processes: list[simpy.Process] = []
-    for event in scenario.events:
+    for event in sorted(scenario.events, key=lambda e: e.at):  # stable: file order at ties
         if event.at > env.now:
             yield env.timeout(event.at - env.now)
         if isinstance(event, LiveMigrateEvent):

@@ -11,7 +11,7 @@ host, exactly as Nova's do for such a request.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,8 +124,12 @@ def select_host(
     now: float,
     service_down_time: float,
     rng: random.Random,
+    disabled_hosts: Collection[str] = (),
 ) -> str:
     """Filter the hosts not ignored, then pick one by the policy's heuristic.
+
+    ComputeFilter also refuses hosts whose service an operator disabled
+    (``disabled_hosts``, e.g. hosts being drained).
 
     Ties go to the host listed first. Raises ``NoValidHost`` when no host
     passes every filter.
@@ -144,6 +148,11 @@ def select_host(
             mask[row] = False
     for name in policy.filters:
         mask &= FILTERS[name](table, req)
+        if name == "ComputeFilter":
+            for disabled in disabled_hosts:
+                row = table.index.get(disabled)
+                if row is not None:
+                    mask[row] = False
     passed = np.flatnonzero(mask)
     if len(passed) == 0:
         raise NoValidHost(

@@ -76,6 +76,7 @@ class _Job:
     error: str | None = None
     flow: Any = None  # the transfer under way
     flow_is_disk: bool = False
+    dirty: float = 0.0  # bytes dirty after the last round
     process: simpy.Process | None = None
 
 
@@ -276,9 +277,14 @@ class SimulatedDriver:
         disk = job.disk_done + (in_flight if job.flow_is_disk else 0.0)
         end = job.ended if job.ended is not None else self.env.now
         spec = job.vm.spec
-        memory_remaining = 0 if job.type is JobType.COMPLETED else max(
-            0, job.memory_total - int(memory)
-        )
+        if job.type is JobType.COMPLETED:
+            memory_remaining = 0
+        elif job.flow is not None and not job.flow_is_disk:
+            memory_remaining = int(job.flow.nbytes - in_flight)  # this round's pages left
+        elif job.iteration == 0:
+            memory_remaining = job.memory_total  # still copying the disk
+        else:
+            memory_remaining = int(job.dirty)  # between rounds: what is dirty now
         disk_remaining = max(0, job.disk_total - int(disk))
         return JobInfo(
             type=job.type,
@@ -363,9 +369,9 @@ class SimulatedDriver:
             t = yield from self._send(job, spec.used_memory)
             sent = spec.used_memory
             while True:
-                rate = sent / t if t > 0 else math.inf
                 dirty = dirty_after(t, spec.working_set, spec.dirty_rate) if live else 0.0
-                if can_switch_over(dirty, rate, job.max_downtime) or not live:
+                job.dirty = dirty
+                if t == 0 or not live or can_switch_over(dirty, sent / t, job.max_downtime):
                     break
                 job.iteration += 1
                 t = yield from self._send(job, dirty)
@@ -379,6 +385,10 @@ class SimulatedDriver:
             self._switch_over(job)
         except simpy.Interrupt as stop:
             if job.flow is not None:
+                if job.flow_is_disk:
+                    job.disk_done += job.flow.delivered()
+                else:
+                    job.memory_done += job.flow.delivered()
                 job.flow.cancel()
                 job.flow = None
             job.vm.paused = False
