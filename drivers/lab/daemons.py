@@ -7,6 +7,7 @@ pid and start time; they are never looked up or stopped by name.
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -126,6 +127,40 @@ def destroy_domains(host: HostLayout, timeout: float = 20.0) -> list[str]:
     for n in names:
         virsh(host.uri, "destroy", n, check=False, timeout=timeout)
     return names
+
+
+def _caps_dir(host: HostLayout) -> Path:
+    return host.private_dir("cache") / "qemu" / "capabilities"
+
+
+def seed_qemu_caps(host: HostLayout, seed: Path) -> None:
+    """Give the host libvirt's QEMU capabilities cache from an earlier probe.
+
+    Probing QEMU takes libvirtd 8-20 s of CPU per host on first use under TCG; libvirt
+    checks a cached file (libvirt and QEMU versions, ctimes, kernel, CPU) and probes
+    again if it does not match, so a stale seed costs only that probe.
+    """
+    files = sorted(seed.glob("*.xml")) if seed.is_dir() else []
+    if not files:
+        return
+    dest = _caps_dir(host)
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy2(f, dest / f.name)
+
+
+def share_qemu_caps(hosts: list[HostLayout], seed: Path) -> None:
+    """Make the first host's libvirtd probe QEMU (if its cache is stale or missing), then
+    copy its cache to the other hosts and to ``seed`` for later labs."""
+    if not hosts:
+        return
+    virsh(hosts[0].uri, "capabilities", timeout=120)
+    files = sorted(_caps_dir(hosts[0]).glob("*.xml"))
+    seed.mkdir(parents=True, exist_ok=True)
+    for dest in [seed] + [_caps_dir(h) for h in hosts[1:]]:
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy2(f, dest / f.name)
 
 
 def host_uuid_of(uri: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from livemig.drivers.lab import daemons, machine, netns
 from livemig.drivers.lab.errors import LabError
-from livemig.drivers.lab.image import build_image
+from livemig.drivers.lab.image import DEFAULT_CACHE_DIR, build_image
 from livemig.drivers.lab.inventory import HostEntry, Inventory, write_inventory
 from livemig.drivers.lab.layout import (
     DEFAULT_BASE_DIR,
@@ -34,6 +34,8 @@ from livemig.drivers.lab.layout import (
 from livemig.drivers.lab.proc import Tracked, ns_id, pids_in_namespaces, start_time, terminate
 
 Shaping = float | Mapping[str, float] | None
+#: libvirt's QEMU capabilities cache, kept across labs (see :func:`daemons.seed_qemu_caps`).
+QEMU_CAPS_SEED = DEFAULT_CACHE_DIR / "qemu-caps"
 
 
 def _require_root() -> None:
@@ -89,8 +91,11 @@ def lab_up(
     machine.prepare(lab.base_dir)
     try:
         return _up(lab, storage, shaping_mbit, image.kernel, image.initrd)
-    except BaseException:
-        lab_down(name, base_dir)
+    except BaseException as exc:
+        try:
+            lab_down(name, base_dir)
+        except Exception as cleanup:  # keep the original error; say cleanup failed too
+            exc.add_note(f"cleaning up lab {name!r} failed as well: {cleanup}")
         raise
 
 
@@ -118,13 +123,16 @@ def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initr
         _save_pid(host, "holder", holder)
         netns.setup_host_mounts(lab, host, holder.pid, lab.instances_dir(host, storage))
         daemons.write_configs(host)
+        daemons.seed_qemu_caps(host, QEMU_CAPS_SEED)
         _save_pid(host, "virtlogd", daemons.start_virtlogd(host, holder.pid))
         libvirtds[host.name] = daemons.start_libvirtd(host, holder.pid)
         _save_pid(host, "libvirtd", libvirtds[host.name])
 
-    entries = []
     for host in lab.hosts:
         daemons.wait_answers(host, libvirtds[host.name])
+    daemons.share_qemu_caps(list(lab.hosts), QEMU_CAPS_SEED)
+    entries = []
+    for host in lab.hosts:
         daemons.define_pool(host)
         pids = {k: v.pid for k, v in _load_pids(host).items()}
         entries.append(
