@@ -173,10 +173,12 @@ def test_down_removes_everything_and_twice_is_fine(lab: Inventory) -> None:
 
 def test_up_recovers_from_a_killed_lab(lab: Inventory) -> None:
     inv = load_inventory(lab_up(LAB, hosts=2, storage="local"))
-    # Simulate a crash: the daemons die, namespaces, holders and files stay behind.
+    # Simulate a crash: the daemons die (and lab2's namespace holder too); namespaces,
+    # links, lab1's holder and every file stay behind.
     for host in inv.hosts:
         for role in ("libvirtd", "virtlogd"):
             os.kill(host.pids[role], signal.SIGKILL)
+    os.kill(inv.hosts[1].pids["holder"], signal.SIGKILL)
     assert lab_status(LAB)["state"] == "partial"
     stale = lab_processes(inv)
 
