@@ -35,6 +35,7 @@ from typing import Any
 
 import libvirt
 import simpy
+import simpy.rt
 from livemig.core.errors import MigrationError
 from livemig.core.model import Scenario, VmSpec
 from livemig.drivers.base import HostFacts, HostTable, JobInfo, JobType
@@ -53,6 +54,8 @@ _JOB_TYPES = {
     libvirt.VIR_DOMAIN_JOB_FAILED: JobType.FAILED,
     libvirt.VIR_DOMAIN_JOB_CANCELLED: JobType.CANCELLED,
 }
+
+_ACTIVE_JOB_TYPES = (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors raise; don't print
 
@@ -111,6 +114,10 @@ class LibvirtDriver:
         self._markers = 0
         if boot:
             self._boot(scenario)
+        if isinstance(env, simpy.rt.RealtimeEnvironment):
+            # Booting took real time: without this, the scenario's clock would start behind
+            # the wall clock and its timeouts (event times, the 0.5 s poll) fire back to back.
+            env.sync()
 
     # -- booting the scenario's guests -------------------------------------------
     def console_log(self, instance: str) -> Path:
@@ -317,7 +324,8 @@ class LibvirtDriver:
             return job.final
         if job.returned and job.error is not None:
             kind = JobType.CANCELLED if "canceled by client" in job.error else JobType.FAILED
-            job.final = _with(job.last, type=kind, error=job.error)
+            # a running job's "downtime" is libvirt's estimate; an unfinished job paused nothing
+            job.final = _with(job.last, type=kind, error=job.error, downtime=None)
             return job.final
         on_dest = self.instance_running_on(instance, job.dest)
         if on_dest and not self.instance_running_on(instance, job.source):
@@ -328,7 +336,12 @@ class LibvirtDriver:
         dom = _lookup(self._conn(job.source), instance)
         if dom is not None:
             with contextlib.suppress(libvirt.libvirtError):
-                job.last = _job_info(dom.jobStats(0), JobType.UNBOUNDED)
+                stats = dom.jobStats(0)
+                # Once the job has ended (e.g. aborted) and before migrateToURI returns, the
+                # source answers {'type': NONE}: keep the last reading of the running job,
+                # which is all there is of a cancelled job's statistics.
+                if stats.get("type") in _ACTIVE_JOB_TYPES:
+                    job.last = _job_info(stats, JobType.UNBOUNDED)
         return _with(job.last, type=JobType.UNBOUNDED)
 
     def _completed_stats(self, instance: str, job: _Job) -> JobInfo | None:
@@ -337,7 +350,11 @@ class LibvirtDriver:
             if dom is None:
                 continue
             try:
-                stats = dom.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+                # KEEP_COMPLETED: reading them must not erase them for anyone else
+                stats = dom.jobStats(
+                    libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
+                    | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
+                )
             except libvirt.libvirtError:
                 continue
             if stats.get("type") == libvirt.VIR_DOMAIN_JOB_COMPLETED:
