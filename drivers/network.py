@@ -183,7 +183,6 @@ class _Link:
         "flows",
         "_seen",
         "_couples",
-        "_shared",
         "_res",
         "_cnt",
         "_lvl",
@@ -198,7 +197,6 @@ class _Link:
         # scratch space of one rate recomputation (valid while == its epoch)
         self._seen = 0
         self._couples = 0  # can bind: its flows' own bounds add up to > capacity
-        self._shared = 0
         self._res = 0.0  # capacity minus the rates frozen so far
         self._cnt = 0  # flows not frozen yet
         self._lvl = 0.0  # _res / _cnt
@@ -549,10 +547,10 @@ class FluidNetwork:
         flows, links = self._seed_flows, self._seed_links
         self._seed_flows, self._seed_links = [], []
         self._epoch += 1
-        component = _component(self._epoch, flows, links)
+        component, coupling = _component(self._epoch, flows, links)
         if component:
             self.recomputations += 1
-            rates = _max_min_rates(self._epoch, component)
+            rates = _max_min_rates(self._epoch, component, coupling)
             now = self.env.now
             heap = self._heap
             for flow, rate in zip(component, rates, strict=True):
@@ -633,7 +631,9 @@ def _private_bound(flow: Flow, epoch: int) -> float:
     return flow._bound
 
 
-def _component(epoch: int, flows: Iterable[Flow], links: Iterable[_Link]) -> list[Flow]:
+def _component(
+    epoch: int, flows: Iterable[Flow], links: Iterable[_Link]
+) -> tuple[list[Flow], list[_Link]]:
     """The active flows whose max-min rates may change after a change to ``flows``
     (started, ended, re-capped) and ``links`` (new capacity).
 
@@ -649,9 +649,12 @@ def _component(epoch: int, flows: Iterable[Flow], links: Iterable[_Link]) -> lis
     changed is a link of an affected flow and is re-examined. Flows outside the
     result keep exactly their rates: their sub-problem did not change. Order:
     discovery order (deterministic).
-    Marks the coupling links with ``_couples = epoch`` for :func:`_max_min_rates`.
+
+    Returns the flows and the coupling links; the latter are marked
+    ``_couples = epoch`` and set up for :func:`_max_min_rates`.
     """
     component: list[Flow] = []
+    coupling: list[_Link] = []
     stack: list[_Link] = list(links)
     for flow in flows:
         stack.extend(flow._links)
@@ -671,22 +674,28 @@ def _component(epoch: int, flows: Iterable[Flow], links: Iterable[_Link]) -> lis
         capacity = link.capacity
         if capacity == _INF or len(link.flows) < 2:
             continue
+        flows_on = link.flows.values()
         demand = 0.0
-        for flow in link.flows.values():
-            demand += _private_bound(flow, epoch)
+        for flow in flows_on:
+            demand += flow._bound if flow._bound_epoch == epoch else _private_bound(flow, epoch)
         if demand <= capacity:
             continue
         link._couples = epoch
-        for flow in link.flows.values():
+        n = len(link.flows)
+        link._res = capacity
+        link._cnt = n
+        link._lvl = capacity / n
+        coupling.append(link)
+        for flow in flows_on:
             if flow._seen != epoch:
                 flow._seen = epoch
                 flow._pos = len(component)
                 component.append(flow)
                 stack.extend(flow._links)
-    return component
+    return component, coupling
 
 
-def _max_min_rates(epoch: int, flows: list[Flow]) -> list[float]:
+def _max_min_rates(epoch: int, flows: list[Flow], coupling: list[_Link]) -> list[float]:
     """Max-min fair rates of ``flows`` (a closed component), by progressive filling.
 
     All unfrozen flows grow together. The next event is either a coupling link
@@ -697,22 +706,13 @@ def _max_min_rates(epoch: int, flows: list[Flow]) -> list[float]:
     Link levels only rise as flows freeze, so a heap whose keys are lower
     bounds suffices: a stale top is re-keyed, a current top is the minimum.
     O(flows * path length + pops * log(links)). ``flow._pos`` must index
-    ``flows`` and coupling links carry ``_couples == epoch`` (both set by
-    :func:`_component`).
+    ``flows`` and the coupling links be set up (both by :func:`_component`).
     """
     rates = [-1.0] * len(flows)  # -1: not frozen yet
-    heap: list[tuple[float, int, _Link]] = []
+    heap = [(link._lvl, link.index, link) for link in coupling]
     limits: list[tuple[float, int]] = []
     for pos, flow in enumerate(flows):
-        limit = _private_bound(flow, epoch)
-        for link in flow._links:
-            if link._couples == epoch and link._shared != epoch:
-                link._shared = epoch
-                n = len(link.flows)
-                link._res = link.capacity
-                link._cnt = n
-                link._lvl = link.capacity / n
-                heap.append((link._lvl, link.index, link))
+        limit = flow._bound if flow._bound_epoch == epoch else _private_bound(flow, epoch)
         if limit < _INF:
             limits.append((limit, pos))
     heapq.heapify(heap)
@@ -745,7 +745,7 @@ def _max_min_rates(epoch: int, flows: list[Flow]) -> list[float]:
             unfrozen -= 1
             frozen_any = True
             for link in flows[pos]._links:
-                if link._shared == epoch:
+                if link._couples == epoch:
                     n = link._cnt - 1
                     link._cnt = n
                     left = link._res - limit
@@ -764,7 +764,7 @@ def _max_min_rates(epoch: int, flows: list[Flow]) -> list[float]:
             rates[pos] = link_level
             unfrozen -= 1
             for link in flow._links:
-                if link._shared == epoch:
+                if link._couples == epoch:
                     n = link._cnt - 1
                     link._cnt = n
                     left = link._res - link_level
