@@ -220,7 +220,9 @@ def lab_down(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR) -
     procs: set[Tracked] = set()
     for host in lab.hosts:
         procs |= _lab_processes(host)
-    terminate(procs)
+    # Everything of the lab is discarded, so the grace period is short: libvirtd sometimes
+    # lingers for seconds after SIGTERM, and nothing it would save is kept.
+    terminate(procs, timeout=1.5)
     for host in lab.hosts:
         netns.delete_host_network(lab, host)
     netns.delete_bridge(lab)
