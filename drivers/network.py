@@ -102,8 +102,9 @@ def build_topology(
     way; ``None`` is a non-blocking fabric, an infinite-capacity edge that never
     limits a flow). A host without a rack is put in an automatic rack
     ``rack0``, ``rack1``, ... (``hosts_per_rack`` consecutive unracked hosts
-    each) when ``hosts_per_rack`` is given, else linked straight to the core
-    switch, so the default is every host on one switch.
+    each; they join an explicit rack of the same name) when ``hosts_per_rack``
+    is given, else linked straight to the core switch, so the default is every
+    host on one switch.
 
     Each direction of a link is its own edge with a ``capacity`` attribute;
     nodes have ``kind`` ("host" or "switch") and ``rack`` attributes.
@@ -145,6 +146,8 @@ def build_topology(
         if rack is None and hosts_per_rack is not None:
             rack = f"rack{unracked // hosts_per_rack}"
             unracked += 1
+        if rack is not None and rack_switch(rack) == CORE_SWITCH:
+            raise ValueError(f"rack(={rack!r}) of {name!r}: the name is the core switch's")
         graph.add_node(name, kind="host", rack=rack)
         if rack is None:
             switch = CORE_SWITCH

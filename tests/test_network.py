@@ -104,6 +104,7 @@ def test_hosts_per_rack_fills_automatic_racks_in_order() -> None:
         ([("a", None)], {"host_link": LINK, "hosts_per_rack": 0}, r"hosts_per_rack\(=0\)"),
         ([("a", None), ("a", None)], {"host_link": LINK}, r"'a'\) appears twice"),
         ([("sw:x", None)], {"host_link": LINK}, r"must not start with 'sw:'"),
+        ([("a", "core")], {"host_link": LINK}, r"rack\(='core'\) of 'a'"),
     ],
 )
 def test_topology_validation(hosts: list, kwargs: dict, message: str) -> None:
