@@ -255,6 +255,7 @@ class Loop:
 
     def select(self, ignore_hosts: list[str]) -> str:
         self.asked.append(list(ignore_hosts))
+        assert len(self.asked) <= 100, "the destination loop does not end"
         for h in self.hosts:
             if h not in ignore_hosts:
                 return h
