@@ -147,8 +147,9 @@ class ScriptedDriver:
     * ``gone_after``: after that many :meth:`job_info` calls the domain has left
       the source although the readings still say UNBOUNDED (libvirt's domain
       vanishing before the job reports completion);
-    * ``pre_error`` / ``start_error``: raised by :meth:`pre_live_migration` /
-      :meth:`start_migration`;
+    * ``pre_error`` / ``start_error`` / ``post_error``: raised by
+      :meth:`pre_live_migration` / :meth:`start_migration` /
+      :meth:`post_live_migration`;
     * ``shared``: every host sees the same instances path; ``cpu_compatible``:
       the answer of :meth:`compare_cpu`.
 
@@ -166,6 +167,7 @@ class ScriptedDriver:
         gone_after: int | None = None,
         pre_error: BaseException | None = None,
         start_error: BaseException | None = None,
+        post_error: BaseException | None = None,
         shared: bool = True,
         cpu_compatible: bool = True,
     ) -> None:
@@ -176,6 +178,7 @@ class ScriptedDriver:
         self.gone_after = gone_after
         self.pre_error = pre_error
         self.start_error = start_error
+        self.post_error = post_error
         self.shared = shared
         self.cpu_compatible = cpu_compatible
         self.calls: list[Call] = []
@@ -254,12 +257,12 @@ class ScriptedDriver:
         count = self._polls[instance]
         self._polls[instance] = count + 1
         item = self.script[min(count, len(self.script) - 1)]
-        if isinstance(item, BaseException):
-            raise item
-        if item.type is JobType.COMPLETED or (
-            self.gone_after is not None and count + 1 >= self.gone_after
+        if (self.gone_after is not None and count + 1 >= self.gone_after) or (
+            isinstance(item, JobInfo) and item.type is JobType.COMPLETED
         ):
             self.instances[instance] = self._jobs[instance]
+        if isinstance(item, BaseException):
+            raise item
         return item
 
     def abort_job(self, instance: str) -> None:
@@ -268,6 +271,8 @@ class ScriptedDriver:
 
     def post_live_migration(self, instance: str, source: str, dest: str) -> None:
         self._record("post_live_migration", instance, source, dest)
+        if self.post_error is not None:
+            raise self.post_error
 
     def rollback_live_migration(self, instance: str, source: str, dest: str,
                                 block_migration: bool) -> None:

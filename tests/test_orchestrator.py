@@ -689,25 +689,63 @@ def test_unexpected_error_in_the_checks_puts_the_instance_in_error() -> None:
     assert driver.calls_to("pre_live_migration") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RuntimeError,
-    reason="BUG core/orchestrator.py _migrate poll loop (the `while True:` after "
-    "store.update_migration(... RUNNING ...)): an exception from driver.job_info / "
-    "instance_running_on / post_live_migration escapes the SimPy process, crashing env.run "
-    "for every migration of the run and leaving the instance MIGRATING on its source "
-    "forever. Fix: wrap the monitor loop in try/except Exception -> best-effort "
-    "driver.abort_job, then self._rollback(..., MigrationStatus.FAILED, exc) as Nova's "
-    "_live_migration does",
-)
 def test_error_while_monitoring_rolls_back_instead_of_crashing() -> None:
+    """A driver error during the poll must not crash the run nor leave the task set."""
     driver = fake(script=[*running(1), RuntimeError("libvirt: connection reset")])
     store = run_fake(driver)
     m = store.migration(1)
-    assert m.status in (S.FAILED, S.ERROR)
-    assert m.error == "RuntimeError"
-    assert store.instance("vm1").task_state is None
-    assert len(driver.calls_to("rollback_live_migration")) == 1
+    assert (m.status, m.error) == (S.FAILED, "RuntimeError")
+    assert "connection reset" in m.error_message
+    assert m.finished_at == 1.0
+    assert_rolled_back(driver, store)
+    assert len(driver.calls_to("abort_job")) == 1  # the job is stopped first
+
+
+def test_error_while_monitoring_after_the_switchover_keeps_the_instance_on_dest() -> None:
+    """The domain already runs on dest when the driver fails: no rollback, host = dest."""
+    driver = fake(script=[*running(1), RuntimeError("jobStats: domain not found")],
+                  gone_after=2)
+    store = run_fake(driver)
+    m = store.migration(1)
+    assert (m.status, m.error) == (S.ERROR, "RuntimeError")
+    assert driver.calls_to("rollback_live_migration") == []
+    inst = store.instance("vm1")
+    assert (inst.host, inst.vm_state, inst.task_state) == ("h2", VmState.ACTIVE, None)
+
+
+def test_failing_post_migration_records_error_with_the_instance_on_dest() -> None:
+    driver = fake(post_error=MigrationError(reason="cannot undefine source domain"))
+    store = run_fake(driver)
+    m = store.migration(1)
+    assert (m.status, m.error) == (S.ERROR, "MigrationError")
+    assert "undefine" in m.error_message
+    assert m.total_time is not None  # the job's own statistics are still recorded
+    assert len(driver.calls_to("post_live_migration")) == 1
+    assert driver.calls_to("rollback_live_migration") == []
+    inst = store.instance("vm1")
+    assert (inst.host, inst.vm_state, inst.task_state) == ("h2", VmState.ACTIVE, None)
+
+
+def test_one_failing_migration_does_not_stop_the_others() -> None:
+    """A driver error in one migration's monitor leaves concurrent ones running."""
+    env = simpy.Environment()
+    sc = scenario([host("h1"), host("h2"), host("h3")], [vm("vm1", "h1"), vm("vm2", "h3")])
+    drv = SimulatedDriver(env, sc)
+    orch, store = orchestrate(drv, sc.vms)
+    real_job_info = drv.job_info
+
+    def flaky(name: str) -> JobInfo:
+        if name == "vm1":
+            raise RuntimeError("lost the connection to h1")
+        return real_job_info(name)
+
+    drv.job_info = flaky  # type: ignore[method-assign]
+    env.run(env.all_of([orch.live_migrate("vm1", body("h2")),
+                        orch.live_migrate("vm2", body("h2"))]))
+    first, second = store.migrations()
+    assert (first.status, first.error) == (S.FAILED, "RuntimeError")
+    assert second.status is S.COMPLETED
+    assert store.instance("vm1").host == "h1" and store.instance("vm2").host == "h2"
 
 
 def test_scheduler_path_over_the_fake_driver_reads_the_host_table() -> None:
@@ -719,22 +757,33 @@ def test_scheduler_path_over_the_fake_driver_reads_the_host_table() -> None:
     assert driver.calls_to("host_table")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG core/orchestrator.py Orchestrator.drain: a drained host is not taken out of "
-    "scheduling, so concurrent drains (scenarios/rack-drain.yaml drains node-05/15/25 at "
-    "t=0: 19 of its 30 VMs end up back on drained hosts) migrate VMs into each other's "
-    "drained hosts as soon as those have the most free RAM. Fix: drain() records the host "
-    "as disabled (Nova: service-disable before draining, ComputeFilter then skips it) and "
-    "_choose_destination's select() adds the disabled hosts to ignore_hosts",
-)
 def test_concurrent_drains_do_not_refill_each_other() -> None:
+    """A drained host is disabled: other drains never pick it (rack-drain.yaml's case)."""
     hosts = [host("h1", ram=32 * GiB), host("h2", ram=32 * GiB),
              host("h3", ram=24 * GiB), host("h4", ram=24 * GiB)]
     vms = [vm(f"{h}-vm{i}", h, ram=4 * GiB) for h in ("h1", "h2") for i in range(4)]
     result = run_scenario(scenario(hosts, vms, [drain("h1"), drain("h2")]))
     assert all(m.status is S.COMPLETED for m in result.store.migrations())
     assert result.store.instances_on("h1") == [] and result.store.instances_on("h2") == []
+    assert {m.dest for m in result.store.migrations()} == {"h3", "h4"}
+
+
+def test_a_drained_host_takes_no_scheduled_migrations_afterwards() -> None:
+    hosts = [host("h1", ram=64 * GiB), host("h2"), host("h3")]
+    vms = [vm("a", "h1"), vm("b", "h2")]
+    result = run_scenario(scenario(hosts, vms, [drain("h1"), migrate("b", at=5.0)]))
+    a, b = result.store.migrations()
+    assert a.dest != "h1"
+    assert b.dest == "h3"  # h1 has the most free RAM, but its service is disabled
+
+
+def test_drain_then_nothing_left_is_no_valid_host() -> None:
+    """Only the drained hosts could take the VM: NoValidHost, the VM stays put."""
+    hosts = [host("h1"), host("h2")]
+    result = run_scenario(scenario(hosts, [vm("a", "h1"), vm("b", "h2")],
+                                   [drain("h1"), drain("h2")]))
+    assert {(m.status, m.error) for m in result.store.migrations()} == {(S.ERROR, "NoValidHost")}
+    assert result.final_hosts == {"a": "h1", "b": "h2"}
 
 
 def test_block_migration_scheduler_retries_past_a_host_without_disk_room() -> None:
@@ -749,15 +798,8 @@ def test_block_migration_scheduler_retries_past_a_host_without_disk_room() -> No
     assert (m.status, m.dest, m.attempted_hosts) == (S.COMPLETED, "h3", ("h2",))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG core/runner.py _play: events are played in list order and an event whose "
-    "`at` is already past fires at the current time, so a Python-built Scenario with "
-    "events out of time order silently requests migrations late (only the YAML loader "
-    "checks the order). Fix: iterate sorted(scenario.events, key=lambda e: e.at) (stable), "
-    "or reject unsorted events in run_scenario with a ValueError",
-)
 def test_events_fire_at_their_own_time() -> None:
+    """Events listed out of time order still fire at their own ``at``."""
     hosts = [host("h1"), host("h2"), host("h3")]
     events = [migrate("vm1", "h2", at=10.0), migrate("vm2", "h3", at=5.0)]
     try:

@@ -220,6 +220,24 @@ def test_hosts_failing_a_filter_are_never_chosen(heuristic: Heuristic) -> None:
     assert pick([down], heuristic, filters=["RamFilter"]) == "h6"
 
 
+def test_disabled_hosts_fail_the_compute_filter() -> None:
+    policy = SchedulerPolicy()
+    chosen = select_host(POOL, instance(), ["h1"], policy, now=0.0, service_down_time=60.0,
+                         rng=random.Random(0), disabled_hosts={"h3"})
+    assert chosen == "h2"  # h3 has the most free RAM but is disabled
+    with pytest.raises(NoValidHost):
+        select_host(POOL, instance(), ["h1"], policy, now=0.0, service_down_time=60.0,
+                    rng=random.Random(0), disabled_hosts={"h2", "h3", "h4", "nope"})
+
+
+def test_disabled_hosts_pass_without_the_compute_filter() -> None:
+    """Nova: only ComputeFilter looks at the service's disabled flag."""
+    policy = SchedulerPolicy(filters=("RamFilter",))
+    chosen = select_host(POOL, instance(), ["h1"], policy, now=0.0, service_down_time=60.0,
+                         rng=random.Random(0), disabled_hosts={"h3"})
+    assert chosen == "h3"
+
+
 def test_no_passing_host_is_no_valid_host() -> None:
     with pytest.raises(NoValidHost) as err:
         pick(POOL, ignore=["h1", "h2", "h3", "h4"])

@@ -571,54 +571,49 @@ def test_waiting_costs_no_events_per_second() -> None:
     assert late.sim_time > 1e6
 
 
-# -- known defects --------------------------------------------------------------------------------
+# -- regressions (bugs found by these tests) ----------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG drivers/simulated.py _run (line `rate = sent / t if t > 0 else math.inf`): a "
-    "guest with used_memory 0 (allowed by the scenario loader) makes round 0 take 0 s, so "
-    "can_switch_over() gets bandwidth=inf and raises ValueError, crashing the whole run. "
-    "Fix: when t == 0 nothing was dirtied, so break straight to the switchover (e.g. "
-    "`if t == 0 or can_switch_over(...)`)",
-)
-def test_guest_without_used_memory_migrates() -> None:
-    record = one_migration(0, 0, 0.0)
-    assert record.iterations == 1 and record.total_time == 0.0 and record.downtime == 0.0
+@pytest.mark.parametrize("cost", [0.0, 0.05])
+def test_guest_without_used_memory_migrates(cost: float) -> None:
+    """Nothing to send in round 0: switch over at once (it used to divide by zero)."""
+    record = one_migration(0, 0, 0.0, switchover_cost=cost)
+    assert record.iterations == 1 and record.data_transferred == 0
+    assert record.total_time == pytest.approx(cost) and record.downtime == pytest.approx(cost)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG drivers/simulated.py job_info: memory_remaining = memory_total - "
-    "memory_processed, where memory_processed counts every round; from round 2 on it is "
-    "clamped to 0 although dirty pages are still being sent, so progress "
-    "(100 - remaining*100/total) reads 100 % mid-migration. Fix: keep the current round's "
-    "size in the job (set in _send) and report round_bytes - bytes delivered of it, as "
-    "QEMU's ram_bytes_remaining (the dirty pages left) does",
-)
 def test_memory_remaining_is_positive_while_later_rounds_run() -> None:
     sc = scenario([host("h1"), host("h2")],
                   [vm("vm1", "h1", ram=8 * GiB, used_memory=4 * GiB, working_set=GiB,
                       dirty_rate=100 * MiB)],
                   migration=policy(max_downtime=0.01))
     env, drv = started(sc)
-    env.run(until=3.5)  # round 0 ended at 3.436 s; round 1 (360 MB) runs until 3.72 s
+    expected = plan(4 * GiB, GiB, 100 * MiB, LINK, 0.01)
+    round0, round1 = expected.round_times[:2]
+    env.run(until=round0 / 2)
+    info = drv.job_info("vm1")
+    assert info.memory_remaining == pytest.approx(4 * GiB - LINK * round0 / 2, rel=1e-6)
+    env.run(until=round0 + round1 / 2)  # halfway through round 1 (360 MB)
     info = drv.job_info("vm1")
     assert info.type is JobType.UNBOUNDED and info.memory_iteration == 2
-    assert info.memory_remaining > 0
-    assert info.data_remaining > 0
+    assert info.memory_remaining == pytest.approx(expected.rounds[1] / 2, rel=1e-6)
+    assert info.data_remaining == info.memory_remaining
+    assert info.memory_processed == pytest.approx(4 * GiB + expected.rounds[1] / 2, rel=1e-6)
+    env.run()
+    assert drv.job_info("vm1").memory_remaining == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG drivers/simulated.py _run `except simpy.Interrupt` branch: the flow in flight "
-    "is cancelled and dropped without adding flow.delivered() to disk_done / memory_done, "
-    "so a cancelled job reports only the rounds it finished: an abort 1 s into a disk copy "
-    "reports 0 bytes sent (and MigrationRecord.data_transferred under-counts every "
-    "cancelled migration). Fix: before job.flow.cancel(), add job.flow.delivered() to "
-    "job.disk_done if job.flow_is_disk else job.memory_done",
-)
+def test_memory_remaining_is_the_whole_memory_during_the_disk_copy() -> None:
+    local = Storage.LOCAL
+    sc = scenario([host("h1", storage=local), host("h2", storage=local)],
+                  [vm("vm1", "h1", used_memory=GiB, disk=10 * GiB)])
+    env, drv = started(sc, flags=BLOCK, block=True)
+    env.run(until=1.0)
+    info = drv.job_info("vm1")
+    assert info.memory_remaining == GiB
+    assert info.data_remaining == pytest.approx(11 * GiB - LINK, rel=1e-9)
+
+
 def test_cancelled_job_keeps_the_bytes_it_sent() -> None:
     local = Storage.LOCAL
     sc = scenario([host("h1", storage=local), host("h2", storage=local)],
