@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import simpy
+
 from livemig.drivers.network import FluidNetwork, build_topology
 
 GiB = 2**30

@@ -19,11 +19,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import livemig
 from livemig.core.model import Scenario
 from livemig.core.units import UnitError
 from livemig.drivers import DRIVERS, driver_class
-
-import livemig
 
 PROG = "livemig"
 EXIT_OK = 0

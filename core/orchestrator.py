@@ -28,6 +28,7 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import simpy
+
 from livemig.core import checks
 from livemig.core.errors import PRECHECK_FAILURES as HAVANA_PRECHECK_FAILURES
 from livemig.core.errors import (

@@ -13,13 +13,14 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from livemig.core.model import MigrationStatus
-from livemig.core.runner import RunResult
-from livemig.core.state import MigrationRecord
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+
+from livemig.core.model import MigrationStatus
+from livemig.core.runner import RunResult
+from livemig.core.state import MigrationRecord
 
 MAX_HOSTS = 50
 DPI = 100

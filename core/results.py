@@ -28,13 +28,12 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+import livemig
 from livemig.core import plots
 from livemig.core.model import FINISHED_STATUSES, MigrationStatus
 from livemig.core.runner import RunResult
 from livemig.core.state import MigrationRecord
 from livemig.core.units import format_duration
-
-import livemig
 
 MIGRATION_COLUMNS = (
     "id", "instance", "source", "dest", "block_migration", "requested_at", "started_at",

@@ -14,6 +14,7 @@ from typing import Any
 
 import simpy
 import simpy.rt
+
 from livemig.core.model import DrainEvent, LiveMigrateEvent, Scenario
 from livemig.core.orchestrator import Orchestrator
 from livemig.core.state import MigrationRecord, StateStore

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from livemig.core.checks import MiB, service_is_up
 from livemig.core.errors import RETRYABLE, MaxRetriesExceeded, NoValidHost
 from livemig.core.model import Heuristic, SchedulerPolicy

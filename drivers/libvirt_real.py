@@ -36,6 +36,7 @@ from typing import Any
 import libvirt
 import simpy
 import simpy.rt
+
 from livemig.core.errors import MigrationError
 from livemig.core.model import Scenario, VmSpec
 from livemig.drivers.base import HostFacts, HostTable, JobInfo, JobType

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 import simpy
+
 from livemig.core.errors import ComputeServiceUnavailable, MigrationError
 from livemig.core.flags import LIVE, NON_SHARED_DISK, NON_SHARED_INC
 from livemig.core.model import MigrationPolicy, Scenario, Storage, VmSpec

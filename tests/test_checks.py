@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from fakes import GiB, MiB, facts, instance
+
 from livemig.core import checks
 from livemig.core.errors import (
     BadRequest,

@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from livemig.core import cli, plots, runner
 
 import livemig
+from livemig.core import cli, plots, runner
 
 TINY = """\
 name: tiny

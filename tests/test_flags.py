@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from livemig.core import flags
 from livemig.core.flags import FlagError, flag_names, parse_flags
 from livemig.core.model import MigrationPolicy

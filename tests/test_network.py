@@ -14,6 +14,7 @@ import pytest
 import simpy
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from livemig.drivers import network
 from livemig.drivers.network import (
     CORE_SWITCH,

@@ -8,6 +8,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from livemig.drivers import precopy
 from livemig.drivers.precopy import (
     DEFAULT_MAX_ROUNDS,

@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import pytest
+
 from livemig.core import plots, results
 from livemig.core.model import (
     HostSpec,

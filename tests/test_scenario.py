@@ -10,6 +10,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from livemig.core import scenario as scenario_module
 from livemig.core.model import (
     DrainEvent,

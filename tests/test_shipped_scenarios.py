@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from livemig.core.model import DrainEvent, MigrationStatus, VmState
 from livemig.core.runner import run_scenario
 from livemig.core.scenario import load_scenario

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 from fakes import GiB, vm
+
 from livemig.core.errors import InstanceNotFound, UnexpectedTaskStateError
 from livemig.core.model import MigrationStatus, TaskState, VmState
 from livemig.core.state import InstanceRecord, MigrationRecord, StateStore

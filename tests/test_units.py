@@ -8,6 +8,7 @@ import math
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from livemig.core import units
 from livemig.core.units import (
     UnitError,

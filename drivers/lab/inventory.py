@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from livemig.drivers.lab.errors import LabError
 
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import pytest
 import simpy
+
 from livemig.core.model import (
     HostSpec,
     MigrationPolicy,

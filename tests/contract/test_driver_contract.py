@@ -11,6 +11,7 @@ import math
 
 import pytest
 from contract.harness import ContractLab
+
 from livemig.core.flags import parse_flags
 from livemig.drivers.base import Driver, HostFacts, HostTable, JobType
 

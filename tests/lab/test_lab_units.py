@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+
 from livemig.drivers.lab.commands import configure_lab_parser
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.guest import domain_xml
