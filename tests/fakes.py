@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import simpy
+
 from livemig.core.model import (
     DrainEvent,
     HostSpec,

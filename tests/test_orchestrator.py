@@ -8,6 +8,7 @@ fake of ``tests/fakes.py`` (a job failing, being cancelled, raising, ...).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import simpy
@@ -26,6 +27,7 @@ from fakes import (
     scenario,
     vm,
 )
+
 from livemig.core.errors import MigrationError
 from livemig.core.model import (
     Heuristic,
@@ -38,6 +40,7 @@ from livemig.core.model import (
     VmState,
 )
 from livemig.core.runner import RunResult, expected_migrations, run_scenario
+from livemig.core.scenario import load_scenario
 from livemig.core.state import MigrationRecord, StateStore
 from livemig.drivers.base import JobInfo, JobType
 from livemig.drivers.simulated import SimulatedDriver
@@ -844,3 +847,16 @@ def test_drain_with_block_migration() -> None:
     assert all(m.status is S.COMPLETED and m.block_migration for m in migrations)
     assert all(m.data_transferred >= 2 * GiB + GiB for m in migrations)  # disk + memory
     assert result.store.instances_on("h1") == []
+
+
+def test_shipped_rack_drain_scenario_empties_the_drained_hosts() -> None:
+    """scenarios/rack-drain.yaml drains three hosts at once; none may be refilled."""
+    path = Path(__file__).resolve().parents[1] / "scenarios" / "rack-drain.yaml"
+    sc = load_scenario(path)
+    result = run_scenario(sc)
+    drained = {e.host for e in sc.events}
+    migrations = result.store.migrations()
+    assert len(migrations) == expected_migrations(sc) == 30
+    assert all(m.status is S.COMPLETED for m in migrations)
+    assert not drained & {m.dest for m in migrations}
+    assert not drained & set(result.final_hosts.values())

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import pytest
 from fakes import GiB, MiB, facts, instance
+
 from livemig.core.checks import check_common
 from livemig.core.errors import (
     ComputeServiceUnavailable,

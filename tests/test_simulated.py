@@ -14,6 +14,7 @@ import simpy
 from fakes import GiB, MiB, host, migrate, scenario, vm
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+
 from livemig.core.errors import MigrationError
 from livemig.core.flags import parse_flags
 from livemig.core.model import MigrationPolicy, MigrationStatus, NetworkSpec, Scenario, Storage
