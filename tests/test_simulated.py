@@ -7,6 +7,7 @@ follow max-min fairness; idle VMs must cost no simulation events.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -645,3 +646,20 @@ def test_caps_above_the_fair_share_leave_the_link_shared() -> None:
                       bandwidth=1000 * MiB)  # fair share 625e6 B/s < cap
     assert a.total_time == pytest.approx(2 * GiB / LINK, rel=1e-9)
     assert b.total_time == pytest.approx(2 * GiB / LINK, rel=1e-9)
+
+
+@pytest.mark.parametrize("storage, block", [(Storage.SHARED, False), (Storage.LOCAL, True)])
+def test_there_and_back_again_leaves_the_books_as_they_were(
+    storage: Storage, block: bool, sim_drivers: list[SimulatedDriver]
+) -> None:
+    hosts = [host("h1", storage=storage), host("h2", storage=storage)]
+    vms = [vm("vm1", "h1", ram=3 * GiB, vcpus=2, disk=20 * GiB, disk_allocated=4 * GiB)]
+    events = [migrate("vm1", "h2", block=block), migrate("vm1", "h1", at=20.0, block=block)]
+    initial = SimulatedDriver(simpy.Environment(), scenario(hosts, vms))
+    result = run_scenario(scenario(hosts, vms, events, migration=policy()))
+    assert [m.status for m in result.store.migrations()] == [MigrationStatus.COMPLETED] * 2
+    assert result.final_hosts == {"vm1": "h1"}
+    drv = sim_drivers[-1]
+    for name in ("h1", "h2"):
+        assert drv.host_facts(name) == dataclasses.replace(
+            initial.host_facts(name), last_heartbeat=drv.host_facts(name).last_heartbeat)
