@@ -109,7 +109,7 @@ class LibvirtDriver:
         self._heartbeat: dict[str, float | None] = {}
         for host in self._hosts:
             self._conns[host] = libvirt.open(self.inventory.host(host).uri)
-            self._heartbeat[host] = env.now
+            self._heartbeat[host] = float(env.now)
         self._claims: dict[str, tuple[str, VmSpec]] = {}
         self._jobs: dict[str, _Job] = {}
         self._markers = 0
@@ -181,7 +181,7 @@ class LibvirtDriver:
             cpu_model = _host_cpu_model(conn.getCapabilities())
         except libvirt.libvirtError:
             return self._stale_facts(host)
-        self._heartbeat[host] = self.env.now
+        self._heartbeat[host] = float(self.env.now)  # HostFacts: a float
         used = self._policy.reserved_host_memory_mb * MiB
         vcpus_used = 0
         for dom in domains:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from livemig.drivers.lab.inventory import Inventory, load_inventory
 from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import libvirt
 import pytest
 import simpy.rt
+
 from livemig.core import results
 from livemig.core.model import MigrationStatus, Scenario
 from livemig.core.runner import RunResult, run_scenario
