@@ -13,11 +13,15 @@ for this module and taken down after it; a lab that cannot start fails the tests
 the machine's load down the canonical guest is booted only when it does not already run
 on the first host (the first test, and after the test that migrates it away): each test
 still starts with the VM on the first host and a new driver, so no claims and no markers.
+The lab is held under an exclusive ``flock`` while it is up, so that a second test run in
+the same checkout waits instead of taking it down under the first.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +41,7 @@ pytestmark = pytest.mark.lab
 
 LAB = "tcontract"
 HOSTS = ("lab1", "lab2")
+LOCK_TIMEOUT = 900.0  # seconds to wait for another test run's lab of the same name
 
 # every test of the contract suite, collected in this module too
 globals().update({n: f for n, f in vars(suite).items() if n.startswith("test_")})
@@ -66,18 +71,30 @@ def contract_inventory() -> Iterator[Path]:
         return
     if os.geteuid() != 0:
         pytest.fail("the libvirt contract tests need root (a namespace lab)")
-    try:
-        if lab_status(LAB)["state"] != "down":
-            lab_down(LAB)
-        path = lab_up(LAB, hosts=2, storage="shared")
-    except Exception as exc:  # noqa: BLE001 - a lab that cannot start is a failure
-        pytest.fail(f"lab {LAB!r} could not start: {exc}")
-    try:
-        yield path
-    finally:
-        env = simpy.rt.RealtimeEnvironment(strict=False)
-        LibvirtDriver(env, canonical_scenario(HOSTS), inventory=path, boot=False).close()
-        lab_down(LAB)
+    with Path(f"/tmp/livemig-test-lab-{LAB}.lock").open("a") as lock:
+        deadline = time.monotonic() + LOCK_TIMEOUT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"lab {LAB!r} stayed locked by another test run")
+                time.sleep(1.0)
+        try:
+            if lab_status(LAB)["state"] != "down":
+                lab_down(LAB)
+            path = lab_up(LAB, hosts=2, storage="shared")
+        except Exception as exc:  # noqa: BLE001 - a lab that cannot start is a failure
+            pytest.fail(f"lab {LAB!r} could not start: {exc}")
+        try:
+            yield path
+        finally:
+            try:  # the driver removes the canonical guest; the lab goes in any case
+                env = simpy.rt.RealtimeEnvironment(strict=False)
+                LibvirtDriver(env, canonical_scenario(HOSTS), inventory=path, boot=False).close()
+            finally:
+                lab_down(LAB)
 
 
 @pytest.fixture

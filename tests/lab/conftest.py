@@ -5,16 +5,23 @@ time (the machine has 2 cores). Each brings its lab up under its own name (never
 default ``livemig``), after taking down whatever an earlier run left, and takes it down
 again at the end. A lab that cannot start FAILS the tests (never a skip).
 
+The checkout is shared: another pytest run of the same tests would take this lab down
+under our feet (``lab_up`` first removes a lab of the same name). So a lab is held under an
+exclusive ``flock`` (``/tmp/livemig-test-lab-NAME.lock``) from before it comes up until it
+is down; a second run waits for the first instead of breaking it.
+
 The figures the scenario tests measure (lab up/down times, real and simulated results)
 are collected in ``lab_figures`` and printed at the end of the session.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +33,29 @@ from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
 SHARED_LAB = "tshared"
 LOCAL_LAB = "tlocal"
 
+LOCK_TIMEOUT = 900.0  # seconds to wait for another test run's lab of the same name
+
 _FIGURES: dict[str, dict[str, Any]] = {}
+
+
+@contextmanager
+def lab_lock(name: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold lab ``name`` exclusively against other processes (released if we die)."""
+    path = Path("/tmp") / f"livemig-test-lab-{name}.lock"
+    with path.open("a") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"lab {name!r} stayed locked by another run ({path})")
+                time.sleep(1.0)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @dataclass(kw_only=True)
@@ -40,7 +69,6 @@ class LabUnderTest:
     up_s: float
     leftovers: bool  # an earlier run's lab was found (and taken down) first
     down_s: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _start(name: str, storage: str) -> LabUnderTest:
@@ -64,16 +92,17 @@ def _start(name: str, storage: str) -> LabUnderTest:
 
 
 def _lab(name: str, storage: str) -> Iterator[LabUnderTest]:
-    lab = _start(name, storage)
-    _FIGURES[f"lab {name} ({storage})"] = {"up_s": lab.up_s}
-    try:
-        yield lab
-    finally:
-        t0 = time.monotonic()
-        lab_down(name)  # idempotent: a test may have taken it down already
-        if lab.down_s is None:
-            lab.down_s = time.monotonic() - t0
-        _FIGURES[f"lab {name} ({storage})"]["down_s"] = lab.down_s
+    with lab_lock(name):
+        lab = _start(name, storage)
+        _FIGURES[f"lab {name} ({storage})"] = {"up_s": lab.up_s, "leftovers": lab.leftovers}
+        try:
+            yield lab
+        finally:
+            t0 = time.monotonic()
+            lab_down(name)  # idempotent: a test may have taken it down already
+            if lab.down_s is None:
+                lab.down_s = time.monotonic() - t0
+            _FIGURES[f"lab {name} ({storage})"]["down_s"] = lab.down_s
 
 
 @pytest.fixture(scope="class")
