@@ -30,7 +30,8 @@ test a fresh world (the VM back on the first host, no claims, no markers).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -129,3 +130,17 @@ class ContractLab:
                 return info, seen
             assert self.env.now < deadline, f"job still running after {self.timeout} s"
             self.wait(step)
+
+
+@contextmanager
+def open_contract_lab(target: ContractTarget) -> Iterator[ContractLab]:
+    """A driver made by ``target`` for the canonical scenario, closed afterwards."""
+    scenario = canonical_scenario(target.hosts)
+    driver = target.make(scenario)
+    try:
+        yield ContractLab(
+            driver=driver, scenario=scenario, source=target.hosts[0], dest=target.hosts[1],
+            vm=VM, vm_ram_mb=VM_RAM // MiB, timeout=target.timeout,
+        )  # fmt: skip
+    finally:
+        driver.close()

@@ -19,9 +19,7 @@ the same checkout waits instead of taking it down under the first.
 
 from __future__ import annotations
 
-import fcntl
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +27,14 @@ import libvirt
 import pytest
 import simpy.rt
 from contract import test_driver_contract as suite
-from contract.harness import VM, VM_RAM, ContractLab, ContractTarget, MiB, canonical_scenario
+from contract.harness import (
+    VM,
+    ContractLab,
+    ContractTarget,
+    canonical_scenario,
+    open_contract_lab,
+)
+from lablock import lab_lock
 
 from livemig.core.model import Scenario
 from livemig.drivers.base import Driver
@@ -41,7 +46,6 @@ pytestmark = pytest.mark.lab
 
 LAB = "tcontract"
 HOSTS = ("lab1", "lab2")
-LOCK_TIMEOUT = 900.0  # seconds to wait for another test run's lab of the same name
 
 # every test of the contract suite, collected in this module too
 globals().update({n: f for n, f in vars(suite).items() if n.startswith("test_")})
@@ -71,16 +75,7 @@ def contract_inventory() -> Iterator[Path]:
         return
     if os.geteuid() != 0:
         pytest.fail("the libvirt contract tests need root (a namespace lab)")
-    with Path(f"/tmp/livemig-test-lab-{LAB}.lock").open("a") as lock:
-        deadline = time.monotonic() + LOCK_TIMEOUT
-        while True:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"lab {LAB!r} stayed locked by another test run")
-                time.sleep(1.0)
+    with lab_lock(LAB):
         try:
             if lab_status(LAB)["state"] != "down":
                 lab_down(LAB)
@@ -108,12 +103,5 @@ def contract_driver(contract_inventory: Path) -> Iterator[ContractLab]:
 
     target = ContractTarget(make=make_libvirt, hosts=HOSTS, timeout=120.0,
                             marks=(pytest.mark.lab,))  # fmt: skip
-    scenario = canonical_scenario(target.hosts)
-    driver = target.make(scenario)
-    try:
-        yield ContractLab(
-            driver=driver, scenario=scenario, source=target.hosts[0], dest=target.hosts[1],
-            vm=VM, vm_ram_mb=VM_RAM // MiB, timeout=target.timeout,
-        )  # fmt: skip
-    finally:
-        driver.close()
+    with open_contract_lab(target) as lab:
+        yield lab

@@ -16,16 +16,15 @@ are collected in ``lab_figures`` and printed at the end of the session.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from lablock import lab_lock
 
 from livemig.drivers.lab.inventory import Inventory, load_inventory
 from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
@@ -33,29 +32,8 @@ from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
 SHARED_LAB = "tshared"
 LOCAL_LAB = "tlocal"
 
-LOCK_TIMEOUT = 900.0  # seconds to wait for another test run's lab of the same name
 
 _FIGURES: dict[str, dict[str, Any]] = {}
-
-
-@contextmanager
-def lab_lock(name: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
-    """Hold lab ``name`` exclusively against other processes (released if we die)."""
-    path = Path("/tmp") / f"livemig-test-lab-{name}.lock"
-    with path.open("a") as fh:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"lab {name!r} stayed locked by another run ({path})")
-                time.sleep(1.0)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 @dataclass(kw_only=True)
