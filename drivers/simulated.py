@@ -36,14 +36,12 @@ import simpy
 
 from livemig.core.errors import ComputeServiceUnavailable, MigrationError
 from livemig.core.flags import LIVE, NON_SHARED_DISK, NON_SHARED_INC
-from livemig.core.model import MigrationPolicy, Scenario, Storage, VmSpec
+from livemig.core.model import CPU_MODELS, MigrationPolicy, Scenario, Storage, VmSpec
+from livemig.core.units import GiB, MiB
 from livemig.drivers.base import HostFacts, HostTable, JobInfo, JobType
 from livemig.drivers.network import FluidNetwork, build_topology
 from livemig.drivers.precopy import can_switch_over, dirty_after
 
-MiB = 1 << 20
-GiB = 1 << 30
-CPU_MODELS = ("Nehalem", "SandyBridge", "Haswell", "Skylake-Server", "Icelake-Server")
 ABORTED = "operation aborted: job 'migration out' canceled by client"
 
 
@@ -148,12 +146,12 @@ class SimulatedDriver:
             hypervisor_version=spec.hypervisor_version,
             cpu_model=spec.cpu_model,
             memory_mb=int(self._ram[i] // MiB),
-            free_ram_mb=int(self._free_ram()[i] // MiB),
+            free_ram_mb=int(self._free_ram(i) // MiB),
             vcpus=int(self._vcpus[i]),
             vcpus_used=int(self._vcpus_used[i] + self._claim_vcpus[i]),
             local_gb=int(self._disk[i] // GiB),
-            disk_available_least=int(self._free_disk()[i] // GiB),
-            last_heartbeat=float(self._last_heartbeat()[i]),
+            disk_available_least=int(self._free_disk(i) // GiB),
+            last_heartbeat=float(self._last_heartbeat(i)),
         )
 
     def host_table(self) -> HostTable:
@@ -162,21 +160,24 @@ class SimulatedDriver:
             self._service_names,
             index=self._service_index,
             memory_mb=self._ram[rows] // MiB,
-            free_ram_mb=self._free_ram()[rows] // MiB,
+            free_ram_mb=self._free_ram(rows) // MiB,
             vcpus=self._vcpus[rows],
             vcpus_used=(self._vcpus_used + self._claim_vcpus)[rows],
-            disk_available_least=self._free_disk()[rows] // GiB,
-            last_heartbeat=self._last_heartbeat()[rows],
+            disk_available_least=self._free_disk(rows) // GiB,
+            last_heartbeat=self._last_heartbeat(rows),
         )
 
-    def _free_ram(self) -> np.ndarray:
+    # The three derived facts below are computed for ``rows`` only: one host (an int,
+    # giving a scalar) for a check, every host with a service for the scheduler's table.
+
+    def _free_ram(self, rows: Any) -> Any:
         """Bytes: total - reserved - resident instances - claims (Nova's free_ram_mb)."""
-        return self._ram - self._ram_used - self._claim_ram
+        return self._ram[rows] - self._ram_used[rows] - self._claim_ram[rows]
 
-    def _free_disk(self) -> np.ndarray:
-        return np.maximum(0, self._disk - self._disk_used - self._claim_disk)
+    def _free_disk(self, rows: Any) -> Any:
+        return np.maximum(0, self._disk[rows] - self._disk_used[rows] - self._claim_disk[rows])
 
-    def _last_heartbeat(self) -> np.ndarray:
+    def _last_heartbeat(self, rows: Any) -> Any:
         """Report times: an up host reported at every multiple of ``report_interval``
         since it came up; a down host's last report stands.
 
@@ -184,8 +185,9 @@ class SimulatedDriver:
         """
         interval = self._policy.report_interval
         tick = math.floor(self.env.now / interval) * interval
-        up = ~np.isnan(self._up_since)
-        return np.where(up, np.maximum(self._up_since, tick), self._last_report)
+        up_since = self._up_since[rows]
+        return np.where(np.isnan(up_since), self._last_report[rows],
+                        np.maximum(up_since, tick))
 
     def _counts_local_disk(self, vm: VmSpec, host: str) -> bool:
         return self._specs[host].storage is Storage.LOCAL and not vm.volume_backed
@@ -230,13 +232,14 @@ class SimulatedDriver:
         if not self._is_up(dest):
             raise ComputeServiceUnavailable(host=dest)
         i = self._row[dest]
-        if self._free_ram()[i] < vm.ram:
+        free_ram = self._free_ram(i)
+        if free_ram < vm.ram:
             raise MigrationError(
                 reason=f"{dest} cannot hold {instance}: {vm.ram // MiB} MiB requested, "
-                f"{self._free_ram()[i] // MiB} MiB free"
+                f"{free_ram // MiB} MiB free"
             )
         disk = _allocated(vm) if self._counts_local_disk(vm, dest) else 0
-        if disk > self._free_disk()[i]:
+        if disk > self._free_disk(i):
             raise MigrationError(reason=f"{dest} has no room for the disk of {instance}")
         self._claim_ram[i] += vm.ram
         self._claim_vcpus[i] += vm.vcpus
