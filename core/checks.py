@@ -27,9 +27,9 @@ from livemig.core.errors import (
 )
 from livemig.core.model import VmState
 from livemig.core.state import InstanceRecord
+from livemig.core.units import MiB
 from livemig.drivers.base import HostFacts, HostTable
 
-MiB = 1 << 20
 MIGRATABLE_STATES = (VmState.ACTIVE, VmState.PAUSED)
 
 

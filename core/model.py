@@ -48,6 +48,12 @@ FINISHED_STATUSES = frozenset(
 )
 
 
+CPU_MODELS: tuple[str, ...] = (
+    "Nehalem", "SandyBridge", "Haswell", "Skylake-Server", "Icelake-Server",
+)  # fmt: skip
+"""Known CPU models, oldest first: a guest runs on a destination of the same or a later model."""
+
+
 class Storage(StrEnum):
     SHARED = "shared"
     LOCAL = "local"

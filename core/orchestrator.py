@@ -48,9 +48,8 @@ from livemig.core.model import MigrationStatus, Policy, TaskState, VmState
 from livemig.core.policy import completion_timeout, data_gb, timed_out
 from livemig.core.scheduler import find_destination, select_host
 from livemig.core.state import InstanceRecord, MigrationRecord, StateStore
+from livemig.core.units import MiB
 from livemig.drivers.base import Driver, HostFacts, JobInfo, JobType
-
-MiB = 1 << 20
 
 REQUEST_REJECTIONS = (BadRequest, InstanceNotFound, InstanceInvalidState, UnexpectedTaskStateError)
 """Refused before the instance is touched: the instance's records stay as they are."""

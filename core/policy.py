@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-MiB = 1 << 20
-GiB = 1 << 30
+from livemig.core.units import GiB
+
 MIN_PART_GB = 2.0
 
 

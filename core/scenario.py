@@ -90,7 +90,9 @@ from pathlib import Path
 
 from yaml.nodes import SequenceNode
 
+from .flags import MIGRATE_FLAGS
 from .model import (
+    CPU_MODELS,
     DrainEvent,
     Event,
     Heuristic,
@@ -104,7 +106,8 @@ from .model import (
     Storage,
     VmSpec,
 )
-from .units import format_bytes
+from .scheduler import CPU_ALLOCATION_RATIO, FILTERS
+from .units import MiB, format_bytes
 from .yaml_nodes import (
     Field,
     Mapping,
@@ -139,29 +142,16 @@ __all__ = [
     "parse_scenario",
 ]
 
-MIGRATE_FLAG_NAMES: tuple[str, ...] = (
-    "LIVE", "PEER2PEER", "TUNNELLED", "PERSIST_DEST", "UNDEFINE_SOURCE", "PAUSED",
-    "NON_SHARED_DISK", "NON_SHARED_INC", "CHANGE_PROTECTION", "UNSAFE", "OFFLINE",
-    "COMPRESSED", "ABORT_ON_ERROR", "AUTO_CONVERGE", "RDMA_PIN_ALL", "POSTCOPY", "TLS",
-    "PARALLEL",
-)  # fmt: skip
+MIGRATE_FLAG_NAMES: tuple[str, ...] = tuple(
+    name.removeprefix("VIR_MIGRATE_") for name in MIGRATE_FLAGS
+)
 """libvirt's ``VIR_MIGRATE_*`` flag names without the prefix (the bits are in core/flags.py)."""
 
-KNOWN_FILTERS: tuple[str, ...] = (
-    "RetryFilter", "AvailabilityZoneFilter", "RamFilter", "ComputeFilter",
-    "ComputeCapabilitiesFilter", "ImagePropertiesFilter", "ServerGroupAntiAffinityFilter",
-    "ServerGroupAffinityFilter", "CoreFilter", "DiskFilter",
-)  # fmt: skip
+KNOWN_FILTERS: tuple[str, ...] = tuple(FILTERS)  # the scheduler's filters, by name
 
-CPU_MODELS: tuple[str, ...] = (
-    "Nehalem", "SandyBridge", "Haswell", "Skylake-Server", "Icelake-Server",
-)  # fmt: skip
-"""Known CPU models, oldest first: a guest runs on a destination of the same or a later model."""
-
-VCPU_OVERCOMMIT = 16  # Nova's cpu_allocation_ratio default
+VCPU_OVERCOMMIT = int(CPU_ALLOCATION_RATIO)  # Nova's cpu_allocation_ratio default (16)
 MAX_GROUP_COUNT = 100_000
 WORKING_SET_FRACTION = 0.25  # default working_set = used_memory * this
-MiB = 2**20
 
 _FLAG_PREFIX = "VIR_MIGRATE_"
 _GLOB_CHARS = re.compile(r"[*?\[]")

@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from livemig.core.checks import MiB, service_is_up
+from livemig.core.checks import service_is_up
 from livemig.core.errors import RETRYABLE, MaxRetriesExceeded, NoValidHost
 from livemig.core.model import Heuristic, SchedulerPolicy
 from livemig.core.state import InstanceRecord
+from livemig.core.units import MiB
 from livemig.drivers.base import HostFacts, HostTable
 
 CPU_ALLOCATION_RATIO = 16.0

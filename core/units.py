@@ -57,6 +57,8 @@ __all__ = [
     "BYTE_UNITS",
     "DURATION_UNITS",
     "RATE_UNITS",
+    "GiB",
+    "MiB",
     "UnitError",
     "format_bytes",
     "format_duration",
@@ -67,6 +69,8 @@ __all__ = [
 ]
 
 KIB = 1024
+MiB = KIB**2  # bytes; the constants every module sizes things with
+GiB = KIB**3
 
 BYTE_UNITS: dict[str, int] = {
     "B": 1,

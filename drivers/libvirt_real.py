@@ -39,12 +39,11 @@ import simpy.rt
 
 from livemig.core.errors import MigrationError
 from livemig.core.model import Scenario, VmSpec
+from livemig.core.units import GiB, MiB
 from livemig.drivers.base import HostFacts, HostTable, JobInfo, JobType
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.inventory import Inventory, load_inventory
 
-MiB = 1 << 20
-GiB = 1 << 30
 POOL = "instances"
 BOOT_TIMEOUT = 90.0  # seconds for a TCG guest to start ticking on its console
 _JOB_TYPES = {
