@@ -156,7 +156,7 @@ class LibvirtDriver:
 
     def _remove_domain_everywhere(self, name: str) -> None:
         for conn in self._conns.values():
-            _remove_domain(_lookup(conn, name))
+            _remove_domain(_domain_state(conn, name))
 
     # -- facts ------------------------------------------------------------
     def host_names(self) -> list[str]:
@@ -221,15 +221,8 @@ class LibvirtDriver:
         return running[0] if len(running) == 1 else None
 
     def instance_running_on(self, instance: str, host: str) -> bool:
-        dom = _lookup(self._conn(host), instance)
-        if dom is None:
-            return False
-        try:
-            return bool(dom.isActive())
-        except libvirt.libvirtError as exc:  # it left between the lookup and the question
-            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                return False
-            raise
+        state = _domain_state(self._conn(host), instance)
+        return state is not None and state.active
 
     def compare_cpu(self, source: str, dest: str) -> bool:
         caps = ET.fromstring(self._conn(source).getCapabilities())
@@ -368,12 +361,12 @@ class LibvirtDriver:
     def post_live_migration(self, instance: str, source: str, dest: str) -> None:
         """Clean the source: the domain's leftovers and, on local storage, its disk."""
         self._claims.pop(instance, None)
-        dom = _lookup(self._conn(source), instance)
-        if dom is not None:
-            if dom.isActive():
+        state = _domain_state(self._conn(source), instance)
+        if state is not None:
+            if state.active:
                 raise MigrationError(reason=f"{instance} still runs on {source} after migration")
-            if dom.isPersistent():
-                dom.undefine()
+            if state.persistent:
+                _ignore_vanished(state.dom.undefine)
         if self.inventory.storage == "local":
             self._delete_volume(source, self.disk_path(instance).name)
         self._join(instance)
@@ -385,7 +378,7 @@ class LibvirtDriver:
         self._claims.pop(instance, None)
         self._join(instance)
         if self.instance_running_on(instance, source):
-            _remove_domain(_lookup(self._conn(dest), instance))
+            _remove_domain(_domain_state(self._conn(dest), instance))
         if block_migration and self.inventory.storage == "local":
             self._delete_volume(dest, self.disk_path(instance).name)
 
@@ -415,23 +408,50 @@ class LibvirtDriver:
 
 
 def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
+    return _ignore_vanished(conn.lookupByName, name)
+
+
+def _ignore_vanished(call: Any, *args: Any) -> Any:
+    """``call(*args)``, or None when the domain does not exist (any more).
+
+    A migrating domain leaves its source at a moment of libvirt's choosing: a
+    handle looked up a moment ago may answer "no domain" to the next question.
+    """
     try:
-        return conn.lookupByName(name)
+        return call(*args)
     except libvirt.libvirtError as exc:
         if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
             return None
         raise
 
 
-def _remove_domain(dom: libvirt.virDomain | None) -> None:
-    """Destroy and undefine ``dom`` (a transient domain vanishes once destroyed)."""
+@dataclass(frozen=True)
+class _DomainState:
+    dom: libvirt.virDomain
+    active: bool
+    persistent: bool
+
+
+def _domain_state(conn: libvirt.virConnect, name: str) -> _DomainState | None:
+    """What ``conn`` knows of domain ``name`` now; None if it has none (or it just left)."""
+    dom = _lookup(conn, name)
     if dom is None:
+        return None
+    active = _ignore_vanished(dom.isActive)
+    persistent = _ignore_vanished(dom.isPersistent)
+    if active is None or persistent is None:
+        return None
+    return _DomainState(dom=dom, active=bool(active), persistent=bool(persistent))
+
+
+def _remove_domain(state: _DomainState | None) -> None:
+    """Destroy and undefine a domain (a transient one vanishes once destroyed)."""
+    if state is None:
         return
-    persistent = dom.isPersistent()
-    if dom.isActive():
-        dom.destroy()
-    if persistent:
-        dom.undefine()
+    if state.active:
+        _ignore_vanished(state.dom.destroy)
+    if state.persistent:
+        _ignore_vanished(state.dom.undefine)
 
 
 def _host_cpu_model(capabilities: str) -> str:
