@@ -186,6 +186,11 @@ class _Link:
         "flows",
         "_seen",
         "_couples",
+        "_coupled",
+        "_floors",
+        "_floors_epoch",
+        "_binds",
+        "_binds_epoch",
         "_res",
         "_cnt",
         "_lvl",
@@ -199,7 +204,12 @@ class _Link:
         self.flows: dict[int, Flow] = {}  # flow id -> flow, in arrival order
         # scratch space of one rate recomputation (valid while == its epoch)
         self._seen = 0
-        self._couples = 0  # can bind: its flows' own bounds add up to > capacity
+        self._couples = 0  # can bind: its flows' ceilings add up to >= capacity
+        self._coupled = False  # the status the flows' current rates were computed with
+        self._floors = 0.0  # sum of its flows' fair floors (see _fair_floor)
+        self._floors_epoch = 0
+        self._binds = False  # see _can_bind
+        self._binds_epoch = 0
         self._res = 0.0  # capacity minus the rates frozen so far
         self._cnt = 0  # flows not frozen yet
         self._lvl = 0.0  # _res / _cnt
@@ -235,6 +245,10 @@ class Flow:
         "_pos",
         "_bound",
         "_bound_epoch",
+        "_floor",
+        "_floor_epoch",
+        "_ceiling",
+        "_ceiling_epoch",
     )
 
     def __init__(
@@ -267,6 +281,10 @@ class Flow:
         self._pos = 0  # index in that recomputation's component
         self._bound = 0.0  # see _private_bound
         self._bound_epoch = 0
+        self._floor = 0.0  # see _fair_floor
+        self._floor_epoch = 0
+        self._ceiling = 0.0  # see _ceiling
+        self._ceiling_epoch = 0
 
     def __repr__(self) -> str:
         return (
@@ -634,6 +652,81 @@ def _private_bound(flow: Flow, epoch: int) -> float:
     return flow._bound
 
 
+def _fair_floor(flow: Flow, epoch: int) -> float:
+    """A lower bound of ``flow``'s max-min rate: the least of its cap and of
+    ``capacity / flows`` over its links (max-min gives every flow at least the
+    smallest equal share along its path).
+
+    Example: alone on a 10 Gbit/s host link but sharing a 40 Gbit/s uplink with
+    7 others: at least min(1.25e9 / 1, 5e9 / 8) = 6.25e8 B/s.
+    """
+    if flow._floor_epoch != epoch:
+        floor = _INF if flow._cap is None else flow._cap
+        for link in flow._links:
+            share = link.capacity / len(link.flows)
+            if share < floor:
+                floor = share
+        flow._floor = floor
+        flow._floor_epoch = epoch
+    return flow._floor
+
+
+def _floors(link: _Link, epoch: int) -> float:
+    """The sum of the fair floors of ``link``'s flows (cached per recomputation)."""
+    if link._floors_epoch != epoch:
+        total = 0.0
+        for flow in link.flows.values():
+            total += _fair_floor(flow, epoch)
+        link._floors = total
+        link._floors_epoch = epoch
+    return link._floors
+
+
+def _ceiling(flow: Flow, epoch: int) -> float:
+    """An upper bound of ``flow``'s max-min rate: its own bound (cap, links it is
+    alone on) and, on each shared link, the capacity left once every other flow
+    there has its fair floor.
+
+    Example: two flows share a 1.25e9 B/s host link, each with a floor of
+    6.25e8: neither can exceed 1.25e9 - 6.25e8 = 6.25e8 B/s.
+    """
+    if flow._ceiling_epoch != epoch:
+        ceiling = _private_bound(flow, epoch)
+        floor = _fair_floor(flow, epoch)
+        for link in flow._links:
+            if len(link.flows) > 1 and link.capacity < _INF:
+                room = link.capacity - (_floors(link, epoch) - floor)
+                if room < ceiling:
+                    ceiling = room
+        flow._ceiling = ceiling
+        flow._ceiling_epoch = epoch
+    return flow._ceiling
+
+
+_SLACK = 1e-9  # relative margin that keeps a link coupling when its ceilings only just fit
+
+
+def _can_bind(link: _Link, epoch: int) -> bool:
+    """Can ``link`` be saturated in the max-min allocation?
+
+    Not when its flows' ceilings add up to strictly less than its capacity: then
+    it is saturated in no allocation the flows can have, so it is nobody's
+    bottleneck and dropping it leaves the max-min rates as they are.
+    """
+    if link._binds_epoch == epoch:
+        return link._binds
+    capacity = link.capacity
+    binds = False
+    if capacity != _INF and len(link.flows) > 1:
+        demand = 0.0
+        for flow in link.flows.values():
+            demand += _ceiling(flow, epoch)
+        binds = demand >= capacity * (1.0 - _SLACK)
+    link._binds = binds
+    link._binds_epoch = epoch
+    return binds
+
+
 def _component(
     epoch: int, flows: Iterable[Flow], links: Iterable[_Link]
 ) -> tuple[list[Flow], list[_Link]]:
@@ -641,60 +734,71 @@ def _component(
     (started, ended, re-capped) and ``links`` (new capacity).
 
     Every flow on a changed flow's link or a changed link is affected; from
-    them the search spreads through the links that can couple flows: links
-    with at least two flows whose rates, bounded by their own constraints (cap,
-    links they are alone on: :func:`_private_bound`), can add up to more than
-    the capacity. Any other link is implied by those constraints, which are
-    always applied, so it is redundant and couples nothing; an infinite link
-    likewise. (Bounds from other shared links would not do: two such links
-    could each look redundant because of the other.) A link's status depends
-    only on its flows and their links, so every link whose status may have
-    changed is a link of an affected flow and is re-examined. Flows outside the
-    result keep exactly their rates: their sub-problem did not change. Order:
-    discovery order (deterministic).
+    them the search spreads through the links that can bind (:func:`_can_bind`,
+    judged by bounds that hold for the true max-min rates, so no circularity).
+    A link's status depends on the flow counts of the links of its flows'
+    neighbours, so it can change only for links of flows that share a link
+    with an affected flow: those are re-examined, and a link whose status
+    flipped brings its flows in too (they gained or lost a constraint). Every
+    other link keeps the status the current rates were computed with, so flows
+    outside the result keep exactly their rates. Order: discovery order
+    (deterministic).
 
     Returns the flows and the coupling links; the latter are marked
     ``_couples = epoch`` and set up for :func:`_max_min_rates`.
     """
     component: list[Flow] = []
     coupling: list[_Link] = []
-    stack: list[_Link] = list(links)
+
+    def take(flow: Flow) -> None:
+        if flow._seen != epoch:
+            flow._seen = epoch
+            flow._pos = len(component)
+            component.append(flow)
+
+    def examine(link: _Link) -> bool:
+        """Judge ``link`` once; True when its flows belong to the component."""
+        if link._seen == epoch:
+            return False
+        link._seen = epoch
+        binds = _can_bind(link, epoch)
+        was = link._coupled
+        link._coupled = binds
+        if binds:
+            link._couples = epoch
+            n = len(link.flows)
+            link._res = link.capacity
+            link._cnt = n
+            link._lvl = link.capacity / n
+            coupling.append(link)
+        return binds or was
+
+    changed: list[_Link] = list(links)
     for flow in flows:
-        stack.extend(flow._links)
-    for link in stack:  # the changed links: all their flows are affected
+        changed.extend(flow._links)
+    for link in changed:  # the changed links: all their flows are affected
         for flow in link.flows.values():
-            if flow._seen != epoch:
-                flow._seen = epoch
-                flow._pos = len(component)
-                component.append(flow)
+            take(flow)
+    affected = len(component)
+    for i in range(affected):  # links whose status may have flipped
+        for link in component[i]._links:
+            for neighbour in link.flows.values():
+                for suspect in neighbour._links:
+                    if suspect._binds_epoch != epoch and (
+                        _can_bind(suspect, epoch) != suspect._coupled
+                    ):
+                        for flow in suspect.flows.values():
+                            take(flow)
+    stack: list[_Link] = []
     for flow in component:
         stack.extend(flow._links)
     while stack:
         link = stack.pop()
-        if link._seen == epoch:
-            continue
-        link._seen = epoch
-        capacity = link.capacity
-        if capacity == _INF or len(link.flows) < 2:
-            continue
-        flows_on = link.flows.values()
-        demand = 0.0
-        for flow in flows_on:
-            demand += flow._bound if flow._bound_epoch == epoch else _private_bound(flow, epoch)
-        if demand <= capacity:
-            continue
-        link._couples = epoch
-        n = len(link.flows)
-        link._res = capacity
-        link._cnt = n
-        link._lvl = capacity / n
-        coupling.append(link)
-        for flow in flows_on:
-            if flow._seen != epoch:
-                flow._seen = epoch
-                flow._pos = len(component)
-                component.append(flow)
-                stack.extend(flow._links)
+        if examine(link):
+            for flow in link.flows.values():
+                if flow._seen != epoch:
+                    take(flow)
+                    stack.extend(flow._links)
     return component, coupling
 
 
