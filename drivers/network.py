@@ -661,13 +661,17 @@ def _fair_floor(flow: Flow, epoch: int) -> float:
     7 others: at least min(1.25e9 / 1, 5e9 / 8) = 6.25e8 B/s.
     """
     if flow._floor_epoch != epoch:
-        floor = _INF if flow._cap is None else flow._cap
-        for link in flow._links:
-            share = link.capacity / len(link.flows)
-            if share < floor:
-                floor = share
+        floor = bound = _INF if flow._cap is None else flow._cap
+        for link in flow._links:  # one pass for the floor and the private bound
+            capacity, n = link.capacity, len(link.flows)
+            if capacity / n < floor:
+                floor = capacity / n
+            if n == 1 and capacity < bound:
+                bound = capacity
         flow._floor = floor
         flow._floor_epoch = epoch
+        flow._bound = bound
+        flow._bound_epoch = epoch
     return flow._floor
 
 
@@ -676,7 +680,7 @@ def _floors(link: _Link, epoch: int) -> float:
     if link._floors_epoch != epoch:
         total = 0.0
         for flow in link.flows.values():
-            total += _fair_floor(flow, epoch)
+            total += flow._floor if flow._floor_epoch == epoch else _fair_floor(flow, epoch)
         link._floors = total
         link._floors_epoch = epoch
     return link._floors
@@ -691,11 +695,12 @@ def _ceiling(flow: Flow, epoch: int) -> float:
     6.25e8: neither can exceed 1.25e9 - 6.25e8 = 6.25e8 B/s.
     """
     if flow._ceiling_epoch != epoch:
-        ceiling = _private_bound(flow, epoch)
         floor = _fair_floor(flow, epoch)
+        ceiling = flow._bound  # set with the floor
         for link in flow._links:
             if len(link.flows) > 1 and link.capacity < _INF:
-                room = link.capacity - (_floors(link, epoch) - floor)
+                floors = link._floors if link._floors_epoch == epoch else _floors(link, epoch)
+                room = link.capacity - (floors - floor)
                 if room < ceiling:
                     ceiling = room
         flow._ceiling = ceiling
@@ -720,7 +725,7 @@ def _can_bind(link: _Link, epoch: int) -> bool:
     if capacity != _INF and len(link.flows) > 1:
         demand = 0.0
         for flow in link.flows.values():
-            demand += _ceiling(flow, epoch)
+            demand += flow._ceiling if flow._ceiling_epoch == epoch else _ceiling(flow, epoch)
         binds = demand >= capacity * (1.0 - _SLACK)
     link._binds = binds
     link._binds_epoch = epoch
@@ -736,9 +741,10 @@ def _component(
     Every flow on a changed flow's link or a changed link is affected; from
     them the search spreads through the links that can bind (:func:`_can_bind`,
     judged by bounds that hold for the true max-min rates, so no circularity).
-    A link's status depends on the flow counts of the links of its flows'
-    neighbours, so it can change only for links of flows that share a link
-    with an affected flow: those are re-examined, and a link whose status
+    A link's status depends on its flows' ceilings, which move only when the
+    fair floor of a flow sharing one of their links moves, and floors move only
+    for flows on changed links. So the links of the flows sharing a link with
+    an affected flow whose floor moved are re-examined, and a link whose status
     flipped brings its flows in too (they gained or lost a constraint). Every
     other link keeps the status the current rates were computed with, so flows
     outside the result keep exactly their rates. Order: discovery order
@@ -779,9 +785,12 @@ def _component(
     for link in changed:  # the changed links: all their flows are affected
         for flow in link.flows.values():
             take(flow)
-    affected = len(component)
-    for i in range(affected):  # links whose status may have flipped
-        for link in component[i]._links:
+    affected = component[:]
+    before = [f._floor if f._floor_epoch else None for f in affected]  # None: a new flow
+    for flow, old in zip(affected, before, strict=True):  # links whose status may flip
+        if old is not None and _fair_floor(flow, epoch) == old:
+            continue  # its floor, hence its neighbours' ceilings, did not move
+        for link in flow._links:
             for neighbour in link.flows.values():
                 for suspect in neighbour._links:
                     if suspect._binds_epoch != epoch and (
