@@ -72,12 +72,14 @@ class StateStore:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._instances: dict[str, InstanceRecord] = {}
+        self._on_host: dict[str, dict[str, None]] = {}  # host -> its instances, in order
         self._migrations: list[MigrationRecord] = []
         self.notifications: list[Notification] = []
 
     # -- instances --------------------------------------------------------
     def add_instances(self, vms: Iterable[VmSpec]) -> None:
         for vm in vms:
+            self._on_host.setdefault(vm.host, {})[vm.name] = None
             self._instances[vm.name] = InstanceRecord(
                 name=vm.name,
                 host=vm.host,
@@ -98,7 +100,7 @@ class StateStore:
         return list(self._instances.values())
 
     def instances_on(self, host: str) -> list[InstanceRecord]:
-        return [i for i in self._instances.values() if i.host == host]
+        return [self._instances[name] for name in self._on_host.get(host, ())]
 
     def update_instance(
         self,
@@ -124,6 +126,9 @@ class StateStore:
             raise UnexpectedTaskStateError(expected=expected_task_state, actual=old.task_state)
         new = dataclasses.replace(old, **changes)
         self._instances[name] = new
+        if new.host != old.host:
+            del self._on_host[old.host][name]
+            self._on_host.setdefault(new.host, {})[name] = None
         self._notify(old, new, "compute.instance.update")
         return new
 

@@ -108,7 +108,10 @@ class SimulatedDriver:
         self._claims: dict[str, tuple[int, VmSpec, int]] = {}  # instance -> (row, flavor, disk)
         self._left_behind: dict[str, int] = {}  # instance -> source disk bytes until post
         service = [i for i, h in enumerate(specs) if h.service]
-        self._service_rows = np.array(service, dtype=np.int64)
+        # every host has a service in most scenarios: a slice then gives views, not copies
+        self._service_rows: Any = (
+            slice(None) if len(service) == len(specs) else np.array(service, dtype=np.int64)
+        )
         self._service_names = tuple(specs[i].name for i in service)
         self._service_index = {name: i for i, name in enumerate(self._service_names)}
         self._vms: dict[str, _Vm] = {}
