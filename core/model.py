@@ -59,6 +59,31 @@ class Storage(StrEnum):
     LOCAL = "local"
 
 
+class TimeoutAction(StrEnum):
+    """Nova's ``live_migration_timeout_action``: what the completion timeout does."""
+
+    ABORT = "abort"
+    FORCE_COMPLETE = "force_complete"  # post-copy if permitted, else pause the guest
+
+
+class FaultKind(StrEnum):
+    """What a fault event does to a host (see :class:`FaultEvent`)."""
+
+    HOST_DOWN = "host_down"  # the machine stops: its guests die, its services stop
+    HOST_UP = "host_up"  # it boots again: services up, no guest restarted
+    LINK_DOWN = "link_down"  # its network link carries nothing (both directions)
+    LINK_UP = "link_up"
+    SERVICE_DOWN = "service_down"  # its libvirtd stops; guests keep running
+    SERVICE_UP = "service_up"
+
+
+class FaultTrigger(StrEnum):
+    """When a fault fires, besides its time."""
+
+    AT = "at"  # at the event's time
+    CHECKS_PASSED = "checks_passed"  # when a migration to this host has passed its checks
+
+
 class Heuristic(StrEnum):
     """How the scheduler orders the hosts that passed its filters."""
 
@@ -140,6 +165,16 @@ class MigrationPolicy:
     reserved_host_memory_mb: int = 512
     service_down_time: float = 60.0  # seconds without heartbeat before a service is down
     report_interval: float = 10.0  # seconds between compute-service heartbeats
+    # -- convergence (modern Nova; nova-flow.md section 4) --
+    downtime_steps: int = 0  # live_migration_downtime_steps; 0: max_downtime from the start
+    downtime_delay: float = 75.0  # seconds per GiB of data between two downtime steps
+    timeout_action: TimeoutAction = TimeoutAction.ABORT  # live_migration_timeout_action
+    permit_post_copy: bool = False  # adds VIR_MIGRATE_POSTCOPY to the flags
+    permit_auto_converge: bool = False  # adds VIR_MIGRATE_AUTO_CONVERGE (unless post-copy)
+    # libvirt's keepalive between the two libvirtds: a migration whose peer stays silent
+    # for keepalive_interval * (keepalive_count + 1) seconds fails
+    keepalive_interval: float = 5.0
+    keepalive_count: int = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,7 +202,46 @@ class DrainEvent:
     disk_over_commit: bool = False
 
 
-Event = LiveMigrateEvent | DrainEvent
+@dataclass(frozen=True, kw_only=True)
+class AbortEvent:
+    """Operator: abort the instance's live migration (Nova: status queued or running)."""
+
+    at: float
+    instance: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ForceCompleteEvent:
+    """Operator: force the instance's running live migration to complete."""
+
+    at: float
+    instance: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultEvent:
+    """A fault on ``host`` at ``at`` (or, with ``trigger: checks_passed``, at the first
+    moment from ``at`` on when a migration to ``host`` has passed its checks)."""
+
+    at: float
+    kind: FaultKind
+    host: str
+    trigger: FaultTrigger = FaultTrigger.AT
+
+
+@dataclass(frozen=True, kw_only=True)
+class ControllerRestartEvent:
+    """The controller (the livemig process) dies; a new one starts ``down_for`` seconds
+    later and reconciles its records with the driver's truth."""
+
+    at: float
+    down_for: float = 0.0
+
+
+Event = (
+    LiveMigrateEvent | DrainEvent | AbortEvent | ForceCompleteEvent | FaultEvent
+    | ControllerRestartEvent
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,4 +1,4 @@
-"""Monitoring decisions as pure functions (Nova's live-migration policies).
+"""Monitoring decisions as pure functions (Nova's live-migration policies, QEMU's throttle).
 
 >>> data_gb(ram=4 * GiB, disks=[])
 4.0
@@ -12,9 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from livemig.core.units import GiB
+from livemig.core.flags import AUTO_CONVERGE, POSTCOPY
+from livemig.core.model import MigrationPolicy
+from livemig.core.units import GiB, MiB
 
 MIN_PART_GB = 2.0
+
+# QEMU's auto-converge defaults (migration parameters cpu-throttle-*)
+THROTTLE_INITIAL = 20  # percent
+THROTTLE_INCREMENT = 10  # percent per round that still did not converge
+THROTTLE_MAX = 99  # percent
 
 
 def data_gb(ram: int, disks: Iterable[int]) -> float:
@@ -39,3 +46,112 @@ def timed_out(elapsed: float, timeout: float | None) -> bool:
     (True, False)
     """
     return timeout is not None and elapsed > timeout
+
+
+def downtime_steps(
+    max_downtime: float, steps: int, delay_per_gib: float, gb: float
+) -> list[tuple[float, float]]:
+    """Nova's ``downtime_steps``: (elapsed seconds, max downtime seconds) pairs.
+
+    ``steps + 1`` pairs: the delay between steps is ``int(delay_per_gib * gb)``
+    seconds (Nova truncates it to whole seconds); step ``i`` sets
+    ``base + offset * i`` milliseconds, truncated, where ``base = target / steps``
+    and ``offset = (target - base) / steps``. ``steps == 0`` gives no schedule
+    (the downtime stays at ``max_downtime`` from the start).
+
+    Nova's defaults, 500 ms in 10 steps, 75 s per GiB, for 4 GiB of data: a step
+    every 300 s, from 50 ms to 500 ms by 45 ms.
+
+    >>> s = downtime_steps(0.5, 10, 75.0, 4.0)
+    >>> len(s), s[0], s[1], s[-1]
+    (11, (0.0, 0.05), (300.0, 0.095), (3000.0, 0.5))
+    >>> downtime_steps(0.5, 0, 75.0, 4.0)
+    []
+    >>> downtime_steps(0.3, 3, 75.0, 2.5)  # base 100 ms, offset 66.6 ms: truncated
+    [(0.0, 0.1), (187.0, 0.166), (374.0, 0.233), (561.0, 0.3)]
+    """
+    if steps <= 0:
+        return []
+    target_ms = max_downtime * 1000.0
+    delay = int(delay_per_gib * gb)
+    base = target_ms / steps
+    offset = (target_ms - base) / steps
+    return [(float(delay * i), int(round(base + offset * i, 9)) / 1000.0)
+            for i in range(steps + 1)]
+
+
+def downtime_at(schedule: list[tuple[float, float]], elapsed: float) -> float | None:
+    """The step of ``schedule`` in force after ``elapsed`` seconds (None before any).
+
+    >>> s = downtime_steps(0.5, 10, 75.0, 4.0)
+    >>> downtime_at(s, 0.5), downtime_at(s, 299.9), downtime_at(s, 300.0), downtime_at(s, 1e6)
+    (0.05, 0.05, 0.095, 0.5)
+    >>> downtime_at([], 10.0) is None
+    True
+    """
+    current = None
+    for at, value in schedule:
+        if elapsed >= at:
+            current = value
+    return current
+
+
+def throttle_after(rounds_not_converged: int) -> int:
+    """QEMU's auto-converge CPU throttle (percent) after that many pre-copy rounds that
+    did not converge: 20 % after the first, +10 % per further one, at most 99 %.
+
+    >>> [throttle_after(n) for n in (0, 1, 2, 3, 8, 9, 20)]
+    [0, 20, 30, 40, 90, 99, 99]
+    """
+    if rounds_not_converged <= 0:
+        return 0
+    return min(THROTTLE_MAX, THROTTLE_INITIAL + THROTTLE_INCREMENT * (rounds_not_converged - 1))
+
+
+def throttled_dirty_rate(dirty_rate: float, throttle_percent: int) -> float:
+    """A CPU-bound guest dirties memory in proportion to the CPU it is left with.
+
+    >>> throttled_dirty_rate(100 * MiB, 30) / MiB
+    70.0
+    """
+    return dirty_rate * (100 - throttle_percent) / 100.0
+
+
+def migration_flags(configured: int, policy: MigrationPolicy) -> int:
+    """The flags a migration starts with: the configured ones, plus POSTCOPY when
+    ``permit_post_copy``, plus AUTO_CONVERGE when ``permit_auto_converge`` and post-copy
+    is not permitted (Nova: post-copy takes precedence).
+
+    >>> from livemig.core.model import MigrationPolicy
+    >>> migration_flags(0, MigrationPolicy(permit_post_copy=True,
+    ...                                    permit_auto_converge=True)) == POSTCOPY
+    True
+    >>> migration_flags(1, MigrationPolicy(permit_auto_converge=True)) == 1 | AUTO_CONVERGE
+    True
+    """
+    flags = configured
+    if policy.permit_post_copy:
+        flags |= POSTCOPY
+    elif policy.permit_auto_converge:
+        flags |= AUTO_CONVERGE
+    return flags
+
+
+def progress(memory_total: int, memory_remaining: int) -> float:
+    """Nova's progress: ``100 - memory_remaining * 100 / memory_total`` (0 with no total).
+
+    >>> progress(4 * GiB, 1 * GiB), progress(0, 0)
+    (75.0, 0.0)
+    """
+    if memory_total <= 0:
+        return 0.0
+    return 100.0 - memory_remaining * 100.0 / memory_total
+
+
+def keepalive_timeout(policy: MigrationPolicy) -> float:
+    """Seconds of silence after which libvirt declares the migration's peer dead.
+
+    >>> keepalive_timeout(MigrationPolicy())
+    30.0
+    """
+    return policy.keepalive_interval * (policy.keepalive_count + 1)

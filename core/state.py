@@ -52,6 +52,23 @@ class MigrationRecord:
     downtime: float | None = None  # seconds
     iterations: int | None = None
     data_transferred: int | None = None  # bytes
+    flags: int = 0  # the VIR_MIGRATE_* bitmask the job started with
+    max_downtime: float | None = None  # seconds: the last limit set (downtime steps)
+    progress: float | None = None  # percent, Nova's formula, at the last poll
+    postcopy_at: float | None = None  # when the job switched to post-copy
+    paused_guest: bool = False  # force-complete paused the guest (resumed at the end)
+    auto_converge_throttle: int | None = None  # percent, the last one seen
+    timeout_action: str | None = None  # the completion timeout's action, when it fired
+
+
+@dataclass(frozen=True, kw_only=True)
+class ActionRecord:
+    """A scenario event applied to the run (operator action, fault, controller restart)."""
+
+    time: float
+    kind: str  # the event's key: abort, force_complete, host_down, controller_restart, ...
+    target: str  # the instance or host it named ("" for a controller restart)
+    outcome: str  # "ok", or why it was refused / what it did
 
 
 @dataclass(frozen=True, kw_only=True)

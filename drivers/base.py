@@ -16,6 +16,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import simpy
 
+from livemig.core.model import FaultKind
+
 
 class JobType(StrEnum):
     """libvirt's ``VIR_DOMAIN_JOB_*`` types, as the poll sees them."""
@@ -46,6 +48,40 @@ class JobInfo:
     memory_dirty_rate: float = 0.0  # bytes/s
     downtime: float | None = None  # seconds the guest was paused at switchover
     error: str | None = None  # why a FAILED/CANCELLED job ended
+    postcopy: bool = False  # switched to post-copy: the guest runs on the destination
+    auto_converge_throttle: int = 0  # percent of the guest's CPU taken by auto-converge
+
+
+class DomainState(StrEnum):
+    """What a host's hypervisor says about one domain."""
+
+    RUNNING = "running"
+    PAUSED = "paused"  # suspended (by force-complete, a non-live migration, an operator)
+    SHUTOFF = "shutoff"  # defined but not running
+
+
+@dataclass(frozen=True, kw_only=True)
+class DomainFact:
+    """One domain of a scenario instance, as one host's hypervisor reports it."""
+
+    instance: str
+    host: str
+    state: DomainState
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorldFacts:
+    """Everything the invariants compare the records with, read from the driver at once.
+
+    ``unreachable`` hosts could not be asked (their libvirtd is down): their domains
+    and their capacity are unknown, and the invariants that need them are reported
+    as unverifiable rather than guessed.
+    """
+
+    domains: tuple[DomainFact, ...]  # every scenario domain on every reachable host
+    claims: dict[str, str]  # instance -> host holding an incoming reservation for it
+    unreachable: tuple[str, ...] = ()
+    overcommitted: tuple[str, ...] = ()  # hosts whose usage + claims exceed capacity
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -178,6 +214,29 @@ class Driver(Protocol):
 
     def abort_job(self, instance: str) -> None:
         """Cancel the running job (``abortJob``); the guest stays on its source."""
+
+    def start_postcopy(self, instance: str) -> None:
+        """Switch a job started with ``VIR_MIGRATE_POSTCOPY`` to post-copy
+        (``migrateStartPostCopy``): the guest runs on dest from now on, pulling the
+        pages it still lacks; the job then reports ``postcopy=True``."""
+
+    def suspend(self, instance: str) -> None:
+        """Pause the guest where it runs now (``virDomainSuspend``)."""
+
+    def resume(self, instance: str) -> None:
+        """Resume a paused guest where it runs now (``virDomainResume``); no-op if running."""
+
+    def attach_job(self, instance: str, source: str, dest: str) -> None:
+        """Adopt a migration job started by an earlier controller (after a restart):
+        :meth:`job_info` and :meth:`abort_job` then work on it as on one's own. A job
+        that already ended reads COMPLETED if the domain runs on dest and not on
+        source, FAILED if it runs on source only."""
+
+    def inject_fault(self, kind: FaultKind, host: str) -> None:
+        """Make a fault happen (the lab does it for real: kill, ip link, stop libvirtd)."""
+
+    def world(self) -> WorldFacts:
+        """The driver's truth for the invariants: domains, claims, unreachable hosts."""
 
     def post_live_migration(self, instance: str, source: str, dest: str) -> None:
         """After success: clean the source up and release its resources."""
