@@ -16,7 +16,12 @@ it is counted as *unverifiable*, never guessed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from livemig.core.model import MigrationStatus, VmState
+from livemig.core.state import InstanceRecord, MigrationRecord
+from livemig.drivers.base import DomainFact, DomainState, WorldFacts
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,3 +49,102 @@ class InvariantReport:
             "details": [str(v) for v in self.violations],
             "unverifiable_details": [str(v) for v in self.unverifiable],
         }
+
+
+def check(
+    instances: Iterable[InstanceRecord],
+    migrations: Iterable[MigrationRecord],
+    world: WorldFacts,
+) -> InvariantReport:
+    """Compare the records with the driver's ``world``; see the module docstring.
+
+    >>> import dataclasses
+    >>> rec = InstanceRecord(name="vm1", host="h1", ram=1, vcpus=1, disk=0, disk_allocated=0)
+    >>> world = WorldFacts(domains=(DomainFact(instance="vm1", host="h2",
+    ...                                        state=DomainState.RUNNING),), claims={})
+    >>> print(*check([rec], [], world).violations)
+    placement: vm1: recorded on h1 (active) but runs on h2
+    >>> lost = dataclasses.replace(rec, vm_state=VmState.ERROR)
+    >>> check([lost], [], WorldFacts(domains=(), claims={})).violations
+    ()
+    """
+    instances = list(instances)
+    records = {i.name: i for i in instances}
+    unreachable = set(world.unreachable)
+    where: dict[str, list[DomainFact]] = {}
+    for fact in world.domains:
+        where.setdefault(fact.instance, []).append(fact)
+    bad: list[Violation] = []
+    unknown: list[Violation] = []
+    checked: dict[str, int] = {}
+
+    def count(rule: str) -> None:
+        checked[rule] = checked.get(rule, 0) + 1
+
+    for inst in instances:
+        count("placement")
+        running = sorted(f.host for f in where.get(inst.name, ())
+                         if f.state is not DomainState.SHUTOFF)
+        state = f"{inst.host} ({inst.vm_state.value})"
+        if inst.task_state is not None:
+            bad.append(Violation(rule="placement", subject=inst.name,
+                                 detail=f"task_state {inst.task_state.value} left set"))
+        if inst.vm_state is VmState.ERROR:
+            if not inst.host:
+                bad.append(Violation(rule="placement", subject=inst.name,
+                                     detail="in ERROR with no host recorded"))
+            continue
+        if running == [inst.host]:
+            continue
+        if len(running) > 1:
+            bad.append(Violation(rule="placement", subject=inst.name,
+                                 detail=f"recorded on {state} but runs on {', '.join(running)}"))
+        elif running:
+            bad.append(Violation(rule="placement", subject=inst.name,
+                                 detail=f"recorded on {state} but runs on {running[0]}"))
+        elif inst.host in unreachable:
+            unknown.append(Violation(rule="placement", subject=inst.name,
+                                     detail=f"recorded on {state}, which cannot be asked"))
+        else:
+            bad.append(Violation(rule="placement", subject=inst.name,
+                                 detail=f"recorded on {state} but runs nowhere"))
+
+    for host in world.overcommitted:
+        count("capacity")
+        bad.append(Violation(rule="capacity", subject=host,
+                             detail="usage plus reservations exceed its capacity"))
+    checked.setdefault("capacity", 0)
+
+    for mig in migrations:
+        count("migration")
+        if not mig.status.finished:
+            bad.append(Violation(rule="migration", subject=f"migration {mig.id}",
+                                 detail=f"{mig.instance} left {mig.status.value}"))
+            continue
+        if mig.status is MigrationStatus.COMPLETED or mig.dest is None:
+            continue
+        count("leftover")
+        inst = records.get(mig.instance)
+        if inst is not None and inst.host == mig.dest:
+            continue  # the instance lives there now (a later migration, or a lost post-copy)
+        subject = f"migration {mig.id}"
+        if world.claims.get(mig.instance) == mig.dest:
+            bad.append(Violation(rule="leftover", subject=subject,
+                                 detail=f"{mig.status.value}, reservation for "
+                                 f"{mig.instance} still held on {mig.dest}"))
+        if any(f.host == mig.dest for f in where.get(mig.instance, ())):
+            bad.append(Violation(rule="leftover", subject=subject,
+                                 detail=f"{mig.status.value}, domain {mig.instance} "
+                                 f"still on {mig.dest}"))
+        elif mig.dest in unreachable:
+            unknown.append(Violation(rule="leftover", subject=subject,
+                                     detail=f"{mig.dest} cannot be asked"))
+
+    for fact in world.domains:
+        count("paused")
+        inst = records.get(fact.instance)
+        if fact.state is DomainState.PAUSED and (inst is None
+                                                 or inst.vm_state is not VmState.PAUSED):
+            bad.append(Violation(rule="paused", subject=fact.instance,
+                                 detail=f"left paused on {fact.host}"))
+    return InvariantReport(violations=tuple(bad), unverifiable=tuple(unknown), checked=checked)
