@@ -49,13 +49,43 @@ Schema (``*`` required, ``=`` default)::
                   max_downtime: 500ms, poll_interval: 500ms, max_concurrent_per_host: 1 (>= 1),
                   switchover_cost: 0s, completion_timeout: 800s (per GiB of data; 0 disables),
                   reserved_host_disk_mb: 0, reserved_host_memory_mb: 512 (integers, MiB as
-                  in Nova), service_down_time: 60s, report_interval: 10s (< service_down_time)}
-    events:                    in non-decreasing time order; exactly one action per event
+                  in Nova), service_down_time: 60s, report_interval: 10s (< service_down_time),
+                  # convergence (modern Nova's live_migration_* options):
+                  downtime_steps: 0 (0..MAX_DOWNTIME_STEPS; 0 = max_downtime from the start),
+                  downtime_delay: 75s (>= 0; per GiB of data, between two downtime steps),
+                  timeout_action: abort | force_complete (= abort; what completion_timeout does),
+                  permit_post_copy: false, permit_auto_converge: false,
+                  keepalive_interval: 5s (> 0), keepalive_count: 5 (>= 1; libvirt's keepalive
+                  between the two libvirtds)}
+    events:                    exactly one action per event; the events as written are in
+                               non-decreasing time order (at >= 0)
       - at: 2s
         live_migrate: {instance:* web-01, dest: node-b, block_migration: false,
                        disk_over_commit: false}
       - at: 10s
         drain: {host:* node-a, block_migration: false, disk_over_commit: false}
+      - at: 12s
+        abort: {instance:* web-02}            operator: abort its migration (queued or running)
+      - at: 12s
+        force_complete: {instance:* web-03}   operator: force its running migration to finish
+      - at: 15s
+        host_down: {host:* node-b, trigger: at | checks_passed (= at)}
+                               also host_up, link_down, link_up, service_down, service_up;
+                               checks_passed: fires at the first moment from `at` on when a
+                               migration to the host has passed its checks
+      - at: 20s
+        controller_restart: {down_for: 5s}   (= 0s; >= 0; the mapping may be empty: {})
+                               the livemig process dies; a new one starts down_for later
+      - at: 0s
+        random_faults:         a generator, expanded into host/link faults at load time
+          hosts:* node-*       a host name or a glob; the hosts that may fail
+          host_down: 3         (= 0; 0..MAX_GROUP_COUNT) host failures
+          link_down: 2         (= 0; 0..MAX_GROUP_COUNT) link failures
+          within:* 10min       (> 0) each failure at a uniform time in [at, at + within)
+          repair: 2min         (= 0; >= 0) host_up / link_up that long after each failure;
+                               0: never repaired
+          seed: 7              (int >= 0; = the scenario's seed + the number of
+                               random_faults events written before this one)
 
 Decisions:
 
@@ -78,14 +108,29 @@ Decisions:
 * Strings are YAML strings: ``name: yes`` is a boolean and an error (quote it). A
   ``hypervisor_version`` written ``6.2`` (a YAML float) is read as the text ``"6.2"``.
 * ``cpu_model`` must be one of ``CPU_MODELS`` so the simulator can order models.
+* A VM larger than every host (RAM, vCPUs; disk against the ``local`` hosts) is reported
+  as such; one merely larger than its own host names that host.
+* ``random_faults`` is expanded when the file is loaded, so ``Scenario.events`` only holds
+  concrete events and ``livemig run --seed`` does not change the faults (the generator's
+  ``seed`` does). Expansion, with ``random.Random(seed)``: the ``host_down`` failure
+  times are drawn first (uniform in ``[at, at + within)``), then, in time order, each
+  failure's host, uniformly among the matching hosts that are not down at that moment
+  (a failure with none left is skipped); then the same for ``link_down``, where a link
+  is down until its ``link_up``. Host and link failures are independent. Same file and
+  seed: the same events.
+* ``Scenario.events`` is sorted by time: the generated events are merged with the
+  written ones; at equal times file order wins (a generator's events stand where the
+  generator is written), and within one generator a repair comes before a failure.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import heapq
+import random
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from yaml.nodes import SequenceNode
@@ -93,8 +138,14 @@ from yaml.nodes import SequenceNode
 from .flags import MIGRATE_FLAGS
 from .model import (
     CPU_MODELS,
+    AbortEvent,
+    ControllerRestartEvent,
     DrainEvent,
     Event,
+    FaultEvent,
+    FaultKind,
+    FaultTrigger,
+    ForceCompleteEvent,
     Heuristic,
     HostSpec,
     LiveMigrateEvent,
@@ -104,6 +155,7 @@ from .model import (
     Scenario,
     SchedulerPolicy,
     Storage,
+    TimeoutAction,
     VmSpec,
 )
 from .scheduler import CPU_ALLOCATION_RATIO, FILTERS
@@ -130,6 +182,7 @@ from .yaml_nodes import (
 __all__ = [
     "CPU_MODELS",
     "KNOWN_FILTERS",
+    "MAX_DOWNTIME_STEPS",
     "MAX_GROUP_COUNT",
     "MIGRATE_FLAG_NAMES",
     "VCPU_OVERCOMMIT",
@@ -150,7 +203,8 @@ MIGRATE_FLAG_NAMES: tuple[str, ...] = tuple(
 KNOWN_FILTERS: tuple[str, ...] = tuple(FILTERS)  # the scheduler's filters, by name
 
 VCPU_OVERCOMMIT = int(CPU_ALLOCATION_RATIO)  # Nova's cpu_allocation_ratio default (16)
-MAX_GROUP_COUNT = 100_000
+MAX_GROUP_COUNT = 100_000  # also the most failures of one kind a random_faults may draw
+MAX_DOWNTIME_STEPS = 1_000  # the schedule is a list of steps + 1 pairs
 WORKING_SET_FRACTION = 0.25  # default working_set = used_memory * this
 
 _FLAG_PREFIX = "VIR_MIGRATE_"
@@ -194,14 +248,15 @@ def parse_scenario(
     policy = _policy(top.get("policy"))
     hosts = _hosts(top.require("hosts", "a list of hosts"), network)
     vms = _vms(top.require("vms", "a list of VMs"), hosts, policy.migration)
+    seed = top.value("seed", integer(0), 0)
     return Scenario(
         name=top.value("name", string("a scenario name"), default_name),
-        seed=top.value("seed", integer(0), 0),
+        seed=seed,
         hosts=tuple(spec for spec, _ in hosts.values()),
         vms=tuple(vms),
         network=network,
         policy=policy,
-        events=tuple(_events(top.get("events"), hosts, {vm.name for vm in vms})),
+        events=tuple(_events(top.get("events"), hosts, {vm.name for vm in vms}, seed)),
         source=source,
     )
 
@@ -357,6 +412,13 @@ _MIGRATION: dict[str, Reader] = {
     "reserved_host_memory_mb": integer(0),
     "service_down_time": duration(positive=True),
     "report_interval": duration(positive=True),
+    "downtime_steps": integer(0, MAX_DOWNTIME_STEPS),
+    "downtime_delay": duration(non_negative=True),
+    "timeout_action": choice([a.value for a in TimeoutAction], "timeout action", TimeoutAction),
+    "permit_post_copy": boolean,
+    "permit_auto_converge": boolean,
+    "keepalive_interval": duration(positive=True),
+    "keepalive_count": integer(1),
 }
 
 
@@ -497,6 +559,12 @@ def _vms(list_field: Field, hosts: _Hosts, migration: MigrationPolicy) -> list[V
     vms: dict[str, tuple[VmSpec, Field]] = {}
     dealt: dict[str, int] = {}  # glob -> how many VMs it has dealt so far
     load = {name: [0, 0, 0] for name in hosts}  # RAM, vCPUs, local disk placed so far
+    specs = [spec for spec, _ in hosts.values()]
+    largest = {  # what the largest host offers (disk: among hosts with local storage)
+        "ram": max(h.ram for h in specs),
+        "vcpus": max(h.vcpus for h in specs),
+        "disk": max((h.disk for h in specs if h.storage == Storage.LOCAL), default=0),
+    }
     for _, entry_field in list_field.items("a list of VMs"):
         entry = entry_field.mapping(
             ("name", "prefix", "count", "host", *_VM),
@@ -527,7 +595,7 @@ def _vms(list_field: Field, hosts: _Hosts, migration: MigrationPolicy) -> list[V
                 host = targets[dealt.get(pattern, 0) % len(targets)]
                 dealt[pattern] = dealt.get(pattern, 0) + 1
             vm = VmSpec(name=name, host=host, **values)
-            _place(vm, hosts[host][0], load[host], migration, entry)
+            _place(vm, hosts[host][0], load[host], migration, entry, largest)
             vms[name] = (vm, name_field)
     return [vm for vm, _ in vms.values()]
 
@@ -548,7 +616,8 @@ def _targets(f: Field, hosts: _Hosts) -> list[str]:
 
 
 def _place(
-    vm: VmSpec, host: HostSpec, load: list[int], mig: MigrationPolicy, entry: Mapping
+    vm: VmSpec, host: HostSpec, load: list[int], mig: MigrationPolicy, entry: Mapping,
+    largest: dict[str, int],
 ) -> None:
     """Check that ``vm`` fits on ``host`` next to the VMs already placed there (``load``)."""
     local_disk = vm.disk if host.storage == Storage.LOCAL else 0
@@ -556,6 +625,11 @@ def _place(
                             ("disk", local_disk, host.disk)):  # fmt: skip
         if need > have:
             fmt: Callable[[int], str] = str if key == "vcpus" else format_bytes
+            if need > largest[key]:
+                entry.require(key, "").fail(
+                    f"VM {show(vm.name)} needs {fmt(need)} but the largest host has "
+                    f"{fmt(largest[key])}; expected a VM no larger than the largest host ({key})"
+                )
             entry.require(key, "").fail(
                 f"VM {show(vm.name)} needs {fmt(need)} but its host {show(host.name)} has "
                 f"{fmt(have)}; expected a VM no larger than its host ({key})"
@@ -582,32 +656,134 @@ def _place(
 # -- events ----------------------------------------------------------------------------
 
 _MOVE = {"block_migration": boolean, "disk_over_commit": boolean}
+_TRIGGER = choice([t.value for t in FaultTrigger], "trigger", FaultTrigger)
 
 
-def _live_migrate(body: Mapping, at: float, hosts: _Hosts, vms: set[str]) -> Event:
-    instance = _known(vms, "VM")(body.require("instance", "the name of the VM to move"))
-    dest = body.value("dest", _known(hosts, "host", null=True), None)
-    return LiveMigrateEvent(at=at, instance=instance, dest=dest, **body.read(_MOVE))
+@dataclass(frozen=True, kw_only=True)
+class _Context:
+    """What event readers check names against, and the seed generators default to."""
+
+    hosts: _Hosts
+    vms: set[str]
+    seed: int
+    generators: int  # random_faults events read before this one
 
 
-def _drain(body: Mapping, at: float, hosts: _Hosts, vms: set[str]) -> Event:
-    host = _known(hosts, "host")(body.require("host", "the host to empty"))
-    return DrainEvent(at=at, host=host, **body.read(_MOVE))
+def _live_migrate(body: Mapping, at: float, ctx: _Context) -> list[Event]:
+    instance = _known(ctx.vms, "VM")(body.require("instance", "the name of the VM to move"))
+    dest = body.value("dest", _known(ctx.hosts, "host", null=True), None)
+    return [LiveMigrateEvent(at=at, instance=instance, dest=dest, **body.read(_MOVE))]
 
+
+def _drain(body: Mapping, at: float, ctx: _Context) -> list[Event]:
+    host = _known(ctx.hosts, "host")(body.require("host", "the host to empty"))
+    return [DrainEvent(at=at, host=host, **body.read(_MOVE))]
+
+
+def _operator(cls: type[AbortEvent | ForceCompleteEvent]) -> Callable[..., list[Event]]:
+    """A reader of ``abort`` / ``force_complete``: ``{instance: NAME}``."""
+
+    def read(body: Mapping, at: float, ctx: _Context) -> list[Event]:
+        f = body.require("instance", "the name of the VM whose migration to act on")
+        return [cls(at=at, instance=_known(ctx.vms, "VM")(f))]
+
+    return read
+
+
+def _fault(kind: FaultKind) -> Callable[..., list[Event]]:
+    """A reader of one fault: ``{host: NAME, trigger: at | checks_passed}``."""
+
+    def read(body: Mapping, at: float, ctx: _Context) -> list[Event]:
+        host = _known(ctx.hosts, "host")(body.require("host", f"the host of the {kind.value}"))
+        trigger = body.value("trigger", _TRIGGER, FaultTrigger.AT)
+        return [FaultEvent(at=at, kind=kind, host=host, trigger=trigger)]
+
+    return read
+
+
+def _controller_restart(body: Mapping, at: float, ctx: _Context) -> list[Event]:
+    down_for = body.value("down_for", duration(non_negative=True), 0.0)
+    return [ControllerRestartEvent(at=at, down_for=down_for)]
+
+
+def _random_faults(body: Mapping, at: float, ctx: _Context) -> list[Event]:
+    """Expand a ``random_faults`` generator (module docstring) into fault events."""
+    targets = _targets(body.require("hosts", "a host name or a glob such as node-*"), ctx.hosts)
+    count = integer(0, MAX_GROUP_COUNT)
+    host_down = body.value("host_down", count, 0)
+    link_down = body.value("link_down", count, 0)
+    within = duration(positive=True)(body.require("within", "the time window, e.g. 10min"))
+    repair = body.value("repair", duration(non_negative=True), 0.0)
+    seed = body.value("seed", integer(0), ctx.seed + ctx.generators)
+    rng = random.Random(seed)
+    generated: list[tuple[float, int, int, FaultEvent]] = []
+    for n, down, up in ((host_down, FaultKind.HOST_DOWN, FaultKind.HOST_UP),
+                        (link_down, FaultKind.LINK_DOWN, FaultKind.LINK_UP)):  # fmt: skip
+        for when, host in _draw_failures(rng, targets, n, at, within, repair):
+            generated.append((when, 1, len(generated), FaultEvent(at=when, kind=down, host=host)))
+            if repair > 0:
+                generated.append(
+                    (when + repair, 0, len(generated), FaultEvent(at=when + repair, kind=up,
+                                                                  host=host))
+                )
+    generated.sort(key=lambda item: item[:3])  # by time; a repair before a failure at a tie
+    return [event for *_, event in generated]
+
+
+def _draw_failures(
+    rng: random.Random, hosts: list[str], n: int, at: float, within: float, repair: float
+) -> list[tuple[float, str]]:
+    """``n`` failure times in ``[at, at + within)``, each with a host not down at that time.
+
+    A host is down from its failure until ``+ repair`` (forever when ``repair`` is 0). A
+    failure with no host left is skipped. Same ``rng`` state, same draws.
+
+    >>> _draw_failures(random.Random(1), ["a", "b"], 3, 0.0, 10.0, 0.0)
+    [(1.3436424411240122, 'b'), (7.6377461897661405, 'a')]
+    """
+    times = sorted(at + rng.random() * within for _ in range(n))
+    available = list(hosts)  # order changes by swap-removal, deterministically
+    down: list[tuple[float, int, str]] = []  # (back up at, order, host)
+    drawn: list[tuple[float, str]] = []
+    for when in times:
+        while down and down[0][0] <= when:
+            available.append(heapq.heappop(down)[2])
+        if not available:
+            continue
+        index = rng.randrange(len(available))
+        available[index], available[-1] = available[-1], available[index]
+        host = available.pop()
+        drawn.append((when, host))
+        if repair > 0:
+            heapq.heappush(down, (when + repair, len(drawn), host))
+    return drawn
+
+
+_FAULT_KEYS = ("host", "trigger")
+_FAULT_HINTS = {"instance": "(a fault names a host)", "at": "(the time goes beside the action)"}
+_OPERATOR_HINTS = {"host": "(it names the VM: 'instance')"}
 
 # action key -> (keys of its body, hints for wrong keys, reader). New kinds go here.
-_EVENT_KINDS: dict[str, tuple[tuple[str, ...], dict[str, str], Callable[..., Event]]] = {
+_EVENT_KINDS: dict[str, tuple[tuple[str, ...], dict[str, str], Callable[..., list[Event]]]] = {
     "live_migrate": (("instance", "dest", *_MOVE), {"host": "(the destination is called 'dest')"},
                      _live_migrate),
     "drain": (("host", *_MOVE), {"instance": "(drain moves every VM of 'host')"}, _drain),
+    "abort": (("instance",), _OPERATOR_HINTS, _operator(AbortEvent)),
+    "force_complete": (("instance",), _OPERATOR_HINTS, _operator(ForceCompleteEvent)),
+    **{kind.value: (_FAULT_KEYS, _FAULT_HINTS, _fault(kind)) for kind in FaultKind},
+    "controller_restart": (("down_for",), {}, _controller_restart),
+    "random_faults": (("hosts", "host_down", "link_down", "within", "repair", "seed"),
+                      {"host": "(the hosts that may fail are called 'hosts')"}, _random_faults),
 }  # fmt: skip
 
 
-def _events(f: Field | None, hosts: _Hosts, vms: set[str]) -> list[Event]:
-    events: list[Event] = []
+def _events(f: Field | None, hosts: _Hosts, vms: set[str], seed: int) -> list[Event]:
+    """The events as written (in non-decreasing time order), generators expanded, by time."""
+    timed: list[tuple[float, int, int, Event]] = []  # (at, file index, index within, event)
     previous: tuple[float, int] | None = None
     kinds = tuple(_EVENT_KINDS)
-    for _, entry_field in f.items("a list of events") if f is not None else ():
+    generators = 0
+    for index, entry_field in f.items("a list of events") if f is not None else ():
         entry = entry_field.mapping(
             ("at", *kinds), "an event: at: TIME and one action of " + ", ".join(kinds)
         )
@@ -623,5 +799,10 @@ def _events(f: Field | None, hosts: _Hosts, vms: set[str]) -> list[Event]:
             )
         previous = (at, at_field.line)
         allowed, hints, read = _EVENT_KINDS[kind]
-        events.append(read(entry.require(kind, "").mapping(allowed, hints=hints), at, hosts, vms))
-    return events
+        ctx = _Context(hosts=hosts, vms=vms, seed=seed, generators=generators)
+        body = entry.require(kind, "").mapping(allowed, hints=hints)
+        for within, event in enumerate(read(body, at, ctx)):
+            timed.append((event.at, index, within, event))
+        generators += kind == "random_faults"
+    timed.sort(key=lambda item: item[:3])
+    return [event for *_, event in timed]

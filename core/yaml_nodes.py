@@ -25,6 +25,7 @@ TAG = "tag:yaml.org,2002:"
 _SCALAR_TYPES = {TAG + "str", TAG + "int", TAG + "float", TAG + "bool", TAG + "null"}
 _CONSTRUCT = SafeConstructor()  # stateless use: only its scalar construct_yaml_* methods
 _SHOW_MAX = 40
+_QUANTITY_KINDS = {"parse_bytes": "size", "parse_rate": "rate", "parse_duration": "duration"}
 
 
 class ScenarioError(ValueError):
@@ -111,6 +112,8 @@ class Field:
         value = self.node.value
         if self.node.tag == TAG + "str":
             return show(value)
+        if not value:
+            return "an empty value"  # `key:` with nothing after it (null)
         return value if len(value) <= _SHOW_MAX else value[: _SHOW_MAX - 3] + "..."
 
     # -- scalars -----------------------------------------------------------------------
@@ -180,8 +183,12 @@ class Field:
         try:
             return parse(value, **sign)
         except UnitError as err:
-            expected = f"; expected {err.expected}" if err.expected else ""
-            self.fail(f"{self.describe()} {err.problem}{expected}")
+            expected = err.expected
+            if not expected:  # a sign error: say what is expected instead
+                kind = _QUANTITY_KINDS.get(getattr(parse, "__name__", ""), "quantity")
+                bound = " > 0" if sign.get("positive") else " >= 0" if sign else ""
+                expected = f"a {kind}{bound}"
+            self.fail(f"{self.describe()} {err.problem}; expected {expected}")
 
     # -- collections -------------------------------------------------------------------
 
@@ -236,7 +243,7 @@ def choice(choices: Iterable[str], what: str, convert: Callable[[str], Any] = st
     names = tuple(choices)
 
     def read(f: Field) -> Any:
-        value = f.text(what)
+        value = f.text(f"one of {', '.join(names)}")
         if value not in names:
             f.fail(
                 f"unknown {what} {show(value)}{did_you_mean(value, names)}; "

@@ -472,12 +472,14 @@ ERRORS = [
     ("vm-no-ram", BASE.replace(", ram: 2GiB", ""), 5, "vms[0]", ["missing key 'ram'"]),
     ("vm-duplicate", BASE + "  - {name: v, host: b, ram: 1GiB}\n", 6, "vms[1].name",
      ["duplicate VM name 'v'", "first defined at line 5"]),
-    ("vm-bigger-ram", BASE.replace("ram: 2GiB", "ram: 17GiB"), 5, "vms[0].ram",
-     ["VM 'v' needs 17 GiB but its host 'a' has 16 GiB", "expected a VM no larger"]),
-    ("vm-bigger-vcpus", BASE.replace("ram: 2GiB", "ram: 2GiB, vcpus: 5"), 5, "vms[0].vcpus",
-     ["needs 5 but its host 'a' has 4"]),
-    ("vm-bigger-disk", "hosts: [{name: a, ram: 8GiB, vcpus: 1, disk: 10GiB, storage: local}]\n"
-     "vms: [{name: v, host: a, ram: 1GiB, disk: 11GiB}]\n", 2, "vms[0].disk",
+    ("vm-bigger-ram", BASE.replace("ram: 2GiB", "ram: 17GiB").replace("b, ram: 16", "b, ram: 32"),
+     5, "vms[0].ram", ["VM 'v' needs 17 GiB but its host 'a' has 16 GiB",
+                       "expected a VM no larger than its host (ram)"]),
+    ("vm-bigger-vcpus", BASE.replace("ram: 2GiB", "ram: 2GiB, vcpus: 5").replace("vcpus: 4}\nvms",
+     "vcpus: 8}\nvms"), 5, "vms[0].vcpus", ["needs 5 but its host 'a' has 4"]),
+    ("vm-bigger-disk", "hosts: [{name: a, ram: 8GiB, vcpus: 1, disk: 10GiB, storage: local},\n"
+     "        {name: b, ram: 8GiB, vcpus: 1, disk: 20GiB, storage: local}]\n"
+     "vms: [{name: v, host: a, ram: 1GiB, disk: 11GiB}]\n", 3, "vms[0].disk",
      ["needs 11 GiB but its host 'a' has 10 GiB"]),
     ("vm-sum-ram", BASE + "  - {prefix: w, count: 4, host: a, ram: 4GiB}\n", 6, "vms[1].host",
      ["VM 'w4' does not fit on 'a'", "need 18 GiB of RAM", "offers 15.5 GiB",
@@ -584,8 +586,8 @@ ERRORS = [
      ["no action", "expected one of live_migrate, drain"]),
     ("event-two-actions", BASE + "events: [{at: 1s, drain: {host: a}, live_migrate: "
      "{instance: v}}]\n", 6, "events[0]", ["'live_migrate' and 'drain' cannot be used together"]),
-    ("event-unknown-kind", BASE + "events: [{at: 1s, host_down: {host: a}}]\n", 6, "events[0]",
-     ["unknown key 'host_down'", "expected one of at, live_migrate, drain"]),
+    ("event-unknown-kind", BASE + "events: [{at: 1s, reboot: {host: a}}]\n", 6, "events[0]",
+     ["unknown key 'reboot'", "expected one of at, live_migrate, drain, abort"]),
     ("event-typo-kind", BASE + "events: [{at: 1s, live_migration: {instance: v}}]\n", 6,
      "events[0]", ["did you mean 'live_migrate'"]),
     ("event-body-scalar", BASE + "events: [{at: 1s, drain: a}]\n", 6, "events[0].drain",
