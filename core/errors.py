@@ -105,6 +105,31 @@ class LiveMigrationFailed(NovaException):
     msg_fmt = "Live migration failed: %(reason)s"
 
 
+class InvalidMigrationState(Invalid):
+    """An operator action (abort, force-complete) on a migration in the wrong status."""
+
+    msg_fmt = (
+        "Migration %(migration_id)s state of instance %(instance_uuid)s is %(state)s. "
+        "Cannot %(method)s while the migration is in this state."
+    )
+
+
+class MigrationNotFoundForInstance(NovaException):
+    msg_fmt = "Migration for instance %(instance_id)s is not in progress."
+
+
+class MigrationAborted(NovaException):
+    """The migration was cancelled by an abort request before it started."""
+
+    msg_fmt = "Migration %(migration_id)s aborted by request while %(state)s."
+
+
+class ControllerRestarted(NovaException):
+    """The controller died while the migration was between steps; resolved on restart."""
+
+    msg_fmt = "The controller restarted while the migration was %(state)s: %(resolution)s"
+
+
 PRECHECK_FAILURES: tuple[type[NovaException], ...] = (
     ComputeServiceUnavailable,
     InvalidHypervisorType,

@@ -16,15 +16,25 @@ transfer really starts, and the destination's claim follows them at once):
    no destination: the scheduler loop with ``ignore_hosts``;
 4. ``pre_live_migration`` on the destination (status ``preparing``);
 5. start the job with the flag bitmask, URI and bandwidth (status ``running``);
-6. poll every ``poll_interval``; post-migration when the domain has left the
-   source, rollback when the job failed.
+6. poll every ``poll_interval`` (:mod:`livemig.core.monitor`): downtime steps,
+   operator actions, completion timeout; post-migration when the domain has
+   left the source, rollback when the job failed.
+
+Operator actions follow Nova's API: ``abort`` for a queued, preparing or
+running migration (not in post-copy), ``force_complete`` for a running one;
+anything else is refused with ``InvalidMigrationState``.
+
+A controller restart: :meth:`Orchestrator.stop` abandons every process on the
+spot (a dead process cleans nothing up), and a new orchestrator's
+:meth:`Orchestrator.recover` resolves every unfinished migration record by
+asking the driver: a job still running is watched again, one that ended is
+post-migrated or rolled back according to where the domain runs.
 """
 
 from __future__ import annotations
 
-import contextlib
 import random
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Any
 
 import simpy
@@ -34,22 +44,25 @@ from livemig.core.errors import PRECHECK_FAILURES as HAVANA_PRECHECK_FAILURES
 from livemig.core.errors import (
     BadRequest,
     ComputeServiceUnavailable,
+    ControllerRestarted,
     InstanceInvalidState,
     InstanceNotFound,
     InvalidCPUInfo,
-    LiveMigrationFailed,
+    InvalidMigrationState,
+    MigrationAborted,
+    MigrationNotFoundForInstance,
     MigrationPreCheckError,
-    NovaException,
     NoValidHost,
     UnexpectedTaskStateError,
 )
 from livemig.core.flags import parse_flags
 from livemig.core.model import MigrationStatus, Policy, TaskState, VmState
-from livemig.core.policy import completion_timeout, data_gb, timed_out
+from livemig.core.monitor import Job, Monitor
+from livemig.core.policy import data_gb, migration_flags
 from livemig.core.scheduler import find_destination, select_host
 from livemig.core.state import InstanceRecord, MigrationRecord, StateStore
 from livemig.core.units import MiB
-from livemig.drivers.base import Driver, HostFacts, JobInfo, JobType
+from livemig.drivers.base import Driver, HostFacts
 
 REQUEST_REJECTIONS = (BadRequest, InstanceNotFound, InstanceInvalidState, UnexpectedTaskStateError)
 """Refused before the instance is touched: the instance's records stay as they are."""
@@ -67,6 +80,23 @@ Havana's narrower list sent NoValidHost and the memory/disk shortfalls to ERROR.
 Process = Generator[simpy.Event, Any, None]
 
 
+class _Died:
+    """The interrupt cause of :meth:`Orchestrator.stop`: the controller process died."""
+
+
+class _Abort:
+    """The interrupt cause of an abort request for a queued migration."""
+
+
+DIED = _Died()
+ABORT = _Abort()
+
+ABORTABLE = (MigrationStatus.QUEUED, MigrationStatus.PREPARING, MigrationStatus.RUNNING)
+FORCEABLE = (MigrationStatus.RUNNING,)
+
+ChecksPassedHook = Callable[[str, str, str], None]  # (instance, source, dest)
+
+
 class Orchestrator:
     """Runs live migrations against one driver, recording them in a store."""
 
@@ -77,19 +107,23 @@ class Orchestrator:
         policy: Policy,
         rng: random.Random,
         on_finish: Callable[[MigrationRecord], None] | None = None,
+        disabled_hosts: Iterable[str] = (),
     ) -> None:
         self.env = driver.env
-        self.on_finish = on_finish
         self.driver = driver
         self.store = store
         self.policy = policy
         self.rng = rng
+        self.monitor = Monitor(driver, store, policy, on_finish)
         mig = policy.migration
-        self.live_flags = parse_flags(mig.live_migration_flag)
-        self.block_flags = parse_flags(mig.block_migration_flag)
+        self.live_flags = migration_flags(parse_flags(mig.live_migration_flag), mig)
+        self.block_flags = migration_flags(parse_flags(mig.block_migration_flag), mig)
         self.bandwidth_mib = bandwidth_mib(mig.bandwidth)
         self._slots: dict[str, simpy.Resource] = {}
-        self.disabled_hosts: set[str] = set()  # compute services disabled by an operator
+        self._jobs: dict[str, Job] = {}  # instance -> its migration under way
+        self.disabled_hosts: set[str] = set(disabled_hosts)  # disabled by an operator
+        self.checks_passed_hooks: list[ChecksPassedHook] = []
+        self.alive = True
 
     # -- API --------------------------------------------------------------
     def live_migrate(self, instance: str, body: Mapping[str, object]) -> simpy.Process:
@@ -105,6 +139,59 @@ class Orchestrator:
         body = {"host": None, "block_migration": block_migration,
                 "disk_over_commit": disk_over_commit}
         return [self.live_migrate(i.name, body) for i in self.store.instances_on(host)]
+
+    def abort(self, instance: str) -> None:
+        """``DELETE /servers/{id}/migrations/{id}``: abort a queued, preparing or running
+        migration. Raises ``MigrationNotFoundForInstance`` or ``InvalidMigrationState``."""
+        job, record = self._job_in(instance, ABORTABLE, "abort live migration")
+        if record.status is MigrationStatus.QUEUED:
+            assert job.process is not None
+            job.process.interrupt(ABORT)
+        else:
+            job.abort_requested = True
+
+    def force_complete(self, instance: str) -> None:
+        """``POST .../migrations/{id}/action {"force_complete": null}``: a running one only."""
+        job, _ = self._job_in(instance, FORCEABLE, "force complete")
+        job.force_requested = True
+
+    def _job_in(
+        self, instance: str, allowed: tuple[MigrationStatus, ...], method: str
+    ) -> tuple[Job, MigrationRecord]:
+        job = self._jobs.get(instance)
+        if job is None:
+            raise MigrationNotFoundForInstance(instance_id=instance)
+        record = self.store.migration(job.mig_id)
+        if record.status not in allowed:
+            raise InvalidMigrationState(migration_id=job.mig_id, instance_uuid=instance,
+                                        state=record.status.value, method=method)
+        return job, record
+
+    def host_failed(self, host: str) -> list[str]:
+        """After ``host`` went down: its instances that run nowhere now go to ERROR
+        (host kept). Instances being migrated are left to their migration's monitor.
+        Returns the names put in ERROR."""
+        lost = []
+        for inst in self.store.instances_on(host):
+            if inst.task_state is not None or inst.vm_state is VmState.ERROR:
+                continue
+            if self.driver.instance_host(inst.name) is None:
+                self.store.update_instance(inst.name, vm_state=VmState.ERROR)
+                lost.append(inst.name)
+        return lost
+
+    def stop(self) -> None:
+        """The controller dies: every process stops where it is, cleaning nothing up."""
+        self.alive = False
+        for job in list(self._jobs.values()):
+            if job.process is not None and job.process.is_alive:
+                job.process.interrupt(DIED)
+        self._jobs.clear()
+
+    def recover(self) -> list[simpy.Process]:
+        """A new controller resolves every unfinished migration record (see module doc)."""
+        return [self.env.process(self._recover(record))
+                for record in self.store.migrations() if not record.status.finished]
 
     # -- the flow -----------------------------------------------------------
     def _live_migrate(self, name: str, body: Mapping[str, object]) -> Process:
@@ -126,118 +213,119 @@ class Orchestrator:
                 name, task_state=TaskState.MIGRATING, expected_task_state=None
             )
         except REQUEST_REJECTIONS as exc:
-            self._finish(mig.id, MigrationStatus.ERROR, exc)
+            self.monitor.finish(mig.id, MigrationStatus.ERROR, exc)
             return
-        source, vm_state = inst.host, inst.vm_state
+        source = inst.host
         store.update_migration(mig.id, source=source)
-
+        job = Job(mig_id=mig.id, instance=name, source=source,
+                  block_migration=req.block_migration, vm_state=inst.vm_state,
+                  process=env.active_process)
+        self._jobs[name] = job
         slot = self._slot(source).request()
-        if not slot.triggered:
-            store.update_migration(mig.id, status=MigrationStatus.QUEUED)
-        yield slot
         try:
-            yield from self._migrate(mig.id, inst, req, vm_state)
+            if not slot.triggered:
+                store.update_migration(mig.id, status=MigrationStatus.QUEUED)
+            try:
+                yield slot
+            except simpy.Interrupt as stop:
+                if stop.cause is DIED:
+                    return
+                store.update_instance(name, task_state=None)
+                self.monitor.finish(mig.id, MigrationStatus.CANCELLED,
+                                    MigrationAborted(migration_id=mig.id, state="queued"))
+                return
+            yield from self._migrate(job, inst, req)
+        except simpy.Interrupt as stop:
+            if stop.cause is not DIED:
+                raise
         finally:
-            self._slot(source).release(slot)
+            self._release(source, slot)
+            if self._jobs.get(name) is job:
+                del self._jobs[name]
 
     def _migrate(
-        self, mig_id: int, inst: InstanceRecord, req: checks.LiveMigrateRequest, vm_state: VmState
+        self, job: Job, inst: InstanceRecord, req: checks.LiveMigrateRequest
     ) -> Process:
-        store, driver, env = self.store, self.driver, self.env
-        source = inst.host
+        store, driver, env, monitor = self.store, self.driver, self.env, self.monitor
+        mig_id, source = job.mig_id, job.source
         try:
             dest, rejected = self._choose_destination(inst, req)
         except PRECHECK_FAILURES as exc:
-            store.update_instance(inst.name, vm_state=vm_state, task_state=None)
-            self._finish(mig_id, MigrationStatus.ERROR, exc)
+            store.update_instance(inst.name, vm_state=job.vm_state, task_state=None)
+            monitor.finish(mig_id, MigrationStatus.ERROR, exc)
             return
         except Exception as exc:  # noqa: BLE001 - Nova: anything else is an ERROR
             store.update_instance(inst.name, vm_state=VmState.ERROR, task_state=None)
-            self._finish(mig_id, MigrationStatus.FAILED, exc)
+            monitor.finish(mig_id, MigrationStatus.FAILED, exc)
             return
+        job.dest = dest
         store.update_migration(
             mig_id, dest=dest, attempted_hosts=tuple(rejected), status=MigrationStatus.PREPARING
         )
+        for hook in list(self.checks_passed_hooks):
+            hook(inst.name, source, dest)
 
         store.notify(inst.name, "compute.instance.live_migration.pre.start")
         try:
             driver.pre_live_migration(inst.name, dest, req.block_migration)
         except Exception as exc:  # noqa: BLE001 - any failure here rolls back
-            self._rollback(mig_id, inst.name, source, dest, req, vm_state,
-                           MigrationStatus.ERROR, exc)
+            monitor.rollback(job, MigrationStatus.ERROR, exc)
             return
         store.notify(inst.name, "compute.instance.live_migration.pre.end")
 
-        flags = self.block_flags if req.block_migration else self.live_flags
+        job.flags = self.block_flags if req.block_migration else self.live_flags
+        disks = [inst.disk_allocated] if req.block_migration and not inst.volume_backed else []
+        job.data_gb = data_gb(inst.ram, disks)
         try:
             driver.start_migration(
-                inst.name, dest, uri=self.policy.migration.uri % dest, flags=flags,
+                inst.name, dest, uri=self.policy.migration.uri % dest, flags=job.flags,
                 bandwidth_mib=self.bandwidth_mib,
             )
         except Exception as exc:  # noqa: BLE001 - migrateToURI raised at once
-            self._rollback(mig_id, inst.name, source, dest, req, vm_state,
-                           MigrationStatus.FAILED, exc)
+            monitor.rollback(job, MigrationStatus.FAILED, exc)
             return
-        store.update_migration(mig_id, status=MigrationStatus.RUNNING, started_at=env.now)
+        store.update_migration(mig_id, status=MigrationStatus.RUNNING, started_at=env.now,
+                               flags=job.flags)
+        yield from monitor.watch(job)
 
-        poll = self.policy.migration.poll_interval
-        disks = [inst.disk_allocated] if req.block_migration and not inst.volume_backed else []
-        timeout = completion_timeout(
-            self.policy.migration.completion_timeout, data_gb(inst.ram, disks)
-        )
-        aborted = False
-        while True:
-            yield env.timeout(poll)
+    # -- recovery after a controller restart ----------------------------------
+    def _recover(self, record: MigrationRecord) -> Process:
+        store, driver, monitor = self.store, self.driver, self.monitor
+        name = record.instance
+        inst = store.instance(name)
+        vm_state = inst.vm_state if inst.vm_state is not VmState.ERROR else VmState.ACTIVE
+        job = Job(mig_id=record.id, instance=name, source=record.source or inst.host,
+                  dest=record.dest, block_migration=record.block_migration, vm_state=vm_state,
+                  flags=record.flags, process=self.env.active_process)
+        status = record.status
+        if status in (MigrationStatus.RUNNING, MigrationStatus.POSTCOPY) and job.dest:
+            disks = ([inst.disk_allocated]
+                     if record.block_migration and not inst.volume_backed else [])
+            job.data_gb = data_gb(inst.ram, disks)
+            self._jobs[name] = job
+            slot = self._slot(job.source).request()  # it holds a slot, granted or not
             try:
-                info = driver.job_info(inst.name)
-                if (
-                    not aborted
-                    and info.type is JobType.UNBOUNDED
-                    and timed_out(info.time_elapsed, timeout)
-                ):
-                    driver.abort_job(inst.name)  # live_migration_timeout_action = abort
-                    aborted = True
-                    continue
-                if info.type in (JobType.FAILED, JobType.CANCELLED):
-                    status = (MigrationStatus.CANCELLED if info.type is JobType.CANCELLED
-                              else MigrationStatus.FAILED)
-                    exc = LiveMigrationFailed(reason=info.error or info.type.value)
-                    self._rollback(mig_id, inst.name, source, dest, req, vm_state, status,
-                                   exc, info)
-                    return
-                done = info.type is JobType.COMPLETED or not driver.instance_running_on(
-                    inst.name, source
-                )
-            except Exception as exc:  # noqa: BLE001 - the driver failed while watching
-                self._monitoring_failed(mig_id, inst.name, source, dest, req, vm_state, exc)
-                return
-            if done:
-                self._post(mig_id, inst.name, source, dest)
-                return
-
-    def _monitoring_failed(
-        self,
-        mig_id: int,
-        name: str,
-        source: str,
-        dest: str,
-        req: checks.LiveMigrateRequest,
-        vm_state: VmState,
-        exc: BaseException,
-    ) -> None:
-        """Stop the job if possible, then record the instance where it really runs."""
-        with contextlib.suppress(Exception):
-            self.driver.abort_job(name)
-        try:
-            where = self.driver.instance_host(name)
-        except Exception:  # noqa: BLE001 - the driver cannot say: keep the source
-            where = None
-        if where == dest:
-            self.store.update_instance(name, host=dest, vm_state=VmState.ACTIVE, task_state=None)
-            self._finish(mig_id, MigrationStatus.ERROR, exc)
+                driver.attach_job(name, job.source, job.dest)
+                yield from monitor.watch(job)
+            except simpy.Interrupt as stop:
+                if stop.cause is not DIED:
+                    raise
+            except Exception as exc:  # noqa: BLE001 - could not even adopt the job
+                monitor.monitoring_failed(job, exc)
+            finally:
+                self._release(job.source, slot)
+                if self._jobs.get(name) is job:
+                    del self._jobs[name]
+            return
+        # Never started on the driver (accepted, queued), or stopped while preparing the
+        # destination: nothing is running; clean the destination and give the instance back.
+        exc = ControllerRestarted(state=status.value, resolution="nothing started; cleaned up")
+        if status is MigrationStatus.PREPARING and job.dest:
+            monitor.rollback(job, MigrationStatus.ERROR, exc)
         else:
-            self._rollback(mig_id, name, source, dest, req, vm_state, MigrationStatus.FAILED,
-                           exc)
+            if inst.task_state is not None:
+                store.update_instance(name, task_state=None)
+            monitor.finish(record.id, MigrationStatus.ERROR, exc)
 
     def _choose_destination(
         self, inst: InstanceRecord, req: checks.LiveMigrateRequest
@@ -295,69 +383,18 @@ class Orchestrator:
         except KeyError:
             return None
 
-    # -- endings ------------------------------------------------------------
-    def _post(self, mig_id: int, name: str, source: str, dest: str) -> None:
-        """The domain left the source: the instance is on dest, whatever cleanup says."""
-        store = self.store
-        store.notify(name, "compute.instance.live_migration._post.start")
-        failure: Exception | None = None
-        try:
-            self.driver.post_live_migration(name, source, dest)
-        except Exception as exc:  # noqa: BLE001 - recorded; the guest runs on dest anyway
-            failure = exc
-        final = self.driver.job_info(name)
-        store.update_instance(name, host=dest, vm_state=VmState.ACTIVE, task_state=None)
-        store.notify(name, "compute.instance.live_migration._post.end")
-        status = MigrationStatus.COMPLETED if failure is None else MigrationStatus.ERROR
-        self._finish(mig_id, status, failure, final)
-
-    def _rollback(
-        self,
-        mig_id: int,
-        name: str,
-        source: str,
-        dest: str,
-        req: checks.LiveMigrateRequest,
-        vm_state: VmState,
-        status: MigrationStatus,
-        exc: BaseException,
-        info: JobInfo | None = None,
-    ) -> None:
-        store = self.store
-        store.notify(name, "compute.instance.live_migration._rollback.start")
-        self.driver.rollback_live_migration(name, source, dest, req.block_migration)
-        store.update_instance(name, host=source, vm_state=vm_state, task_state=None)
-        store.notify(name, "compute.instance.live_migration._rollback.end")
-        self._finish(mig_id, status, exc, info)
-
-    def _finish(
-        self,
-        mig_id: int,
-        status: MigrationStatus,
-        exc: BaseException | None,
-        info: JobInfo | None = None,
-    ) -> None:
-        changes: dict[str, Any] = {"status": status, "finished_at": self.env.now}
-        if exc is not None:
-            changes["error"] = exc.name if isinstance(exc, NovaException) else type(exc).__name__
-            changes["error_message"] = str(exc)
-        if info is not None and info.type is not JobType.NONE:
-            changes.update(
-                total_time=info.time_elapsed,
-                downtime=info.downtime,
-                iterations=info.memory_iteration,
-                data_transferred=info.data_processed,
-            )
-        record = self.store.update_migration(mig_id, **changes)
-        if self.on_finish is not None:
-            self.on_finish(record)
-
     def _slot(self, host: str) -> simpy.Resource:
         slot = self._slots.get(host)
         if slot is None:
             slot = simpy.Resource(self.env, capacity=self.policy.migration.max_concurrent_per_host)
             self._slots[host] = slot
         return slot
+
+    def _release(self, host: str, slot: simpy.resources.resource.Request) -> None:
+        if slot.triggered:
+            self._slot(host).release(slot)
+        else:
+            slot.cancel()
 
 
 def bandwidth_mib(bandwidth: float) -> int:

@@ -2,7 +2,7 @@
 
 >>> data_gb(ram=4 * GiB, disks=[])
 4.0
->>> data_gb(ram=512 * MiB, disks=[1 * GiB])  # each part counts at least 2 GiB
+>>> data_gb(ram=512 * 2**20, disks=[1 * GiB])  # each part counts at least 2 GiB
 4.0
 >>> completion_timeout(800.0, data_gb(ram=4 * GiB, disks=[]))
 3200.0
@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from livemig.core.flags import AUTO_CONVERGE, POSTCOPY
 from livemig.core.model import MigrationPolicy
-from livemig.core.units import GiB, MiB
+from livemig.core.units import GiB
 
 MIN_PART_GB = 2.0
 
@@ -111,8 +111,8 @@ def throttle_after(rounds_not_converged: int) -> int:
 def throttled_dirty_rate(dirty_rate: float, throttle_percent: int) -> float:
     """A CPU-bound guest dirties memory in proportion to the CPU it is left with.
 
-    >>> throttled_dirty_rate(100 * MiB, 30) / MiB
-    70.0
+    >>> throttled_dirty_rate(100e6, 30)
+    70000000.0
     """
     return dirty_rate * (100 - throttle_percent) / 100.0
 
