@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from livemig.core import scenario as scenario_module
 from livemig.core.model import (
+    AbortEvent,
+    ControllerRestartEvent,
     DrainEvent,
+    FaultEvent,
+    FaultKind,
+    FaultTrigger,
+    ForceCompleteEvent,
     Heuristic,
     LiveMigrateEvent,
     MigrationPolicy,
@@ -21,6 +27,7 @@ from livemig.core.model import (
     Policy,
     SchedulerPolicy,
     Storage,
+    TimeoutAction,
 )
 from livemig.core.scenario import (
     MIGRATE_FLAG_NAMES,
@@ -345,6 +352,172 @@ def test_hypervisor_version_helper() -> None:
         parse_hypervisor_version(-1)
 
 
+# -- convergence policy and the issue-4 events ----------------------------------------
+
+
+def test_convergence_policy_fields() -> None:
+    migration = load(
+        BASE + textwrap.dedent("""\
+        policy:
+          migration:
+            downtime_steps: 10
+            downtime_delay: 75s
+            timeout_action: force_complete
+            permit_post_copy: true
+            permit_auto_converge: true
+            keepalive_interval: 2s
+            keepalive_count: 3
+        """)
+    ).policy.migration
+    assert (migration.downtime_steps, migration.downtime_delay) == (10, 75.0)
+    assert migration.timeout_action is TimeoutAction.FORCE_COMPLETE
+    assert (migration.permit_post_copy, migration.permit_auto_converge) == (True, True)
+    assert (migration.keepalive_interval, migration.keepalive_count) == (2.0, 3)
+    edges = load(BASE + "policy: {migration: {downtime_steps: 0, downtime_delay: 0, "
+                 "timeout_action: abort, keepalive_count: 1}}\n").policy.migration  # fmt: skip
+    assert (edges.downtime_steps, edges.downtime_delay, edges.keepalive_count) == (0, 0.0, 1)
+    assert edges.timeout_action is TimeoutAction.ABORT
+    defaults = load(BASE).policy.migration
+    assert (defaults.downtime_steps, defaults.timeout_action, defaults.permit_post_copy) == (
+        0, TimeoutAction.ABORT, False)  # fmt: skip
+
+
+def test_operator_fault_and_restart_events() -> None:
+    loaded = load(
+        BASE + textwrap.dedent("""\
+        events:
+          - {at: 0s, live_migrate: {instance: v, dest: b}}
+          - {at: 1s, abort: {instance: v}}
+          - {at: 1s, force_complete: {instance: v}}
+          - {at: 2s, host_down: {host: b, trigger: checks_passed}}
+          - {at: 2s, host_up: {host: b, trigger: at}}
+          - {at: 3s, link_down: {host: a}}
+          - {at: 3s, link_up: {host: a}}
+          - {at: 4s, service_down: {host: b, trigger: checks_passed}}
+          - {at: 4s, service_up: {host: b}}
+          - {at: 5s, controller_restart: {down_for: 5s}}
+          - {at: 6s, controller_restart: {}}
+        """)
+    )
+    assert loaded.events[1:] == (
+        AbortEvent(at=1.0, instance="v"),
+        ForceCompleteEvent(at=1.0, instance="v"),
+        FaultEvent(at=2.0, kind=FaultKind.HOST_DOWN, host="b", trigger=FaultTrigger.CHECKS_PASSED),
+        FaultEvent(at=2.0, kind=FaultKind.HOST_UP, host="b"),
+        FaultEvent(at=3.0, kind=FaultKind.LINK_DOWN, host="a", trigger=FaultTrigger.AT),
+        FaultEvent(at=3.0, kind=FaultKind.LINK_UP, host="a"),
+        FaultEvent(at=4.0, kind=FaultKind.SERVICE_DOWN, host="b",
+                   trigger=FaultTrigger.CHECKS_PASSED),  # fmt: skip
+        FaultEvent(at=4.0, kind=FaultKind.SERVICE_UP, host="b"),
+        ControllerRestartEvent(at=5.0, down_for=5.0),
+        ControllerRestartEvent(at=6.0, down_for=0.0),
+    )
+
+
+RACK = """\
+seed: 5
+hosts:
+  - {prefix: n, count: 6, ram: 16GiB, vcpus: 4}
+  - {name: spare, ram: 16GiB, vcpus: 4}
+vms:
+  - {name: v, host: n1, ram: 2GiB}
+"""
+
+
+def _generated(text: str) -> list[FaultEvent]:
+    return [e for e in load(text).events if isinstance(e, FaultEvent)]
+
+
+def test_random_faults_expand_deterministically_within_the_window() -> None:
+    text = RACK + ("events:\n  - {at: 10s, random_faults: {hosts: 'n*', host_down: 4, "
+                   "link_down: 3, within: 1min, repair: 30s}}\n")  # fmt: skip
+    events = _generated(text)
+    assert events == _generated(text)  # same file and seed: the same events
+    downs = [e for e in events if e.kind in (FaultKind.HOST_DOWN, FaultKind.LINK_DOWN)]
+    ups = {(e.kind, e.host, e.at) for e in events if e.kind in (FaultKind.HOST_UP,
+                                                                FaultKind.LINK_UP)}  # fmt: skip
+    assert sum(e.kind is FaultKind.HOST_DOWN for e in downs) == 4
+    assert sum(e.kind is FaultKind.LINK_DOWN for e in downs) == 3
+    assert len(events) == 14  # each failure repaired 30 s later
+    for e in downs:
+        assert 10.0 <= e.at < 70.0 and e.host.startswith("n") and e.trigger is FaultTrigger.AT
+        up = FaultKind.HOST_UP if e.kind is FaultKind.HOST_DOWN else FaultKind.LINK_UP
+        assert (up, e.host, e.at + 30.0) in ups
+    assert [e.at for e in events] == sorted(e.at for e in events)
+    other_seed = _generated(text.replace("repair: 30s", "repair: 30s, seed: 6"))
+    assert other_seed != events and len(other_seed) == 14
+    assert _generated(text.replace("seed: 5", "seed: 6")) == other_seed  # default: scenario's
+
+
+def test_random_faults_never_fail_a_host_that_is_down() -> None:
+    # never repaired: at most one failure per host, the rest skipped
+    events = _generated(RACK + "events: [{at: 0s, random_faults: {hosts: 'n[1-3]', "
+                        "host_down: 10, link_down: 2, within: 10s}}]\n")  # fmt: skip
+    hosts_down = [e.host for e in events if e.kind is FaultKind.HOST_DOWN]
+    assert sorted(hosts_down) == ["n1", "n2", "n3"]
+    assert sum(e.kind is FaultKind.LINK_DOWN for e in events) == 2
+    assert all(e.kind in (FaultKind.HOST_DOWN, FaultKind.LINK_DOWN) for e in events)
+    # repaired: a host fails again only after its host_up
+    events = _generated(RACK + "events: [{at: 0s, random_faults: {hosts: 'n[12]', "
+                        "host_down: 40, within: 100s, repair: 7s}}]\n")  # fmt: skip
+    for host in ("n1", "n2"):
+        kinds = [e.kind for e in events if e.host == host]
+        assert kinds == [FaultKind.HOST_DOWN, FaultKind.HOST_UP] * (len(kinds) // 2), host
+    assert 2 < sum(e.kind is FaultKind.HOST_DOWN for e in events) < 40  # some were skipped
+    one = _generated(RACK + "events: [{at: 1s, random_faults: {hosts: spare, host_down: 2, "
+                     "within: 1s}}]\n")  # fmt: skip
+    assert [(e.kind, e.host) for e in one] == [(FaultKind.HOST_DOWN, "spare")]
+    assert _generated(RACK + "events: [{at: 1s, random_faults: {hosts: '*', within: 1s}}]\n") == []
+
+
+def test_random_faults_merge_with_written_events_by_time() -> None:
+    loaded = load(
+        RACK + textwrap.dedent("""\
+        events:
+          - {at: 0s, live_migrate: {instance: v}}
+          - {at: 5s, random_faults: {hosts: 'n*', host_down: 3, within: 20s, repair: 4s}}
+          - {at: 5s, abort: {instance: v}}
+          - {at: 15s, controller_restart: {}}
+          - {at: 25s, random_faults: {hosts: spare, link_down: 1, within: 1ms}}
+          - {at: 25s, force_complete: {instance: v}}
+        """)
+    )
+    events = loaded.events
+    assert [e.at for e in events] == sorted(e.at for e in events)
+    assert isinstance(events[0], LiveMigrateEvent)
+    assert events[1] == AbortEvent(at=5.0, instance="v")  # failures come after 5 s
+    restart = events.index(ControllerRestartEvent(at=15.0))
+    assert all(e.at <= 15.0 for e in events[:restart]) and all(e.at >= 15.0 for e in
+                                                              events[restart:])  # fmt: skip
+    # at 25 s the generator comes first (file order), its failure just after 25 s
+    last = [e for e in events if e.at >= 25.0]
+    assert last[0] == ForceCompleteEvent(at=25.0, instance="v")
+    assert last[1].kind is FaultKind.LINK_DOWN and last[1].host == "spare" and last[1].at < 25.001
+    assert len(events) == 4 + 3 * 2 + 1  # 4 written actions; 3 failures + repairs; 1 failure
+    # a second generator without a seed draws differently from the first one
+    twice = _generated(RACK + "events:\n" + "  - {at: 0s, random_faults: {hosts: 'n*', "
+                       "host_down: 3, within: 10s}}\n" * 2)  # fmt: skip
+    first = sorted(e.at for e in twice)[:3]
+    assert len(twice) == 6 and sorted(e.at for e in twice) != sorted(first * 2)
+
+
+def test_events_at_equal_times_keep_file_order() -> None:
+    events = load(
+        RACK + textwrap.dedent("""\
+        events:
+          - {at: 1s, force_complete: {instance: v}}
+          - {at: 1s, random_faults: {hosts: n1, host_down: 1, within: 1us}}
+          - {at: 1s, host_up: {host: n2}}
+          - {at: 1s, abort: {instance: v}}
+          - {at: 1s, controller_restart: {}}
+        """)
+    ).events
+    assert [type(e) for e in events[:4]] == [ForceCompleteEvent, FaultEvent, AbortEvent,
+                                             ControllerRestartEvent]  # fmt: skip
+    assert events[1].kind is FaultKind.HOST_UP and events[1].host == "n2"
+    assert events[4].kind is FaultKind.HOST_DOWN and 1.0 < events[4].at < 1.000001
+
+
 # -- errors ----------------------------------------------------------------------------
 
 HOST_A = "  - {name: a, ram: 16GiB, vcpus: 4}\n"
@@ -619,6 +792,138 @@ ERRORS = [
 )
 def test_errors(text: str, line: int, path: str, fragments: list[str]) -> None:
     fails(text, line, path, *fragments)
+
+
+# The errors issue 4 lists, each with its exact one-line message (file:line: field: ...).
+EV = BASE + "events: [{at: 1s, "
+EXACT = [
+    ("unknown-flag", BASE + "policy: {migration: {live_migration_flag: 'VIR_MIGRATE_LIVE, "
+     "VIR_MIGRATE_POSTCOPI'}}\n",
+     "t.yaml:6: policy.migration.live_migration_flag: unknown migration flag "
+     "'VIR_MIGRATE_POSTCOPI' (did you mean 'VIR_MIGRATE_POSTCOPY'?); expected comma-separated "
+     "VIR_MIGRATE_<NAME>, NAME one of " + ", ".join(MIGRATE_FLAG_NAMES)),
+    ("unknown-host-vm", BASE.replace("host: a", "host: c"),
+     "t.yaml:5: vms[0].host: unknown host 'c'; expected a host defined under hosts"),
+    ("unknown-host-fault", EV + "host_down: {host: c}}]\n",
+     "t.yaml:6: events[0].host_down.host: unknown host 'c'; expected a host defined under hosts"),
+    ("unknown-host-random", EV + "random_faults: {hosts: c, host_down: 1, within: 1min}}]\n",
+     "t.yaml:6: events[0].random_faults.hosts: unknown host 'c'; "
+     "expected a host defined under hosts"),
+    ("random-glob-matches-nothing", EV + "random_faults: {hosts: 'x*', link_down: 1, "
+     "within: 1min}}]\n", "t.yaml:6: events[0].random_faults.hosts: the glob 'x*' matches no "
+     "host; expected a pattern matching host names"),
+    ("vm-larger-than-every-host", BASE.replace("ram: 2GiB", "ram: 20GiB"),
+     "t.yaml:5: vms[0].ram: VM 'v' needs 20 GiB but the largest host has 16 GiB; "
+     "expected a VM no larger than the largest host (ram)"),
+    ("vm-more-vcpus-than-every-host", BASE.replace("ram: 2GiB", "ram: 2GiB, vcpus: 5"),
+     "t.yaml:5: vms[0].vcpus: VM 'v' needs 5 but the largest host has 4; "
+     "expected a VM no larger than the largest host (vcpus)"),
+    ("vm-larger-than-its-host", BASE.replace("ram: 2GiB", "ram: 20GiB").replace("b, ram: 16GiB",
+     "b, ram: 32GiB"), "t.yaml:5: vms[0].ram: VM 'v' needs 20 GiB but its host 'a' has "
+     "16 GiB; expected a VM no larger than its host (ram)"),
+    ("duplicate-host", BASE.replace("name: b", "name: a"),
+     "t.yaml:3: hosts[1].name: duplicate host name 'a' (first defined at line 2); "
+     "expected unique names"),
+    ("duplicate-vm", BASE + "  - {name: v, host: b, ram: 1GiB}\n",
+     "t.yaml:6: vms[1].name: duplicate VM name 'v' (first defined at line 5); "
+     "expected unique names"),
+    ("zero-link", BASE + "network: {host_link: 0}\n",
+     "t.yaml:6: network.host_link: 0 must be > 0; expected a rate > 0"),
+    ("negative-uplink", BASE + "network: {uplink: -1Gbit/s}\n",
+     "t.yaml:6: network.uplink: '-1Gbit/s' must be > 0; expected a rate > 0"),
+    ("negative-dirty-rate", BASE.replace("ram: 2GiB", "ram: 2GiB, dirty_rate: -5MiB/s"),
+     "t.yaml:5: vms[0].dirty_rate: '-5MiB/s' must be >= 0; expected a rate >= 0"),
+    ("negative-bandwidth", BASE + "policy: {migration: {bandwidth: -1MiB/s}}\n",
+     "t.yaml:6: policy.migration.bandwidth: '-1MiB/s' must be >= 0; expected a rate >= 0"),
+    ("events-out-of-order", BASE + "events:\n  - {at: 2s, drain: {host: a}}\n"
+     "  - {at: 1s, abort: {instance: v}}\n",
+     "t.yaml:8: events[1].at: 1 s is before the previous event (2 s, line 7); "
+     "expected events in non-decreasing time order"),
+    ("event-in-the-past", EV.replace("1s", "-1s") + "abort: {instance: v}}]\n",
+     "t.yaml:6: events[0].at: '-1s' must be >= 0; expected a duration >= 0"),
+    ("unknown-action", EV + "reboot: {host: a}}]\n",
+     "t.yaml:6: events[0]: unknown key 'reboot'; expected one of at, live_migrate, drain, "
+     "abort, force_complete, host_down, host_up, link_down, link_up, service_down, service_up, "
+     "controller_restart, random_faults"),
+    ("abort-unknown-vm", EV + "abort: {instance: w}}]\n",
+     "t.yaml:6: events[0].abort.instance: unknown VM 'w'; expected a VM defined under vms"),
+    ("abort-host-key", EV + "abort: {host: a}}]\n",
+     "t.yaml:6: events[0].abort: unknown key 'host' (it names the VM: 'instance'); "
+     "expected one of instance"),
+    ("abort-no-instance", EV + "abort: {}}]\n",
+     "t.yaml:6: events[0].abort: missing key 'instance'; "
+     "expected the name of the VM whose migration to act on"),
+    ("force-complete-unknown-field", EV + "force_complete: {instance: v, postcopy: true}}]\n",
+     "t.yaml:6: events[0].force_complete: unknown key 'postcopy'; expected one of instance"),
+    ("fault-unknown-field", EV + "link_down: {host: a, for: 5s}}]\n",
+     "t.yaml:6: events[0].link_down: unknown key 'for'; expected one of host, trigger"),
+    ("fault-instance-key", EV + "service_down: {instance: v}}]\n",
+     "t.yaml:6: events[0].service_down: unknown key 'instance' (a fault names a host); "
+     "expected one of host, trigger"),
+    ("fault-no-host", EV + "service_up: {}}]\n",
+     "t.yaml:6: events[0].service_up: missing key 'host'; expected the host of the service_up"),
+    ("restart-unknown-field", EV + "controller_restart: {down: 5s}}]\n",
+     "t.yaml:6: events[0].controller_restart: unknown key 'down' (did you mean 'down_for'?); "
+     "expected one of down_for"),
+    ("restart-negative", EV + "controller_restart: {down_for: -5s}}]\n",
+     "t.yaml:6: events[0].controller_restart.down_for: '-5s' must be >= 0; "
+     "expected a duration >= 0"),
+    ("restart-empty-value", EV + "controller_restart: }]\n",
+     "t.yaml:6: events[0].controller_restart: an empty value is not valid here; "
+     "expected a mapping with keys down_for"),
+    ("random-unknown-field", EV + "random_faults: {hosts: '*', host_down: 1, within: 1min, "
+     "repiar: 1s}}]\n", "t.yaml:6: events[0].random_faults: unknown key 'repiar' (did you mean "
+     "'repair'?); expected one of hosts, host_down, link_down, within, repair, seed"),
+    ("random-host-key", EV + "random_faults: {host: '*', within: 1min}}]\n",
+     "t.yaml:6: events[0].random_faults: unknown key 'host' (the hosts that may fail are called "
+     "'hosts'); expected one of hosts, host_down, link_down, within, repair, seed"),
+    ("random-negative-count", EV + "random_faults: {hosts: '*', host_down: -1, within: 1min}}]\n",
+     "t.yaml:6: events[0].random_faults.host_down: -1 is out of range; "
+     "expected an integer >= 0 and <= 100000"),
+    ("random-zero-window", EV + "random_faults: {hosts: '*', link_down: 1, within: 0s}}]\n",
+     "t.yaml:6: events[0].random_faults.within: '0s' must be > 0; expected a duration > 0"),
+    ("random-no-window", EV + "random_faults: {hosts: '*', host_down: 1}}]\n",
+     "t.yaml:6: events[0].random_faults: missing key 'within'; expected the time window, "
+     "e.g. 10min"),
+    ("random-negative-repair", EV + "random_faults: {hosts: '*', within: 1s, repair: -1s}}]\n",
+     "t.yaml:6: events[0].random_faults.repair: '-1s' must be >= 0; expected a duration >= 0"),
+    ("random-negative-seed", EV + "random_faults: {hosts: '*', within: 1s, seed: -3}}]\n",
+     "t.yaml:6: events[0].random_faults.seed: -3 is out of range; expected an integer >= 0"),
+    ("bad-trigger", EV + "host_down: {host: a, trigger: checks-passed}}]\n",
+     "t.yaml:6: events[0].host_down.trigger: unknown trigger 'checks-passed' (did you mean "
+     "'checks_passed'?); expected one of at, checks_passed"),
+    ("trigger-not-a-string", EV + "host_down: {host: a, trigger: yes}}]\n",
+     "t.yaml:6: events[0].host_down.trigger: yes is not a string; expected one of at, "
+     "checks_passed (quote it: 'yes')"),
+    ("bad-timeout-action", BASE + "policy: {migration: {timeout_action: force-complete}}\n",
+     "t.yaml:6: policy.migration.timeout_action: unknown timeout action 'force-complete' (did "
+     "you mean 'force_complete'?); expected one of abort, force_complete"),
+    ("timeout-action-pause", BASE + "policy: {migration: {timeout_action: pause}}\n",
+     "t.yaml:6: policy.migration.timeout_action: unknown timeout action 'pause'; "
+     "expected one of abort, force_complete"),
+    ("downtime-steps-negative", BASE + "policy: {migration: {downtime_steps: -1}}\n",
+     "t.yaml:6: policy.migration.downtime_steps: -1 is out of range; "
+     "expected an integer >= 0 and <= 1000"),
+    ("downtime-steps-huge", BASE + "policy: {migration: {downtime_steps: 1000001}}\n",
+     "t.yaml:6: policy.migration.downtime_steps: 1000001 is out of range; "
+     "expected an integer >= 0 and <= 1000"),
+    ("downtime-delay-negative", BASE + "policy: {migration: {downtime_delay: -1s}}\n",
+     "t.yaml:6: policy.migration.downtime_delay: '-1s' must be >= 0; expected a duration >= 0"),
+    ("post-copy-int", BASE + "policy: {migration: {permit_post_copy: 1}}\n",
+     "t.yaml:6: policy.migration.permit_post_copy: 1 is not valid here; expected true or false"),
+    ("auto-converge-string", BASE + "policy: {migration: {permit_auto_converge: 'yes'}}\n",
+     "t.yaml:6: policy.migration.permit_auto_converge: 'yes' is not valid here; "
+     "expected true or false"),
+    ("keepalive-interval-zero", BASE + "policy: {migration: {keepalive_interval: 0s}}\n",
+     "t.yaml:6: policy.migration.keepalive_interval: '0s' must be > 0; expected a duration > 0"),
+    ("keepalive-count-zero", BASE + "policy: {migration: {keepalive_count: 0}}\n",
+     "t.yaml:6: policy.migration.keepalive_count: 0 is out of range; expected an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), [c[1:] for c in EXACT], ids=[c[0] for c in EXACT])
+def test_exact_messages(text: str, message: str) -> None:
+    assert str(error(text)) == message
 
 
 def test_accepted_edge_values() -> None:
