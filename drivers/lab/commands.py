@@ -28,6 +28,7 @@ def _up(args: argparse.Namespace) -> int:
         shaping_mbit=args.shape_mbit,
         base_dir=args.base_dir,
         subnet=args.subnet,
+        tls=args.tls,
     )
     print(path)
     print(f"lab {args.name} up in {time.monotonic() - t0:.1f} s", file=sys.stderr)
@@ -87,6 +88,9 @@ def configure_lab_parser(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--storage", choices=STORAGE_MODES, default="shared")
     up.add_argument("--shape-mbit", type=float, default=None, help="cap each host's link")
     up.add_argument("--subnet", default=None, help="a /24 in 198.18.0.0/15")
+    up.add_argument(
+        "--tls", action="store_true", help="libvirtd over TLS only, certificates made for the lab"
+    )
     up.set_defaults(func=_guard(_up))
 
     status = actions.add_parser("status", help="what exists; exit 0 when the lab is up")

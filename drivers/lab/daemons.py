@@ -11,6 +11,7 @@ import shutil
 import time
 from pathlib import Path
 
+from livemig.drivers.lab import pki
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.layout import INSTANCES_PATH, HostLayout
 from livemig.drivers.lab.netns import host_run
@@ -20,14 +21,36 @@ POOL_NAME = "instances"
 
 
 def libvirtd_conf(host: HostLayout) -> str:
-    """libvirtd.conf: plain TCP without auth on the host's lab address only (lab use!)."""
+    """libvirtd.conf. Plain TCP without auth (lab use only!), or in a TLS lab x509 over TLS
+    with TCP off; either way listening on the host's own lab address only, which is
+    reachable from the lab's bridge and nowhere else.
+
+    >>> from livemig.drivers.lab.layout import lab_layout
+    >>> conf = libvirtd_conf(lab_layout("t", 1).hosts[0])
+    >>> "listen_tcp = 1" in conf and 'auth_tcp = "none"' in conf and "listen_tls = 0" in conf
+    True
+    >>> conf = libvirtd_conf(lab_layout("t", 1, tls=True).hosts[0])
+    >>> "listen_tcp = 0" in conf and "listen_tls = 1" in conf and "auth_tcp" not in conf
+    True
+    """
+    if host.tls:
+        transport = [
+            "listen_tls = 1",
+            "listen_tcp = 0",
+            "# the client certificate, checked against the lab's own CA, is the authentication",
+            'auth_tls = "none"',
+            f'key_file = "{pki.LIBVIRT_SERVER_KEY}"',
+            f'cert_file = "{pki.LIBVIRT_SERVER_CERT}"',
+            f'ca_file = "{pki.LIBVIRT_CA}"',
+            "tls_no_verify_certificate = 0",
+        ]
+    else:
+        transport = ["listen_tls = 0", "listen_tcp = 1", 'auth_tcp = "none"']
     return "\n".join(
         [
             "# livemig lab host " + host.name,
-            "listen_tls = 0",
-            "listen_tcp = 1",
+            *transport,
             f'listen_addr = "{host.address}"',
-            'auth_tcp = "none"',
             'auth_unix_rw = "none"',
             'auth_unix_ro = "none"',
             f'host_uuid = "{host.host_uuid}"',
@@ -38,7 +61,24 @@ def libvirtd_conf(host: HostLayout) -> str:
 
 
 def qemu_conf(host: HostLayout) -> str:
-    """qemu.conf: QEMU as root with no confinement, migration on the host's lab address."""
+    """qemu.conf: QEMU as root with no confinement, migration on the host's lab address;
+    in a TLS lab, migration TLS with the host's certificates (client ones verified).
+
+    >>> from livemig.drivers.lab.layout import lab_layout
+    >>> conf = qemu_conf(lab_layout("t", 1, tls=True).hosts[0])
+    >>> 'migrate_tls_x509_cert_dir = "/etc/pki/qemu"' in conf
+    True
+    """
+    tls = (
+        [
+            f'default_tls_x509_cert_dir = "{pki.QEMU_TLS_DIR}"',
+            "default_tls_x509_verify = 1",
+            f'migrate_tls_x509_cert_dir = "{pki.QEMU_TLS_DIR}"',
+            "migrate_tls_x509_verify = 1",
+        ]
+        if host.tls
+        else []
+    )
     return "\n".join(
         [
             "# livemig lab host " + host.name,
@@ -51,6 +91,7 @@ def qemu_conf(host: HostLayout) -> str:
             "namespaces = [ ]",
             f'migration_host = "{host.address}"',
             f'migration_address = "{host.address}"',
+            *tls,
             "",
         ]
     )
@@ -116,16 +157,54 @@ def wait_answers(host: HostLayout, daemon: Tracked, timeout: float = 60.0) -> No
 
 
 def define_pool(host: HostLayout) -> None:
-    """A persistent, active ``dir`` pool named :data:`POOL_NAME` on the instances path."""
+    """A persistent, autostarted, active ``dir`` pool :data:`POOL_NAME` on the instances path."""
     virsh(host.uri, "pool-define-as", POOL_NAME, "dir", "--target", str(INSTANCES_PATH))
+    virsh(host.uri, "pool-autostart", POOL_NAME)
     virsh(host.uri, "pool-start", POOL_NAME)
 
 
-def destroy_domains(host: HostLayout, timeout: float = 20.0) -> list[str]:
-    """Destroy every running domain of the host's libvirtd; return their names."""
-    names = [n for n in virsh(host.uri, "list", "--name", timeout=timeout).split() if n]
+def pool_active(holder: int) -> bool:
+    """Whether the host's :data:`POOL_NAME` pool is active (asked on the host itself)."""
+    try:
+        info = local_virsh(holder, "pool-info", POOL_NAME, timeout=10)
+    except LabError:
+        return False
+    return any(line.split() == ["State:", "running"] for line in info.splitlines())
+
+
+def ensure_pool(host: HostLayout, holder: int, timeout: float = 30.0) -> None:
+    """Wait for the pool to be active after a (re)start; start it if autostart did not."""
+    deadline = time.monotonic() + timeout
+    while not pool_active(holder):
+        host_run(holder, ["virsh", "-q", "-c", "qemu:///system", "pool-start", POOL_NAME],
+                 check=False, timeout=10)  # fmt: skip
+        if time.monotonic() > deadline:
+            raise LabError(f"storage pool {POOL_NAME!r} of {host.name} does not become active")
+        time.sleep(0.2)
+
+
+def answers_locally(holder: int) -> bool:
+    """Whether the host's libvirtd answers on its unix socket."""
+    try:
+        return bool(local_virsh(holder, "uri", timeout=10).strip())
+    except LabError:
+        return False
+
+
+def local_virsh(holder: int, *args: str, timeout: float = 20.0) -> str:
+    """``virsh`` on the host itself, through libvirtd's unix socket (no network, no TLS)."""
+    cmd = ["virsh", "-q", "-c", "qemu:///system", *args]
+    return host_run(holder, cmd, timeout=timeout).stdout
+
+
+def destroy_domains(holder: int, timeout: float = 20.0) -> list[str]:
+    """Destroy every running domain of the host's libvirtd; return their names.
+
+    Works through the host's unix socket, so a host whose link is down is no slower."""
+    names = [n for n in local_virsh(holder, "list", "--name", timeout=timeout).split() if n]
     for n in names:
-        virsh(host.uri, "destroy", n, check=False, timeout=timeout)
+        host_run(holder, ["virsh", "-q", "-c", "qemu:///system", "destroy", n],
+                 check=False, timeout=timeout)  # fmt: skip
     return names
 
 

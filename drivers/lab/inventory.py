@@ -20,6 +20,12 @@ Example (``/var/tmp/livemig-lab/livemig/inventory.yaml``)::
       instances_dir: /var/tmp/livemig-lab/livemig/instances
       shaping_mbit: null
       pids: {holder: 1234, virtlogd: 1240, libvirtd: 1243}
+    tls: false
+
+In a TLS lab (``tls: true``) each ``uri`` is
+``qemu+tls://ADDRESS/system?pkipath=<lab_dir>/pki/client``: the root namespace's client
+certificate and the lab's CA (keys are in files, never in the inventory). ``pids`` follow
+the daemons through faults (a host that is down lists only its ``holder``).
 
 ``instances_path`` is where every host sees its instances directory; ``instances_dir`` is
 the same directory seen from the root namespace (one directory for all hosts in ``shared``
@@ -65,6 +71,9 @@ class Inventory:
     bridge: dict[str, str]
     image: dict[str, str] | None
     hosts: list[HostEntry]
+    #: libvirtd is reached over TLS (``qemu+tls``) with the client certificates in the
+    #: host uri's ``pkipath``; migrations can use ``VIR_MIGRATE_TLS``.
+    tls: bool = False
 
     def host(self, name: str) -> HostEntry:
         for h in self.hosts:

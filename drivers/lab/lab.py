@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from livemig.drivers.lab import daemons, machine, netns
+from livemig.drivers.lab import daemons, machine, netns, pki, records
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.image import DEFAULT_CACHE_DIR, build_image
 from livemig.drivers.lab.inventory import HostEntry, Inventory, write_inventory
@@ -43,21 +43,6 @@ def _require_root() -> None:
         raise LabError("the lab needs root (namespaces, bridge, libvirtd)")
 
 
-def _load_pids(host: HostLayout) -> dict[str, Tracked]:
-    try:
-        data = json.loads(host.pids_file.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return {k: Tracked.from_json(v) for k, v in data.items()}
-
-
-def _save_pid(host: HostLayout, role: str, proc: Tracked) -> None:
-    pids = {k: v.to_json() for k, v in _load_pids(host).items()}
-    pids[role] = proc.to_json()
-    host.pids_file.parent.mkdir(parents=True, exist_ok=True)
-    host.pids_file.write_text(json.dumps(pids) + "\n")
-
-
 def _shaping_for(shaping_mbit: Shaping, host: HostLayout) -> float | None:
     if shaping_mbit is None:
         return None
@@ -74,21 +59,24 @@ def lab_up(
     shaping_mbit: Shaping = None,
     base_dir: Path | str = DEFAULT_BASE_DIR,
     subnet: str | None = None,
+    tls: bool = False,
 ) -> Path:
     """Bring lab ``name`` up with ``hosts`` hosts and return the inventory path.
 
     ``storage``: ``shared`` (one instances directory for all hosts) or ``local`` (one per
     host, at the same path). ``shaping_mbit``: cap every host's link (a number) or some
     hosts' links (``{"lab2": 100}``) in Mbit/s. ``subnet``: a /24 in 198.18.0.0/15 (default
-    derived from the name). Leftovers of an earlier run of the same lab are removed first.
+    derived from the name). ``tls``: libvirtd listens on TLS only (certificates made for
+    the lab, see :mod:`livemig.drivers.lab.pki`) and QEMU migration TLS is set up.
+    Leftovers of an earlier run of the same lab are removed first.
     """
     _require_root()
     if storage not in STORAGE_MODES:
         raise LabError(f"storage(={storage!r}) must be one of {', '.join(STORAGE_MODES)}")
-    lab = lab_layout(name, hosts, base_dir, subnet)
+    lab = lab_layout(name, hosts, base_dir, subnet, tls=tls)
     lab_down(name, base_dir)  # whatever an earlier (maybe killed) run left
     image = build_image()
-    machine.prepare(lab.base_dir)
+    machine.prepare(lab.base_dir, tls=tls)
     try:
         return _up(lab, storage, shaping_mbit, image.kernel, image.initrd)
     except BaseException as exc:
@@ -101,10 +89,11 @@ def lab_up(
 
 def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initrd: Path) -> Path:
     lab.lab_dir.mkdir(parents=True)
-    (lab.lab_dir / "lab.json").write_text(
-        json.dumps({"hosts": len(lab.hosts), "subnet": str(lab.network), "storage": storage})
-    )
+    meta = {"hosts": len(lab.hosts), "subnet": str(lab.network), "storage": storage}
+    (lab.lab_dir / "lab.json").write_text(json.dumps({**meta, "tls": lab.tls}))
     lab.console_dir.mkdir()
+    if lab.tls:
+        pki.make_lab_pki(lab)
     netns.check_subnet_free(lab)
     for host in lab.hosts:
         netns.write_hosts_file(lab, host)
@@ -120,13 +109,13 @@ def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initr
     for host in lab.hosts:
         holder = netns.start_holder(host)
         holders[host.name] = holder
-        _save_pid(host, "holder", holder)
+        records.save_pid(host, "holder", holder)
         netns.setup_host_mounts(lab, host, holder.pid, lab.instances_dir(host, storage))
         daemons.write_configs(host)
         daemons.seed_qemu_caps(host, QEMU_CAPS_SEED)
-        _save_pid(host, "virtlogd", daemons.start_virtlogd(host, holder.pid))
+        records.save_pid(host, "virtlogd", daemons.start_virtlogd(host, holder.pid))
         libvirtds[host.name] = daemons.start_libvirtd(host, holder.pid)
-        _save_pid(host, "libvirtd", libvirtds[host.name])
+        records.save_pid(host, "libvirtd", libvirtds[host.name])
 
     for host in lab.hosts:
         daemons.wait_answers(host, libvirtds[host.name])
@@ -134,7 +123,7 @@ def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initr
     entries = []
     for host in lab.hosts:
         daemons.define_pool(host)
-        pids = {k: v.pid for k, v in _load_pids(host).items()}
+        pids = {k: v.pid for k, v in records.load_pids(host).items()}
         entries.append(
             HostEntry(
                 name=host.name,
@@ -158,6 +147,7 @@ def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initr
         bridge={"name": lab.bridge, "address": lab.bridge_address},
         image={"kernel": str(kernel), "initrd": str(initrd)},
         hosts=entries,
+        tls=lab.tls,
     )
     return write_inventory(inv, lab.inventory_path)
 
@@ -177,14 +167,15 @@ def _discover(name: str, base_dir: Path | str) -> LabLayout:
             m = rx.fullmatch(n)
             if m:
                 indices.add(int(m.group(1)))
-    subnet = None
+    subnet, tls = None, False
     try:
         meta = json.loads((bare.lab_dir / "lab.json").read_text())
         subnet = meta.get("subnet")
+        tls = bool(meta.get("tls", False))
         indices.add(int(meta.get("hosts", 1)))
     except (FileNotFoundError, json.JSONDecodeError, ValueError):
         pass
-    return lab_layout(name, max(indices), base_dir, subnet)
+    return lab_layout(name, max(indices), base_dir, subnet, tls=tls)
 
 
 def _listdir(path: Path) -> list[str]:
@@ -196,7 +187,7 @@ def _listdir(path: Path) -> list[str]:
 
 def _lab_processes(host: HostLayout) -> set[Tracked]:
     """Every process of a host: tracked pids still alive, plus anything in its namespaces."""
-    procs = {p for p in _load_pids(host).values() if p.alive()}
+    procs = {p for p in records.load_pids(host).values() if p.alive()}
     net_ids = [i for i in [netns.netns_id(host.netns)] if i]
     mnt_ids = [i for p in procs if (i := ns_id(f"/proc/{p.pid}/ns/mnt")) is not None]
     mnt_ids = [i for i in mnt_ids if i != ns_id("/proc/self/ns/mnt")]
@@ -213,10 +204,11 @@ def lab_down(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR) -
     _require_root()
     lab = _discover(name, base_dir)
     for host in lab.hosts:
-        libvirtd = _load_pids(host).get("libvirtd")
-        if libvirtd is not None and libvirtd.alive():
+        pids = records.load_pids(host)
+        libvirtd, holder = pids.get("libvirtd"), pids.get("holder")
+        if libvirtd is not None and libvirtd.alive() and holder is not None and holder.alive():
             with contextlib.suppress(LabError):  # the daemon is killed below anyway
-                daemons.destroy_domains(host)
+                daemons.destroy_domains(holder.pid)
     procs: set[Tracked] = set()
     for host in lab.hosts:
         procs |= _lab_processes(host)
@@ -234,15 +226,43 @@ def lab_down(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR) -
     machine.undo_if_last(lab.base_dir, name)
 
 
+def host_state(answers: bool, link: str | None, alive: Mapping[str, bool]) -> str:
+    """One word for a host in ``lab status``.
+
+    >>> host_state(True, "up", {"holder": True, "virtlogd": True, "libvirtd": True})
+    'up'
+    >>> host_state(False, "down", {"holder": True})
+    'host_down'
+    >>> host_state(False, "up", {"holder": True, "virtlogd": True, "libvirtd": False})
+    'service_down'
+    >>> host_state(False, "down", {"holder": True, "virtlogd": True, "libvirtd": True})
+    'link_down'
+    """
+    if answers:
+        return "up"
+    if not alive.get("holder") or link is None:
+        return "missing"  # no namespace holder or no veth: the lab is broken here
+    if not alive.get("libvirtd"):
+        return "host_down" if not alive.get("virtlogd") else "service_down"
+    return "link_down" if link == "down" else "not_answering"
+
+
 def lab_status(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR) -> dict[str, Any]:
-    """What of lab ``name`` exists and whether each host's libvirtd answers."""
+    """What of lab ``name`` exists and whether each host's libvirtd answers.
+
+    The lab's ``state`` is ``up`` (every libvirtd answers), ``degraded`` (the lab is whole
+    but some host is down, its service stopped or its link cut: a fault), ``partial``
+    (something of it is missing or broken) or ``down`` (nothing of it exists). Each host
+    has a ``state`` of its own (:func:`host_state`).
+    """
     lab = _discover(name, base_dir)
     existing_ns = set(netns.netns_list())
     hosts = []
     for host in lab.hosts:
-        pids = _load_pids(host)
+        pids = records.load_pids(host)
         alive = {role: p.alive() for role, p in pids.items()}
-        answering = bool(alive.get("libvirtd")) and daemons.answers(host.uri)
+        link = netns.link_state(host) if host.netns in existing_ns else None
+        answering = bool(alive.get("libvirtd")) and link == "up" and daemons.answers(host.uri)
         domains: list[str] = []
         if answering:
             out = daemons.virsh(host.uri, "list", "--all", "--name", check=False)
@@ -252,8 +272,10 @@ def lab_status(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR)
                 "name": host.name,
                 "address": host.address,
                 "uri": host.uri,
+                "state": host_state(answering, link, alive),
                 "netns": host.netns if host.netns in existing_ns else None,
                 "veth": netns.link_exists(host.veth),
+                "link": link,
                 "processes": {r: {"pid": p.pid, "alive": alive[r]} for r, p in pids.items()},
                 "answers": answering,
                 "domains": domains,
@@ -264,10 +286,17 @@ def lab_status(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR)
         or netns.link_exists(lab.bridge)
         or any(h["netns"] or h["veth"] for h in hosts)
     )
-    up = lab.inventory_path.exists() and all(h["answers"] for h in hosts)
+    whole = lab.inventory_path.exists() and netns.link_exists(lab.bridge)
+    if whole and all(h["answers"] for h in hosts):
+        state = "up"
+    elif whole and all(h["state"] != "missing" for h in hosts):
+        state = "degraded"
+    else:
+        state = "partial" if any_left else "down"
     return {
         "lab": name,
-        "state": "up" if up else ("partial" if any_left else "down"),
+        "state": state,
+        "tls": lab.tls,
         "lab_dir": str(lab.lab_dir) if lab.lab_dir.exists() else None,
         "inventory": str(lab.inventory_path) if lab.inventory_path.exists() else None,
         "bridge": lab.bridge if netns.link_exists(lab.bridge) else None,

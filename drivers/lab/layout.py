@@ -10,6 +10,8 @@ leftovers of a killed run without any state file.
 ('lab2', 'livemig-lab2', '198.18.0.12', 'livemig-h2')
 >>> lab.hosts[0].uri
 'qemu+tcp://198.18.0.11/system'
+>>> lab_layout("livemig", hosts=1, tls=True).hosts[0].uri
+'qemu+tls://198.18.0.11/system?pkipath=/var/tmp/livemig-lab/livemig/pki/client'
 >>> lab_layout("Bad name!", hosts=2)
 Traceback (most recent call last):
 ...
@@ -39,6 +41,11 @@ PRIVATE_DIRS: dict[str, Path] = {
     "log": Path("/var/log/libvirt"),
     "cache": Path("/var/cache/libvirt"),
 }
+#: Where a TLS lab's host sees its own certificates (a bind mount of its ``pki`` directory).
+ETC_PKI = Path("/etc/pki")
+#: libvirtd's ports: plain TCP and TLS.
+LIBVIRT_TCP_PORT = 16509
+LIBVIRT_TLS_PORT = 16514
 STORAGE_MODES = ("shared", "local")
 MAX_HOSTS = 50
 _NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,8}")
@@ -56,11 +63,29 @@ class HostLayout:
     veth: str  # root-namespace end of the host's veth pair (the other end is eth0)
     state_dir: Path  # private files of this host, seen from the root namespace
     host_uuid: str  # libvirtd's host_uuid (distinct per host; migration needs that)
+    #: TLS labs: the root namespace's client certificates (libvirt's ``pkipath``); else None.
+    client_pki_dir: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        return self.client_pki_dir is not None
 
     @property
     def uri(self) -> str:
-        """libvirt URI that reaches this host's libvirtd from anywhere on the lab."""
+        """libvirt URI that reaches this host's libvirtd from the root namespace."""
+        if self.client_pki_dir is not None:
+            return f"qemu+tls://{self.address}/system?pkipath={self.client_pki_dir}"
         return f"qemu+tcp://{self.address}/system"
+
+    @property
+    def port(self) -> int:
+        """The TCP port libvirtd listens on (TLS or plain TCP)."""
+        return LIBVIRT_TLS_PORT if self.tls else LIBVIRT_TCP_PORT
+
+    @property
+    def pki_dir(self) -> Path:
+        """Backing directory of the host's :data:`ETC_PKI` (TLS labs only)."""
+        return self.state_dir / "pki"
 
     def private_dir(self, key: str) -> Path:
         """Backing directory (root-namespace view) of one of :data:`PRIVATE_DIRS`."""
@@ -100,6 +125,19 @@ class LabLayout:
     @property
     def inventory_path(self) -> Path:
         return self.lab_dir / "inventory.yaml"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.hosts) and self.hosts[0].tls
+
+    @property
+    def pki_dir(self) -> Path:
+        """TLS labs: the lab's CA certificate and the root namespace's client credentials."""
+        return self.lab_dir / "pki"
+
+    @property
+    def client_pki_dir(self) -> Path:
+        return self.pki_dir / "client"
 
     @property
     def bridge(self) -> str:
@@ -153,8 +191,9 @@ def lab_layout(
     hosts: int = 2,
     base_dir: Path | str = DEFAULT_BASE_DIR,
     subnet: str | None = None,
+    tls: bool = False,
 ) -> LabLayout:
-    """Name everything of lab ``name`` with ``hosts`` hosts."""
+    """Name everything of lab ``name`` with ``hosts`` hosts (``tls``: hosts reached over TLS)."""
     if not _NAME_RE.fullmatch(name):
         raise LabError(f"lab name(={name!r}) must match {_NAME_RE.pattern}")
     if not 1 <= hosts <= MAX_HOSTS:
@@ -164,6 +203,7 @@ def lab_layout(
     if not network.subnet_of(lab_range) or network.prefixlen > 25:
         raise LabError(f"subnet(={network}) must be a /25 or larger inside {lab_range}")
     base = Path(base_dir)
+    client_pki = base / name / "pki" / "client" if tls else None
     hs = tuple(
         HostLayout(
             name=f"lab{i}",
@@ -173,6 +213,7 @@ def lab_layout(
             veth=f"{name}-h{i}",
             state_dir=base / name / "hosts" / f"lab{i}",
             host_uuid=str(uuid.uuid5(_UUID_NS, f"{name}/lab{i}")),
+            client_pki_dir=client_pki,
         )
         for i in range(1, hosts + 1)
     )

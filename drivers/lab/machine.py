@@ -1,9 +1,9 @@
 """Machine-level changes that several labs share, undone when the last lab goes down.
 
 ``ip netns add`` turns /run/netns into a mount, ``ip netns exec`` reads /etc/netns, and
-each host bind-mounts over /run/libvirt, which must exist. Whatever of these did not exist
-before the first lab came up is noted in ``<base_dir>/machine.json`` and put back as found
-by :func:`undo_if_last`.
+each host bind-mounts over /run/libvirt (in a TLS lab over /etc/pki too), which must
+exist. Whatever of these did not exist before the first lab came up is noted in
+``<base_dir>/machine.json`` and put back as found by :func:`undo_if_last`.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import contextlib
 import json
 from pathlib import Path
 
+from livemig.drivers.lab.layout import ETC_PKI
 from livemig.drivers.lab.proc import run
 
 RUN_NETNS = Path("/run/netns")
@@ -52,11 +53,11 @@ def mounts_under(path: Path) -> list[str]:
     return [p for p in points if p == str(path) or p.startswith(prefix)]
 
 
-def prepare(base_dir: Path) -> None:
+def prepare(base_dir: Path, tls: bool = False) -> None:
     """Create what the lab needs outside its own directory, noting what was not there."""
     base_dir.mkdir(parents=True, exist_ok=True)
     created, run_netns_mount = _load(base_dir)
-    for d in (ETC_NETNS, RUN_LIBVIRT, RUN_NETNS):
+    for d in (ETC_NETNS, RUN_LIBVIRT, RUN_NETNS, *([ETC_PKI] if tls else [])):
         if not d.exists():
             d.mkdir(parents=True)
             created.append(str(d))

@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from livemig.drivers.lab.errors import LabError
-from livemig.drivers.lab.layout import INSTANCES_PATH, PRIVATE_DIRS, HostLayout, LabLayout
+from livemig.drivers.lab.layout import (
+    ETC_PKI,
+    INSTANCES_PATH,
+    PRIVATE_DIRS,
+    HostLayout,
+    LabLayout,
+)
 from livemig.drivers.lab.proc import Tracked, ns_id, run, start_time, track, wait_for
 
 NS_IFACE = "eth0"  # name of the host's end of its veth pair, inside its namespace
@@ -103,6 +109,26 @@ def shape(host: HostLayout, mbit: float) -> None:
     run(["ip", "netns", "exec", host.netns, "tc", "qdisc", "replace", "dev", NS_IFACE, *tbf])
 
 
+def set_link(host: HostLayout, up: bool) -> None:
+    """Both ends of the host's veth up or down (addresses and qdiscs stay configured)."""
+    state = "up" if up else "down"
+    run(["ip", "-n", host.netns, "link", "set", NS_IFACE, state])
+    run(["ip", "link", "set", host.veth, state])
+
+
+def link_state(host: HostLayout) -> str | None:
+    """``up`` when both ends of the host's veth are up, ``down`` when either is down
+    (administratively), None when the veth does not exist."""
+    flags = Path("/sys/class/net", host.veth, "flags")
+    try:
+        root_up = int(flags.read_text(), 16) & 0x1
+    except FileNotFoundError:
+        return None
+    out = run(["ip", "-n", host.netns, "-o", "link", "show", NS_IFACE], check=False).stdout
+    ns_up = "<" in out and "UP" in out.split("<", 1)[1].split(">", 1)[0].split(",")
+    return "up" if root_up and ns_up else "down"
+
+
 def write_hosts_file(lab: LabLayout, host: HostLayout) -> None:
     """/etc/netns/NS/hosts: every lab host by name (``ip netns exec`` mounts it on /etc/hosts)."""
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
@@ -161,9 +187,10 @@ def host_run(
 
 def setup_host_mounts(lab: LabLayout, host: HostLayout, holder: int, instances_dir: Path) -> None:
     """Host name, private libvirt directories and the instances directory, all inside the
-    holder's mount namespace; also drop its copies of /run/netns (they would pin the
-    network namespaces of other hosts and labs). ``mount -n``: libmount would otherwise
-    create /run/mount/utab in the /run that every namespace shares."""
+    holder's mount namespace (and in a TLS lab the host's certificates on /etc/pki); also
+    drop its copies of /run/netns (they would pin the network namespaces of other hosts
+    and labs). ``mount -n``: libmount would otherwise create /run/mount/utab in the /run
+    that every namespace shares."""
     host_run(holder, ["hostname", host.name])
     host_run(holder, ["umount", "-n", "--recursive", "--lazy", "/run/netns"], check=False)
     for key, target in PRIVATE_DIRS.items():
@@ -174,6 +201,8 @@ def setup_host_mounts(lab: LabLayout, host: HostLayout, holder: int, instances_d
     mountpoint.mkdir(parents=True, exist_ok=True)
     instances_dir.mkdir(parents=True, exist_ok=True)
     host_run(holder, ["mount", "-n", "--bind", instances_dir, INSTANCES_PATH])
+    if host.tls:
+        host_run(holder, ["mount", "-n", "--bind", host.pki_dir, ETC_PKI])
 
 
 def holder_alive(pid: int | None, netns: str) -> bool:
