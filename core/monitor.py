@@ -184,7 +184,8 @@ class Monitor:
                                                     job.block_migration)
             except Exception as err:  # noqa: BLE001 - recorded below
                 cleanup = err
-        if self.settle(job, where) == job.dest:
+        self.settle(job, where)
+        if where is not None and where == job.dest:
             status = MigrationStatus.ERROR  # it switched over after all: not a clean failure
         self._resume_guest(job)
         store.notify(name, "compute.instance.live_migration._rollback.end")

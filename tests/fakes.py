@@ -25,6 +25,7 @@ import simpy
 
 from livemig.core.model import (
     DrainEvent,
+    FaultKind,
     HostSpec,
     LiveMigrateEvent,
     MigrationPolicy,
@@ -36,7 +37,15 @@ from livemig.core.model import (
 )
 from livemig.core.orchestrator import Orchestrator
 from livemig.core.state import InstanceRecord, StateStore
-from livemig.drivers.base import HostFacts, HostTable, JobInfo, JobType
+from livemig.drivers.base import (
+    DomainFact,
+    DomainState,
+    HostFacts,
+    HostTable,
+    JobInfo,
+    JobType,
+    WorldFacts,
+)
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -187,6 +196,7 @@ class ScriptedDriver:
         self._polls: dict[str, int] = {}
         self._aborted: set[str] = set()
         self._markers: dict[str, str] = {}  # marker -> host it was created on
+        self.paused: set[str] = set()
 
     def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append(Call(name, args, kwargs, self.env.now))
@@ -278,6 +288,31 @@ class ScriptedDriver:
     def rollback_live_migration(self, instance: str, source: str, dest: str,
                                 block_migration: bool) -> None:
         self._record("rollback_live_migration", instance, source, dest, block_migration)
+
+    def start_postcopy(self, instance: str) -> None:
+        self._record("start_postcopy", instance)
+
+    def suspend(self, instance: str) -> None:
+        self._record("suspend", instance)
+        self.paused.add(instance)
+
+    def resume(self, instance: str) -> None:
+        self._record("resume", instance)
+        self.paused.discard(instance)
+
+    def attach_job(self, instance: str, source: str, dest: str) -> None:
+        self._record("attach_job", instance, source, dest)
+
+    def inject_fault(self, kind: FaultKind, host: str) -> None:
+        self._record("inject_fault", kind, host)
+
+    def world(self) -> WorldFacts:
+        domains = tuple(
+            DomainFact(instance=name, host=host,
+                       state=DomainState.PAUSED if name in self.paused else DomainState.RUNNING)
+            for name, host in self.instances.items()
+        )
+        return WorldFacts(domains=domains, claims={})
 
     def close(self) -> None:
         self._record("close")
