@@ -1,0 +1,372 @@
+"""The simulated migration job: disk copy, pre-copy rounds, auto-converge, post-copy.
+
+One SimPy process per job, driven by the guest's memory model
+(:mod:`livemig.drivers.precopy`) over fluid flows
+(:mod:`livemig.drivers.network`):
+
+1. **Disk** (block migration): the allocated disk as one flow.
+2. **Pre-copy**: round 0 sends the used memory; every later round what the
+   guest dirtied while the round before was sent, ``min(W, D_eff * t_run)``,
+   where ``t_run`` is the time the guest ran (not paused) during that round and
+   ``D_eff`` its dirty rate under the auto-converge throttle in force. After
+   each round the switchover test uses the bandwidth measured over that round
+   (as QEMU does). Without ``VIR_MIGRATE_LIVE`` the guest is held paused for the
+   whole job, so round 0 is the only one. A job that cannot converge iterates
+   until the core acts (timeout, abort, force-complete).
+3. **Auto-converge** (``VIR_MIGRATE_AUTO_CONVERGE``): after the n-th round that
+   did not allow the switchover, the guest's CPU is throttled by
+   ``throttle_after(n)`` percent (20, 30, ... 99), and a CPU-bound guest dirties
+   memory at ``throttled_dirty_rate(D, throttle)`` in the rounds after it.
+4. **Switchover**: the guest is held paused, the remainder sent, then
+   ``switchover_cost`` seconds; downtime = both. The guest then runs on dest.
+5. **Post-copy** (``start_postcopy`` on a job started with
+   ``VIR_MIGRATE_POSTCOPY``): the round under way stops; the guest is held for
+   ``switchover_cost`` (the downtime), then runs on dest, which pulls the pages
+   it lacks (what the round had not sent yet plus what the guest dirtied since
+   the round began, at most its used memory) with no bandwidth cap. The job
+   completes when the pull ends. Requested during the disk copy, it happens
+   as soon as the disk is copied (nothing of the memory was sent).
+
+A job ends early only through :meth:`MigrationJob.end` (abort, faults): the
+end is recorded at once and the process is stopped.
+
+Auto-converge worked example (the numbers of ``test_sim_convergence``): a
+2 GiB guest rewriting its 1 GiB working set at 2e9 B/s over 1.25e9 B/s never
+converges at 0.5 s (625 MB) without a throttle; with one the rounds send
+2 GiB, 1 GiB, 1 GiB, 1 GiB (1.6e9 then 1.4e9 B/s still refill the working
+set), then 1.031e9 B (at 1.2e9 B/s), 8.25e8 B (at 1e9 B/s), after which the
+guest, at 8e8 B/s, leaves 5.28e8 B <= 6.25e8 B dirty: switchover after 6 rounds
+at a 60 % throttle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import simpy
+
+from livemig.core.flags import AUTO_CONVERGE, LIVE
+from livemig.core.model import VmSpec
+from livemig.core.policy import throttle_after, throttled_dirty_rate
+from livemig.drivers.base import JobInfo, JobType
+from livemig.drivers.network import Flow, FlowCancelled, FluidNetwork
+from livemig.drivers.precopy import can_switch_over, dirty_after
+
+Process = Generator[simpy.Event, Any, None]
+
+
+@dataclass(kw_only=True, eq=False)
+class Guest:
+    """One scenario VM: where its domain runs and whether it is paused.
+
+    ``user_paused`` is an operator's ``suspend`` (only ``resume`` ends it);
+    ``held`` is the pause of a migration job (non-live, switchover), which the
+    job ends. The time spent paused either way is accounted so that a round's
+    dirtying counts only the seconds the guest ran.
+    """
+
+    spec: VmSpec
+    host: str | None  # where its domain runs; None once lost (its host died)
+    local_disk: int = 0  # bytes counted on its host's local disk (0: shared or volume)
+    user_paused: bool = False
+    held: bool = False
+    _paused_total: float = 0.0  # seconds paused before _paused_at
+    _paused_at: float | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self.user_paused or self.held
+
+    def set_paused(self, now: float, *, user: bool | None = None,
+                   held: bool | None = None) -> None:
+        """Change either pause; the paused-time account follows the combined state."""
+        before = self.paused
+        if user is not None:
+            self.user_paused = user
+        if held is not None:
+            self.held = held
+        if self.paused and not before:
+            self._paused_at = now
+        elif before and not self.paused and self._paused_at is not None:
+            self._paused_total += now - self._paused_at
+            self._paused_at = None
+
+    def paused_seconds(self, now: float) -> float:
+        """Seconds this guest has been paused (either way) up to ``now``."""
+        if self._paused_at is None:
+            return self._paused_total
+        return self._paused_total + (now - self._paused_at)
+
+
+class Phase(Enum):
+    DISK = "disk"
+    PRECOPY = "pre-copy"
+    SWITCHOVER = "switchover"  # held paused, the remainder on the wire
+    POSTCOPY_SWITCH = "post-copy switch"  # held paused for switchover_cost
+    POSTCOPY = "post-copy"  # running on dest, pulling the missing pages
+    ENDED = "ended"
+
+
+POSTCOPY_REQUESTED = "post-copy requested"  # the interrupt cause of start_postcopy
+
+
+class MigrationJob:
+    """One migration job; its counters are what ``jobStats()`` would report.
+
+    ``switch_over(job)`` is called when the guest moves to dest (the driver's
+    accounting); ``now`` is the environment's clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        env: simpy.Environment,
+        network: FluidNetwork,
+        guest: Guest,
+        dest: str,
+        flags: int,
+        cap: float | None,
+        max_downtime: float,
+        switchover_cost: float,
+        disk_total: int,
+        switch_over: Callable[[MigrationJob], None],
+    ) -> None:
+        assert guest.host is not None
+        self.env = env
+        self.network = network
+        self.guest = guest
+        self.source: str = guest.host
+        self.dest = dest
+        self.flags = flags
+        self.cap = cap
+        self.max_downtime = max_downtime
+        self.switchover_cost = switchover_cost
+        self._switch_over = switch_over
+        self.started = env.now
+        self.type = JobType.UNBOUNDED
+        self.phase = Phase.DISK
+        self.ended: float | None = None
+        self.memory_total = guest.spec.used_memory
+        self.disk_total = disk_total
+        self.memory_done = 0.0  # bytes of finished memory transfers
+        self.disk_done = 0.0
+        self.iteration = 0
+        self.downtime: float | None = None
+        self.error: str | None = None
+        self.flow: Flow | None = None  # the transfer under way
+        self.flow_is_disk = False
+        self.dirty = 0.0  # bytes dirty after the last round (post-copy: still missing)
+        self.throttle = 0  # auto-converge percent in force
+        self.not_converged = 0  # rounds after which the switchover was not possible
+        self.postcopy = False  # the guest switched to dest in post-copy
+        self.postcopy_requested = False
+        self._round_start = 0.0
+        self._round_paused = 0.0
+        # keepalive: silent while a link of source or dest is down
+        self.silent_since: float | None = None
+        self.silence = 0  # bumped whenever a silence starts or ends
+        self.process = env.process(self._run())
+
+    # -- readings -----------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self.type is JobType.UNBOUNDED
+
+    @property
+    def in_postcopy(self) -> bool:
+        """From ``start_postcopy`` taking effect on: no abort, a failure loses the guest."""
+        return self.phase in (Phase.POSTCOPY_SWITCH, Phase.POSTCOPY) or self.postcopy
+
+    def dirty_rate(self) -> float:
+        """Bytes/s the guest dirties now, under the throttle (0 while paused)."""
+        if self.guest.paused or self.phase not in (Phase.DISK, Phase.PRECOPY):
+            return 0.0
+        rate = self.guest.spec.dirty_rate
+        return throttled_dirty_rate(rate, self.throttle) if self.throttle else rate
+
+    def info(self) -> JobInfo:
+        flow = self.flow
+        in_flight = flow.delivered() if flow is not None else 0.0
+        disk_flow = self.flow_is_disk
+        memory = self.memory_done + (0.0 if disk_flow else in_flight)
+        disk = self.disk_done + (in_flight if disk_flow else 0.0)
+        end = self.ended if self.ended is not None else self.env.now
+        if self.type is JobType.COMPLETED:
+            memory_remaining = 0
+        elif flow is not None and not disk_flow:
+            memory_remaining = int(flow.nbytes - in_flight)  # this round's pages left
+        elif self.iteration == 0 and self.phase is not Phase.POSTCOPY_SWITCH:
+            memory_remaining = self.memory_total  # still copying the disk
+        else:
+            memory_remaining = int(self.dirty)  # between rounds: what is dirty (or missing)
+        disk_remaining = max(0, self.disk_total - int(disk))
+        return JobInfo(
+            type=self.type,
+            time_elapsed=end - self.started,
+            data_total=self.memory_total + self.disk_total,
+            data_processed=int(memory) + int(disk),
+            data_remaining=memory_remaining + disk_remaining,
+            memory_total=self.memory_total,
+            memory_processed=int(memory),
+            memory_remaining=memory_remaining,
+            disk_total=self.disk_total,
+            disk_processed=int(disk),
+            disk_remaining=disk_remaining,
+            memory_iteration=self.iteration,
+            memory_dirty_rate=self.dirty_rate(),
+            downtime=self.downtime,
+            error=self.error,
+            postcopy=self.postcopy,
+            auto_converge_throttle=self.throttle,
+        )
+
+    # -- actions ------------------------------------------------------------------
+    def request_postcopy(self) -> None:
+        """Switch to post-copy now (pre-copy), after the disk copy, or not at all
+        (already switching over, or in post-copy). The caller checked the flag."""
+        if self.phase is Phase.DISK:
+            self.postcopy_requested = True
+        elif self.phase is Phase.PRECOPY:
+            self.postcopy_requested = True
+            self._enter_postcopy()
+            self.process.interrupt(POSTCOPY_REQUESTED)
+
+    def end(self, kind: JobType, error: str) -> None:
+        """End the job now (CANCELLED or FAILED): the transfer under way stops and the
+        job's pause of the guest ends. Where the guest is left is the caller's call."""
+        self._settle_flow()
+        self.type = kind
+        self.error = error
+        self.ended = self.env.now
+        if not self.postcopy:
+            self.downtime = None  # no switchover happened
+        self.phase = Phase.ENDED
+        self.guest.set_paused(self.env.now, held=False)
+        if self.process.is_alive and self.env.active_process is not self.process:
+            self.process.interrupt(error)
+
+    # -- the process --------------------------------------------------------------
+    def _run(self) -> Process:
+        with contextlib.suppress(simpy.Interrupt, FlowCancelled):
+            yield from self._precopy()
+        if not self.running or not self.postcopy_requested:
+            return
+        try:
+            yield from self._postcopy()
+        except (simpy.Interrupt, FlowCancelled):
+            return  # ended by a fault
+
+    def _precopy(self) -> Process:
+        spec, now = self.guest.spec, self.env.now
+        live = bool(self.flags & LIVE)
+        if not live:
+            self.guest.set_paused(now, held=True)
+        if self.disk_total:
+            yield from self._send(self.disk_total, disk=True)
+        if self.postcopy_requested:  # asked for during the disk copy
+            self._enter_postcopy()
+            return
+        self.phase = Phase.PRECOPY
+        self.iteration = 1
+        t = yield from self._round(spec.used_memory)
+        sent = spec.used_memory
+        converge = bool(self.flags & AUTO_CONVERGE)
+        while True:
+            dirty = self._dirtied() if live else 0.0
+            self.dirty = dirty
+            if t == 0 or not live or can_switch_over(dirty, sent / t, self.max_downtime):
+                break
+            if converge:
+                self.not_converged += 1
+                self.throttle = throttle_after(self.not_converged)
+            self.iteration += 1
+            t = yield from self._round(dirty)
+            sent = dirty
+        self.phase = Phase.SWITCHOVER
+        self.guest.set_paused(self.env.now, held=True)
+        pause = self.env.now
+        yield from self._send(dirty)
+        self.downtime = self.env.now - pause + self.switchover_cost
+        if self.switchover_cost:
+            yield self.env.timeout(self.switchover_cost)
+        self._switch_over(self)
+        self._complete()
+
+    def _postcopy(self) -> Process:
+        if self.switchover_cost:
+            yield self.env.timeout(self.switchover_cost)
+        self._switch_over(self)
+        self.postcopy = True
+        self.phase = Phase.POSTCOPY
+        yield from self._send(self.dirty, capped=False)
+        self._complete()
+
+    def _enter_postcopy(self) -> None:
+        """Stop the round under way; what dest still lacks is its unsent part plus what
+        the guest dirtied since it began (at most the used memory)."""
+        unsent = self.flow.remaining() if self.flow is not None else 0.0
+        if self.iteration == 0:
+            unsent = float(self.memory_total)  # nothing of the memory was sent
+        dirtied = self._dirtied() if self.iteration and self.flags & LIVE else 0.0
+        self._settle_flow()
+        self.dirty = min(float(self.memory_total), unsent + dirtied)
+        self.phase = Phase.POSTCOPY_SWITCH
+        self.downtime = self.switchover_cost
+        self.guest.set_paused(self.env.now, held=True)
+
+    def _complete(self) -> None:
+        self.type = JobType.COMPLETED
+        self.phase = Phase.ENDED
+        self.ended = self.env.now
+
+    def _dirtied(self) -> float:
+        """Bytes the guest dirtied since the current round began (its running time only)."""
+        now = self.env.now
+        seconds = (now - self._round_start) - (
+            self.guest.paused_seconds(now) - self._round_paused
+        )
+        rate = self.guest.spec.dirty_rate
+        if self.throttle:
+            rate = throttled_dirty_rate(rate, self.throttle)
+        return dirty_after(max(0.0, seconds), self.guest.spec.working_set, rate)
+
+    def _round(self, nbytes: float) -> Generator[simpy.Event, Any, float]:
+        self._round_start = self.env.now
+        self._round_paused = self.guest.paused_seconds(self.env.now)
+        return (yield from self._send(nbytes))
+
+    def _send(self, nbytes: float, *, disk: bool = False, capped: bool = True) -> Generator[
+        simpy.Event, Any, float
+    ]:
+        """Send ``nbytes`` source -> dest as one flow (at most the job's bandwidth limit
+        unless ``capped`` is False); returns the seconds it took."""
+        start = self.env.now
+        if nbytes <= 0:
+            return 0.0
+        self.flow = self.network.transfer(
+            self.source, self.dest, nbytes, cap=self.cap if capped else None
+        )
+        self.flow_is_disk = disk
+        yield self.flow.done
+        self.flow = None
+        if disk:
+            self.disk_done += nbytes
+        else:
+            self.memory_done += nbytes
+        return self.env.now - start
+
+    def _settle_flow(self) -> None:
+        """Count what the transfer under way delivered, and stop it."""
+        flow = self.flow
+        if flow is None:
+            return
+        if self.flow_is_disk:
+            self.disk_done += flow.delivered()
+        else:
+            self.memory_done += flow.delivered()
+        flow.cancel()
+        self.flow = None
