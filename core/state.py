@@ -469,8 +469,6 @@ class StateStore:
         """
         with self._transaction():
             old = self.instance(name)
-            if "name" in changes:
-                raise ValueError("an instance record's name cannot change")
             new = _replace(old, changes)
             keys = tuple(changes)
             cas = expected_task_state is not _UNSET
