@@ -2,6 +2,7 @@
 
 ``livemig run SCENARIO``     run a scenario and write its results directory
 ``livemig validate FILE...`` check scenario files without running them
+``livemig resume RUN_DIR``   a new controller for a real run whose controller died
 ``livemig lab ...``          the namespace lab (when ``livemig.drivers.lab.commands`` exists)
 
 A problem with the input (scenario file, driver name, inventory, output
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -87,7 +89,6 @@ def _seed(text: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """``livemig run``: load, check, run, write results, print the summary."""
     from livemig.core import results, runner
-    from livemig.core.progress import ProgressBar
 
     if args.inventory is not None and args.driver != "libvirt":
         raise CliError(f"--inventory is only used by --driver libvirt (not {args.driver})")
@@ -109,26 +110,76 @@ def cmd_run(args: argparse.Namespace) -> int:
         results.check_output_dir(out, force=args.force)
     except FileExistsError as exc:
         raise CliError(_one_line(exc)) from exc
+    run_dir: Path | None = None
+    if getattr(driver_class(args.driver), "REALTIME", False):
+        # a real run keeps its records in the run directory while it runs (for resume)
+        if out.is_dir():
+            shutil.rmtree(out)  # --force was given (checked above)
+        out.mkdir(parents=True)
+        run_dir = out
 
-    bar: ProgressBar | None = None
-    if not args.no_progress and sys.stderr.isatty():
-        bar = ProgressBar(runner.expected_migrations(scenario), sys.stderr)
-        bar.draw()
+    bar = _progress(args, runner.expected_migrations(scenario))
     try:
         result = runner.run_scenario(
             scenario, args.driver, seed=args.seed, driver_options=options or None,
-            on_finish=bar.on_finish if bar is not None else None,
+            on_finish=bar.on_finish if bar is not None else None, run_dir=run_dir,
         )
     finally:
         if bar is not None:
             bar.close()
+    return _write(result, out, force=args.force or run_dir is not None)
+
+
+def _progress(args: argparse.Namespace, total: int) -> Any:
+    from livemig.core.progress import ProgressBar
+
+    if args.no_progress or not sys.stderr.isatty():
+        return None
+    bar = ProgressBar(total, sys.stderr)
+    bar.draw()
+    return bar
+
+
+def _write(result: Any, out: Path, *, force: bool) -> int:
+    from livemig.core import results
+
     try:
-        written = results.write_results(result, out, force=args.force)
+        written = results.write_results(result, out, force=force)
     except FileExistsError as exc:  # appeared while the scenario ran
         raise CliError(_one_line(exc)) from exc
     print(results.summary_table(result))
     print(f"\nresults written to {written}")
     return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """``livemig resume``: a new controller reconciles a real run and finishes it."""
+    from livemig.core import runner
+
+    run_dir = Path(args.run_dir)
+    try:
+        info = runner.read_run_file(run_dir)
+    except ValueError as exc:
+        raise CliError(_one_line(exc)) from exc
+    options: dict[str, Any] = {}
+    if args.inventory is not None:
+        if not Path(args.inventory).is_file():
+            raise CliError(f"{args.inventory}: inventory file not found")
+        options["inventory"] = str(args.inventory)
+    try:
+        driver_class(info["driver"])
+    except (ValueError, ImportError) as exc:
+        raise CliError(f"{run_dir}: driver {info['driver']!r}: {_one_line(exc)}") from exc
+    bar = _progress(args, 0)
+    try:
+        result = runner.resume_run(run_dir, driver_options=options or None,
+                                   on_finish=bar.on_finish if bar is not None else None)
+    except ValueError as exc:
+        raise CliError(_one_line(exc)) from exc
+    finally:
+        if bar is not None:
+            bar.close()
+    return _write(result, run_dir, force=True)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -200,6 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("scenarios", metavar="SCENARIO", nargs="+", help="scenario YAML file")
     validate.set_defaults(func=cmd_validate)
+
+    resume = sub.add_parser(
+        "resume", help="finish a real run whose controller died",
+        description="Start a new controller for RUN_DIR (a run of a real-time driver whose "
+        "livemig process died): every unfinished migration is resolved by asking the driver "
+        "where its domain runs, the events not yet applied are played, and the results are "
+        "written into RUN_DIR.",
+    )
+    resume.add_argument("run_dir", metavar="RUN_DIR", help="the run's output directory")
+    resume.add_argument("--inventory", metavar="FILE",
+                        help="host inventory (default: the one the run used)")
+    resume.add_argument("--no-progress", action="store_true", help="no progress bar")
+    resume.set_defaults(func=cmd_resume)
 
     _add_lab_commands(sub)
     return parser

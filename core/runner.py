@@ -2,23 +2,60 @@
 
 The driver class decides the clock: ``REALTIME = True`` (real hosts) runs the
 same processes in ``simpy.rt.RealtimeEnvironment``.
+
+Two players share the clock:
+
+* the **controller's** events (live migrations, drains, operator actions) go
+  through the API of the orchestrator, one after the other; while the
+  controller is down (``controller_restart`` with ``down_for``) they wait for it;
+* the **world's** events (faults) happen at their time whatever the controller
+  does. A fault with ``trigger: checks_passed`` fires when a migration to its
+  host has passed its checks (before ``pre_live_migration``).
+
+Every applied event is recorded as an action (``actions.csv``) with its outcome.
+After the last migration has ended, the invariants (:mod:`livemig.core.invariants`)
+are checked against the driver's world.
+
+A run with a ``run_dir`` keeps its records in ``RUN_DIR/state.sqlite`` and its
+parameters in ``RUN_DIR/run.json`` while it runs, so that a controller killed
+for real can be replaced by :func:`resume_run` (``livemig resume RUN_DIR``).
 """
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import simpy
 import simpy.rt
 
-from livemig.core.model import DrainEvent, LiveMigrateEvent, Scenario
+from livemig.core.errors import InvalidMigrationState, MigrationNotFoundForInstance
+from livemig.core.invariants import InvariantReport, check
+from livemig.core.model import (
+    AbortEvent,
+    ControllerRestartEvent,
+    DrainEvent,
+    Event,
+    FaultEvent,
+    FaultKind,
+    FaultTrigger,
+    ForceCompleteEvent,
+    LiveMigrateEvent,
+    Scenario,
+)
 from livemig.core.orchestrator import Orchestrator
 from livemig.core.state import MigrationRecord, StateStore
 from livemig.drivers import driver_class
+from livemig.drivers.base import Driver
+
+STATE_FILE = "state.sqlite"
+RUN_FILE = "run.json"
+APPLIED_KEY = "applied_events"  # store meta: indexes of the scenario events applied
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,13 +68,15 @@ class RunResult:
     sim_time: float  # seconds of (simulated or real) time the run took
     wall_time: float  # seconds of wall-clock time
     sim_events: int  # SimPy events processed
+    invariants: InvariantReport
+    restarts: int = 0  # controller restarts (scenario events, or a resume)
 
 
 class _CountingEnvironment(simpy.Environment):
     """A SimPy environment that counts the events it processes."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, initial_time: float = 0.0) -> None:
+        super().__init__(initial_time)
         self.steps = 0
 
     def step(self) -> None:
@@ -46,8 +85,8 @@ class _CountingEnvironment(simpy.Environment):
 
 
 class _CountingRealtimeEnvironment(simpy.rt.RealtimeEnvironment):
-    def __init__(self) -> None:
-        super().__init__(strict=False)
+    def __init__(self, initial_time: float = 0.0) -> None:
+        super().__init__(initial_time, strict=False)
         self.steps = 0
 
     def step(self) -> None:
@@ -61,9 +100,15 @@ def expected_migrations(scenario: Scenario) -> int:
     for event in scenario.events:
         if isinstance(event, DrainEvent):
             count += sum(1 for vm in scenario.vms if vm.host == event.host)
-        else:
+        elif isinstance(event, LiveMigrateEvent):
             count += 1
     return count
+
+
+def _environment(cls: Any, initial_time: float = 0.0) -> Any:
+    if getattr(cls, "REALTIME", False):
+        return _CountingRealtimeEnvironment(initial_time)
+    return _CountingEnvironment(initial_time)
 
 
 def run_scenario(
@@ -73,55 +118,296 @@ def run_scenario(
     seed: int | None = None,
     driver_options: dict[str, Any] | None = None,
     on_finish: Callable[[MigrationRecord], None] | None = None,
+    run_dir: Path | None = None,
 ) -> RunResult:
-    """Run every event of ``scenario``; returns when every migration has ended."""
+    """Run every event of ``scenario``; returns when every migration has ended.
+
+    With ``run_dir`` (an existing, empty directory) the records live in
+    ``run_dir/state.sqlite`` and ``run_dir/run.json`` says how to resume.
+    """
     cls = driver_class(driver)
-    env: _CountingEnvironment | _CountingRealtimeEnvironment = (
-        _CountingRealtimeEnvironment() if getattr(cls, "REALTIME", False)
-        else _CountingEnvironment()
-    )
+    env = _environment(cls)
     seed = scenario.seed if seed is None else seed
     wall = time.perf_counter()
+    state_path = None
+    if run_dir is not None:
+        state_path = run_dir / STATE_FILE
+        _write_run_file(run_dir, scenario, driver, seed, driver_options)
     drv = cls(env, scenario, **(driver_options or {}))
     try:
-        store = StateStore(lambda: env.now)
+        store = StateStore(lambda: env.now, state_path or ":memory:")
         store.add_instances(scenario.vms)
-        orchestrator = Orchestrator(
-            drv, store, scenario.policy, random.Random(seed), on_finish=on_finish
-        )
-        player = env.process(_play(env, scenario, orchestrator))
-        env.run(until=player)
-        final = {vm.name: drv.instance_host(vm.name) for vm in scenario.vms}
+        run = _Run(env, scenario, drv, store, seed, on_finish, state_path)
+        env.run(until=env.process(run.play(set())))
+        return _result(run, driver, seed, wall)
     finally:
         drv.close()
+
+
+def resume_run(
+    run_dir: Path,
+    *,
+    driver_options: dict[str, Any] | None = None,
+    on_finish: Callable[[MigrationRecord], None] | None = None,
+) -> RunResult:
+    """A new controller for the run in ``run_dir`` whose controller died.
+
+    Every unfinished migration is resolved by asking the driver (see
+    :meth:`Orchestrator.recover`); the scenario's events not yet applied are
+    played at their times (counted from the original start; late ones at once).
+    Raises ``ValueError`` when ``run_dir`` holds no resumable run.
+    """
+    from livemig.core.scenario import parse_scenario
+
+    info = read_run_file(run_dir)
+    scenario = parse_scenario(info["scenario_text"], source=info["scenario_source"])
+    cls = driver_class(info["driver"])
+    if not getattr(cls, "REALTIME", False):
+        raise ValueError(
+            f"{run_dir}: a {info['driver']!r} run cannot be resumed: its simulated world "
+            "ended with the process that ran it"
+        )
+    started = float(info["started_at_wall"])
+    env = _environment(cls, initial_time=max(0.0, time.time() - started))
+    if isinstance(env, simpy.rt.RealtimeEnvironment):
+        env.sync()
+    seed = int(info["seed"])
+    options = {**info.get("driver_options", {}), **(driver_options or {}), "boot": False}
+    wall = time.perf_counter()
+    drv = cls(env, scenario, **options)
+    try:
+        store = StateStore.open(run_dir / STATE_FILE, lambda: env.now)
+        applied = set(store.meta(APPLIED_KEY, []))
+        store.record_action("controller_restart", "", "a new controller resumed the run")
+        run = _Run(env, scenario, drv, store, seed, on_finish, run_dir / STATE_FILE,
+                   recovering=True)
+        env.run(until=env.process(run.play(applied)))
+        return _result(run, info["driver"], seed, wall)
+    finally:
+        drv.close()
+
+
+def _write_run_file(
+    run_dir: Path, scenario: Scenario, driver: str, seed: int,
+    driver_options: dict[str, Any] | None,
+) -> None:
+    source = Path(scenario.source)
+    text = source.read_text() if source.is_file() else None
+    if text is None:
+        raise ValueError(f"{scenario.source}: a run with a run directory needs the scenario "
+                         "file (to resume from)")
+    info = {
+        "scenario_source": scenario.source,
+        "scenario_text": text,
+        "driver": driver,
+        "driver_options": driver_options or {},
+        "seed": seed,
+        "started_at_wall": time.time(),
+    }
+    tmp = run_dir / (RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1, sort_keys=True) + "\n")
+    tmp.replace(run_dir / RUN_FILE)
+
+
+def read_run_file(run_dir: Path) -> dict[str, Any]:
+    """``run.json`` of a run directory; ``ValueError`` naming what is missing."""
+    path = run_dir / RUN_FILE
+    if not (run_dir / STATE_FILE).is_file() or not path.is_file():
+        raise ValueError(f"{run_dir}: not a resumable run directory (expected {RUN_FILE} and "
+                         f"{STATE_FILE}, written by `livemig run` for a real-time driver)")
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: unreadable ({exc})") from None
+    missing = [k for k in ("scenario_source", "scenario_text", "driver", "seed",
+                           "started_at_wall") if k not in info]
+    if missing:
+        raise ValueError(f"{path}: missing {', '.join(missing)}")
+    return dict(info)
+
+
+def _result(run: _Run, driver: str, seed: int, wall: float) -> RunResult:
+    drv, store = run.driver, run.store
+    final: dict[str, str | None] = {}
+    for vm in run.scenario.vms:
+        try:
+            final[vm.name] = drv.instance_host(vm.name)
+        except Exception:  # noqa: BLE001 - an unreachable host: unknown
+            final[vm.name] = None
+    report = check(store.instances(), store.migrations(), drv.world())
     return RunResult(
-        scenario=scenario,
+        scenario=run.scenario,
         driver=driver,
         seed=seed,
         store=store,
         final_hosts=final,
-        sim_time=env.now,
+        sim_time=run.env.now,
         wall_time=time.perf_counter() - wall,
-        sim_events=env.steps,
+        sim_events=run.env.steps,
+        invariants=report,
+        restarts=run.restarts,
     )
 
 
-def _play(
-    env: simpy.Environment, scenario: Scenario, orchestrator: Orchestrator
-) -> Generator[simpy.Event, Any, None]:
-    processes: list[simpy.Process] = []
-    for event in sorted(scenario.events, key=lambda e: e.at):  # stable: file order at ties
-        if event.at > env.now:
-            yield env.timeout(event.at - env.now)
+Process = Generator[simpy.Event, Any, None]
+
+
+class _Run:
+    """One run's players, its current controller and what is still pending."""
+
+    def __init__(
+        self,
+        env: Any,
+        scenario: Scenario,
+        driver: Driver,
+        store: StateStore,
+        seed: int,
+        on_finish: Callable[[MigrationRecord], None] | None,
+        state_path: Path | None,
+        recovering: bool = False,
+    ) -> None:
+        self.env = env
+        self.scenario = scenario
+        self.driver = driver
+        self.store = store
+        self.seed = seed
+        self.on_finish = on_finish
+        self.state_path = state_path
+        self.rng = random.Random(seed)
+        self.processes: list[simpy.Process] = []
+        self.triggers: list[tuple[int, FaultEvent]] = []  # armed checks_passed faults
+        self.down_while_away: list[str] = []  # hosts that went down with no controller
+        self.restarts = 1 if recovering else 0
+        self.up = env.event()
+        self.orchestrator = self._controller()
+        if recovering:
+            self.processes.extend(self.orchestrator.recover())
+
+    def _controller(self, disabled: set[str] | None = None) -> Orchestrator:
+        orchestrator = Orchestrator(
+            self.driver, self.store, self.scenario.policy, self.rng, on_finish=self.on_finish,
+            disabled_hosts=disabled or set(self.store.meta("disabled_hosts", [])),
+        )
+        orchestrator.checks_passed_hooks.append(self._checks_passed)
+        self.up.succeed()
+        return orchestrator
+
+    # -- the players ----------------------------------------------------------
+    def play(self, applied: set[int]) -> Process:
+        env = self.env
+        pending = sorted(  # stable: file order at equal times
+            ((i, e) for i, e in enumerate(self.scenario.events) if i not in applied),
+            key=lambda item: item[1].at,
+        )
+        world = [(i, e) for i, e in pending if isinstance(e, FaultEvent)]
+        control = [(i, e) for i, e in pending if not isinstance(e, FaultEvent)]
+        players = [env.process(self._play_world(world)),
+                   env.process(self._play_control(control))]
+        yield env.all_of(players)
+        while alive := [p for p in self.processes if p.is_alive]:
+            yield env.all_of(alive)
+        for _, event in self.triggers:
+            self._record(event, f"never fired: no migration to {event.host} passed its checks")
+
+    def _wait(self, at: float) -> Process:
+        if at > self.env.now:
+            yield self.env.timeout(at - self.env.now)
+
+    def _play_world(self, events: list[tuple[int, Event]]) -> Process:
+        for index, event in events:
+            assert isinstance(event, FaultEvent)
+            yield from self._wait(event.at)
+            if event.trigger is FaultTrigger.CHECKS_PASSED:
+                self.triggers.append((index, event))
+                self._applied(index)
+            else:
+                self._fault(index, event)
+
+    def _play_control(self, events: list[tuple[int, Event]]) -> Process:
+        for index, event in events:
+            yield from self._wait(event.at)
+            if not self.orchestrator.alive:
+                yield self.up  # the API waits for the controller to come back
+            self._control(index, event)
+
+    def _control(self, index: int, event: Event) -> None:
+        orchestrator = self.orchestrator
         if isinstance(event, LiveMigrateEvent):
-            body = {
-                "host": event.dest,
-                "block_migration": event.block_migration,
-                "disk_over_commit": event.disk_over_commit,
-            }
-            processes.append(orchestrator.live_migrate(event.instance, body))
-        else:
-            processes.extend(
+            body = {"host": event.dest, "block_migration": event.block_migration,
+                    "disk_over_commit": event.disk_over_commit}
+            self.processes.append(orchestrator.live_migrate(event.instance, body))
+        elif isinstance(event, DrainEvent):
+            self.processes.extend(
                 orchestrator.drain(event.host, event.block_migration, event.disk_over_commit)
             )
-    yield env.all_of(processes)
+            self.store.set_meta("disabled_hosts", sorted(orchestrator.disabled_hosts))
+        elif isinstance(event, AbortEvent | ForceCompleteEvent):
+            kind = "abort" if isinstance(event, AbortEvent) else "force_complete"
+            act = orchestrator.abort if isinstance(event, AbortEvent) else (
+                orchestrator.force_complete)
+            try:
+                act(event.instance)
+                outcome = "ok"
+            except (InvalidMigrationState, MigrationNotFoundForInstance) as exc:
+                outcome = f"refused: {exc.name}: {exc}"
+            self.store.record_action(kind, event.instance, outcome)
+        elif isinstance(event, ControllerRestartEvent):
+            orchestrator.stop()
+            self.up = self.env.event()
+            self.store.record_action("controller_restart", "",
+                                     f"controller died; back after {event.down_for:g} s")
+            self.processes.append(self.env.process(self._restart(event.down_for)))
+        self._applied(index)
+
+    def _restart(self, down_for: float) -> Process:
+        if down_for > 0:
+            yield self.env.timeout(down_for)
+        disabled = set(self.orchestrator.disabled_hosts)
+        if self.state_path is not None:  # the new process reads the records from disk
+            self.store.close()
+            self.store = StateStore.open(self.state_path, lambda: self.env.now)
+        self.orchestrator = self._controller(disabled)
+        self.restarts += 1
+        for host in self.down_while_away:
+            self.orchestrator.host_failed(host)
+        self.down_while_away.clear()
+        self.processes.extend(self.orchestrator.recover())
+
+    # -- faults ---------------------------------------------------------------
+    def _checks_passed(self, instance: str, source: str, dest: str) -> None:
+        fired = [(i, e) for i, e in self.triggers if e.host == dest]
+        for armed in fired:
+            self.triggers.remove(armed)
+            _, event = armed
+            outcome = self._inject(event)
+            self._record(event, f"{outcome} (fired after the checks of {instance}'s "
+                         f"migration {source} -> {dest})")
+
+    def _fault(self, index: int, event: FaultEvent) -> None:
+        self._record(event, self._inject(event))
+        self._applied(index)
+
+    def _inject(self, event: FaultEvent) -> str:
+        try:
+            self.driver.inject_fault(event.kind, event.host)
+        except Exception as exc:  # noqa: BLE001 - a fault that could not be made is a result
+            return f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        if event.kind is FaultKind.HOST_DOWN:
+            if not self.orchestrator.alive:
+                self.down_while_away.append(event.host)
+                return "ok"
+            lost = self.orchestrator.host_failed(event.host)
+            if lost:
+                return f"ok; instances lost: {', '.join(lost)}"
+        return "ok"
+
+    def _record(self, event: FaultEvent, outcome: str) -> None:
+        self.store.record_action(event.kind.value, event.host, outcome)
+
+    def _applied(self, index: int) -> None:
+        """Remember (in a run directory's records) that event ``index`` was applied."""
+        if self.state_path is None:
+            return
+        applied = self.store.meta(APPLIED_KEY, [])
+        applied.append(index)
+        self.store.set_meta(APPLIED_KEY, applied)
