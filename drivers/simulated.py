@@ -274,18 +274,20 @@ class SimulatedDriver:
 
     def abort_job(self, instance: str) -> None:
         job = self._jobs.get(instance)
+        if job is not None:
+            self._ask(job.source)
         if job is None or not job.running:
             raise MigrationError(reason=f"{instance} has no migration job to abort")
-        self._ask(job.source)
         if job.in_postcopy:
             raise MigrationError(reason=NO_ABORT_IN_POSTCOPY)
         job.end(JobType.CANCELLED, ABORTED)
 
     def start_postcopy(self, instance: str) -> None:
         job = self._jobs.get(instance)
+        if job is not None:
+            self._ask(job.source)
         if job is None or not job.running:
             raise MigrationError(reason=NOT_MIGRATING)
-        self._ask(job.source)
         if not job.flags & POSTCOPY:
             raise MigrationError(reason=POSTCOPY_FLAG_NEEDED)
         job.request_postcopy()
