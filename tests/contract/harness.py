@@ -25,7 +25,10 @@ it in :data:`TARGETS` below::
 
 Import heavy modules (libvirt) inside the factory so collection works without
 them. The fixture closes the driver after each test; the factory must give each
-test a fresh world (the VM back on the first host, no claims, no markers).
+test a fresh world (the VM running, not paused, on the first host only; no claims, no
+markers). The post-copy tests need a guest that a 1 MiB/s pre-copy cannot move within
+a second, and ``start_postcopy`` refused for want of ``VIR_MIGRATE_POSTCOPY`` must
+raise :class:`~livemig.core.errors.MigrationError` (wrap the libvirt error).
 """
 
 from __future__ import annotations

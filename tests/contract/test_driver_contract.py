@@ -12,8 +12,17 @@ import math
 import pytest
 from contract.harness import ContractLab
 
-from livemig.core.flags import parse_flags
-from livemig.drivers.base import Driver, HostFacts, HostTable, JobType
+from livemig.core.errors import MigrationError
+from livemig.core.flags import POSTCOPY, parse_flags
+from livemig.drivers.base import (
+    DomainFact,
+    DomainState,
+    Driver,
+    HostFacts,
+    HostTable,
+    JobType,
+    WorldFacts,
+)
 
 
 def live_flags(lab: ContractLab) -> int:
@@ -191,4 +200,85 @@ def test_rollback_releases_the_destination_claim(contract_driver: ContractLab) -
     drv.rollback_live_migration(lab.vm, lab.source, lab.dest, False)
     after = drv.host_facts(lab.dest)
     assert (after.free_ram_mb, after.vcpus_used) == (before.free_ram_mb, before.vcpus_used)
+    assert drv.instance_host(lab.vm) == lab.source
+
+
+# -- world facts, suspend / resume, post-copy (issue 4) -----------------------------------------
+
+
+def vm_facts(lab: ContractLab) -> list[DomainFact]:
+    return [f for f in lab.driver.world().domains if f.instance == lab.vm]
+
+
+def test_world_shows_the_guest_and_the_claims(contract_driver: ContractLab) -> None:
+    lab, drv = contract_driver, contract_driver.driver
+    world = drv.world()
+    assert isinstance(world, WorldFacts)
+    assert vm_facts(lab) == [DomainFact(instance=lab.vm, host=lab.source,
+                                        state=DomainState.RUNNING)]
+    assert lab.vm not in world.claims
+    assert not {lab.source, lab.dest} & set(world.unreachable)
+    assert not {lab.source, lab.dest} & set(world.overcommitted)
+    drv.pre_live_migration(lab.vm, lab.dest, False)
+    assert drv.world().claims.get(lab.vm) == lab.dest
+    drv.rollback_live_migration(lab.vm, lab.source, lab.dest, False)
+    assert lab.vm not in drv.world().claims
+    assert vm_facts(lab) == [DomainFact(instance=lab.vm, host=lab.source,
+                                        state=DomainState.RUNNING)]
+
+
+def test_suspend_and_resume(contract_driver: ContractLab) -> None:
+    lab, drv = contract_driver, contract_driver.driver
+    try:
+        drv.suspend(lab.vm)
+        assert vm_facts(lab) == [DomainFact(instance=lab.vm, host=lab.source,
+                                            state=DomainState.PAUSED)]
+        assert drv.instance_running_on(lab.vm, lab.source)  # paused is still active
+    finally:
+        drv.resume(lab.vm)
+    assert vm_facts(lab) == [DomainFact(instance=lab.vm, host=lab.source,
+                                        state=DomainState.RUNNING)]
+    drv.resume(lab.vm)  # running already: nothing happens
+    assert vm_facts(lab)[0].state is DomainState.RUNNING
+
+
+def test_start_postcopy_moves_the_guest_and_the_job_completes(
+    contract_driver: ContractLab,
+) -> None:
+    lab, drv = contract_driver, contract_driver.driver
+    src_before = drv.host_facts(lab.source).free_ram_mb
+    dest_before = drv.host_facts(lab.dest).free_ram_mb
+    drv.pre_live_migration(lab.vm, lab.dest, False)
+    # 1 MiB/s: pre-copy would take minutes; post-copy pulls the rest uncapped
+    drv.start_migration(lab.vm, lab.dest, uri=lab.uri(lab.dest),
+                        flags=live_flags(lab) | POSTCOPY, bandwidth_mib=1)
+    lab.wait(1.0)
+    assert drv.job_info(lab.vm).type is JobType.UNBOUNDED
+    drv.start_postcopy(lab.vm)
+    info, seen = lab.poll_until_ended()
+    assert info.type is JobType.COMPLETED, info
+    assert set(seen) <= {JobType.UNBOUNDED, JobType.COMPLETED}
+    assert drv.instance_running_on(lab.vm, lab.dest)
+    assert not drv.instance_running_on(lab.vm, lab.source)
+    assert drv.instance_host(lab.vm) == lab.dest
+    drv.post_live_migration(lab.vm, lab.source, lab.dest)
+    assert drv.host_facts(lab.source).free_ram_mb == src_before + lab.vm_ram_mb
+    assert drv.host_facts(lab.dest).free_ram_mb == dest_before - lab.vm_ram_mb
+    assert vm_facts(lab) == [DomainFact(instance=lab.vm, host=lab.dest,
+                                        state=DomainState.RUNNING)]
+
+
+def test_start_postcopy_without_the_flag_raises(contract_driver: ContractLab) -> None:
+    lab, drv = contract_driver, contract_driver.driver
+    drv.pre_live_migration(lab.vm, lab.dest, False)
+    drv.start_migration(lab.vm, lab.dest, uri=lab.uri(lab.dest), flags=live_flags(lab),
+                        bandwidth_mib=1)
+    lab.wait(1.0)
+    with pytest.raises(MigrationError):
+        drv.start_postcopy(lab.vm)
+    assert drv.job_info(lab.vm).type is JobType.UNBOUNDED  # the job goes on
+    drv.abort_job(lab.vm)
+    info, _ = lab.poll_until_ended()
+    assert info.type is JobType.CANCELLED, info
+    drv.rollback_live_migration(lab.vm, lab.source, lab.dest, False)
     assert drv.instance_host(lab.vm) == lab.source
