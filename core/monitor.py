@@ -80,6 +80,7 @@ class Monitor:
         self.policy = policy
         self.env = driver.env
         self.on_finish = on_finish
+        self.failed_hosts: set[str] = set()  # hosts known to have gone down (faults)
 
     # -- the poll -------------------------------------------------------------
     def watch(self, job: Job) -> Process:
@@ -212,8 +213,9 @@ class Monitor:
 
         * on its source: back to its old state;
         * on the destination (it switched over after all): post-migration, ACTIVE there;
-        * nowhere, its source unreachable and no post-copy: left on the source as it was
-          (the guest most likely still runs there; the invariants call it unverifiable);
+        * nowhere, its source unreachable (but not known to have died) and no post-copy:
+          left on the source as it was (the guest most likely still runs there; the
+          invariants call it unverifiable);
         * nowhere: ERROR, on the host it last ran on (dest after a switch to post-copy).
 
         Returns the host the instance is now recorded on.
@@ -232,7 +234,8 @@ class Monitor:
             unreachable = set(driver.world().unreachable)
         except Exception:  # noqa: BLE001
             unreachable = set()
-        if where is None and not postcopy and job.source in unreachable:
+        if (where is None and not postcopy and job.source in unreachable
+                and job.source not in self.failed_hosts):
             store.update_instance(name, host=job.source, vm_state=job.vm_state, task_state=None)
             return job.source
         last = job.dest if postcopy and job.dest is not None else job.source

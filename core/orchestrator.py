@@ -108,6 +108,7 @@ class Orchestrator:
         rng: random.Random,
         on_finish: Callable[[MigrationRecord], None] | None = None,
         disabled_hosts: Iterable[str] = (),
+        failed_hosts: Iterable[str] = (),
     ) -> None:
         self.env = driver.env
         self.driver = driver
@@ -115,6 +116,7 @@ class Orchestrator:
         self.policy = policy
         self.rng = rng
         self.monitor = Monitor(driver, store, policy, on_finish)
+        self.monitor.failed_hosts.update(failed_hosts)
         mig = policy.migration
         self.live_flags = migration_flags(parse_flags(mig.live_migration_flag), mig)
         self.block_flags = migration_flags(parse_flags(mig.block_migration_flag), mig)
@@ -169,8 +171,22 @@ class Orchestrator:
 
     def host_failed(self, host: str) -> list[str]:
         """After ``host`` went down: its instances that run nowhere now go to ERROR
-        (host kept). Instances being migrated are left to their migration's monitor.
-        Returns the names put in ERROR."""
+        (host kept). Instances being migrated are left to their migration's monitor,
+        which learns that the host died. Returns the names put in ERROR."""
+        self.monitor.failed_hosts.add(host)
+        return self._reconcile_idle(host)
+
+    def host_recovered(self, host: str) -> list[str]:
+        """After ``host`` came back (nova-compute's start-up sync): instances recorded
+        there that run nowhere go to ERROR. Returns the names put in ERROR."""
+        self.monitor.failed_hosts.discard(host)
+        return self._reconcile_idle(host)
+
+    @property
+    def failed_hosts(self) -> set[str]:
+        return self.monitor.failed_hosts
+
+    def _reconcile_idle(self, host: str) -> list[str]:
         lost = []
         for inst in self.store.instances_on(host):
             if inst.task_state is not None or inst.vm_state is VmState.ERROR:

@@ -276,17 +276,18 @@ class _Run:
         self.rng = random.Random(seed)
         self.processes: list[simpy.Process] = []
         self.triggers: list[tuple[int, FaultEvent]] = []  # armed checks_passed faults
-        self.down_while_away: list[str] = []  # hosts that went down with no controller
+        self.while_away: list[tuple[FaultKind, str]] = []  # host faults with no controller
         self.restarts = 1 if recovering else 0
         self.up = env.event()
         self.orchestrator = self._controller()
         if recovering:
             self.processes.extend(self.orchestrator.recover())
 
-    def _controller(self, disabled: set[str] | None = None) -> Orchestrator:
+    def _controller(self) -> Orchestrator:
         orchestrator = Orchestrator(
             self.driver, self.store, self.scenario.policy, self.rng, on_finish=self.on_finish,
-            disabled_hosts=disabled or set(self.store.meta("disabled_hosts", [])),
+            disabled_hosts=self.store.meta("disabled_hosts", []),
+            failed_hosts=self.store.meta("failed_hosts", []),
         )
         orchestrator.checks_passed_hooks.append(self._checks_passed)
         self.up.succeed()
@@ -362,15 +363,14 @@ class _Run:
     def _restart(self, down_for: float) -> Process:
         if down_for > 0:
             yield self.env.timeout(down_for)
-        disabled = set(self.orchestrator.disabled_hosts)
         if self.state_path is not None:  # the new process reads the records from disk
             self.store.close()
             self.store = StateStore.open(self.state_path, lambda: self.env.now)
-        self.orchestrator = self._controller(disabled)
+        self.orchestrator = self._controller()
         self.restarts += 1
-        for host in self.down_while_away:
-            self.orchestrator.host_failed(host)
-        self.down_while_away.clear()
+        for kind, host in self.while_away:
+            self._host_event(kind, host)
+        self.while_away.clear()
         self.processes.extend(self.orchestrator.recover())
 
     # -- faults ---------------------------------------------------------------
@@ -392,14 +392,26 @@ class _Run:
             self.driver.inject_fault(event.kind, event.host)
         except Exception as exc:  # noqa: BLE001 - a fault that could not be made is a result
             return f"failed: {type(exc).__name__}: {' '.join(str(exc).split())}"
-        if event.kind is FaultKind.HOST_DOWN:
+        if event.kind in (FaultKind.HOST_DOWN, FaultKind.HOST_UP):
+            failed = set(self.store.meta("failed_hosts", []))
+            if event.kind is FaultKind.HOST_DOWN:
+                failed.add(event.host)
+            else:
+                failed.discard(event.host)
+            self.store.set_meta("failed_hosts", sorted(failed))
             if not self.orchestrator.alive:
-                self.down_while_away.append(event.host)
+                self.while_away.append((event.kind, event.host))
                 return "ok"
-            lost = self.orchestrator.host_failed(event.host)
+            lost = self._host_event(event.kind, event.host)
             if lost:
                 return f"ok; instances lost: {', '.join(lost)}"
         return "ok"
+
+    def _host_event(self, kind: FaultKind, host: str) -> list[str]:
+        """Tell the controller (the testbed's oracle for a host's death or return)."""
+        if kind is FaultKind.HOST_DOWN:
+            return self.orchestrator.host_failed(host)
+        return self.orchestrator.host_recovered(host)
 
     def _record(self, event: FaultEvent, outcome: str) -> None:
         self.store.record_action(event.kind.value, event.host, outcome)
