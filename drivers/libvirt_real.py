@@ -1,8 +1,10 @@
 """The real driver: libvirt-python against real libvirtd/QEMU hosts.
 
-The only module that imports libvirt. Hosts come from an inventory file (the
-one ``livemig lab up`` writes, or one written by hand for real KVM hosts); the
-scenario's host names must be inventory host names. What it does, Nova-style:
+The only modules that import libvirt are this one, :mod:`livemig.drivers.libvirt_conn`
+(connections, keepalive, the event loop) and :mod:`livemig.drivers.libvirt_jobs` (a job's
+record and readings). Hosts come from an inventory file (the one ``livemig lab up``
+writes, or one written by hand for real KVM hosts); the scenario's host names must be
+inventory host names. What it does, Nova-style:
 
 * facts: total memory, CPU model and hypervisor type/version from libvirt;
   used memory from the domains each host runs plus incoming claims (Nova's
@@ -14,22 +16,45 @@ scenario's host names must be inventory host names. What it does, Nova-style:
   looked up through the source's pool, deleted in every case;
 * ``pre_live_migration``: claim, and for block migration the destination's
   qcow2 disk (same path, same virtual size);
-* the job: ``migrateToURI(uri, flags, None, bandwidth)`` in a worker thread,
-  polled through ``jobStats()``; completed-job statistics from the
-  destination; ``abortJob()`` to cancel.
+* the job: ``migrateToURI(uri, flags, None, bandwidth)`` in a worker thread, flags
+  exactly as the core gives them (it adds ``POSTCOPY``, ``AUTO_CONVERGE``, ``TLS``);
+  ``migrateSetMaxDowntime`` while it runs; polled through ``jobStats()`` (with
+  auto-converge's ``auto_converge_throttle``); ``migrateStartPostCopy()`` to switch
+  to post-copy, after which the statistics come from the source's ``JOB_COMPLETED``
+  event; completed-job statistics from the destination; ``abortJob()`` to cancel;
+* ``suspend``/``resume``: ``virDomainSuspend``/``virDomainResume`` where the guest runs
+  now (libvirt keeps a paused guest paused across a migration);
+* ``world()``: every scenario domain on every reachable host, the claims, the hosts
+  that cannot be reached and those whose memory is overcommitted;
+* faults (``inject_fault``): delegated to :mod:`livemig.drivers.lab.faults`, namespace
+  labs only. Every call copes with a dead connection (see ``libvirt_conn``): reopened
+  once, else :class:`HostUnreachable`; ``instance_host`` answers from reachable hosts.
 
-The scenario's VMs are booted as real domains (TCG guests from the lab image)
-when the driver starts, and destroyed when it closes unless ``keep_domains``.
+A controller restart (``attach_job``). What libvirt does when the process that called
+``migrateToURI`` dies, checked in the lab (libvirt 11.3, QEMU 10.0, PEER2PEER, a
+128 MiB guest at 2 and 4 MiB/s, the caller killed with SIGKILL 4 s into the job): the
+job **continues** in the source's libvirtd, which drives a peer-to-peer migration by
+itself; ``jobStats()`` from a new connection keeps advancing, and the migration
+completes (the domain runs on the destination, is gone from the source, and the
+destination keeps completed-job statistics). So after ``livemig resume`` a new driver
+(``boot=False``: it neither boots nor destroys anything at start) adopts the job with
+``attach_job`` and watches it to its end; a job that ended while no controller watched
+reads COMPLETED when the domain runs on the destination only, FAILED when it runs on the
+source only (or nowhere).
+
+The scenario's VMs are booted as real domains (TCG guests from the lab image) when the
+driver starts (unless ``boot=False``), and destroyed when it closes unless
+``keep_domains``. With ``keep_domains``, ``close()`` leaves every domain and every job as
+it is (no abort): a controller that dies must not take guests with it, and closing our
+connection does not stop a peer-to-peer job.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import threading
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,43 +63,54 @@ import simpy
 import simpy.rt
 
 from livemig.core.errors import MigrationError
-from livemig.core.model import Scenario, VmSpec
+from livemig.core.model import FaultKind, Scenario, VmSpec
 from livemig.core.units import GiB, MiB
-from livemig.drivers.base import HostFacts, HostTable, JobInfo, JobType
+from livemig.drivers.base import (
+    DomainFact,
+    HostFacts,
+    HostTable,
+    JobInfo,
+    JobType,
+    WorldFacts,
+)
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.inventory import Inventory, load_inventory
+from livemig.drivers.libvirt_conn import Connections, HostUnreachable
+from livemig.drivers.libvirt_domains import (
+    POOL,
+    DomainInfo,
+    abort_if_running,
+    domain_info,
+    host_usage,
+    ignore_vanished,
+    lookup,
+    remove_domain,
+    source_reading,
+)
+from livemig.drivers.libvirt_jobs import (
+    ACTIVE_JOB_TYPES,
+    COMPLETED_STATS,
+    DEST_POSTCOPY,
+    MIGRATION_OUT,
+    MIGRATION_SHADOWS,
+    SOURCE_POSTCOPY,
+    Job,
+    ended_reading,
+    job_info,
+    with_,
+)
 
-POOL = "instances"
+__all__ = ["DriverSetupError", "HostUnreachable", "LibvirtDriver"]
+
 BOOT_TIMEOUT = 90.0  # seconds for a TCG guest to start ticking on its console
-_JOB_TYPES = {
-    libvirt.VIR_DOMAIN_JOB_NONE: JobType.NONE,
-    libvirt.VIR_DOMAIN_JOB_BOUNDED: JobType.UNBOUNDED,
-    libvirt.VIR_DOMAIN_JOB_UNBOUNDED: JobType.UNBOUNDED,
-    libvirt.VIR_DOMAIN_JOB_COMPLETED: JobType.COMPLETED,
-    libvirt.VIR_DOMAIN_JOB_FAILED: JobType.FAILED,
-    libvirt.VIR_DOMAIN_JOB_CANCELLED: JobType.CANCELLED,
-}
-
-_ACTIVE_JOB_TYPES = (libvirt.VIR_DOMAIN_JOB_BOUNDED, libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
+AMBIGUOUS_GRACE = 30.0  # seconds a domain may sit on both hosts with no job before FAILED
+POSTCOPY_FAILED = libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors raise; don't print
 
 
 class DriverSetupError(RuntimeError):
     """The scenario cannot run on these hosts (named host missing, guest won't boot)."""
-
-
-@dataclass(kw_only=True)
-class _Job:
-    source: str
-    dest: str
-    started: float  # monotonic seconds
-    thread: threading.Thread | None = None
-    error: str | None = None
-    returned: bool = False
-    cancelled: bool = False
-    last: JobInfo = field(default_factory=lambda: JobInfo(type=JobType.UNBOUNDED))
-    final: JobInfo | None = None
 
 
 class LibvirtDriver:
@@ -92,6 +128,7 @@ class LibvirtDriver:
         boot: bool = True,
     ) -> None:
         self.env = env
+        self._inventory_path = Path(inventory)
         self.inventory: Inventory = load_inventory(inventory)
         self._policy = scenario.policy.migration
         self._keep = keep_domains
@@ -104,13 +141,19 @@ class LibvirtDriver:
                 f"{inventory} (it has {', '.join(sorted(known))})"
             )
         self._hosts = [h.name for h in scenario.hosts if h.service]
-        self._conns: dict[str, libvirt.virConnect] = {}
+        self._events_lock = threading.Lock()
+        self._completed: dict[tuple[str, str], dict[str, Any]] = {}  # (source, vm) -> stats
+        self._conns = Connections(
+            {h: self.inventory.host(h).uri for h in self._hosts},
+            keepalive_interval=self._policy.keepalive_interval,
+            keepalive_count=self._policy.keepalive_count,
+            on_job_completed=self._job_completed,
+        )
         self._heartbeat: dict[str, float | None] = {}
         for host in self._hosts:
-            self._conns[host] = libvirt.open(self.inventory.host(host).uri)
-            self._heartbeat[host] = float(env.now)
+            self._heartbeat[host] = float(env.now) if self._conns.reachable(host) else None
         self._claims: dict[str, tuple[str, VmSpec]] = {}
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, Job] = {}
         self._markers = 0
         if boot:
             self._boot(scenario)
@@ -118,6 +161,16 @@ class LibvirtDriver:
             # Booting took real time: without this, the scenario's clock would start behind
             # the wall clock and its timeouts (event times, the 0.5 s poll) fire back to back.
             env.sync()
+
+    def _call(self, host: str, fn: Any) -> Any:
+        """``fn(connection to host)``: reconnects once; KeyError, HostUnreachable."""
+        return self._conns.call(host, fn)
+
+    def _job_completed(self, host: str, name: str, stats: dict[str, Any]) -> None:
+        """libvirt's JOB_COMPLETED event (event-loop thread): keep a migration's stats."""
+        if stats.get("operation", MIGRATION_OUT) == MIGRATION_OUT and name in self._vms:
+            with self._events_lock:
+                self._completed[(host, name)] = stats
 
     # -- booting the scenario's guests -------------------------------------------
     def console_log(self, instance: str) -> Path:
@@ -130,20 +183,23 @@ class LibvirtDriver:
         image = self.inventory.image
         if not image:
             raise DriverSetupError(f"inventory {self.inventory.lab_dir} names no guest image")
-        for vm in scenario.vms:
-            conn = self._conns[vm.host]
-            self._remove_domain_everywhere(vm.name)
-            disk = None
-            if vm.disk > 0 and not vm.volume_backed:
-                disk = self.disk_path(vm.name)
-                self._create_volume(vm.host, disk.name, vm.disk)
-            log = self.console_log(vm.name)
-            log.unlink(missing_ok=True)
-            xml = domain_xml(
-                vm.name, vm.ram // MiB, vm.vcpus, Path(image["kernel"]), Path(image["initrd"]),
-                max(1, round(vm.working_set / MiB)), vm.dirty_rate / MiB, log, disk,
-            )
-            conn.defineXML(xml).create()
+        try:
+            for vm in scenario.vms:
+                self._remove_domain_everywhere(vm.name)
+                disk = None
+                if vm.disk > 0 and not vm.volume_backed:
+                    disk = self.disk_path(vm.name)
+                    self._create_volume(vm.host, disk.name, vm.disk)
+                log = self.console_log(vm.name)
+                log.unlink(missing_ok=True)
+                xml = domain_xml(
+                    vm.name, vm.ram // MiB, vm.vcpus, Path(image["kernel"]),
+                    Path(image["initrd"]), max(1, round(vm.working_set / MiB)),
+                    vm.dirty_rate / MiB, log, disk,
+                )
+                self._call(vm.host, lambda c, xml=xml: c.defineXML(xml).create())
+        except HostUnreachable as exc:
+            raise DriverSetupError(f"cannot boot the scenario's guests: {exc}") from exc
         deadline = time.monotonic() + BOOT_TIMEOUT
         for vm in scenario.vms:
             while "tick" not in _read(self.console_log(vm.name)):
@@ -155,53 +211,40 @@ class LibvirtDriver:
                 time.sleep(0.2)
 
     def _remove_domain_everywhere(self, name: str) -> None:
-        for conn in self._conns.values():
-            _remove_domain(_domain_state(conn, name))
+        """Destroy and undefine ``name`` on every reachable host."""
+        for host in self._hosts:
+            with contextlib.suppress(HostUnreachable):
+                self._call(host, lambda c: remove_domain(domain_info(c, name)))
 
     # -- facts ------------------------------------------------------------
     def host_names(self) -> list[str]:
         return list(self._hosts)
 
-    def _conn(self, host: str) -> libvirt.virConnect:
-        try:
-            return self._conns[host]
-        except KeyError:
-            raise KeyError(host) from None
-
     def host_facts(self, host: str) -> HostFacts:
-        conn = self._conn(host)
+        if host not in self._heartbeat:
+            raise KeyError(host)
         try:
-            info = conn.getInfo()  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
-            domains = conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
-            pool = conn.storagePoolLookupByName(POOL)
-            pool.refresh()
-            _, capacity, _, available = pool.info()
-            hv_type, hv_version = conn.getType(), conn.getVersion()
-            cpu_model = _host_cpu_model(conn.getCapabilities())
-        except libvirt.libvirtError:
+            usage = self._call(host, lambda c: host_usage(c, with_pool=True))
+        except (HostUnreachable, libvirt.libvirtError):
             return self._stale_facts(host)
         self._heartbeat[host] = float(self.env.now)  # HostFacts: a float
-        used = self._policy.reserved_host_memory_mb * MiB
-        vcpus_used = 0
-        for dom in domains:
-            _, max_kib, _, vcpus, _ = dom.info()
-            used += max_kib * 1024
-            vcpus_used += vcpus
+        used = self._policy.reserved_host_memory_mb * MiB + usage.domains_ram
+        vcpus_used = usage.domains_vcpus
         for dest, vm in self._claims.values():
             if dest == host:
                 used += vm.ram
                 vcpus_used += vm.vcpus
         return HostFacts(
             name=host,
-            hypervisor_type=hv_type,
-            hypervisor_version=hv_version,
-            cpu_model=cpu_model,
-            memory_mb=info[1],
-            free_ram_mb=info[1] - used // MiB,
-            vcpus=info[2],
+            hypervisor_type=usage.hv_type,
+            hypervisor_version=usage.hv_version,
+            cpu_model=usage.cpu_model,
+            memory_mb=usage.memory_mb,
+            free_ram_mb=usage.memory_mb - used // MiB,
+            vcpus=usage.vcpus,
             vcpus_used=vcpus_used,
-            local_gb=capacity // GiB,
-            disk_available_least=available // GiB,
+            local_gb=usage.pool_capacity // GiB,
+            disk_available_least=usage.pool_available // GiB,
             last_heartbeat=self._heartbeat[host],
         )
 
@@ -216,21 +259,66 @@ class LibvirtDriver:
     def host_table(self) -> HostTable:
         return HostTable.from_facts([self.host_facts(h) for h in self._hosts])
 
+    def _placement(self, instance: str) -> dict[str, DomainInfo]:
+        """Where ``instance`` has an active domain, among the reachable hosts."""
+        found: dict[str, DomainInfo] = {}
+        for host in self._hosts:
+            try:
+                state = self._call(host, lambda c: domain_info(c, instance))
+            except HostUnreachable:
+                continue
+            if state is not None and state.active:
+                found[host] = state
+        return found
+
     def instance_host(self, instance: str) -> str | None:
-        running = [h for h in self._hosts if self.instance_running_on(instance, h)]
-        return running[0] if len(running) == 1 else None
+        """The one reachable host where the guest runs; during a migration the side whose
+        vCPUs run (the source in pre-copy, the destination in post-copy)."""
+        active = self._placement(instance)
+        if len(active) > 1:
+            active = {h: s for h, s in active.items() if s.key not in MIGRATION_SHADOWS}
+        return next(iter(active)) if len(active) == 1 else None
 
     def instance_running_on(self, instance: str, host: str) -> bool:
-        state = _domain_state(self._conn(host), instance)
+        """Is the domain active on ``host``? :class:`HostUnreachable` if it cannot be asked."""
+        state = self._call(host, lambda c: domain_info(c, instance))
         return state is not None and state.active
 
+    def world(self) -> WorldFacts:
+        domains: list[DomainFact] = []
+        unreachable: list[str] = []
+        overcommitted: list[str] = []
+        names = set(self._vms)
+        reserved = self._policy.reserved_host_memory_mb * MiB
+        for host in self._hosts:
+            try:
+                usage = self._call(host, lambda c: host_usage(c, names=names))
+            except (HostUnreachable, libvirt.libvirtError):
+                unreachable.append(host)
+                continue
+            self._heartbeat[host] = float(self.env.now)
+            domains.extend(
+                DomainFact(instance=name, host=host, state=state)
+                for name, state in sorted(usage.scenario_domains.items())
+            )
+            claimed = sum(vm.ram for dest, vm in self._claims.values() if dest == host)
+            if reserved + usage.domains_ram + claimed > usage.memory_mb * MiB:
+                overcommitted.append(host)
+        return WorldFacts(
+            domains=tuple(domains),
+            claims={name: dest for name, (dest, _) in self._claims.items()},
+            unreachable=tuple(unreachable),
+            overcommitted=tuple(overcommitted),
+        )
+
     def compare_cpu(self, source: str, dest: str) -> bool:
-        caps = ET.fromstring(self._conn(source).getCapabilities())
+        caps = ET.fromstring(self._call(source, lambda c: c.getCapabilities()))
         cpu = caps.find("host/cpu")
         if cpu is None:
             return False
+        xml = ET.tostring(cpu, encoding="unicode")
         try:
-            result = self._conn(dest).compareCPU(ET.tostring(cpu, encoding="unicode"), 0)
+            result = self._call(dest, lambda c: c.compareCPU(xml, 0))
         except libvirt.libvirtError:
             return False
         return result in (libvirt.VIR_CPU_COMPARE_IDENTICAL, libvirt.VIR_CPU_COMPARE_SUPERSET)
@@ -242,36 +330,53 @@ class LibvirtDriver:
         return name
 
     def check_shared_storage_test_file(self, source: str, name: str) -> bool:
-        pool = self._conn(source).storagePoolLookupByName(POOL)
-        pool.refresh()
-        try:
-            pool.storageVolLookupByName(name)
-        except libvirt.libvirtError:
-            return False
-        return True
+        def check(conn: libvirt.virConnect) -> bool:
+            pool = conn.storagePoolLookupByName(POOL)
+            pool.refresh()
+            try:
+                pool.storageVolLookupByName(name)
+            except libvirt.libvirtError:
+                if not conn.isAlive():
+                    raise
+                return False
+            return True
+
+        return bool(self._call(source, check))
 
     def cleanup_shared_storage_test_file(self, dest: str, name: str) -> None:
         self._delete_volume(dest, name)
 
     def _create_volume(self, host: str, name: str, capacity: int, fmt: str = "qcow2") -> None:
-        pool = self._conn(host).storagePoolLookupByName(POOL)
-        pool.refresh()
         self._delete_volume(host, name)
         xml = (
             f"<volume><name>{name}</name><capacity unit='bytes'>{capacity}</capacity>"
             f"<target><format type='{fmt}'/></target></volume>"
         )
-        pool.createXML(xml, 0)
+
+        def create(conn: libvirt.virConnect) -> None:
+            pool = conn.storagePoolLookupByName(POOL)
+            pool.refresh()
+            pool.createXML(xml, 0)
+
+        self._call(host, create)
 
     def _delete_volume(self, host: str, name: str) -> None:
-        pool = self._conn(host).storagePoolLookupByName(POOL)
-        pool.refresh()
-        with contextlib.suppress(libvirt.libvirtError):
-            pool.storageVolLookupByName(name).delete(0)
+        def delete(conn: libvirt.virConnect) -> None:
+            pool = conn.storagePoolLookupByName(POOL)
+            pool.refresh()
+            try:
+                pool.storageVolLookupByName(name).delete(0)
+            except libvirt.libvirtError:
+                if not conn.isAlive():
+                    raise
+
+        self._call(host, delete)
 
     # -- actions ----------------------------------------------------------
     def pre_live_migration(self, instance: str, dest: str, block_migration: bool) -> None:
         vm = self._vms[instance]
+        if not self._conns.reachable(dest):
+            self._call(dest, lambda c: None)  # raises HostUnreachable, with the reason
         facts = self.host_facts(dest)
         if facts.free_ram_mb < vm.ram // MiB:
             raise MigrationError(
@@ -288,9 +393,17 @@ class LibvirtDriver:
         source = self.instance_host(instance)
         if source is None:
             raise MigrationError(reason=f"{instance} is not running on exactly one host")
-        dom = self._conn(source).lookupByName(instance)
-        dom.migrateSetMaxDowntime(max(1, round(self._policy.max_downtime * 1000)), 0)
-        job = _Job(source=source, dest=dest, started=time.monotonic())
+        downtime_ms = max(1, round(self._policy.max_downtime * 1000))
+
+        def lookup(conn: libvirt.virConnect) -> libvirt.virDomain:
+            dom = conn.lookupByName(instance)
+            dom.migrateSetMaxDowntime(downtime_ms, 0)
+            return dom
+
+        dom = self._call(source, lookup)
+        with self._events_lock:
+            self._completed.pop((source, instance), None)
+        job = Job(source=source, dest=dest, started=time.monotonic())
 
         def migrate() -> None:
             try:
@@ -304,11 +417,62 @@ class LibvirtDriver:
         self._jobs[instance] = job
         job.thread.start()
 
-    def set_max_downtime(self, instance: str, seconds: float) -> None:
-        job = self._jobs[instance]
-        dom = self._conn(job.source).lookupByName(instance)
-        dom.migrateSetMaxDowntime(max(1, round(seconds * 1000)), 0)
+    def _job(self, instance: str) -> Job:
+        job = self._jobs.get(instance)
+        if job is None:
+            raise MigrationError(reason=f"{instance} has no migration job in this driver")
+        return job
 
+    def _on_source(self, instance: str, what: str, act: Any) -> Any:
+        """``act(domain)`` on the job's source domain; libvirt errors as MigrationError."""
+        job = self._job(instance)
+        try:
+            return self._call(job.source, lambda c: act(c.lookupByName(instance)))
+        except libvirt.libvirtError as exc:
+            raise MigrationError(reason=f"{what} {instance} on {job.source}: {exc}") from exc
+
+    def set_max_downtime(self, instance: str, seconds: float) -> None:
+        ms = max(1, round(seconds * 1000))
+        self._on_source(instance, "cannot set the max downtime of",
+                        lambda dom: dom.migrateSetMaxDowntime(ms, 0))
+
+    def start_postcopy(self, instance: str) -> None:
+        self._on_source(instance, "cannot switch to post-copy:",
+                        lambda dom: dom.migrateStartPostCopy(0))
+        self._jobs[instance].postcopy = True
+
+    def abort_job(self, instance: str) -> None:
+        self._on_source(instance, "cannot abort the job of", lambda dom: dom.abortJob())
+
+    def attach_job(self, instance: str, source: str, dest: str) -> None:
+        for host in (source, dest):
+            if host not in self._heartbeat:
+                raise KeyError(host)
+        with self._events_lock:
+            self._completed.pop((source, instance), None)
+        self._jobs[instance] = Job(source=source, dest=dest, started=time.monotonic(),
+                                   attached=True)
+
+    def suspend(self, instance: str) -> None:
+        host, state = self._home(instance)
+        if state.state != libvirt.VIR_DOMAIN_PAUSED:
+            self._call(host, lambda c: c.lookupByName(instance).suspend())
+
+    def resume(self, instance: str) -> None:
+        host, state = self._home(instance)
+        if state.state == libvirt.VIR_DOMAIN_PAUSED:
+            self._call(host, lambda c: c.lookupByName(instance).resume())
+
+    def _home(self, instance: str) -> tuple[str, DomainInfo]:
+        host = self.instance_host(instance)
+        if host is None:
+            raise MigrationError(reason=f"{instance} does not run on exactly one reachable host")
+        state = self._call(host, lambda c: domain_info(c, instance))
+        if state is None:
+            raise MigrationError(reason=f"{instance} left {host} while being asked")
+        return host, state
+
+    # -- the job's readings ----------------------------------------------------
     def job_info(self, instance: str) -> JobInfo:
         job = self._jobs.get(instance)
         if job is None:
@@ -317,56 +481,101 @@ class LibvirtDriver:
             return job.final
         if job.returned and job.error is not None:
             kind = JobType.CANCELLED if "canceled by client" in job.error else JobType.FAILED
-            # a running job's "downtime" is libvirt's estimate; an unfinished job paused nothing
-            job.final = _with(job.last, type=kind, error=job.error, downtime=None)
-            return job.final
-        on_dest = self.instance_running_on(instance, job.dest)
-        if on_dest and not self.instance_running_on(instance, job.source):
-            stats = self._completed_stats(instance, job)
-            if stats is not None:
-                job.final = stats
-                return stats
-        dom = _lookup(self._conn(job.source), instance)
-        if dom is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                stats = dom.jobStats(0)
-                # Once the job has ended (e.g. aborted) and before migrateToURI returns, the
-                # source answers {'type': NONE}: keep the last reading of the running job,
-                # which is all there is of a cancelled job's statistics.
-                if stats.get("type") in _ACTIVE_JOB_TYPES:
-                    job.last = _job_info(stats, JobType.UNBOUNDED)
-        return _with(job.last, type=JobType.UNBOUNDED)
+            return self._end(job, ended_reading(job, kind, job.error))
+        try:
+            return self._read_job(instance, job)
+        except HostUnreachable as exc:
+            if job.call_pending:  # our migrateToURI fails once the keepalive gives up
+                return with_(job.last, type=JobType.UNBOUNDED, postcopy=job.postcopy)
+            return self._end(job, ended_reading(job, JobType.FAILED, str(exc)))
 
-    def _completed_stats(self, instance: str, job: _Job) -> JobInfo | None:
-        for host in (job.dest, job.source):
-            dom = _lookup(self._conn(host), instance)
+    def _end(self, job: Job, info: JobInfo) -> JobInfo:
+        job.final = info
+        return info
+
+    def _read_job(self, instance: str, job: Job) -> JobInfo:
+        # migrateToURI may return while we read: decide on what was true before reading
+        # (the next poll sees its error, if any)
+        pending = job.call_pending
+        src, stats = self._call(job.source, lambda c: source_reading(c, instance))
+        if src is not None and src.key in SOURCE_POSTCOPY:
+            job.postcopy = True
+        if stats is not None and stats.get("type") in ACTIVE_JOB_TYPES:
+            job.last = job_info(stats, JobType.UNBOUNDED, postcopy=job.postcopy)
+            return job.last
+        try:
+            dst = self._call(job.dest, lambda c: domain_info(c, instance))
+        except HostUnreachable:
+            dst = None
+        if dst is not None and dst.key in DEST_POSTCOPY:
+            job.postcopy = True
+        running = with_(job.last, type=JobType.UNBOUNDED, postcopy=job.postcopy)
+        for side, host in ((src, job.source), (dst, job.dest)):
+            if side is not None and side.key == (libvirt.VIR_DOMAIN_PAUSED, POSTCOPY_FAILED):
+                return self._end(job, ended_reading(
+                    job, JobType.FAILED, f"post-copy failed: {instance} is paused on {host}"))
+        on_src = src is not None and src.active
+        on_dest = dst is not None and dst.active
+        if on_src and src.key in SOURCE_POSTCOPY:
+            return running  # the guest runs on dest, pulling pages; stats come at the end
+        if on_dest and not on_src:
+            done = self._completed_stats(instance, job)
+            if done is not None:
+                return self._end(job, done)
+            if pending or dst.key in DEST_POSTCOPY:
+                return running  # the event or migrateToURI's return is on its way
+            return self._end(job, ended_reading(job, JobType.COMPLETED, None))
+        if pending:
+            return running  # ended (aborted?) or not begun: migrateToURI will say
+        if on_src and on_dest:
+            job.ambiguous_since = job.ambiguous_since or time.monotonic()
+            if time.monotonic() - job.ambiguous_since < AMBIGUOUS_GRACE:
+                return running
+            return self._end(job, ended_reading(
+                job, JobType.FAILED, f"{instance} is on {job.source} and {job.dest} and no "
+                f"job runs"))
+        if on_src:
+            why = ("the job ended while the controller was away" if job.attached
+                   else "migrateToURI returned and the domain still runs on the source")
+            return self._end(job, ended_reading(job, JobType.FAILED, f"{why} ({job.source})"))
+        return self._end(job, ended_reading(
+            job, JobType.FAILED, f"{instance} runs on neither {job.source} nor {job.dest}"))
+
+    def _completed_stats(self, instance: str, job: Job) -> JobInfo | None:
+        """The ended job's statistics: the destination's completed-job stats, else the
+        source's JOB_COMPLETED event (the only record of a post-copy migration)."""
+
+        def completed(conn: libvirt.virConnect) -> dict[str, Any] | None:
+            dom = lookup(conn, instance)
             if dom is None:
-                continue
+                return None
             try:
-                # KEEP_COMPLETED: reading them must not erase them for anyone else
-                stats = dom.jobStats(
-                    libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED
-                    | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
-                )
+                return dom.jobStats(COMPLETED_STATS)
             except libvirt.libvirtError:
-                continue
-            if stats.get("type") == libvirt.VIR_DOMAIN_JOB_COMPLETED:
-                return _job_info(stats, JobType.COMPLETED)
+                if not conn.isAlive():
+                    raise
+                return None
+
+        with contextlib.suppress(HostUnreachable):
+            stats = self._call(job.dest, completed)
+            if stats is not None and stats.get("type") == libvirt.VIR_DOMAIN_JOB_COMPLETED:
+                return job_info(stats, JobType.COMPLETED, postcopy=job.postcopy)
+        with self._events_lock:
+            event = self._completed.get((job.source, instance))
+        if event is not None:
+            return job_info(event, JobType.COMPLETED, postcopy=job.postcopy)
         return None
 
-    def abort_job(self, instance: str) -> None:
-        job = self._jobs[instance]
-        self._conn(job.source).lookupByName(instance).abortJob()
-
+    # -- after the job -----------------------------------------------------------
     def post_live_migration(self, instance: str, source: str, dest: str) -> None:
         """Clean the source: the domain's leftovers and, on local storage, its disk."""
         self._claims.pop(instance, None)
-        state = _domain_state(self._conn(source), instance)
+        state = self._call(source, lambda c: domain_info(c, instance))
         if state is not None:
             if state.active:
                 raise MigrationError(reason=f"{instance} still runs on {source} after migration")
             if state.persistent:
-                _ignore_vanished(state.dom.undefine)
+                self._call(source, lambda c: ignore_vanished(c.lookupByName(instance).undefine))
         if self.inventory.storage == "local":
             self._delete_volume(source, self.disk_path(instance).name)
         self._join(instance)
@@ -377,8 +586,12 @@ class LibvirtDriver:
         """Clean the destination: any domain left there, the disk pre-created for it."""
         self._claims.pop(instance, None)
         self._join(instance)
-        if self.instance_running_on(instance, source):
-            _remove_domain(_domain_state(self._conn(dest), instance))
+        try:
+            on_source = self.instance_running_on(instance, source)
+        except HostUnreachable:
+            on_source = False  # the guest may be anywhere: leave the destination as it is
+        if on_source:
+            self._call(dest, lambda c: remove_domain(domain_info(c, instance)))
         if block_migration and self.inventory.storage == "local":
             self._delete_volume(dest, self.disk_path(instance).name)
 
@@ -388,75 +601,41 @@ class LibvirtDriver:
         if job is not None and job.thread is not None:
             job.thread.join(timeout)
 
+    # -- faults -----------------------------------------------------------------
+    def inject_fault(self, kind: FaultKind, host: str) -> None:
+        """Make the fault happen in the namespace lab (the inventory is read again: the
+        fault module records the daemons' new pids there)."""
+        inventory = load_inventory(self._inventory_path)
+        if not inventory.lab or not all(h.netns for h in inventory.hosts):
+            raise DriverSetupError(
+                f"{self._inventory_path}: faults are only injected in the namespace lab "
+                f"(this inventory has no lab name or network namespaces)"
+            )
+        if host not in self._heartbeat:
+            raise KeyError(host)
+        from livemig.drivers.lab.faults import inject_fault
+
+        inject_fault(inventory, kind, host)
+        self._conns.forget_failure(host)
+
+    # -- the end ------------------------------------------------------------------
     def close(self) -> None:
-        for name, job in self._jobs.items():
-            if not job.returned:
-                dom = _lookup(self._conn(job.source), name)
-                if dom is not None:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        dom.abortJob()
-            self._join(name)
+        """Release the connections. With ``keep_domains`` every domain and every job is
+        left as it is (a peer-to-peer job goes on in the source's libvirtd); else running
+        jobs are aborted and the scenario's domains and disks removed."""
         if not self._keep:
-            for name in self._vms:
+            for name, job in self._jobs.items():
+                if job.call_pending or job.attached:
+                    with contextlib.suppress(libvirt.libvirtError, HostUnreachable):
+                        self._call(job.source, lambda c, n=name: abort_if_running(c, n))
+                self._join(name)
+            for name, vm in self._vms.items():
                 self._remove_domain_everywhere(name)
-                if self._vms[name].disk > 0:
+                if vm.disk > 0:
                     for host in self._hosts:
-                        self._delete_volume(host, self.disk_path(name).name)
-        for conn in self._conns.values():
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
-
-
-def _lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
-    return _ignore_vanished(conn.lookupByName, name)
-
-
-def _ignore_vanished(call: Any, *args: Any) -> Any:
-    """``call(*args)``, or None when the domain does not exist (any more).
-
-    A migrating domain leaves its source at a moment of libvirt's choosing: a
-    handle looked up a moment ago may answer "no domain" to the next question.
-    """
-    try:
-        return call(*args)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise
-
-
-@dataclass(frozen=True)
-class _DomainState:
-    dom: libvirt.virDomain
-    active: bool
-    persistent: bool
-
-
-def _domain_state(conn: libvirt.virConnect, name: str) -> _DomainState | None:
-    """What ``conn`` knows of domain ``name`` now; None if it has none (or it just left)."""
-    dom = _lookup(conn, name)
-    if dom is None:
-        return None
-    active = _ignore_vanished(dom.isActive)
-    persistent = _ignore_vanished(dom.isPersistent)
-    if active is None or persistent is None:
-        return None
-    return _DomainState(dom=dom, active=bool(active), persistent=bool(persistent))
-
-
-def _remove_domain(state: _DomainState | None) -> None:
-    """Destroy and undefine a domain (a transient one vanishes once destroyed)."""
-    if state is None:
-        return
-    if state.active:
-        _ignore_vanished(state.dom.destroy)
-    if state.persistent:
-        _ignore_vanished(state.dom.undefine)
-
-
-def _host_cpu_model(capabilities: str) -> str:
-    model = ET.fromstring(capabilities).find("host/cpu/model")
-    return model.text or "" if model is not None else ""
+                        with contextlib.suppress(HostUnreachable, libvirt.libvirtError):
+                            self._delete_volume(host, self.disk_path(name).name)
+        self._conns.close()
 
 
 def _read(path: Path) -> str:
@@ -464,29 +643,3 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
-
-
-def _job_info(stats: dict[str, Any], kind: JobType) -> JobInfo:
-    """libvirt's typed job parameters (ms, bytes, pages/s) in base units."""
-    page = stats.get("memory_page_size", 4096)
-    downtime = stats.get("downtime")
-    return JobInfo(
-        type=kind,
-        time_elapsed=stats.get("time_elapsed", 0) / 1000.0,
-        data_total=stats.get("data_total", 0),
-        data_processed=stats.get("data_processed", 0),
-        data_remaining=stats.get("data_remaining", 0),
-        memory_total=stats.get("memory_total", 0),
-        memory_processed=stats.get("memory_processed", 0),
-        memory_remaining=stats.get("memory_remaining", 0),
-        disk_total=stats.get("disk_total", 0),
-        disk_processed=stats.get("disk_processed", 0),
-        disk_remaining=stats.get("disk_remaining", 0),
-        memory_iteration=stats.get("memory_iteration", 0),
-        memory_dirty_rate=stats.get("memory_dirty_rate", 0) * page,
-        downtime=None if downtime is None else downtime / 1000.0,
-    )
-
-
-def _with(info: JobInfo, **changes: Any) -> JobInfo:
-    return dataclasses.replace(info, **changes)
