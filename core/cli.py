@@ -19,7 +19,7 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import livemig
 from livemig.core.model import Scenario
@@ -48,7 +48,7 @@ def _scenario_module() -> Any:
 def _one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line (OSErrors as ``path: reason``)."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
-        text = f"{exc.filename}: {exc.strerror}"
+        text = f"{printable(str(exc.filename))}: {exc.strerror}"
     else:
         text = str(exc) or type(exc).__name__
     return " ".join(text.split())
@@ -216,9 +216,26 @@ def _add_lab_commands(subparsers: Any) -> None:
         add(subparsers)
 
 
+def printable(text: str) -> str:
+    """``text`` on one line, control characters escaped.
+
+    >>> printable("unrecognized arguments: \\x0c a\\nb")
+    'unrecognized arguments: \\\\x0c a\\\\nb'
+    """
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line: ``livemig run: error: ... (see --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)} "
+                              f"(see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``livemig`` argument parser; every command sets ``func(args) -> int``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="A testbed for VM live migration: OpenStack Nova's live-migration flow "
         "on a simulated data centre or real libvirt hosts.",
@@ -270,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {message}", file=sys.stderr)
+    print(f"{PROG}: error: {printable(message)}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -205,11 +205,22 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == f"livemig {livemig.__version__}"
 
 
-def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main([]) == 2
-    assert cli.main(["run", "x.yaml", "--driver", "vmware"]) == 2
-    assert cli.main(["run", "x.yaml", "--seed", "-1"]) == 2
-    assert "usage: livemig" in capsys.readouterr().err
+@pytest.mark.parametrize(("argv", "message"), [
+    ([], "livemig: error: the following arguments are required: COMMAND (see livemig --help)"),
+    (["run", "x.yaml", "--driver", "vmware"],
+     "livemig run: error: argument --driver: invalid choice: 'vmware' (choose from 'libvirt', "
+     "'sim') (see livemig run --help)"),
+    (["run", "x.yaml", "--seed", "-1"],
+     "livemig run: error: argument --seed: -1 must be >= 0 (see livemig run --help)"),
+    (["validate", "x.yaml", "\x0c\n"],  # control characters are shown escaped
+     "livemig: error: \\x0c\\n: No such file or directory"),
+])
+def test_usage_errors_are_one_line_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == message and len(err.splitlines()) <= 2
 
 
 def test_default_out_dir_is_one_safe_component() -> None:
