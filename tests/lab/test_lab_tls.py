@@ -1,0 +1,225 @@
+"""The lab in TLS mode for real (``ttls``, 2 hosts): libvirt over ``qemu+tls`` with the lab's
+client certificate, plain TCP refused, a certificate-less TLS client rejected, a live
+migration with ``VIR_MIGRATE_TLS`` whose stream is TLS on the wire, and no private key
+bytes outside the key files.
+
+Needs root and ``scripts/setup-lab``; a lab that cannot start fails the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import stat
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+from lablock import lab_lock
+
+from livemig.drivers.lab.faults import port_open
+from livemig.drivers.lab.guest import domain_xml
+from livemig.drivers.lab.inventory import Inventory, load_inventory
+from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
+from livemig.drivers.lab.layout import LIBVIRT_TCP_PORT, LIBVIRT_TLS_PORT, lab_layout
+
+pytestmark = pytest.mark.lab
+
+LAB = "ttls"
+GUEST = f"{LAB}-g1"
+BOOT_TIMEOUT = 120.0
+TICK_RE = re.compile(r"^tick (\d+) ", re.MULTILINE)
+MIGRATION_PORTS = range(49152, 49216)  # libvirt's default migration_port_min..max
+QEMU_MAGIC = b"QEVM"  # first bytes of a plain QEMU migration stream
+TLS_HANDSHAKE = b"\x16\x03"  # a TLS record of type handshake
+FLAGS = (
+    libvirt.VIR_MIGRATE_LIVE
+    | libvirt.VIR_MIGRATE_PEER2PEER
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    | libvirt.VIR_MIGRATE_TLS
+)
+
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+
+@pytest.fixture(scope="module")
+def tls_lab() -> Iterator[Inventory]:
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests need root (run them as root after scripts/setup-lab)")
+    with lab_lock(LAB):
+        try:
+            t0 = time.monotonic()
+            path = lab_up(LAB, hosts=2, storage="shared", tls=True)
+            print(f"lab up --tls: {time.monotonic() - t0:.1f} s")
+        except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
+            pytest.fail(f"lab {LAB!r} (tls) could not start: {exc}")
+        try:
+            yield load_inventory(path)
+        finally:
+            lab_down(LAB)
+
+
+def last_tick(log: Path) -> int:
+    ticks = TICK_RE.findall(log.read_text(errors="replace")) if log.exists() else []
+    return int(ticks[-1]) if ticks else 0
+
+
+def wait_tick_above(log: Path, n: int, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
+    while (t := last_tick(log)) <= n:
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+            pytest.fail(f"console {log} stuck at tick {t} (wanted > {n}); tail:\n{tail}")
+        time.sleep(0.2)
+    return t
+
+
+class Sniffer(threading.Thread):
+    """First payload bytes of every TCP connection towards the migration ports, seen on a
+    root-namespace interface (an AF_PACKET socket), and whether QEMU's magic ever passed."""
+
+    def __init__(self, iface: str) -> None:
+        super().__init__(daemon=True)
+        # ETH_P_ALL: frames leaving through the interface reach only "all protocol" taps
+        self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind((iface, 0))
+        self.sock.settimeout(0.2)
+        self.first: dict[tuple[bytes, int], bytes] = {}
+        self.magic_seen = False
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                frame = self.sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            ip = frame[14:]
+            if frame[12:14] != b"\x08\x00" or len(ip) < 20 or ip[9] != 6:  # TCP over IPv4
+                continue
+            ihl = (ip[0] & 0x0F) * 4
+            total = int.from_bytes(ip[2:4], "big")
+            tcp = ip[ihl:total]
+            if len(tcp) < 20 or int.from_bytes(tcp[2:4], "big") not in MIGRATION_PORTS:
+                continue
+            payload = tcp[(tcp[12] >> 4) * 4 :]
+            if not payload:
+                continue
+            key = (ip[12:16], int.from_bytes(tcp[0:2], "big"))
+            self.first.setdefault(key, payload[:8])
+            self.magic_seen |= QEMU_MAGIC in payload
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.join(5)
+        self.sock.close()
+
+
+def test_libvirtd_answers_over_tls_with_the_lab_client_certificate(tls_lab: Inventory) -> None:
+    assert tls_lab.tls
+    for host in tls_lab.hosts:
+        assert host.uri.startswith(f"qemu+tls://{host.address}/system?pkipath=")
+        conn = libvirt.open(host.uri)
+        try:
+            assert conn.getHostname() == host.name
+            assert conn.getURI().startswith("qemu+tls://")
+        finally:
+            conn.close()
+    status = lab_status(LAB)
+    assert status["state"] == "up" and status["tls"]
+
+
+def test_plain_tcp_is_refused_and_tls_without_a_client_certificate_too(
+    tls_lab: Inventory, tmp_path: Path
+) -> None:
+    host = tls_lab.host("lab1")
+    assert not port_open(host.address, LIBVIRT_TCP_PORT)
+    assert port_open(host.address, LIBVIRT_TLS_PORT)
+    with pytest.raises(libvirt.libvirtError, match="Connection refused"):
+        libvirt.open(f"qemu+tcp://{host.address}/system")
+    # Trusting the lab's CA is not enough: the server wants a certificate the CA signed.
+    ca = Path(tls_lab.lab_dir) / "pki" / "cacert.pem"
+    (tmp_path / "cacert.pem").write_bytes(ca.read_bytes())
+    with pytest.raises(libvirt.libvirtError):
+        libvirt.open(f"qemu+tls://{host.address}/system?pkipath={tmp_path}").close()
+    # libvirtd listens on the host's lab address only, TLS only.
+    out = subprocess.run(["ip", "netns", "exec", host.netns, "ss", "-ltnH"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    local = {line.split()[3] for line in out.splitlines() if line.strip()}
+    assert f"{host.address}:{LIBVIRT_TLS_PORT}" in local
+    assert not {a for a in local if a.endswith((f":{LIBVIRT_TCP_PORT}", f"*:{LIBVIRT_TLS_PORT}"))}
+
+
+def test_live_migration_with_migrate_tls_is_encrypted_on_the_wire(tls_lab: Inventory) -> None:
+    lab1, lab2 = tls_lab.hosts
+    assert tls_lab.image is not None
+    console = Path(tls_lab.console_dir) / f"{GUEST}.log"
+    xml = domain_xml(GUEST, 128, 1, Path(tls_lab.image["kernel"]),
+                     Path(tls_lab.image["initrd"]), 16, 4, console)  # fmt: skip
+    src = libvirt.open(lab1.uri)
+    dst = libvirt.open(lab2.uri)
+    try:
+        dom = src.createXML(xml, 0)
+        before = wait_tick_above(console, 1, BOOT_TIMEOUT)
+        sniffer = Sniffer(lab_layout(LAB, 2, Path(tls_lab.lab_dir).parent).hosts[1].veth)
+        sniffer.start()
+        try:
+            t0 = time.monotonic()
+            dom.migrateToURI(f"qemu+tls://{lab2.address}/system", FLAGS, None, 0)
+            took = time.monotonic() - t0
+        finally:
+            sniffer.finish()
+        print(f"TLS migration: {took:.1f} s; connections seen: {len(sniffer.first)}")
+
+        assert GUEST not in [d.name() for d in src.listAllDomains()]
+        moved = dst.lookupByName(GUEST)
+        assert moved.isActive()
+        stats = moved.jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+        assert stats["type"] == libvirt.VIR_DOMAIN_JOB_COMPLETED
+        assert stats["memory_processed"] > 0
+        # On the wire: the migration connection opened with a TLS handshake, and QEMU's
+        # stream magic never passed in clear.
+        assert sniffer.first, "no migration connection was seen on lab2's link"
+        assert all(first.startswith(TLS_HANDSHAKE) for first in sniffer.first.values())
+        assert not sniffer.magic_seen
+        switched = last_tick(console)
+        assert switched >= before
+        wait_tick_above(console, switched + 2, 60)  # the guest runs on lab2
+    finally:
+        src.close()
+        dst.close()
+
+
+def _pem_body_lines(path: Path) -> list[bytes]:
+    return [
+        line
+        for line in path.read_bytes().splitlines()
+        if line and not line.startswith(b"-----") and len(line) >= 32
+    ]
+
+
+def test_keys_are_private_and_never_copied_into_inventory_or_logs(tls_lab: Inventory) -> None:
+    lab_dir = Path(tls_lab.lab_dir)
+    keys = [p for p in lab_dir.rglob("*key.pem") if p.is_file()]
+    # per host: libvirt server + client, QEMU server + client; and the root client's key
+    assert len(keys) == 4 * len(tls_lab.hosts) + 1
+    for key in keys:
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
+        assert b"PRIVATE KEY" in key.read_bytes()
+    assert not list(lab_dir.rglob("cakey*")), "the CA key must not outlive lab up"
+    secrets = {line for key in keys for line in _pem_body_lines(key)}
+    assert secrets
+    others = [p for p in lab_dir.rglob("*") if p.is_file() and p not in keys]
+    assert lab_dir / "inventory.yaml" in others
+    assert any(p.name == "libvirtd.log" for p in others)
+    for path in others:
+        data = path.read_bytes()
+        assert b"PRIVATE KEY" not in data, path
+        assert not any(s in data for s in secrets), path
+    assert "key" not in (lab_dir / "inventory.yaml").read_text().lower()
