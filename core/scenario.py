@@ -40,9 +40,10 @@ Schema (``*`` required, ``=`` default)::
                                named rack-K with the lowest K not used yet
       uplink: 40Gbit/s         rack switch <-> core; required when hosts are in racks
     policy:
-      scheduler: {filters: [RamFilter, ComputeFilter, ...], ram_allocation_ratio: 1.5,
-                  ram_weight_multiplier: 1.0, heuristic: weighed | first_fit | best_fit
-                  | worst_fit | random, max_retries: -1 (-1: until no host is left)}
+      scheduler: {filters: [RamFilter, ComputeFilter, ...], ram_allocation_ratio: 1.5 (> 0),
+                  ram_weight_multiplier: 1.0 (both at most MAX_FACTOR in size),
+                  heuristic: weighed | first_fit | best_fit | worst_fit | random,
+                  max_retries: -1 (-1: until no host is left)}
       migration: {live_migration_flag: "VIR_MIGRATE_LIVE, VIR_MIGRATE_PEER2PEER" (Nova's
                   comma-separated string, or a YAML list of names), block_migration_flag,
                   uri: "qemu+tcp://%s/system" (exactly one %s), bandwidth: 0 (0 = unlimited),
@@ -107,6 +108,11 @@ Decisions:
   expands to at most ``MAX_GROUP_COUNT`` names. Host and VM names are separate namespaces.
 * Strings are YAML strings: ``name: yes`` is a boolean and an error (quote it). A
   ``hypervisor_version`` written ``6.2`` (a YAML float) is read as the text ``"6.2"``.
+  A plain (unquoted) ``1e3`` or ``2.5e-1``, text in YAML 1.1, is a number where a number
+  is expected (``ram_allocation_ratio``, ``ram_weight_multiplier``).
+* Sizes are at most ``MAX_BYTES`` (8192 TiB), vCPUs at most ``MAX_VCPUS`` (2**20),
+  ``reserved_host_*_mb`` at most ``MAX_BYTES`` in MiB: the simulator keeps them in 64-bit
+  integers. Larger values are errors, as are NaN and infinities anywhere.
 * ``cpu_model`` must be one of ``CPU_MODELS`` so the simulator can order models.
 * A VM larger than every host (RAM, vCPUs; disk against the ``local`` hosts) is reported
   as such; one merely larger than its own host names that host.
@@ -182,8 +188,11 @@ from .yaml_nodes import (
 __all__ = [
     "CPU_MODELS",
     "KNOWN_FILTERS",
+    "MAX_BYTES",
     "MAX_DOWNTIME_STEPS",
+    "MAX_FACTOR",
     "MAX_GROUP_COUNT",
+    "MAX_VCPUS",
     "MIGRATE_FLAG_NAMES",
     "VCPU_OVERCOMMIT",
     "WORKING_SET_FRACTION",
@@ -205,6 +214,10 @@ KNOWN_FILTERS: tuple[str, ...] = tuple(FILTERS)  # the scheduler's filters, by n
 VCPU_OVERCOMMIT = int(CPU_ALLOCATION_RATIO)  # Nova's cpu_allocation_ratio default (16)
 MAX_GROUP_COUNT = 100_000  # also the most failures of one kind a random_faults may draw
 MAX_DOWNTIME_STEPS = 1_000  # the schedule is a list of steps + 1 pairs
+MAX_BYTES = 2**53  # 8192 TiB: any size; exact as a float, sums stay within int64
+MAX_VCPUS = 2**20  # vCPUs of a host or a VM
+MAX_FACTOR = 1e6  # |ram_allocation_ratio|, |ram_weight_multiplier|: products stay finite
+_MAX_MB = MAX_BYTES // MiB  # reserved_host_*_mb
 WORKING_SET_FRACTION = 0.25  # default working_set = used_memory * this
 
 _FLAG_PREFIX = "VIR_MIGRATE_"
@@ -392,8 +405,8 @@ _NETWORK: dict[str, Reader] = {
 
 _SCHEDULER: dict[str, Reader] = {
     "filters": _filters,
-    "ram_allocation_ratio": number(positive=True),
-    "ram_weight_multiplier": number(),
+    "ram_allocation_ratio": number(positive=True, limit=MAX_FACTOR),
+    "ram_weight_multiplier": number(limit=MAX_FACTOR),
     "heuristic": choice([h.value for h in Heuristic], "heuristic", Heuristic),
     "max_retries": integer(-1),
 }
@@ -408,8 +421,8 @@ _MIGRATION: dict[str, Reader] = {
     "max_concurrent_per_host": integer(1),
     "switchover_cost": duration(non_negative=True),
     "completion_timeout": duration(non_negative=True),
-    "reserved_host_disk_mb": integer(0),
-    "reserved_host_memory_mb": integer(0),
+    "reserved_host_disk_mb": integer(0, _MAX_MB),
+    "reserved_host_memory_mb": integer(0, _MAX_MB),
     "service_down_time": duration(positive=True),
     "report_interval": duration(positive=True),
     "downtime_steps": integer(0, MAX_DOWNTIME_STEPS),
@@ -449,9 +462,9 @@ def _policy(f: Field | None) -> Policy:
 # -- hosts -----------------------------------------------------------------------------
 
 _HOST: dict[str, Reader] = {
-    "ram": size(positive=True),
-    "vcpus": integer(1),
-    "disk": size(non_negative=True),
+    "ram": size(MAX_BYTES, positive=True),
+    "vcpus": integer(1, MAX_VCPUS),
+    "disk": size(MAX_BYTES, non_negative=True),
     "hypervisor_type": string("a hypervisor type such as QEMU"),
     "hypervisor_version": _version,
     "cpu_model": choice(CPU_MODELS, "CPU model"),
@@ -544,12 +557,12 @@ def _assign_racks(hosts: _Hosts, network: NetworkSpec) -> None:
 # -- VMs -------------------------------------------------------------------------------
 
 _VM: dict[str, Reader] = {
-    "ram": size(positive=True),
-    "vcpus": integer(1),
-    "disk": size(non_negative=True),
-    "disk_allocated": size(non_negative=True),
-    "used_memory": size(non_negative=True),
-    "working_set": size(non_negative=True),
+    "ram": size(MAX_BYTES, positive=True),
+    "vcpus": integer(1, MAX_VCPUS),
+    "disk": size(MAX_BYTES, non_negative=True),
+    "disk_allocated": size(MAX_BYTES, non_negative=True),
+    "used_memory": size(MAX_BYTES, non_negative=True),
+    "working_set": size(MAX_BYTES, non_negative=True),
     "dirty_rate": rate(non_negative=True),
     "volume_backed": boolean,
 }

@@ -19,12 +19,13 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .units import UnitError, parse_bytes, parse_duration, parse_rate
+from .units import UnitError, format_bytes, parse_bytes, parse_duration, parse_rate
 
 TAG = "tag:yaml.org,2002:"
 _SCALAR_TYPES = {TAG + "str", TAG + "int", TAG + "float", TAG + "bool", TAG + "null"}
 _CONSTRUCT = SafeConstructor()  # stateless use: only its scalar construct_yaml_* methods
 _SHOW_MAX = 40
+_EXPONENT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
 _QUANTITY_KINDS = {"parse_bytes": "size", "parse_rate": "rate", "parse_duration": "duration"}
 
 
@@ -164,16 +165,22 @@ class Field:
             self.fail(f"{value} is out of range; expected {expected}")
         return value
 
-    def number(self, *, positive: bool = False) -> float:
+    def number(self, *, positive: bool = False, limit: float | None = None) -> float:
+        """A finite number (> 0 when ``positive``; ``|x| <= limit`` when given)."""
         expected = "a number" + (" > 0" if positive else "")
+        if limit is not None:
+            expected += f" and <= {limit:g}" if positive else f" from {-limit:g} to {limit:g}"
         value = self.scalar(expected)
+        if isinstance(value, str) and self.node.style is None and _EXPONENT.fullmatch(value):
+            value = float(value)  # 1e3, 2.5e-1: YAML 1.1 reads them as text, not floats
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.wrong(expected)
         try:
             result = float(value)
         except OverflowError:
             self.wrong(expected)
-        if not math.isfinite(result) or (positive and result <= 0):
+        too_large = limit is not None and abs(result) > limit
+        if not math.isfinite(result) or (positive and result <= 0) or too_large:
             self.fail(f"{self.describe()} is out of range; expected {expected}")
         return result
 
@@ -209,9 +216,17 @@ class Field:
 Reader = Callable[[Field], Any]
 
 
-def size(**sign: bool) -> Reader:
-    """A reader of byte sizes (``positive=True`` / ``non_negative=True`` as in :mod:`units`)."""
-    return lambda f: int(f.quantity(parse_bytes, **sign))
+def size(maximum: int | None = None, **sign: bool) -> Reader:
+    """A reader of byte sizes (``positive=True`` / ``non_negative=True`` as in :mod:`units`),
+    at most ``maximum`` bytes when given."""
+
+    def read(f: Field) -> int:
+        value = int(f.quantity(parse_bytes, **sign))
+        if maximum is not None and value > maximum:
+            f.fail(f"{f.describe()} is too large; expected a size <= {format_bytes(maximum)}")
+        return value
+
+    return read
 
 
 def rate(**sign: bool) -> Reader:
@@ -226,8 +241,8 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Reader:
     return lambda f: f.integer(minimum, maximum)
 
 
-def number(*, positive: bool = False) -> Reader:
-    return lambda f: f.number(positive=positive)
+def number(*, positive: bool = False, limit: float | None = None) -> Reader:
+    return lambda f: f.number(positive=positive, limit=limit)
 
 
 def string(expected: str) -> Reader:

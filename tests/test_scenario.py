@@ -918,6 +918,26 @@ EXACT = [
      "t.yaml:6: policy.migration.keepalive_interval: '0s' must be > 0; expected a duration > 0"),
     ("keepalive-count-zero", BASE + "policy: {migration: {keepalive_count: 0}}\n",
      "t.yaml:6: policy.migration.keepalive_count: 0 is out of range; expected an integer >= 1"),
+    # beyond what the simulator's 64-bit arrays and float products hold
+    ("host-ram-huge", BASE.replace("ram: 16GiB", "ram: 1e30GiB", 1),
+     "t.yaml:2: hosts[0].ram: '1e30GiB' is too large; expected a size <= 8192 TiB"),
+    ("vm-disk-huge", BASE.replace("ram: 2GiB", "ram: 2GiB, disk: 8193TiB"),
+     "t.yaml:5: vms[0].disk: '8193TiB' is too large; expected a size <= 8192 TiB"),
+    ("host-vcpus-huge", BASE.replace("vcpus: 4", "vcpus: 100000000000000000000", 1),
+     "t.yaml:2: hosts[0].vcpus: 100000000000000000000 is out of range; "
+     "expected an integer >= 1 and <= 1048576"),
+    ("reserved-memory-huge", BASE + "policy: {migration: {reserved_host_memory_mb: 8589934593}}\n",
+     "t.yaml:6: policy.migration.reserved_host_memory_mb: 8589934593 is out of range; "
+     "expected an integer >= 0 and <= 8589934592"),
+    ("ratio-huge", BASE + "policy: {scheduler: {ram_allocation_ratio: 1e7}}\n",
+     "t.yaml:6: policy.scheduler.ram_allocation_ratio: '1e7' is out of range; "
+     "expected a number > 0 and <= 1e+06"),
+    ("multiplier-huge", BASE + "policy: {scheduler: {ram_weight_multiplier: -1.0e+308}}\n",
+     "t.yaml:6: policy.scheduler.ram_weight_multiplier: -1.0e+308 is out of range; "
+     "expected a number from -1e+06 to 1e+06"),
+    ("ratio-quoted-exponent", BASE + "policy: {scheduler: {ram_allocation_ratio: '1e3'}}\n",
+     "t.yaml:6: policy.scheduler.ram_allocation_ratio: '1e3' is not valid here; "
+     "expected a number > 0 and <= 1e+06"),
 ]
 
 
@@ -939,6 +959,24 @@ def test_accepted_edge_values() -> None:
     assert MigrationPolicy().uri == load(BASE + "policy: {migration: {}}\n").policy.migration.uri
     # an anchor merged into itself is harmless
     assert load(BASE + "network: &n {<<: *n, uplink: 1Gbit/s}\n").network.uplink == 1.25e8
+
+
+def test_limits_are_inclusive_and_exponents_are_numbers() -> None:
+    loaded = load(
+        """\
+        hosts: [{name: a, ram: 8192TiB, vcpus: 1048576, disk: 8192TiB, storage: local}]
+        vms: [{name: v, host: a, ram: 1GiB, vcpus: 1048576, disk: 8192TiB}]
+        policy:
+          scheduler: {ram_allocation_ratio: 1e6, ram_weight_multiplier: -1e6}
+          migration: {reserved_host_memory_mb: 0, reserved_host_disk_mb: 0}
+        """
+    )
+    assert loaded.hosts[0].ram == loaded.vms[0].disk == 2**53
+    assert loaded.policy.scheduler.ram_allocation_ratio == 1e6
+    assert loaded.policy.scheduler.ram_weight_multiplier == -1e6
+    scheduler = load(BASE + "policy: {scheduler: {ram_allocation_ratio: 2.5e-1, "
+                     "ram_weight_multiplier: .5E1}}\n").policy.scheduler  # fmt: skip
+    assert (scheduler.ram_allocation_ratio, scheduler.ram_weight_multiplier) == (0.25, 5.0)
 
 
 def test_error_is_a_value_error_with_parts() -> None:
