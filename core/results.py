@@ -2,8 +2,21 @@
 
 :func:`write_results` writes a :class:`~livemig.core.runner.RunResult` into a
 directory atomically: everything goes into a hidden temporary sibling first,
-which is renamed into place only when every file was written, so a failed or
+which is swapped into place only when every file was written, so a failed or
 interrupted run leaves no half-written directory behind.
+
+The run directory of a real run already exists when its results are written: it
+holds the records the run kept while it went (``state.sqlite`` with its
+``-wal``/``-shm`` files, ``run.json``; :data:`RUN_STATE_FILES`), which
+``livemig resume`` needs and which the run's store may still have open. They
+are *hard-linked* into the temporary sibling (same files, same inodes: an open
+SQLite connection goes on writing to them, and SQLite's by-path operations hit
+the same files under the same path afterwards), then the two directories are
+exchanged in one ``renameat2(RENAME_EXCHANGE)`` where the kernel and file system
+offer it (else: old directory renamed aside, new one renamed in), and the old
+one is deleted. A crash at any step leaves the directory either as it was or
+complete with the new results, the run's records intact in both cases (at
+worst a hidden ``.NAME.tmp-*``/``.NAME.old-*`` sibling is left over).
 
 Cells are plain text: ``None`` is an empty cell, booleans are ``true``/``false``,
 enums their value, floats ``repr`` (shortest round-trip form), so two runs with
@@ -15,7 +28,11 @@ the same seed give byte-identical files.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import ctypes
+import ctypes.util
+import errno
 import json
 import math
 import os
@@ -30,21 +47,32 @@ from typing import Any
 
 import livemig
 from livemig.core import plots
-from livemig.core.model import FINISHED_STATUSES, MigrationStatus
+from livemig.core.model import FINISHED_STATUSES, MigrationPolicy, MigrationStatus
 from livemig.core.runner import RunResult
-from livemig.core.state import MigrationRecord
+from livemig.core.state import ActionRecord, MigrationRecord
 from livemig.core.units import format_duration
 
 MIGRATION_COLUMNS = (
     "id", "instance", "source", "dest", "block_migration", "requested_at", "started_at",
     "finished_at", "status", "error", "error_message", "attempted_hosts", "total_time_s",
-    "downtime_ms", "iterations", "data_transferred_bytes",
+    "downtime_ms", "iterations", "data_transferred_bytes", "flags", "max_downtime_ms",
+    "progress", "postcopy_at", "paused_guest", "auto_converge_throttle", "timeout_action",
 )
 INSTANCE_COLUMNS = ("instance", "host", "vm_state", "task_state", "driver_host")
 EVENT_COLUMNS = (
     "time", "instance", "event", "old_vm_state", "new_vm_state", "old_task_state",
     "new_task_state", "state_change",
 )
+ACTION_COLUMNS = ("time", "kind", "target", "outcome")
+POLICY_FIELDS = (
+    "downtime_steps", "downtime_delay", "timeout_action", "permit_post_copy",
+    "permit_auto_converge", "completion_timeout", "max_concurrent_per_host",
+)
+"""The convergence policy reported in ``summary.json`` (``MigrationPolicy`` fields)."""
+RUN_STATE_FILES = (
+    "state.sqlite", "state.sqlite-wal", "state.sqlite-shm", "state.sqlite-journal", "run.json",
+)
+"""Files a real run writes into its run directory while it runs; kept by :func:`write_results`."""
 WALL_TIME_KEY = "wall_time_s"
 """The one ``summary.json`` field that differs between two runs of the same seed."""
 
@@ -88,7 +116,8 @@ def migration_rows(result: RunResult) -> list[tuple[object, ...]]:
             m.id, m.instance, m.source, m.dest, m.block_migration, _float(m.requested_at),
             _float(m.started_at), _float(m.finished_at), m.status, m.error, m.error_message,
             ";".join(m.attempted_hosts), _float(m.total_time), _ms(m.downtime), m.iterations,
-            m.data_transferred,
+            m.data_transferred, m.flags, _ms(m.max_downtime), _float(m.progress),
+            _float(m.postcopy_at), m.paused_guest, m.auto_converge_throttle, m.timeout_action,
         )
         for m in result.store.migrations()
     ]
@@ -111,6 +140,17 @@ def event_rows(result: RunResult) -> list[tuple[object, ...]]:
         )
         for n in result.store.notifications
     ]
+
+
+def actions(result: RunResult) -> list[ActionRecord]:
+    """The scenario events applied to the run (none from a store without actions)."""
+    read = getattr(result.store, "actions", None)
+    return list(read()) if read is not None else []
+
+
+def action_rows(result: RunResult) -> list[tuple[object, ...]]:
+    """One row per applied event (operator action, fault, controller restart), in order."""
+    return [(_float(a.time), a.kind, a.target, a.outcome) for a in actions(result)]
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
@@ -169,6 +209,42 @@ def host_mismatches(result: RunResult) -> list[str]:
     ]
 
 
+def outcomes(migrations: Iterable[MigrationRecord]) -> dict[str, int]:
+    """Migrations by status, every status present (0 when none), in the enum's order.
+
+    >>> counts = outcomes([])
+    >>> list(counts)[:3], sum(counts.values()), len(counts) == len(MigrationStatus)
+    (['accepted', 'queued', 'preparing'], 0, True)
+    """
+    counts = {str(s.value): 0 for s in MigrationStatus}
+    for m in migrations:
+        counts[str(m.status.value)] += 1
+    return counts
+
+
+def policy_block(policy: MigrationPolicy) -> dict[str, Any]:
+    """The convergence policy in force (:data:`POLICY_FIELDS`), enums by value.
+
+    >>> policy_block(MigrationPolicy())["timeout_action"]
+    'abort'
+    """
+    block: dict[str, Any] = {}
+    for name in POLICY_FIELDS:
+        value = getattr(policy, name)
+        if isinstance(value, Enum):
+            value = value.value
+        elif isinstance(value, float):
+            value = float(value)
+        block[name] = value
+    return block
+
+
+def invariants_block(result: RunResult) -> dict[str, Any] | None:
+    """``InvariantReport.as_dict()`` of the run (``None`` if it was not checked)."""
+    report = getattr(result, "invariants", None)
+    return None if report is None else dict(report.as_dict())
+
+
 def summarize(result: RunResult) -> dict[str, Any]:
     """The run in numbers (what ``summary.json`` holds); times in s, downtime in ms."""
     migrations = result.store.migrations()
@@ -186,6 +262,10 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "instances": len(result.store.instances()),
         "migrations": len(migrations),
         "status_counts": dict(sorted(status_counts.items())),
+        "outcomes": outcomes(migrations),
+        "invariants": invariants_block(result),
+        "policy": policy_block(result.scenario.policy.migration),
+        "actions": len(actions(result)),
         "error_counts": dict(sorted(error_counts.items())),
         "completed_total_time_s": describe(
             [float(m.total_time) for m in done if m.total_time is not None]
@@ -277,6 +357,7 @@ def summary_table(result: RunResult) -> str:
             out.append(text)
         if len(problems) > TABLE_PROBLEM_LINES:
             out.append(f"  ... and {len(problems) - TABLE_PROBLEM_LINES} more")
+    out.extend(_invariant_lines(result))
     mismatched = host_mismatches(result)
     if mismatched:
         out.append("")
@@ -287,12 +368,29 @@ def summary_table(result: RunResult) -> str:
     return "\n".join(out)
 
 
+def _invariant_lines(result: RunResult) -> list[str]:
+    report = invariants_block(result)
+    if report is None:
+        return []
+    violations, unverifiable = int(report["violations"]), int(report["unverifiable"])
+    text = f"invariants: {violations} violation(s)"
+    if unverifiable:
+        text += f", {unverifiable} unverifiable"
+    lines = ["", text]
+    details = list(report.get("details", []))
+    lines.extend(f"  {d}" for d in details[:TABLE_PROBLEM_LINES])
+    if len(details) > TABLE_PROBLEM_LINES:
+        lines.append(f"  ... and {len(details) - TABLE_PROBLEM_LINES} more")
+    return lines
+
+
 # -- the output directory ---------------------------------------------------
 def write_files(result: RunResult, directory: Path) -> None:
     """Write every file of a run into an existing (empty) ``directory``."""
     write_csv(directory / "migrations.csv", MIGRATION_COLUMNS, migration_rows(result))
     write_csv(directory / "instances.csv", INSTANCE_COLUMNS, instance_rows(result))
     write_csv(directory / "events.csv", EVENT_COLUMNS, event_rows(result))
+    write_csv(directory / "actions.csv", ACTION_COLUMNS, action_rows(result))
     write_summary(directory / "summary.json", summarize(result))
     plots.write_plots(result, directory)
 
@@ -322,15 +420,75 @@ def _sibling(out: Path, kind: str) -> Path:
     return out.parent / f".{out.name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2  # linux/fs.h
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux ``renameat2``); False if unsupported here."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    renameat2.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p,
+                          ctypes.c_uint)
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTTY):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+def _swap(new: Path, out: Path) -> Path:
+    """Put directory ``new`` in place of the existing ``out``; returns where the old one is."""
+    if _exchange(new, out):
+        return new
+    old = _sibling(out, "old")
+    out.rename(old)
+    try:
+        new.rename(out)
+    except BaseException:
+        old.rename(out)
+        raise
+    return old
+
+
+def _link_run_state(out: Path, new: Path) -> None:
+    """Hard-link the run's own records (:data:`RUN_STATE_FILES`) from ``out`` into ``new``."""
+    for name in RUN_STATE_FILES:
+        try:
+            os.link(out / name, new / name)
+        except FileNotFoundError:
+            continue  # not there (or an SQLite side file that just went away)
+
+
+def _sync(directory: Path) -> None:
+    """fsync every file in ``directory`` and the directory itself."""
+    for path in sorted(directory.iterdir()):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_results(
     result: RunResult, out_dir: str | os.PathLike[str], *, force: bool = False
 ) -> Path:
     """Write the run's files into ``out_dir`` atomically; returns the directory.
 
-    The files go into a temporary sibling renamed into place at the end; on any
-    failure (or interrupt) the sibling and any parent directories created for it
-    are removed again. An existing ``out_dir`` is refused unless ``force``; then
-    it is moved aside, the new one renamed in, and the old one deleted.
+    The files go into a temporary sibling swapped into place at the end (see the
+    module docstring); on any failure (or interrupt) before the swap the sibling
+    and any parent directories created for it are removed again and ``out_dir``
+    is as it was. An existing ``out_dir`` is refused unless ``force``; then its
+    run records (:data:`RUN_STATE_FILES`) are kept and everything else replaced.
     """
     out = check_output_dir(out_dir, force=force)
     created = _missing_parents(out.parent)
@@ -342,23 +500,31 @@ def write_results(
         write_files(result, tmp)
         check_output_dir(out, force=force)  # again: it may have appeared meanwhile
         if out.exists():
-            old = _sibling(out, "old")
-            out.rename(old)
-        try:
+            _link_run_state(out, tmp)
+            _sync(tmp)
+            old = _swap(tmp, out)
+        else:
+            _sync(tmp)
             tmp.rename(out)
-        except BaseException:
-            if old is not None:
-                old.rename(out)
-                old = None
-            raise
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        for parent in reversed(created):
-            try:
-                parent.rmdir()
-            except OSError:
-                break
+        if old is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+            for parent in reversed(created):
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
         raise
+    with contextlib.suppress(OSError):
+        _sync_parent(out)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return out
+
+
+def _sync_parent(out: Path) -> None:
+    fd = os.open(out.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from livemig.core import plots, results
+from livemig.core.invariants import InvariantReport, Violation
 from livemig.core.model import (
     HostSpec,
     LiveMigrateEvent,
@@ -17,6 +24,7 @@ from livemig.core.model import (
     MigrationStatus,
     Policy,
     Scenario,
+    TimeoutAction,
     VmSpec,
 )
 from livemig.core.runner import RunResult, run_scenario
@@ -25,7 +33,8 @@ from livemig.core.state import StateStore
 GiB = 1 << 30
 MiB = 1 << 20
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-CSV_FILES = ("migrations.csv", "instances.csv", "events.csv")
+CSV_FILES = ("migrations.csv", "instances.csv", "events.csv", "actions.csv")
+RESULT_FILES = (*CSV_FILES, "summary.json")
 
 
 def make_scenario(seed: int = 7) -> Scenario:
@@ -48,7 +57,9 @@ def make_scenario(seed: int = 7) -> Scenario:
         LiveMigrateEvent(at=1.0, instance="vm-self", dest="h0"),
         LiveMigrateEvent(at=2.0, instance="ghost", dest="h1"),
     )
-    policy = Policy(migration=MigrationPolicy(completion_timeout=1.0))
+    policy = Policy(migration=MigrationPolicy(
+        completion_timeout=1.0, downtime_steps=3, permit_auto_converge=True,
+    ))
     return Scenario(name="unit", seed=seed, hosts=hosts, vms=vms, events=events, policy=policy,
                     source="tests/unit.yaml")
 
@@ -82,7 +93,7 @@ def by_instance(result: RunResult, name: str):  # noqa: ANN201
 
 def test_output_directory_holds_every_file(out: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*CSV_FILES, "summary.json", "timeline.png", "cdf_total_time.png", "cdf_downtime.png"]
+        [*RESULT_FILES, "timeline.png", "cdf_total_time.png", "cdf_downtime.png"]
     )
     assert [p.name for p in out.parent.iterdir()] == ["out"]  # no temporary sibling left
 
@@ -116,6 +127,26 @@ def test_migrations_csv(result: RunResult, out: Path) -> None:
     assert slow["status"] == "cancelled" and slow["error"] == "LiveMigrationFailed"
     assert slow["downtime_ms"] == "" and float(slow["total_time_s"]) > 0
     assert [int(r["id"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_migrations_csv_has_the_convergence_fields(tmp_path: Path) -> None:
+    run = synthetic([{"instance": "vm1"}, {"instance": "vm2"}])
+    run.store.update_migration(
+        1, flags=0x8000 | 0x2, max_downtime=0.075, progress=97.5, postcopy_at=4.25,
+        paused_guest=True, auto_converge_throttle=40, timeout_action="force_complete",
+    )
+    out = results.write_results(run, tmp_path / "out")
+    columns, rows = read_csv(out / "migrations.csv")
+    assert columns[-7:] == ["flags", "max_downtime_ms", "progress", "postcopy_at",
+                            "paused_guest", "auto_converge_throttle", "timeout_action"]
+    first, second = rows
+    assert (first["flags"], first["max_downtime_ms"]) == ("32770", "75.0")
+    assert first["progress"] == "97.5"
+    assert (first["postcopy_at"], first["paused_guest"]) == ("4.25", "true")
+    assert (first["auto_converge_throttle"], first["timeout_action"]) == ("40", "force_complete")
+    assert (second["flags"], second["paused_guest"]) == ("0", "false")
+    assert all(second[c] == "" for c in ("max_downtime_ms", "progress", "postcopy_at",
+                                         "auto_converge_throttle", "timeout_action"))
 
 
 def test_instances_csv(result: RunResult, out: Path) -> None:
@@ -161,6 +192,58 @@ def test_summary_json(result: RunResult, out: Path) -> None:
     assert (summary["driver"], summary["seed"], summary["migrations"]) == ("sim", 7, 4)
     assert summary["sim_time_s"] == result.sim_time and summary["sim_events"] > 0
     assert summary["wall_time_s"] >= 0 and summary["livemig_version"]
+
+
+def test_summary_outcomes_policy_invariants_actions(result: RunResult, out: Path) -> None:
+    summary = results.read_summary(out / "summary.json")
+    assert summary["outcomes"] == {
+        "accepted": 0, "queued": 0, "preparing": 0, "running": 0, "running (post-copy)": 0,
+        "completed": 1, "failed": 0, "error": 2, "cancelled": 1,
+    }
+    assert summary["policy"] == {
+        "downtime_steps": 3, "downtime_delay": 75.0, "timeout_action": "abort",
+        "permit_post_copy": False, "permit_auto_converge": True, "completion_timeout": 1.0,
+        "max_concurrent_per_host": 1,
+    }
+    report = getattr(result, "invariants", None)
+    expected = None if report is None else json.loads(json.dumps(report.as_dict()))
+    assert summary["invariants"] == expected
+    assert summary["actions"] == len(result.store.actions())
+
+
+def test_actions_csv(tmp_path: Path) -> None:
+    clock = [0.0]
+    run = synthetic([{"instance": "vm1"}], clock=lambda: clock[0])
+    clock[0] = 2.5
+    run.store.record_action("abort", "vm1", "ok")
+    clock[0] = 0.1 + 0.2
+    run.store.record_action("controller_restart", "", "reconciled 1, a line, \"quoted\"")
+    out = results.write_results(run, tmp_path / "out")
+    assert (out / "actions.csv").read_text() == (
+        "time,kind,target,outcome\n"
+        "2.5,abort,vm1,ok\n"
+        '0.30000000000000004,controller_restart,,"reconciled 1, a line, ""quoted"""\n'
+    )
+    assert results.read_summary(out / "summary.json")["actions"] == 2
+
+
+def test_summary_with_an_invariant_report(tmp_path: Path) -> None:
+    report = InvariantReport(
+        violations=(Violation(rule="placement", subject="vm1", detail="record h00, runs on h01"),),
+        unverifiable=(Violation(rule="leftover", subject="h02", detail="libvirtd down"),) * 2,
+        checked={"placement": 1, "leftover": 3},
+    )
+    run = dataclasses.replace(synthetic([{"instance": "vm1"}]), invariants=report)
+    out = results.write_results(run, tmp_path / "out")
+    block = results.read_summary(out / "summary.json")["invariants"]
+    assert block["violations"] == 1 and block["unverifiable"] == 2
+    assert block["details"] == ["placement: vm1: record h00, runs on h01"]
+    assert block["checked"] == {"leftover": 3, "placement": 1}
+    text = results.summary_table(run)
+    assert "invariants: 1 violation(s), 2 unverifiable" in text
+    assert "  placement: vm1: record h00, runs on h01" in text.splitlines()
+    clean = dataclasses.replace(run, invariants=InvariantReport())
+    assert "invariants: 0 violation(s)" in results.summary_table(clean).splitlines()
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -239,6 +322,7 @@ def test_file_in_the_way_is_not_replaced(result: RunResult, tmp_path: Path) -> N
 def test_summary_table(result: RunResult) -> None:
     text = results.summary_table(result)
     lines = text.splitlines()
+    assert any(line.split()[:2] == ["cancelled", "1"] for line in lines)
     assert lines[0].startswith("scenario unit (driver sim, seed 7): 4 migrations")
     assert any(line.split()[:2] == ["completed", "1"] for line in lines)
     assert any(line.split()[:2] == ["error", "2"] for line in lines)
@@ -249,14 +333,25 @@ def test_summary_table(result: RunResult) -> None:
 
 
 # -- synthetic results (no run needed) -------------------------------------------
-def synthetic(migrations: list[dict[str, object]], hosts: int = 3) -> RunResult:
+def run_result(**fields: Any) -> RunResult:
+    """A RunResult from ``fields`` (with an empty invariant report if RunResult has one)."""
+    if "invariants" in {f.name for f in dataclasses.fields(RunResult)}:
+        fields.setdefault("invariants", InvariantReport())
+    return RunResult(**fields)
+
+
+def synthetic(
+    migrations: list[dict[str, object]], hosts: int = 3, *, name: str = "synthetic",
+    clock: Any = lambda: 0.0, store: StateStore | None = None,
+) -> RunResult:
     """A RunResult over a hand-filled store."""
     scenario = Scenario(
-        name="synthetic",
+        name=name,
         hosts=tuple(HostSpec(name=f"h{i:02d}", ram=GiB, vcpus=1, disk=0) for i in range(hosts)),
         vms=(),
+        policy=Policy(migration=MigrationPolicy(timeout_action=TimeoutAction.FORCE_COMPLETE)),
     )
-    store = StateStore(lambda: 0.0)
+    store = StateStore(clock) if store is None else store
     for fields in migrations:
         base: dict[str, object] = {
             "instance": "vm", "source": "h00", "dest": "h01", "block_migration": False,
@@ -265,8 +360,8 @@ def synthetic(migrations: list[dict[str, object]], hosts: int = 3) -> RunResult:
         status = fields.pop("status", MigrationStatus.ERROR)
         record = store.add_migration(**{**base, **fields})
         store.update_migration(record.id, status=status, finished_at=1.0, error="NoValidHost")
-    return RunResult(scenario=scenario, driver="sim", seed=0, store=store, final_hosts={},
-                     sim_time=10.0, wall_time=0.0, sim_events=0)
+    return run_result(scenario=scenario, driver="sim", seed=0, store=store, final_hosts={},
+                      sim_time=10.0, wall_time=0.0, sim_events=0)
 
 
 def test_summary_table_limits_problem_lines() -> None:
@@ -274,7 +369,7 @@ def test_summary_table_limits_problem_lines() -> None:
     lines = results.summary_table(run).splitlines()
     listed = [line for line in lines if line.startswith("  #")]
     assert len(listed) == results.TABLE_PROBLEM_LINES
-    assert lines[-1] == "  ... and 5 more"
+    assert lines[lines.index(listed[-1]) + 1] == "  ... and 5 more"
 
 
 def test_no_completed_migrations_still_plots(tmp_path: Path) -> None:
@@ -304,3 +399,110 @@ def test_timeline_with_many_hosts_renders(tmp_path: Path) -> None:
     plots.plot_timeline(synthetic(migrations, hosts=55), tmp_path / "t.png")
     width, height = png_size(tmp_path / "t.png")
     assert height > 1000  # one readable row per host
+
+
+# -- a real run's directory: its records are kept --------------------------------
+RUN_JSON = '{"driver": "libvirt", "scenario": "s.yaml"}\n'
+
+
+def run_directory(path: Path) -> StateStore:
+    """A run directory as a real run leaves it: an open store file and run.json."""
+    path.mkdir()
+    (path / "run.json").write_text(RUN_JSON)
+    store = StateStore(lambda: 1.0, path / "state.sqlite")
+    store.add_instances([VmSpec(name="vm1", host="h00", ram=GiB, used_memory=GiB,
+                                working_set=0, dirty_rate=0.0)])
+    store.add_migration(instance="vm1", source="h00", dest="h01", block_migration=False,
+                        disk_over_commit=False, requested_at=0.0)
+    store.record_action("abort", "vm1", "ok")
+    return store
+
+
+@pytest.mark.usefixtures("no_plots")
+def test_results_keep_the_run_records(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    store = run_directory(out)
+    inode = (out / "state.sqlite").stat().st_ino
+    run = synthetic([], store=store)
+    (out / "stale.csv").write_text("from an older write\n")
+    results.write_results(run, out, force=True)
+    names = {p.name for p in out.iterdir()}
+    assert set(RESULT_FILES) | {"run.json", "state.sqlite"} <= names
+    assert "stale.csv" not in names and [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert (out / "run.json").read_text() == RUN_JSON
+    assert (out / "state.sqlite").stat().st_ino == inode  # the same file, not a copy
+    # the open store goes on writing to the file in the run directory
+    store.record_action("host_down", "h01", "ok")
+    results.write_results(run, out, force=True)  # a second write (after a resume)
+    store.close()
+    assert not {"state.sqlite-wal", "state.sqlite-shm"} & {p.name for p in out.iterdir()}
+    again = StateStore.open(out / "state.sqlite", lambda: 0.0)
+    assert [a.kind for a in again.actions()] == ["abort", "host_down"]
+    assert again.instance("vm1").host == "h00" and again.migration(1).dest == "h01"
+    again.close()
+    assert results.read_summary(out / "summary.json")["actions"] == 2
+
+
+CRASH_STEPS = ("write_files", "link", "swap", "after_swap")
+
+
+def crash_writer(out: str, step: str, name: str) -> None:
+    """(In a child process) write results named ``name`` into ``out``, SIGKILLed at ``step``."""
+    def die(*args: object) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    plots.write_plots = lambda result, directory: []  # type: ignore[assignment]
+    if step == "write_files":
+        write_files = results.write_files
+        results.write_files = lambda r, d: (write_files(r, d), die())  # type: ignore[assignment]
+    elif step == "link":
+        results._link_run_state = die  # type: ignore[assignment]
+    elif step == "swap":
+        results._swap = die  # type: ignore[assignment]
+    elif step == "after_swap":
+        swap = results._swap
+        results._swap = lambda new, o: (swap(new, o), die())[0]  # type: ignore[assignment]
+    store = StateStore.open(Path(out) / "state.sqlite", lambda: 0.0)
+    results.write_results(synthetic([], name=name, store=store), out, force=True)
+
+
+def reference(store: StateStore, name: str, directory: Path) -> Path:
+    directory.mkdir()
+    plots_off = plots.write_plots
+    plots.write_plots = lambda result, d: []  # type: ignore[assignment]
+    try:
+        results.write_files(synthetic([], name=name, store=store), directory)
+    finally:
+        plots.write_plots = plots_off  # type: ignore[assignment]
+    return directory
+
+
+@pytest.mark.parametrize("step", CRASH_STEPS)
+def test_a_crash_while_writing_leaves_the_old_or_the_new_results(
+    tmp_path: Path, step: str
+) -> None:
+    out = tmp_path / "run"
+    store = run_directory(out)
+    old = reference(store, "old", tmp_path / "ref-old")
+    new = reference(store, "new", tmp_path / "ref-new")
+    store.close()
+    child = [sys.executable, "-c",
+             f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+             "from test_results import crash_writer; crash_writer(*sys.argv[1:])"]
+    subprocess.run([*child, str(out), "none", "old"], check=True, timeout=120)
+    killed = subprocess.run([*child, str(out), step, "new"], timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+
+    summary = results.read_summary(out / "summary.json")
+    expected = {"write_files": old, "link": old, "swap": old, "after_swap": new}[step]
+    assert summary["scenario"] == expected.name.removeprefix("ref-")
+    assert results.same_summary(summary, results.read_summary(expected / "summary.json"))
+    for name in CSV_FILES:
+        assert (out / name).read_bytes() == (expected / name).read_bytes(), name
+    assert (out / "run.json").read_text() == RUN_JSON
+    again = StateStore.open(out / "state.sqlite", lambda: 0.0)
+    assert [a.kind for a in again.actions()] == ["abort"] and again.migration(1).dest == "h01"
+    again.close()
+    # what a crash may leave besides: hidden siblings only
+    assert all(p.name == "run" or p.name.startswith(".run.") for p in out.parent.iterdir()
+               if not p.name.startswith("ref-"))
