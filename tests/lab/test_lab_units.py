@@ -1,20 +1,29 @@
-"""The lab's pure parts (no root, no libvirt): names, domain XML, initramfs, inventory."""
+"""The lab's pure parts (no root, no libvirt): names, domain XML, initramfs, inventory,
+daemon configuration (TCP and TLS), the TLS certificates' layout (made with openssl in a
+temporary directory), fault arguments and the pid records."""
 
 from __future__ import annotations
 
 import os
+import stat
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
+from livemig.core.model import FaultKind
 from livemig.drivers.lab.commands import configure_lab_parser
+from livemig.drivers.lab.daemons import libvirtd_conf, qemu_conf
 from livemig.drivers.lab.errors import LabError
+from livemig.drivers.lab.faults import inject_fault, layout_of
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.image import Newc
 from livemig.drivers.lab.inventory import HostEntry, Inventory, load_inventory, write_inventory
-from livemig.drivers.lab.layout import lab_layout
+from livemig.drivers.lab.layout import ETC_PKI, LIBVIRT_TCP_PORT, LIBVIRT_TLS_PORT, lab_layout
+from livemig.drivers.lab.pki import ca_config, host_files, is_key, leaf_extensions, make_lab_pki
 from livemig.drivers.lab.proc import Tracked, track
+from livemig.drivers.lab.records import load_pids, save_pid, sync_inventory
 
 
 def test_layout_names_fit_linux_limits_and_stay_in_the_lab_range() -> None:
@@ -126,3 +135,144 @@ def test_cli_parses_every_action() -> None:
     assert (args.hosts, args.storage, args.shape_mbit, args.name) == (3, "local", 100.0, "livemig")
     for action in ("status", "down", "image"):
         assert callable(parser.parse_args([action]).func)
+
+
+# --- TLS mode: configuration text and certificate layout ---------------------------------
+
+
+def test_tcp_config_listens_without_auth_on_the_lab_address_only() -> None:
+    host = lab_layout("t", hosts=2).hosts[1]
+    conf = libvirtd_conf(host)
+    assert f'listen_addr = "{host.address}"' in conf
+    assert "listen_tcp = 1" in conf and "listen_tls = 0" in conf and 'auth_tcp = "none"' in conf
+    assert "tls" not in qemu_conf(host).replace("listen_tls", "")
+    assert host.uri == f"qemu+tcp://{host.address}/system" and host.port == LIBVIRT_TCP_PORT
+
+
+def test_tls_config_is_tls_only_with_the_host_certificates() -> None:
+    lab = lab_layout("t", hosts=2, base_dir="/b", tls=True)
+    host = lab.hosts[0]
+    conf = dict(
+        line.split(" = ", 1) for line in libvirtd_conf(host).splitlines() if " = " in line
+    )
+    assert (conf["listen_tls"], conf["listen_tcp"]) == ("1", "0")
+    assert "auth_tcp" not in conf
+    assert conf["listen_addr"] == f'"{host.address}"'
+    assert conf["tls_no_verify_certificate"] == "0"
+    files = {str(ETC_PKI / rel): kind for rel, kind in host_files()}
+    assert files[conf["key_file"].strip('"')] == "server-key"
+    assert files[conf["cert_file"].strip('"')] == "server-cert"
+    assert files[conf["ca_file"].strip('"')] == "ca"
+    qconf = qemu_conf(host)
+    assert 'migrate_tls_x509_cert_dir = "/etc/pki/qemu"' in qconf
+    assert "migrate_tls_x509_verify = 1" in qconf
+    qemu_names = {Path(p).name for p, _ in host_files() if Path(p).parent.name == "qemu"}
+    assert qemu_names == {"ca-cert.pem", "server-cert.pem", "server-key.pem",
+                          "client-cert.pem", "client-key.pem"}  # fmt: skip
+    assert host.uri == f"qemu+tls://{host.address}/system?pkipath=/b/t/pki/client"
+    assert host.port == LIBVIRT_TLS_PORT and lab.client_pki_dir == Path("/b/t/pki/client")
+
+
+def test_certificate_extensions_name_the_host_and_its_role() -> None:
+    server = leaf_extensions("server", "198.18.5.11", "lab1")
+    assert "extendedKeyUsage = serverAuth" in server
+    assert "subjectAltName = IP:198.18.5.11, DNS:lab1" in server
+    assert "keyUsage = critical, digitalSignature, keyEncipherment" in server
+    client = leaf_extensions("client", None, None)
+    assert "clientAuth" in client and "subjectAltName" not in client
+    assert "CA:TRUE" in ca_config("t") and "keyCertSign" in ca_config("t")
+
+
+def _openssl(*args: str | Path) -> str:
+    cp = subprocess.run(["openssl", *map(str, args)], capture_output=True, text=True)
+    assert cp.returncode == 0, cp.stderr
+    return cp.stdout
+
+
+def test_lab_pki_files_modes_and_chain(tmp_path: Path) -> None:
+    lab = lab_layout("t", hosts=2, base_dir=tmp_path, tls=True)
+    make_lab_pki(lab)
+    for host in lab.hosts:
+        for rel, _kind in host_files():
+            path = host.pki_dir / rel
+            mode = stat.S_IMODE(path.stat().st_mode)
+            assert mode == (0o600 if is_key(path) else 0o644), path
+        assert stat.S_IMODE((host.pki_dir / "libvirt" / "private").stat().st_mode) == 0o700
+        ca = host.pki_dir / "CA" / "cacert.pem"
+        for cert in ("libvirt/servercert.pem", "libvirt/clientcert.pem",
+                     "qemu/server-cert.pem", "qemu/client-cert.pem"):  # fmt: skip
+            assert ": OK" in _openssl("verify", "-CAfile", ca, host.pki_dir / cert)
+        text = _openssl("x509", "-noout", "-text", "-in", host.pki_dir / "qemu/server-cert.pem")
+        assert f"IP Address:{host.address}" in text and f"DNS:{host.name}" in text
+        assert "TLS Web Server Authentication" in text
+        # the key matches its certificate
+        assert _openssl("pkey", "-pubout", "-in", host.pki_dir / "qemu/server-key.pem") == \
+            _openssl("x509", "-noout", "-pubkey", "-in", host.pki_dir / "qemu/server-cert.pem")
+    client = sorted(p.name for p in lab.client_pki_dir.iterdir())
+    assert client == ["cacert.pem", "clientcert.pem", "clientkey.pem"]
+    assert stat.S_IMODE((lab.client_pki_dir / "clientkey.pem").stat().st_mode) == 0o600
+    ca = lab.pki_dir / "cacert.pem"
+    assert ": OK" in _openssl("verify", "-CAfile", ca, lab.client_pki_dir / "clientcert.pem")
+    assert not [p for p in tmp_path.rglob("*") if "cakey" in p.name or p.suffix == ".csr"]
+
+
+def test_inventory_tls_flag_defaults_to_false(tmp_path: Path) -> None:
+    data = {
+        "lab": "t", "lab_dir": "/x", "storage": "shared", "instances_path": "/i",
+        "console_dir": "/c", "storage_pool": "instances", "network": "198.18.9.0/24",
+        "bridge": {"name": "t-br", "address": "198.18.9.1"}, "image": None, "hosts": [],
+    }  # fmt: skip
+    assert Inventory.from_dict(data).tls is False
+    inv = Inventory.from_dict({**data, "tls": True})
+    assert load_inventory(write_inventory(inv, tmp_path / "inventory.yaml")).tls is True
+
+
+def test_cli_up_takes_tls() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    configure_lab_parser(parser)
+    assert parser.parse_args(["up", "--tls"]).tls is True
+    assert parser.parse_args(["up"]).tls is False
+
+
+# --- faults: argument checks and records -------------------------------------------------
+
+
+def _inventory(lab_dir: Path) -> Inventory:
+    return Inventory(
+        lab="t", lab_dir=str(lab_dir), storage="shared", instances_path="/i",
+        console_dir="/c", storage_pool="instances", network="198.18.9.0/24",
+        bridge={"name": "t-br", "address": "198.18.9.1"}, image=None,
+        hosts=[HostEntry(name="lab1", address="198.18.9.11", uri="qemu+tcp://198.18.9.11/system",
+                         netns="t-lab1", host_uuid="u", instances_dir="/i", pids={"holder": 1})],
+    )  # fmt: skip
+
+
+def test_inject_fault_names_a_bad_kind_or_host(tmp_path: Path) -> None:
+    inv = _inventory(tmp_path / "t")
+    with pytest.raises(LabError, match=r"fault kind\(='reboot'\) must be one of host_down"):
+        inject_fault(inv, "reboot", "lab1")  # type: ignore[arg-type]
+    with pytest.raises(LabError, match="has no host 'lab7'"):
+        inject_fault(inv, FaultKind.HOST_DOWN, "lab7")
+    with pytest.raises(LabError, match="no live namespace holder"):
+        inject_fault(inv, FaultKind.LINK_DOWN, "lab1")  # nothing of lab t exists
+
+
+def test_records_follow_restarts_into_the_inventory(tmp_path: Path) -> None:
+    lab_dir = tmp_path / "t"
+    lab_dir.mkdir()
+    path = write_inventory(_inventory(lab_dir), lab_dir / "inventory.yaml")
+    host = layout_of(load_inventory(path)).hosts[0]
+    assert host.pids_file.parent.is_relative_to(lab_dir)
+    me = track(os.getpid())
+    save_pid(host, "holder", me)
+    save_pid(host, "libvirtd", Tracked(me.pid + 1, 7))
+    assert load_pids(host) == {"holder": me, "libvirtd": Tracked(me.pid + 1, 7)}
+    sync_inventory(path, host)
+    assert load_inventory(path).host("lab1").pids == {"holder": me.pid, "libvirtd": me.pid + 1}
+    save_pid(host, "libvirtd", None)  # the service went down
+    sync_inventory(path, host)
+    assert load_inventory(path).host("lab1").pids == {"holder": me.pid}
+    assert sorted(p.name for p in lab_dir.iterdir()) == ["hosts", "inventory.yaml",
+                                                         "inventory.yaml.lock"]  # fmt: skip
