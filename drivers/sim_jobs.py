@@ -118,7 +118,7 @@ class MigrationJob:
     """One migration job; its counters are what ``jobStats()`` would report.
 
     ``switch_over(job)`` is called when the guest moves to dest (the driver's
-    accounting); ``now`` is the environment's clock.
+    accounting).
     """
 
     def __init__(
@@ -134,12 +134,14 @@ class MigrationJob:
         switchover_cost: float,
         disk_total: int,
         switch_over: Callable[[MigrationJob], None],
+        source_row: int = 0,
     ) -> None:
         assert guest.host is not None
         self.env = env
         self.network = network
         self.guest = guest
         self.source: str = guest.host
+        self.source_row = source_row  # the source's row in the driver's host books
         self.dest = dest
         self.flags = flags
         self.cap = cap
@@ -183,9 +185,12 @@ class MigrationJob:
 
     def dirty_rate(self) -> float:
         """Bytes/s the guest dirties now, under the throttle (0 while paused)."""
-        if self.guest.paused or self.phase not in (Phase.DISK, Phase.PRECOPY):
+        guest, phase = self.guest, self.phase
+        if guest.user_paused or guest.held or (
+            phase is not Phase.PRECOPY and phase is not Phase.DISK
+        ):
             return 0.0
-        rate = self.guest.spec.dirty_rate
+        rate = guest.spec.dirty_rate
         return throttled_dirty_rate(rate, self.throttle) if self.throttle else rate
 
     def info(self) -> JobInfo:

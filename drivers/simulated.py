@@ -256,6 +256,7 @@ class SimulatedDriver:
             switchover_cost=self._policy.switchover_cost,
             disk_total=_allocated(vm.spec) if block and not vm.spec.volume_backed else 0,
             switch_over=self._switch_over,
+            source_row=self._row[vm.host],
         )
 
     def set_max_downtime(self, instance: str, seconds: float) -> None:
@@ -267,7 +268,7 @@ class SimulatedDriver:
         job = self._jobs.get(instance)
         if job is None:
             return JobInfo(type=JobType.NONE)
-        b, i = self._books, self._row[job.source]
+        b, i = self._books, job.source_row
         if not (b.up[i] and b.service[i]):
             raise ComputeServiceUnavailable(host=job.source)
         return job.info()
