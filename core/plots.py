@@ -2,7 +2,8 @@
 
 * ``timeline.png``: one row per source host, one bar per migration from
   ``started_at`` to ``finished_at``, coloured by status, the switchover
-  (downtime) marked; requests that never started are crosses.
+  (downtime) marked, and the switch to post-copy (a diamond); requests that
+  never started are crosses.
 * ``cdf_total_time.png`` and ``cdf_downtime.png``: empirical CDFs over the
   completed migrations.
 """
@@ -29,7 +30,9 @@ STATUS_COLOURS = {
     MigrationStatus.FAILED: "#d62728",
     MigrationStatus.ERROR: "#ff7f0e",
     MigrationStatus.CANCELLED: "#7f7f7f",
+    MigrationStatus.POSTCOPY: "#9467bd",
 }
+POSTCOPY_COLOUR = "#9467bd"
 UNFINISHED_COLOUR = "#1f77b4"
 
 
@@ -89,7 +92,7 @@ def plot_timeline(result: RunResult, path: Path, max_hosts: int = MAX_HOSTS) -> 
         if m.source in rows:
             by_host[m.source].append(m)
     statuses: set[MigrationStatus] = set()
-    switchovers = rejected = False
+    switchovers = rejected = postcopy = False
     for host, records in by_host.items():
         y = rows[host]
         started = sorted(
@@ -118,6 +121,11 @@ def plot_timeline(result: RunResult, path: Path, max_hosts: int = MAX_HOSTS) -> 
                 ax.plot([switch], [bottom + lane_height * 0.45], marker="|", color="black",
                         markersize=max(4.0, 12 * lane_height), markeredgewidth=1.5)
                 switchovers = True
+            if m.postcopy_at is not None:
+                ax.plot([float(m.postcopy_at)], [bottom + lane_height * 0.45], marker="D",
+                        color=POSTCOPY_COLOUR, markeredgecolor="black",
+                        markersize=max(3.0, 8 * lane_height), linestyle="none")
+                postcopy = True
         for m in records:
             if m.started_at is None:
                 at = m.finished_at if m.finished_at is not None else m.requested_at
@@ -136,6 +144,9 @@ def plot_timeline(result: RunResult, path: Path, max_hosts: int = MAX_HOSTS) -> 
     if switchovers:
         handles.append(Line2D([], [], marker="|", color="black", linestyle="none",
                               markersize=10, markeredgewidth=1.5, label="switchover (downtime)"))
+    if postcopy:
+        handles.append(Line2D([], [], marker="D", color=POSTCOPY_COLOUR, linestyle="none",
+                              markeredgecolor="black", label="switch to post-copy"))
     if rejected:
         handles.append(Line2D([], [], marker="x", color="black", linestyle="none",
                               label="ended before the transfer"))

@@ -506,3 +506,14 @@ def test_a_crash_while_writing_leaves_the_old_or_the_new_results(
     # what a crash may leave besides: hidden siblings only
     assert all(p.name == "run" or p.name.startswith(".run.") for p in out.parent.iterdir()
                if not p.name.startswith("ref-"))
+
+
+def test_timeline_marks_the_switch_to_post_copy(tmp_path: Path) -> None:
+    run = synthetic([{"instance": "vm1", "started_at": 1.0}, {"instance": "vm2"}])
+    run.store.update_migration(1, status=MigrationStatus.COMPLETED, postcopy_at=3.0,
+                               total_time=4.0, downtime=0.01)
+    plots.plot_timeline(run, tmp_path / "with.png")
+    run.store.update_migration(1, postcopy_at=None)
+    plots.plot_timeline(run, tmp_path / "without.png")
+    assert png_size(tmp_path / "with.png") == png_size(tmp_path / "without.png")
+    assert (tmp_path / "with.png").read_bytes() != (tmp_path / "without.png").read_bytes()
