@@ -31,6 +31,13 @@ Non-convergence (when :func:`plan` gives up, ``converged=False``):
 When a plan gives up it reports the rounds sent so far, ``downtime=None`` (no
 switchover happened), ``total_time = sum(round_times)`` and ``remaining`` = the
 dirty bytes left.
+
+Auto-converge (``auto_converge=True``, QEMU's CPU throttle for
+``VIR_MIGRATE_AUTO_CONVERGE``): after the n-th round whose remainder could not be
+switched over, the guest is throttled by ``throttle_after(n)`` percent (20, 30,
+... 99) and, CPU-bound, dirties at ``D * (100 - throttle) / 100`` during the
+rounds after it. A remainder that does not shrink is then no reason to give up
+until the throttle is at its maximum.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+
+from livemig.core.policy import THROTTLE_MAX, throttle_after, throttled_dirty_rate
 
 DEFAULT_MAX_ROUNDS = 30
 
@@ -69,6 +78,7 @@ class PrecopyPlan:
     converged: bool
     reason: StopReason
     data_transferred: float  # bytes: sum(rounds) (+ remaining when converged)
+    throttles: tuple[int, ...] = ()  # auto-converge percent in force during each round
 
 
 def _check_non_negative(name: str, value: float, unit: str) -> None:
@@ -118,6 +128,7 @@ def plan(
     max_downtime: float,
     switchover_cost: float = 0.0,
     max_rounds: int = DEFAULT_MAX_ROUNDS,
+    auto_converge: bool = False,
 ) -> PrecopyPlan:
     """Plan the pre-copy rounds of one migration at constant ``bandwidth``.
 
@@ -170,6 +181,16 @@ def plan(
     >>> p.iterations, p.remaining, p.downtime, round(p.total_time, 4)
     (1, 0.0, 0.0, 3.436)
 
+    The same hopeless guest (2 GiB used) with auto-converge: it refills its 1 GiB
+    working set at 100, 80, 70 and 60 % of its CPU, then the remainder shrinks and
+    at a 60 % throttle it fits in the downtime.
+
+    >>> p = plan(2 * GiB, GiB, 2e9, bandwidth=1.25e9, max_downtime=0.5, auto_converge=True)
+    >>> p.converged, p.iterations, p.throttles
+    (True, 6, (0, 20, 30, 40, 50, 60))
+    >>> [round(d / 1e6) for d in p.rounds], round(p.remaining / 1e6), round(p.downtime, 4)
+    ([2147, 1074, 1074, 1074, 1031, 825], 528, 0.4222)
+
     >>> plan(GiB, GiB, 0.0, bandwidth=0, max_downtime=0.5)
     Traceback (most recent call last):
     ...
@@ -187,18 +208,24 @@ def plan(
 
     rounds: list[float] = []
     times: list[float] = []
+    throttles: list[int] = []
     sent: float = used_memory
+    throttle = 0
     while True:
         seconds = sent / bandwidth
         rounds.append(sent)
         times.append(seconds)
-        dirty = min(working_set, dirty_rate * seconds)
+        throttles.append(throttle)
+        rate = throttled_dirty_rate(dirty_rate, throttle) if throttle else dirty_rate
+        dirty = min(working_set, rate * seconds)
         if dirty <= bandwidth * max_downtime:
             reason = StopReason.CONVERGED
             break
-        if dirty >= sent:
+        if dirty >= sent and (not auto_converge or throttle >= THROTTLE_MAX):
             reason = StopReason.NOT_SHRINKING
             break
+        if auto_converge:
+            throttle = throttle_after(len(rounds))
         if len(rounds) >= max_rounds:
             reason = StopReason.MAX_ROUNDS
             break
@@ -224,4 +251,5 @@ def plan(
         converged=reason is StopReason.CONVERGED,
         reason=reason,
         data_transferred=transferred,
+        throttles=tuple(throttles),
     )

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
@@ -74,8 +74,8 @@ class Guest:
     local_disk: int = 0  # bytes counted on its host's local disk (0: shared or volume)
     user_paused: bool = False
     held: bool = False
-    _paused_total: float = 0.0  # seconds paused before _paused_at
-    _paused_at: float | None = None
+    _paused_total: float = field(default=0.0, init=False)  # seconds paused before _paused_at
+    _paused_at: float | None = field(default=None, init=False)
 
     @property
     def paused(self) -> bool:

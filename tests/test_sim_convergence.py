@@ -15,6 +15,7 @@ from livemig.core.errors import MigrationError
 from livemig.core.flags import AUTO_CONVERGE, LIVE, NON_SHARED_INC, POSTCOPY, parse_flags
 from livemig.core.model import MigrationPolicy, Scenario, Storage
 from livemig.drivers.base import DomainFact, DomainState, JobInfo, JobType
+from livemig.drivers.precopy import plan
 from livemig.drivers.simulated import SimulatedDriver
 
 LINK = 1.25e9  # B/s, the default host link
@@ -92,6 +93,55 @@ def test_reference_rounds_by_hand() -> None:
     assert remainder == pytest.approx(5.2777e8, rel=1e-4)
     _, _, never = reference_rounds(2 * GiB, GiB, 2e9, LINK, 0.5, False)
     assert math.isnan(never)  # without the throttle it does not converge
+
+
+def test_plan_with_auto_converge_is_the_reference() -> None:
+    for dirty in (1e9, 2e9, 5e9, 3e10):
+        rounds, throttles, remainder = reference_rounds(2 * GiB, GiB, dirty, LINK, 0.1, True)
+        p = plan(2 * GiB, GiB, dirty, LINK, 0.1, auto_converge=True)
+        assert p.converged and list(p.rounds) == rounds and list(p.throttles) == throttles
+        assert p.remaining == remainder
+
+
+def _auto_converge_grid() -> list[tuple[int, int, float, float]]:
+    cases = []
+    for used in (GiB, 4 * GiB):
+        for ws in (256 * MiB, GiB):
+            for dirty in (1e9, 2e9, 5e9, 2e10):
+                for downtime in (0.3, 0.05):
+                    p = plan(used, ws, dirty, LINK, downtime, auto_converge=True)
+                    near = any(abs(min(ws, dirty * (100 - th) / 100 * d / LINK)
+                                   - LINK * downtime) < 1e-6 * LINK * downtime
+                               for d, th in zip(p.rounds, p.throttles, strict=True))
+                    if p.converged and not near:
+                        cases.append((used, ws, dirty, downtime))
+    return cases
+
+
+AUTO_CONVERGE_GRID = _auto_converge_grid()
+
+
+def test_auto_converge_grid_needs_the_throttle() -> None:
+    hopeless = [c for c in AUTO_CONVERGE_GRID if not plan(*c[:3], LINK, c[3]).converged]
+    assert len(AUTO_CONVERGE_GRID) >= 20 and len(hopeless) >= 10
+    assert max(plan(*c[:3], LINK, c[3], auto_converge=True).throttles[-1]
+               for c in AUTO_CONVERGE_GRID) == 99
+
+
+@pytest.mark.parametrize("used, ws, dirty, downtime", AUTO_CONVERGE_GRID)
+def test_auto_converge_job_reproduces_plan(used: int, ws: int, dirty: float,
+                                           downtime: float) -> None:
+    expected = plan(used, ws, dirty, LINK, downtime, auto_converge=True)
+    env, drv = start(two_hosts(used=used, ws=ws, dirty=dirty, max_downtime=downtime),
+                     BASE | AUTO_CONVERGE)
+    env.run()
+    info = drv.job_info("vm1")
+    assert info.type is JobType.COMPLETED
+    assert info.memory_iteration == expected.iterations
+    assert info.auto_converge_throttle == expected.throttles[-1]
+    assert info.time_elapsed == pytest.approx(expected.total_time, rel=1e-9)
+    assert info.downtime == pytest.approx(expected.downtime, rel=1e-9, abs=1e-12)
+    assert info.memory_processed == pytest.approx(expected.data_transferred, rel=1e-9)
 
 
 def test_auto_converge_makes_a_hopeless_guest_converge() -> None:
