@@ -30,13 +30,14 @@ One SimPy process per job, driven by the guest's memory model
 A job ends early only through :meth:`MigrationJob.end` (abort, faults): the
 end is recorded at once and the process is stopped.
 
-Auto-converge worked example (the numbers of ``test_sim_convergence``): a
-2 GiB guest rewriting its 1 GiB working set at 2e9 B/s over 1.25e9 B/s never
-converges at 0.5 s (625 MB) without a throttle; with one the rounds send
-2 GiB, 1 GiB, 1 GiB, 1 GiB (1.6e9 then 1.4e9 B/s still refill the working
-set), then 1.031e9 B (at 1.2e9 B/s), 8.25e8 B (at 1e9 B/s), after which the
-guest, at 8e8 B/s, leaves 5.28e8 B <= 6.25e8 B dirty: switchover after 6 rounds
-at a 60 % throttle.
+Auto-converge worked example (``precopy.plan``'s, checked by
+``test_sim_convergence``): a 2 GiB guest rewriting its 1 GiB working set at
+2e9 B/s over 1.25e9 B/s never converges at 0.5 s (625 MB) without a throttle.
+With one, the rounds send 2 GiB, then 1 GiB three times (dirtying at 2e9, 1.6e9
+and 1.4e9 B/s the guest refills its working set while each is sent), then
+1.031e9 B (dirtied at 1.2e9 B/s) and 8.25e8 B (at 1e9 B/s); at 8e8 B/s the
+guest then leaves 5.28e8 B <= 6.25e8 B dirty: switchover after 6 rounds at a
+60 % throttle.
 """
 
 from __future__ import annotations

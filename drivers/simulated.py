@@ -33,8 +33,8 @@ What it models:
     ``resume``, ``start_postcopy``, ``set_max_downtime``) raise
     :class:`ComputeServiceUnavailable`.
 
-  Nothing is refused to a host that is down, cut off or without libvirtd:
-  ``pre_live_migration`` and ``start_migration`` towards it raise.
+  Nothing starts towards a host that is down, cut off or without libvirtd:
+  ``pre_live_migration`` and ``start_migration`` raise.
 
 A VM that is not migrating costs nothing per simulated second.
 """
