@@ -12,9 +12,11 @@ a file (the run directory's ``state.sqlite``) for real runs, reopened with
 :meth:`StateStore.open` by ``livemig resume``. The compare-and-swap is done by
 SQLite itself (``UPDATE ... WHERE task_state IS ?`` and a row count), so two
 processes on one file cannot both win. On a file every write is one
-transaction committed in WAL mode with ``synchronous = FULL``: a process killed
-at any moment leaves every committed write readable and no half-done one.
-In memory nothing is synced.
+transaction (``BEGIN IMMEDIATE`` .. ``COMMIT``, the update and its notification
+together) in WAL mode with ``synchronous = FULL``: a process killed at any
+moment leaves every returned write readable and no half-done one. In memory the
+store is one transaction that is never committed: no journal, no sync, each
+statement applied whole (a simulation's store dies with its process anyway).
 
 Columns are mapped generically from the record dataclasses' fields: enums by
 value, tuples as JSON, ``None`` as NULL; reading a row gives back an equal
