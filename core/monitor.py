@@ -184,7 +184,9 @@ class Monitor:
                 self.driver.rollback_live_migration(name, job.source, job.dest,
                                                     job.block_migration)
             except Exception as err:  # noqa: BLE001 - recorded below
-                cleanup = err
+                # a destination known to be dead needs no cleanup: what it held died with it
+                if job.dest not in self.failed_hosts:
+                    cleanup = err
         self.settle(job, where)
         if where is not None and where == job.dest:
             status = MigrationStatus.ERROR  # it switched over after all: not a clean failure

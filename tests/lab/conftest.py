@@ -31,6 +31,7 @@ from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
 
 SHARED_LAB = "tshared"
 LOCAL_LAB = "tlocal"
+FAULT_LAB = "tfail"  # test_lab_failures.py: faults and policies, shared storage
 
 
 _FIGURES: dict[str, dict[str, Any]] = {}
@@ -91,6 +92,11 @@ def shared_lab() -> Iterator[LabUnderTest]:
 @pytest.fixture(scope="class")
 def local_lab() -> Iterator[LabUnderTest]:
     yield from _lab(LOCAL_LAB, "local")
+
+
+@pytest.fixture(scope="module")
+def fault_lab() -> Iterator[LabUnderTest]:
+    yield from _lab(FAULT_LAB, "shared")
 
 
 @pytest.fixture(scope="session")

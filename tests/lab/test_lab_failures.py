@@ -24,8 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 import pytest
-from conftest import _lab  # tests/lab/conftest.py
-from test_lab_scenarios import (
+from labcheck import (
     SCENARIOS,
     assert_guest_keeps_ticking,
     defined_domains,
@@ -44,13 +43,6 @@ if TYPE_CHECKING:
     from conftest import LabUnderTest
 
 pytestmark = pytest.mark.lab
-
-FAULT_LAB = "tfail"
-
-
-@pytest.fixture(scope="module")
-def fault_lab() -> Iterator[LabUnderTest]:
-    yield from _lab(FAULT_LAB, "shared")
 
 
 def healthy(lab: LabUnderTest) -> bool:

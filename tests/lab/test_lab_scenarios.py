@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import csv
 import os
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -25,7 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import libvirt
 import pytest
-import simpy.rt
+from labcheck import (
+    SCENARIOS,
+    assert_guest_keeps_ticking,
+    defined_domains,
+    hosts_running,
+    remove_domains,
+    running_domains,
+)
 
 from livemig.core import results
 from livemig.core.model import MigrationStatus, Scenario
@@ -34,46 +40,18 @@ from livemig.core.scenario import load_scenario
 from livemig.core.state import MigrationRecord
 from livemig.drivers.lab.lab import lab_down, lab_status
 from livemig.drivers.lab.proc import Tracked, ns_id, pids_in_namespaces, start_time
-from livemig.drivers.libvirt_real import LibvirtDriver
 
 if TYPE_CHECKING:
     from conftest import LabUnderTest  # tests/lab/conftest.py
 
 pytestmark = pytest.mark.lab
 
-SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
-TICK_RE = re.compile(r"^tick (\d+) ", re.MULTILINE)
-NEW_TICKS = 3  # tick lines (one a second) the guest must add after the run ended
-TICK_TIMEOUT = 45.0  # seconds to wait for them on this busy machine
-GUEST_DEATH = ("Kernel panic", "dirtier exited")
 COMPLETED_STATS = (
     libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
 )
 
 
 # -- asking libvirt and the guest directly -----------------------------------------------------
-
-
-def virsh(uri: str, *args: str) -> str:
-    cp = subprocess.run(
-        ["virsh", "-q", "-c", uri, *args], capture_output=True, text=True, timeout=60
-    )
-    assert cp.returncode == 0, f"virsh -c {uri} {' '.join(args)}: {cp.stderr.strip()}"
-    return cp.stdout
-
-
-def running_domains(lab: LabUnderTest) -> dict[str, set[str]]:
-    """host -> names of its active domains, as ``virsh list --name`` says."""
-    return {h.name: set(virsh(h.uri, "list", "--name").split()) for h in lab.inventory.hosts}
-
-
-def defined_domains(lab: LabUnderTest, host: str) -> set[str]:
-    """Every domain ``host`` knows, running or not (``virsh list --all --name``)."""
-    return set(virsh(lab.inventory.host(host).uri, "list", "--all", "--name").split())
-
-
-def hosts_running(lab: LabUnderTest, vm: str) -> list[str]:
-    return sorted(h for h, names in running_domains(lab).items() if vm in names)
 
 
 def completed_job_stats(lab: LabUnderTest, host: str, vm: str) -> dict[str, Any]:
@@ -83,32 +61,6 @@ def completed_job_stats(lab: LabUnderTest, host: str, vm: str) -> dict[str, Any]
         return conn.lookupByName(vm).jobStats(COMPLETED_STATS)
     finally:
         conn.close()
-
-
-def console_log(lab: LabUnderTest, vm: str) -> Path:
-    """Where the driver points the guest's serial console (``LibvirtDriver.console_log``)."""
-    return Path(lab.inventory.console_dir) / f"{vm}.log"
-
-
-def last_tick(log: Path) -> int:
-    ticks = TICK_RE.findall(log.read_text(errors="replace")) if log.exists() else []
-    return int(ticks[-1]) if ticks else 0
-
-
-def assert_guest_keeps_ticking(lab: LabUnderTest, vm: str) -> int:
-    """The guest, wherever it runs, adds NEW_TICKS tick lines after this call began."""
-    log = console_log(lab, vm)
-    start = last_tick(log)
-    assert start > 0, f"{log} has no tick line at all"
-    deadline = time.monotonic() + TICK_TIMEOUT
-    while (now := last_tick(log)) < start + NEW_TICKS:
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-1500:]
-            pytest.fail(f"{vm}: console {log} stuck at tick {now} (from {start}); tail:\n{tail}")
-        time.sleep(0.25)
-    text = log.read_text(errors="replace")
-    assert not [d for d in GUEST_DEATH if d in text], text[-1500:]
-    return now - start
 
 
 # -- running a scenario -------------------------------------------------------------------------
@@ -130,12 +82,6 @@ class Run:
     def sim_migration(self) -> MigrationRecord:
         (record,) = self.sim.store.migrations()
         return record
-
-
-def remove_domains(lab: LabUnderTest, scenario: Scenario) -> None:
-    """Let the driver destroy the scenario's domains (and disks) everywhere."""
-    env = simpy.rt.RealtimeEnvironment(strict=False)
-    LibvirtDriver(env, scenario, inventory=lab.inventory_path, boot=False).close()
 
 
 @pytest.fixture
