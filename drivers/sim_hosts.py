@@ -84,6 +84,8 @@ class HostBooks:
         self.disk_used[row] += sign * disk
 
     def claim(self, instance: str, claim: Claim) -> None:
+        """Reserve ``claim`` for ``instance`` (replacing any claim it had)."""
+        self.release_claim(instance)
         self.claims[instance] = claim
         self.claim_ram[claim.row] += claim.ram
         self.claim_vcpus[claim.row] += claim.vcpus

@@ -227,10 +227,15 @@ class SimulatedDriver:
                 reason=f"{dest} cannot hold {instance}: {vm.ram // MiB} MiB requested, "
                 f"{free_ram // MiB} MiB free"
             )
-        disk = _allocated(vm) if self._counts_local_disk(vm, dest) else 0
-        if disk > b.free_disk(i):
+        claim = self._claim_for(vm, dest)
+        if claim.disk > b.free_disk(i):
             raise MigrationError(reason=f"{dest} has no room for the disk of {instance}")
-        b.claim(instance, Claim(row=int(i), ram=vm.ram, vcpus=vm.vcpus, disk=disk))
+        b.claim(instance, claim)
+
+    def _claim_for(self, vm: VmSpec, dest: str) -> Claim:
+        """What ``vm`` needs on ``dest`` (its disk only on dest's own local storage)."""
+        disk = _allocated(vm) if self._counts_local_disk(vm, dest) else 0
+        return Claim(row=self._row[dest], ram=vm.ram, vcpus=vm.vcpus, disk=disk)
 
     def start_migration(
         self, instance: str, dest: str, *, uri: str, flags: int, bandwidth_mib: int
@@ -335,8 +340,7 @@ class SimulatedDriver:
     def _switch_over(self, job: MigrationJob) -> None:
         """The guest now runs on dest; dest's claim becomes resident usage."""
         vm = job.guest
-        claim = self._books.release_claim(vm.spec.name)
-        assert claim is not None, "a migration switched over without a claim"
+        claim = self._books.release_claim(vm.spec.name) or self._claim_for(vm.spec, job.dest)
         assert vm.host is not None
         self._books.use(claim.row, claim.ram, claim.vcpus, claim.disk)
         self._left_behind[vm.spec.name] = (self._row[vm.host], vm.local_disk)

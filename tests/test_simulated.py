@@ -663,3 +663,26 @@ def test_there_and_back_again_leaves_the_books_as_they_were(
     for name in ("h1", "h2"):
         assert drv.host_facts(name) == dataclasses.replace(
             initial.host_facts(name), last_heartbeat=drv.host_facts(name).last_heartbeat)
+
+
+def test_a_new_claim_replaces_the_instances_old_one() -> None:
+    sc = scenario([host("h1"), host("h2"), host("h3")], [vm("vm1", "h1", ram=4 * GiB)])
+    drv = SimulatedDriver(simpy.Environment(), sc)
+    drv.pre_live_migration("vm1", "h2", False)
+    drv.pre_live_migration("vm1", "h3", False)  # a retry elsewhere without a rollback
+    assert drv.host_facts("h2").free_ram_mb == 16384 - 512
+    assert drv.host_facts("h3").free_ram_mb == 16384 - 512 - 4096
+    assert drv.world().claims == {"vm1": "h3"}
+
+
+def test_switchover_after_an_early_rollback_still_counts_the_guest_on_dest() -> None:
+    """A controller that rolled back while the job ran (it should not): the guest that
+    arrives is counted where it runs, and nothing crashes."""
+    sc = scenario([host("h1"), host("h2")], [vm("vm1", "h1", ram=4 * GiB)])
+    env, drv = started(sc)
+    drv.rollback_live_migration("vm1", "h1", "h2", False)
+    env.run()
+    assert drv.job_info("vm1").type is JobType.COMPLETED
+    assert drv.host_facts("h2").free_ram_mb == 16384 - 512 - 4096
+    drv.post_live_migration("vm1", "h1", "h2")
+    assert drv.host_facts("h1").free_ram_mb == 16384 - 512
