@@ -1,7 +1,7 @@
 """The lab in TLS mode for real (``ttls``, 2 hosts): libvirt over ``qemu+tls`` with the lab's
 client certificate, plain TCP refused, a certificate-less TLS client rejected, a live
 migration with ``VIR_MIGRATE_TLS`` whose stream is TLS on the wire, and no private key
-bytes outside the key files.
+bytes outside the key files (also after libvirtd restarts).
 
 Needs root and ``scripts/setup-lab``; a lab that cannot start fails the tests.
 """
@@ -22,7 +22,8 @@ import libvirt
 import pytest
 from lablock import lab_lock
 
-from livemig.drivers.lab.faults import port_open
+from livemig.core.model import FaultKind
+from livemig.drivers.lab.faults import inject_fault, port_open
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.inventory import Inventory, load_inventory
 from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
@@ -194,6 +195,20 @@ def test_live_migration_with_migrate_tls_is_encrypted_on_the_wire(tls_lab: Inven
     finally:
         src.close()
         dst.close()
+
+
+def test_a_restarted_libvirtd_serves_tls_again_and_keeps_its_guest(tls_lab: Inventory) -> None:
+    path = Path(tls_lab.lab_dir) / "inventory.yaml"
+    inject_fault(load_inventory(path), FaultKind.SERVICE_DOWN, "lab2")
+    lab2 = load_inventory(path).host("lab2")
+    assert "libvirtd" not in lab2.pids and not port_open(lab2.address, LIBVIRT_TLS_PORT)
+    inject_fault(load_inventory(path), FaultKind.SERVICE_UP, "lab2")
+    conn = libvirt.open(load_inventory(path).host("lab2").uri)
+    try:
+        assert conn.lookupByName(GUEST).isActive()  # the migrated guest, re-attached
+    finally:
+        conn.close()
+    assert lab_status(LAB)["state"] == "up"
 
 
 def _pem_body_lines(path: Path) -> list[bytes]:
