@@ -97,7 +97,10 @@ def _host_down(host: HostLayout, holder: Tracked) -> None:
         if st is not None:
             victims.add(Tracked(pid, st))
     victims.discard(holder)
-    _kill(victims, signal.SIGKILL, timeout=10.0)
+    left = _kill(victims, signal.SIGKILL, timeout=10.0)
+    if left:
+        pids = sorted(p.pid for p in left)
+        raise LabError(f"host {host.name}: processes {pids} survived SIGKILL")
     netns.set_link(host, up=False)
     run_dir = host.private_dir("run")  # the host's /run/libvirt
     for entry in run_dir.iterdir() if run_dir.is_dir() else []:
