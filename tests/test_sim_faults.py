@@ -258,7 +258,6 @@ def test_link_back_before_the_keepalive_lets_the_job_finish_late() -> None:
     assert info.type is JobType.COMPLETED
     assert info.time_elapsed == pytest.approx(2 * GiB / LINK + 20.0, rel=1e-12)
     assert drv.instance_host("vm1") == "h2"
-    assert env.now == pytest.approx(1.0 + KEEPALIVE)  # the keepalive's timer ran out idle
 
 
 def test_keepalive_counts_while_either_end_is_cut_off() -> None:
