@@ -71,6 +71,8 @@ class Job:
     dest: str
     started: float  # monotonic seconds
     attached: bool = False  # started by an earlier controller: no migrateToURI thread here
+    flags: int | None = None  # migrateToURI's flags (unknown for an attached job)
+    postcopy_requested: bool = False  # start_postcopy came before QEMU's migration began
     thread: threading.Thread | None = None
     error: str | None = None
     returned: bool = False

@@ -1,8 +1,9 @@
 """The real driver: libvirt-python against real libvirtd/QEMU hosts.
 
 The only modules that import libvirt are this one, :mod:`livemig.drivers.libvirt_conn`
-(connections, keepalive, the event loop) and :mod:`livemig.drivers.libvirt_jobs` (a job's
-record and readings). Hosts come from an inventory file (the one ``livemig lab up``
+(connections, keepalive, the event loop), :mod:`livemig.drivers.libvirt_jobs` (a job's
+record and readings) and :mod:`livemig.drivers.libvirt_domains` (what a host says about
+its domains and capacity). Hosts come from an inventory file (the one ``livemig lab up``
 writes, or one written by hand for real KVM hosts); the scenario's host names must be
 inventory host names. What it does, Nova-style:
 
@@ -403,7 +404,7 @@ class LibvirtDriver:
         dom = self._call(source, lookup)
         with self._events_lock:
             self._completed.pop((source, instance), None)
-        job = Job(source=source, dest=dest, started=time.monotonic())
+        job = Job(source=source, dest=dest, started=time.monotonic(), flags=flags)
 
         def migrate() -> None:
             try:
@@ -437,9 +438,26 @@ class LibvirtDriver:
                         lambda dom: dom.migrateSetMaxDowntime(ms, 0))
 
     def start_postcopy(self, instance: str) -> None:
+        """``migrateStartPostCopy``. Until QEMU's migration has begun (libvirt is still
+        starting the destination) QEMU refuses the switch: it is then made at the first
+        reading of the job that finds it under way."""
+        job = self._job(instance)
+        if job.flags is not None and not job.flags & libvirt.VIR_MIGRATE_POSTCOPY:
+            raise MigrationError(
+                reason=f"cannot switch {instance} to post-copy: its job was started without "
+                "VIR_MIGRATE_POSTCOPY"
+            )
+        try:
+            self._switch_to_postcopy(instance, job)
+        except MigrationError:
+            if job.flags is None:
+                raise
+            job.postcopy_requested = True
+
+    def _switch_to_postcopy(self, instance: str, job: Job) -> None:
         self._on_source(instance, "cannot switch to post-copy:",
                         lambda dom: dom.migrateStartPostCopy(0))
-        self._jobs[instance].postcopy = True
+        job.postcopy = True
 
     def abort_job(self, instance: str) -> None:
         self._on_source(instance, "cannot abort the job of", lambda dom: dom.abortJob())
@@ -501,6 +519,9 @@ class LibvirtDriver:
         if src is not None and src.key in SOURCE_POSTCOPY:
             job.postcopy = True
         if stats is not None and stats.get("type") in ACTIVE_JOB_TYPES:
+            if job.postcopy_requested and not job.postcopy and stats.get("memory_processed"):
+                with contextlib.suppress(MigrationError, HostUnreachable):
+                    self._switch_to_postcopy(instance, job)
             job.last = job_info(stats, JobType.UNBOUNDED, postcopy=job.postcopy)
             return job.last
         try:
