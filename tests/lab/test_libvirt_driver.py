@@ -221,7 +221,7 @@ def test_postcopy_switch_moves_a_dirtying_guest(inventory: Path) -> None:
 def test_auto_converge_throttle_rises_under_a_low_cap(inventory: Path) -> None:
     # 16 MiB/s of busy-wait writes over a 4 MiB/s cap: QEMU throttles the vCPU harder
     # after each round that does not converge (20 %, then +10 %)
-    scenario = scenario_for("rac", ws_mib=16, rate_mib=16)
+    scenario = scenario_for("rac", ws_mib=8, rate_mib=16)
     with guest(inventory, scenario) as drv:
         migrate(drv, scenario, extra=AUTO_CONVERGE, cap=4)
         seen = poll(drv, "rac", lambda i: ended(i) or i.auto_converge_throttle >= 30,
@@ -370,4 +370,18 @@ def test_a_stopped_libvirtd_makes_its_host_unreachable_not_a_hang(inventory: Pat
         finally:
             drv.inject_fault(FaultKind.LINK_UP, "lab1")
         assert drv.instance_host("rflt") == "lab1"
+        # the destination's libvirtd stops mid-migration: the job fails, the guest stays
+        migrate(drv, scenario, cap=2)
+        poll(drv, "rflt", lambda i: i.memory_processed > 0, timeout=30)
+        drv.inject_fault(FaultKind.SERVICE_DOWN, "lab2")
+        try:
+            final = poll(drv, "rflt", ended, timeout=60)[-1]
+            assert final.type is JobType.FAILED and final.error, final
+            print(f"dest libvirtd stopped mid-migration: {final.error}")
+            assert drv.instance_host("rflt") == "lab1"
+        finally:
+            drv.inject_fault(FaultKind.SERVICE_UP, "lab2")
+        drv.rollback_live_migration("rflt", "lab1", "lab2", False)
+        assert where(inventory, "rflt") == {"lab1": DomainState.RUNNING}
+        assert drv.world().claims == {}
         assert_ticking(console(inventory, "rflt"))
