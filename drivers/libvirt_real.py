@@ -466,8 +466,8 @@ class LibvirtDriver:
         for host in (source, dest):
             if host not in self._heartbeat:
                 raise KeyError(host)
-        with self._events_lock:
-            self._completed.pop((source, instance), None)
+        # A JOB_COMPLETED event already received is kept: within one process (a restart
+        # event of a scenario) it is the only record of a post-copy job that just ended.
         self._jobs[instance] = Job(source=source, dest=dest, started=time.monotonic(),
                                    attached=True)
 
