@@ -60,7 +60,7 @@ events:
   - {at: 2s, drain: {host: h2, block_migration: true}}
 """
 
-# SMALL with every issue-4 event (validated; the runner's handling is tested elsewhere).
+# SMALL with every issue-4 event.
 SMALL_EVENTS = SMALL + """\
   - {at: 3s, abort: {instance: v1}}
   - {at: 3s, force_complete: {instance: big}}
@@ -77,7 +77,7 @@ SMALL_EVENTS = SMALL + """\
 """
 
 VALIDATE_BASES = {"small-events": SMALL_EVENTS, "quickstart": QUICKSTART, "small": SMALL}
-RUN_BASES = {"small": SMALL, "quickstart": QUICKSTART}
+RUN_BASES = {"small-events": SMALL_EVENTS, "quickstart": QUICKSTART, "small": SMALL}
 
 RESULT_FILES = {"migrations.csv", "instances.csv", "events.csv", "summary.json",
                 "timeline.png", "cdf_total_time.png", "cdf_downtime.png"}  # fmt: skip
@@ -192,6 +192,48 @@ def tweaked_document(data: st.DataObject, bases: dict[str, str]) -> bytes:
     return yaml.safe_dump(doc, sort_keys=False, allow_unicode=True).encode()
 
 
+_HOSTS = ["h1", "h2", "h3", "spare"]
+_VMS = ["v1", "v2", "v3", "big"]
+_FAULTS = ["host_down", "host_up", "link_down", "link_up", "service_down", "service_up"]
+
+
+def _action(data: st.DataObject) -> dict[str, object]:
+    kind = data.draw(st.sampled_from(["live_migrate", "drain", "abort", "force_complete",
+                                      "controller_restart", "random_faults", *_FAULTS]))
+    host, vm = data.draw(st.sampled_from(_HOSTS)), data.draw(st.sampled_from(_VMS))
+    if kind == "live_migrate":
+        body: dict[str, object] = {"instance": vm, "dest": data.draw(st.sampled_from(
+            [None, *_HOSTS])), "block_migration": data.draw(st.booleans())}
+    elif kind == "drain":
+        body = {"host": host, "block_migration": data.draw(st.booleans())}
+    elif kind in ("abort", "force_complete"):
+        body = {"instance": vm}
+    elif kind == "controller_restart":
+        body = {"down_for": data.draw(st.sampled_from(["0s", "1s", "30s"]))}
+    elif kind == "random_faults":
+        body = {"hosts": data.draw(st.sampled_from(["*", "h*", host])),
+                "host_down": data.draw(st.integers(0, 3)), "link_down": data.draw(
+                    st.integers(0, 3)), "within": "20s", "repair": data.draw(
+                    st.sampled_from(["0s", "5s"]))}  # fmt: skip
+    else:
+        body = {"host": host, "trigger": data.draw(st.sampled_from(["at", "checks_passed"]))}
+    return {kind: body}
+
+
+def events_document(data: st.DataObject) -> bytes:
+    """SMALL with a random plan of 1 to 8 events of every kind (valid names, any order of
+    kinds, sorted times), policies switched at random: scenarios that load and run."""
+    doc = yaml.safe_load(SMALL)
+    times = sorted(data.draw(st.lists(st.integers(0, 40), min_size=1, max_size=8)))
+    doc["events"] = [{"at": f"{t}s", **_action(data)} for t in times]
+    migration = doc["policy"]["migration"]
+    migration["timeout_action"] = data.draw(st.sampled_from(["abort", "force_complete"]))
+    migration["permit_post_copy"] = data.draw(st.booleans())
+    migration["permit_auto_converge"] = data.draw(st.booleans())
+    migration["max_concurrent_per_host"] = data.draw(st.integers(1, 2))
+    return yaml.safe_dump(doc, sort_keys=False).encode()
+
+
 def mutated_text(data: st.DataObject, bases: dict[str, str]) -> bytes:
     """A base scenario's text, truncated, cut, spliced with text or overwritten with bytes."""
     raw = bases[data.draw(st.sampled_from(sorted(bases)))].encode()
@@ -280,7 +322,8 @@ def check_run(raw: bytes) -> int:
             assert not any(name.startswith(".") for name in written), written
             for name in RESULT_FILES - {"timeline.png", "cdf_total_time.png", "cdf_downtime.png"}:
                 assert (out_dir / name).stat().st_size > 0, name
-            assert isinstance(json.loads((out_dir / "summary.json").read_text()), dict)
+            summary = json.loads((out_dir / "summary.json").read_text())
+            assert summary["invariants"]["violations"] == 0, summary["invariants"]  # issue 4.5
             assert out.rstrip().endswith(f"results written to {out_dir}"), out
         else:
             assert code == 2, (code, out, err)
@@ -334,6 +377,12 @@ def test_run_mutated_documents(data: st.DataObject) -> None:
 @given(st.data())
 def test_run_tweaked_documents(data: st.DataObject) -> None:
     event(f"exit {check_run(tweaked_document(data, RUN_BASES))}")
+
+
+@settings(FUZZ, max_examples=25)
+@given(st.data())
+def test_run_random_event_plans(data: st.DataObject) -> None:
+    assert check_run(events_document(data)) == 0  # valid by construction
 
 
 @settings(FUZZ, max_examples=15)
