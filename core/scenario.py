@@ -773,20 +773,22 @@ def _draw_failures(
 
 
 _FAULT_KEYS = ("host", "trigger")
-_FAULT_HINTS = {"instance": "(a fault names a host)", "at": "(the time goes beside the action)"}
-_OPERATOR_HINTS = {"host": "(it names the VM: 'instance')"}
+_AT = {"at": "(the time goes beside the action: {at: 2s, ACTION: {...}})"}
+_FAULT_HINTS = {"instance": "(a fault names a host)", **_AT}
+_OPERATOR_HINTS = {"host": "(it names the VM: 'instance')", **_AT}
 
 # action key -> (keys of its body, hints for wrong keys, reader). New kinds go here.
 _EVENT_KINDS: dict[str, tuple[tuple[str, ...], dict[str, str], Callable[..., list[Event]]]] = {
-    "live_migrate": (("instance", "dest", *_MOVE), {"host": "(the destination is called 'dest')"},
-                     _live_migrate),
-    "drain": (("host", *_MOVE), {"instance": "(drain moves every VM of 'host')"}, _drain),
+    "live_migrate": (("instance", "dest", *_MOVE),
+                     {"host": "(the destination is called 'dest')", **_AT}, _live_migrate),
+    "drain": (("host", *_MOVE), {"instance": "(drain moves every VM of 'host')", **_AT}, _drain),
     "abort": (("instance",), _OPERATOR_HINTS, _operator(AbortEvent)),
     "force_complete": (("instance",), _OPERATOR_HINTS, _operator(ForceCompleteEvent)),
     **{kind.value: (_FAULT_KEYS, _FAULT_HINTS, _fault(kind)) for kind in FaultKind},
-    "controller_restart": (("down_for",), {}, _controller_restart),
+    "controller_restart": (("down_for",), _AT, _controller_restart),
     "random_faults": (("hosts", "host_down", "link_down", "within", "repair", "seed"),
-                      {"host": "(the hosts that may fail are called 'hosts')"}, _random_faults),
+                      {"host": "(the hosts that may fail are called 'hosts')", **_AT},
+                      _random_faults),
 }  # fmt: skip
 
 

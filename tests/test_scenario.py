@@ -860,6 +860,9 @@ EXACT = [
     ("fault-instance-key", EV + "service_down: {instance: v}}]\n",
      "t.yaml:6: events[0].service_down: unknown key 'instance' (a fault names a host); "
      "expected one of host, trigger"),
+    ("fault-at-inside", EV + "host_up: {host: a, at: 3s}}]\n",
+     "t.yaml:6: events[0].host_up: unknown key 'at' (the time goes beside the action: {at: 2s, "
+     "ACTION: {...}}); expected one of host, trigger"),
     ("fault-no-host", EV + "service_up: {}}]\n",
      "t.yaml:6: events[0].service_up: missing key 'host'; expected the host of the service_up"),
     ("restart-unknown-field", EV + "controller_restart: {down: 5s}}]\n",
@@ -1011,10 +1014,19 @@ vms:
 policy:
   scheduler: {filters: [RamFilter, ComputeFilter], heuristic: weighed, max_retries: -1}
   migration: {live_migration_flag: "VIR_MIGRATE_LIVE, VIR_MIGRATE_PEER2PEER",
-              uri: "qemu+tcp://%s/system", bandwidth: 0, max_downtime: 500ms}
+              uri: "qemu+tcp://%s/system", bandwidth: 0, max_downtime: 500ms,
+              downtime_steps: 10, downtime_delay: 75s, timeout_action: force_complete,
+              permit_post_copy: true, permit_auto_converge: false, keepalive_interval: 5s,
+              keepalive_count: 5}
 events:
   - {at: 1s, live_migrate: {instance: w1, dest: n2, block_migration: true}}
   - {at: 2s, drain: {host: m}}
+  - {at: 3s, abort: {instance: w2}}
+  - {at: 3s, force_complete: {instance: d}}
+  - {at: 4s, link_down: {host: n1, trigger: checks_passed}}
+  - {at: 5s, controller_restart: {down_for: 1s}}
+  - {at: 6s, random_faults: {hosts: "n*", host_down: 2, link_down: 1, within: 1min,
+                             repair: 10s, seed: 4}}
 """
 )
 
@@ -1105,4 +1117,4 @@ def test_fuzz_random_text(text: str) -> None:
 
 def test_valid_document_loads() -> None:
     loaded = parse_scenario(yaml.safe_dump(VALID), "fuzz.yaml")
-    assert len(loaded.hosts) == 4 and len(loaded.vms) == 5 and len(loaded.events) == 2
+    assert len(loaded.hosts) == 4 and len(loaded.vms) == 5 and len(loaded.events) == 6 + 6
