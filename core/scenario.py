@@ -122,8 +122,9 @@ Decisions:
   times are drawn first (uniform in ``[at, at + within)``), then, in time order, each
   failure's host, uniformly among the matching hosts that are not down at that moment
   (a failure with none left is skipped); then the same for ``link_down``, where a link
-  is down until its ``link_up``. Host and link failures are independent. Same file and
-  seed: the same events.
+  is down until its ``link_up``. Host and link failures are independent, and "down"
+  only counts the generator's own failures (not written events, not other generators).
+  Same file and seed: the same events.
 * ``Scenario.events`` is sorted by time: the generated events are merged with the
   written ones; at equal times file order wins (a generator's events stand where the
   generator is written), and within one generator a repair comes before a failure.
