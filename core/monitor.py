@@ -63,6 +63,7 @@ class Job:
     process: simpy.Process | None = None
     abort_requested: bool = False
     force_requested: bool = False
+    throttle: int = 0  # the highest auto-converge throttle seen, percent
 
 
 class Monitor:
@@ -100,6 +101,8 @@ class Monitor:
             yield env.timeout(mig.poll_interval)
             try:
                 info = driver.job_info(name)
+                if info.auto_converge_throttle > job.throttle:
+                    job.throttle = info.auto_converge_throttle  # completed stats lack it
                 if info.postcopy and status is not MigrationStatus.POSTCOPY:
                     status = MigrationStatus.POSTCOPY
                     store.update_migration(job.mig_id, status=status, postcopy_at=env.now)
@@ -165,7 +168,7 @@ class Monitor:
         self._resume_guest(job)
         store.notify(name, "compute.instance.live_migration._post.end")
         status = MigrationStatus.COMPLETED if failure is None else MigrationStatus.ERROR
-        self.finish(job.mig_id, status, failure, final)
+        self.finish(job.mig_id, status, failure, final, job.throttle)
 
     def rollback(
         self,
@@ -195,7 +198,7 @@ class Monitor:
         if cleanup is not None and status is not MigrationStatus.ERROR:
             exc = cleanup
             status = MigrationStatus.ERROR
-        self.finish(job.mig_id, status, exc, info)
+        self.finish(job.mig_id, status, exc, info, job.throttle)
 
     def monitoring_failed(self, job: Job, exc: BaseException) -> None:
         """The driver failed while watching: stop the job if possible, then settle."""
@@ -257,7 +260,9 @@ class Monitor:
         status: MigrationStatus,
         exc: BaseException | None,
         info: JobInfo | None = None,
+        throttle: int = 0,
     ) -> MigrationRecord:
+        """Record the ending; ``throttle``: the highest auto-converge throttle seen."""
         changes: dict[str, Any] = {"status": status, "finished_at": self.env.now}
         if exc is not None:
             changes["error"] = exc.name if isinstance(exc, NovaException) else type(exc).__name__
@@ -269,7 +274,7 @@ class Monitor:
                 iterations=info.memory_iteration,
                 data_transferred=info.data_processed,
                 progress=progress(info.memory_total, info.memory_remaining),
-                auto_converge_throttle=info.auto_converge_throttle,
+                auto_converge_throttle=max(info.auto_converge_throttle, throttle),
             )
         record = self.store.update_migration(mig_id, **changes)
         if self.on_finish is not None:

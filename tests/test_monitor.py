@@ -238,3 +238,12 @@ def test_recovery_of_a_migration_that_never_started_gives_the_instance_back() ->
     assert (queued.status, queued.error) == (S.ERROR, "ControllerRestarted")
     assert store.instance("vm2").task_state is None and store.instance("vm2").host == "h1"
     assert store.migration(1).status is S.COMPLETED
+
+
+def test_the_highest_auto_converge_throttle_seen_is_recorded() -> None:
+    # libvirt's completed-job statistics carry no throttle: the polls' readings do
+    script = [reading(0.5, auto_converge_throttle=20), reading(1.0, auto_converge_throttle=40),
+              reading(1.5, auto_converge_throttle=30), ended(JobType.COMPLETED)]
+    store = run(fake(script=script), MigrationPolicy(completion_timeout=0,
+                                                     permit_auto_converge=True))
+    assert store.migration(1).auto_converge_throttle == 40

@@ -184,7 +184,8 @@ def test_a_killed_controller_is_replaced_by_resume(
         proc.wait()
     assert migration_status(out / runner.STATE_FILE) == "running"
     assert not (out / "summary.json").exists()
-    assert hosts_running(fault_lab, "lab-vm1") == ["lab1"]  # the guest did not die with it
+    # the guest did not die with it (lab2 holds the paused incoming domain of the job)
+    assert "lab1" in hosts_running(fault_lab, "lab-vm1")
 
     t0 = time.monotonic()
     result = runner.resume_run(out, driver_options={"keep_domains": True})
