@@ -238,7 +238,9 @@ def load_scenario(path: str | Path) -> Scenario:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise ScenarioError(str(path), line, "", "not UTF-8 text; expected a YAML file") from None
-    return parse_scenario(text, source=str(path), default_name=path.stem)
+    # a file name that is not UTF-8 holds surrogate escapes: no text to print or plot
+    stem = path.stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    return parse_scenario(text, source=str(path), default_name=stem)
 
 
 def parse_scenario(

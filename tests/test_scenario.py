@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import doctest
+import os
 import textwrap
 from pathlib import Path
 
@@ -337,6 +338,14 @@ def test_load_scenario_names_the_file(tmp_path: Path) -> None:
         load_scenario(path)
     with pytest.raises(FileNotFoundError):
         load_scenario(tmp_path / "missing.yaml")
+
+
+def test_a_file_name_that_is_not_utf8_gives_a_printable_name(tmp_path: Path) -> None:
+    path = tmp_path / os.fsdecode(b"run-\xff.yaml")  # a surrogate escape in the str
+    path.write_text(BASE)
+    loaded = load_scenario(path)
+    assert loaded.name == "run-\ufffd" and loaded.name.encode("utf-8")  # plots, CSV: text
+    assert loaded.source == str(path)  # the path itself, to open it again
 
 
 def test_flag_names_match_core_flags() -> None:
