@@ -272,6 +272,7 @@ def test_a_second_driver_attaches_to_a_running_job(inventory: Path) -> None:
     with guest(inventory, scenario) as first:
         migrate(first, scenario, cap=4)
         poll(first, "ratt", lambda i: i.memory_processed > 0, timeout=30)
+        first.close()  # keep_domains: the controller goes, the job must not
         second = LibvirtDriver(rt_env(), scenario, inventory=inventory, boot=False,
                                keep_domains=True)
         try:
@@ -285,7 +286,6 @@ def test_a_second_driver_attaches_to_a_running_job(inventory: Path) -> None:
             assert final.downtime is not None and final.memory_remaining == 0
             assert final.time_elapsed >= early.time_elapsed
             assert where(inventory, "ratt") == {"lab2": DomainState.RUNNING}
-            assert first.job_info("ratt").type is JobType.COMPLETED  # both see the end
         finally:
             second.close()
         # a job that ended while no controller watched: adopted afterwards
