@@ -211,7 +211,7 @@ def _action(data: st.DataObject) -> dict[str, object]:
     elif kind == "controller_restart":
         body = {"down_for": data.draw(st.sampled_from(["0s", "1s", "30s"]))}
     elif kind == "random_faults":
-        body = {"hosts": data.draw(st.sampled_from(["*", "h*", host])),
+        body = {"hosts": data.draw(st.sampled_from(["*", _HOSTS[0][:-1] + "*", host])),
                 "host_down": data.draw(st.integers(0, 3)), "link_down": data.draw(
                     st.integers(0, 3)), "within": "20s", "repair": data.draw(
                     st.sampled_from(["0s", "5s"]))}  # fmt: skip
