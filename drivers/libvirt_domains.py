@@ -108,6 +108,7 @@ class HostUsage:
     domains_ram: int
     domains_vcpus: int
     scenario_domains: dict[str, DomainState]  # name ->, every scenario domain defined
+    active: frozenset[str] = frozenset()  # names of the active domains (counted above)
     hv_type: str = ""
     hv_version: int = 0
     cpu_model: str = ""
@@ -121,6 +122,7 @@ def host_usage(
     info = conn.getInfo()  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
     ram = vcpus = 0
     scenario: dict[str, DomainState] = {}
+    active: set[str] = set()
     for dom in conn.listAllDomains(0):
         state = ignore_vanished(dom.info)  # [state, max KiB, KiB, vcpus, cpu time]
         if state is None:
@@ -128,6 +130,7 @@ def host_usage(
         if names is not None and dom.name() in names:
             scenario[dom.name()] = domain_state(state[0])
         if state[0] not in (libvirt.VIR_DOMAIN_SHUTOFF, libvirt.VIR_DOMAIN_CRASHED):
+            active.add(dom.name())
             ram += state[1] * 1024
             vcpus += state[3]
     extra: dict[str, Any] = {}
@@ -141,7 +144,7 @@ def host_usage(
             "pool_capacity": capacity, "pool_available": available,
         }
     return HostUsage(memory_mb=info[1], vcpus=info[2], domains_ram=ram, domains_vcpus=vcpus,
-                  scenario_domains=scenario, **extra)
+                  scenario_domains=scenario, active=frozenset(active), **extra)
 
 
 def host_cpu_model(capabilities: str) -> str:

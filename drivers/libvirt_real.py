@@ -231,10 +231,9 @@ class LibvirtDriver:
         self._heartbeat[host] = float(self.env.now)  # HostFacts: a float
         used = self._policy.reserved_host_memory_mb * MiB + usage.domains_ram
         vcpus_used = usage.domains_vcpus
-        for dest, vm in self._claims.values():
-            if dest == host:
-                used += vm.ram
-                vcpus_used += vm.vcpus
+        for _, vm in self._claimed_on(host, usage.active):
+            used += vm.ram
+            vcpus_used += vm.vcpus
         return HostFacts(
             name=host,
             hypervisor_type=usage.hv_type,
@@ -248,6 +247,12 @@ class LibvirtDriver:
             disk_available_least=usage.pool_available // GiB,
             last_heartbeat=self._heartbeat[host],
         )
+
+    def _claimed_on(self, host: str, active: frozenset[str]) -> list[tuple[str, VmSpec]]:
+        """The claims held on ``host`` whose domain is not active there yet: once it is
+        (the incoming side, then the migrated guest) the domain itself is counted."""
+        return [(dest, vm) for name, (dest, vm) in self._claims.items()
+                if dest == host and name not in active]
 
     def _stale_facts(self, host: str) -> HostFacts:
         """A host whose libvirtd does not answer: no capacity, heartbeat unchanged."""
@@ -302,7 +307,7 @@ class LibvirtDriver:
                 DomainFact(instance=name, host=host, state=state)
                 for name, state in sorted(usage.scenario_domains.items())
             )
-            claimed = sum(vm.ram for dest, vm in self._claims.values() if dest == host)
+            claimed = sum(vm.ram for _, vm in self._claimed_on(host, usage.active))
             if reserved + usage.domains_ram + claimed > usage.memory_mb * MiB:
                 overcommitted.append(host)
         return WorldFacts(

@@ -246,9 +246,12 @@ def test_suspended_guest_arrives_paused_and_resumes_on_dest(inventory: Path) -> 
         drv.suspend("rsus")
         assert where(inventory, "rsus") == {"lab1": DomainState.PAUSED}
         drv.suspend("rsus")  # already paused: nothing happens
+        dest_free = drv.host_facts("lab2").free_ram_mb
         migrate(drv, scenario)
         final = poll(drv, "rsus", ended)[-1]
         assert final.type is JobType.COMPLETED, final
+        # the claim became the domain: counted once (the claim is released by post)
+        assert drv.host_facts("lab2").free_ram_mb == dest_free - 128
         drv.post_live_migration("rsus", "lab1", "lab2")
         assert where(inventory, "rsus") == {"lab2": DomainState.PAUSED}
         facts = drv.world()
