@@ -76,8 +76,7 @@ SMALL_EVENTS = SMALL + """\
     random_faults: {hosts: "h*", host_down: 2, link_down: 1, within: 30s, repair: 10s, seed: 3}
 """
 
-VALIDATE_BASES = {"small-events": SMALL_EVENTS, "quickstart": QUICKSTART, "small": SMALL}
-RUN_BASES = {"small-events": SMALL_EVENTS, "quickstart": QUICKSTART, "small": SMALL}
+BASES = {"small-events": SMALL_EVENTS, "quickstart": QUICKSTART, "small": SMALL}
 
 RESULT_FILES = {"migrations.csv", "instances.csv", "events.csv", "summary.json",
                 "timeline.png", "cdf_total_time.png", "cdf_downtime.png"}  # fmt: skip
@@ -336,14 +335,14 @@ def check_run(raw: bytes) -> int:
 # -- the bases are valid (or the fuzz would test nothing) -----------------------------
 
 
-@pytest.mark.parametrize("name", sorted(VALIDATE_BASES))
+@pytest.mark.parametrize("name", sorted(BASES))
 def test_bases_validate(name: str) -> None:
-    assert check_validate(VALIDATE_BASES[name].encode()) == 0
+    assert check_validate(BASES[name].encode()) == 0
 
 
-@pytest.mark.parametrize("name", sorted(RUN_BASES))
+@pytest.mark.parametrize("name", sorted(BASES))
 def test_bases_run(name: str) -> None:
-    assert check_run(RUN_BASES[name].encode()) == 0
+    assert check_run(BASES[name].encode()) == 0
 
 
 def test_a_bad_file_writes_nothing() -> None:
@@ -358,25 +357,25 @@ def test_a_bad_file_writes_nothing() -> None:
 @settings(FUZZ, max_examples=100)
 @given(st.data())
 def test_validate_mutated_documents(data: st.DataObject) -> None:
-    event(f"exit {check_validate(mutated_document(data, VALIDATE_BASES))}")
+    event(f"exit {check_validate(mutated_document(data, BASES))}")
 
 
 @settings(FUZZ, max_examples=100)
 @given(st.data())
 def test_validate_mutated_text(data: st.DataObject) -> None:
-    event(f"exit {check_validate(mutated_text(data, VALIDATE_BASES))}")
+    event(f"exit {check_validate(mutated_text(data, BASES))}")
 
 
 @settings(FUZZ, max_examples=25)
 @given(st.data())
 def test_run_mutated_documents(data: st.DataObject) -> None:
-    event(f"exit {check_run(mutated_document(data, RUN_BASES))}")
+    event(f"exit {check_run(mutated_document(data, BASES))}")
 
 
 @settings(FUZZ, max_examples=25)
 @given(st.data())
 def test_run_tweaked_documents(data: st.DataObject) -> None:
-    event(f"exit {check_run(tweaked_document(data, RUN_BASES))}")
+    event(f"exit {check_run(tweaked_document(data, BASES))}")
 
 
 @settings(FUZZ, max_examples=25)
@@ -388,7 +387,7 @@ def test_run_random_event_plans(data: st.DataObject) -> None:
 @settings(FUZZ, max_examples=15)
 @given(st.data())
 def test_run_mutated_text(data: st.DataObject) -> None:
-    event(f"exit {check_run(mutated_text(data, RUN_BASES))}")
+    event(f"exit {check_run(mutated_text(data, BASES))}")
 
 
 # -- command lines -------------------------------------------------------------------
