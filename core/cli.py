@@ -102,13 +102,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {}
     if args.inventory is not None:
         inventory = Path(args.inventory)
-        if not inventory.is_file():
-            raise CliError(f"{inventory}: inventory file not found")
+        if not _is_file(inventory):
+            raise CliError(f"{printable(str(inventory))}: inventory file not found")
         options["inventory"] = str(inventory)
     out = Path(args.out) if args.out is not None else default_out_dir(scenario.name)
     try:
         results.check_output_dir(out, force=args.force)
-    except FileExistsError as exc:
+    except OSError as exc:  # exists (no --force), may not be replaced, a bad name
         raise CliError(_one_line(exc)) from exc
     run_dir: Path | None = None
     if getattr(driver_class(args.driver), "REALTIME", False):
@@ -145,11 +145,18 @@ def _write(result: Any, out: Path, *, force: bool) -> int:
 
     try:
         written = results.write_results(result, out, force=force)
-    except FileExistsError as exc:  # appeared while the scenario ran
+    except OSError as exc:  # appeared while the scenario ran, or cannot be replaced
         raise CliError(_one_line(exc)) from exc
     print(results.summary_table(result))
     print(f"\nresults written to {written}")
     return EXIT_OK
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # e.g. a name too long for the system
+        return False
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -163,8 +170,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
         raise CliError(_one_line(exc)) from exc
     options: dict[str, Any] = {}
     if args.inventory is not None:
-        if not Path(args.inventory).is_file():
-            raise CliError(f"{args.inventory}: inventory file not found")
+        if not _is_file(Path(args.inventory)):
+            raise CliError(f"{printable(args.inventory)}: inventory file not found")
         options["inventory"] = str(args.inventory)
     try:
         driver_class(info["driver"])
@@ -255,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="output directory (default: results/<scenario name>)")
     run.add_argument("--seed", metavar="N", type=_seed,
                      help="random seed (default: the scenario's seed)")
-    run.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    run.add_argument("--force", action="store_true",
+                     help="replace DIR if it holds earlier results (never other files)")
     run.add_argument("--inventory", metavar="FILE",
                      help="host inventory for --driver libvirt")
     run.add_argument("--no-progress", action="store_true",

@@ -396,13 +396,28 @@ def write_files(result: RunResult, directory: Path) -> None:
 
 
 def check_output_dir(out_dir: str | os.PathLike[str], *, force: bool = False) -> Path:
-    """Raise :class:`OutputExistsError` if ``out_dir`` exists (and, with force, is no dir)."""
+    """The output directory, checked before anything is run or written.
+
+    Raises :class:`OutputExistsError` if ``out_dir`` exists and ``force`` is not given;
+    ``FileExistsError`` when it may not be replaced even with ``force``: it is not a
+    directory, it is the current directory or one of its parents, or it holds files
+    but no result or run files of livemig (``summary.json``, ``run.json``); ``OSError``
+    for a name the system cannot take (e.g. too long).
+    """
     out = Path(out_dir)
     if out.exists() or out.is_symlink():
         if not force:
             raise OutputExistsError(out)
         if not out.is_dir() or out.is_symlink():
             raise FileExistsError(f"{out} exists and is not a directory; not replacing it")
+        here = Path.cwd().resolve()
+        if out.resolve() in (here, *here.parents):
+            raise FileExistsError(f"{out} is the current directory or one of its parents; "
+                                  "expected a directory of its own for the results")
+        if any(out.iterdir()) and not any((out / name).exists()
+                                          for name in ("summary.json", *RUN_STATE_FILES)):
+            raise FileExistsError(f"{out} holds files but no livemig results "
+                                  "(no summary.json or run.json); not replacing it")
     return out
 
 

@@ -210,19 +210,32 @@ def _write_run_file(
 
 
 def read_run_file(run_dir: Path) -> dict[str, Any]:
-    """``run.json`` of a run directory; ``ValueError`` naming what is missing."""
+    """``run.json`` of a run directory; ``ValueError`` naming the file and what is wrong."""
     path = run_dir / RUN_FILE
-    if not (run_dir / STATE_FILE).is_file() or not path.is_file():
+    try:
+        present = (run_dir / STATE_FILE).is_file() and path.is_file()
+    except OSError as exc:  # e.g. a name too long for the system
+        raise ValueError(f"{run_dir}: {exc.strerror or exc}") from None
+    if not present:
         raise ValueError(f"{run_dir}: not a resumable run directory (expected {RUN_FILE} and "
                          f"{STATE_FILE}, written by `livemig run` for a real-time driver)")
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise ValueError(f"{path}: unreadable ({exc})") from None
-    missing = [k for k in ("scenario_source", "scenario_text", "driver", "seed",
-                           "started_at_wall") if k not in info]
-    if missing:
-        raise ValueError(f"{path}: missing {', '.join(missing)}")
+    if not isinstance(info, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(info).__name__}")
+    kinds: dict[str, type | tuple[type, ...]] = {
+        "scenario_source": str, "scenario_text": str, "driver": str, "seed": int,
+        "started_at_wall": (int, float), "driver_options": dict,
+    }
+    for key, kind in kinds.items():
+        if key not in info:
+            if key == "driver_options":
+                continue
+            raise ValueError(f"{path}: missing {key}")
+        if not isinstance(info[key], kind) or isinstance(info[key], bool):
+            raise ValueError(f"{path}: {key} has the wrong type ({type(info[key]).__name__})")
     return dict(info)
 
 

@@ -85,6 +85,12 @@ def test_existing_out_dir_needs_force(
     assert cli.main(["run", str(tiny), "--out", str(out)]) == 2
     assert "already exists (use --force" in one_error_line(capsys.readouterr().err)
     assert (out / "old").exists()
+    # --force replaces earlier results only, never a directory of other files
+    assert cli.main(["run", str(tiny), "--out", str(out), "--force"]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"livemig: error: {out} holds files but no livemig results (no summary.json or "
+        "run.json); not replacing it")
+    (out / "summary.json").write_text("{}")
     assert cli.main(["run", str(tiny), "--out", str(out), "--force"]) == 0
     assert not (out / "old").exists() and (out / "migrations.csv").exists()
 

@@ -430,13 +430,6 @@ VALUES = st.one_of(
 )  # fmt: skip
 
 
-def _known_bug(argv: list[str]) -> bool:
-    """Inputs of the bugs tracked by the xfail tests below (drop this when they are fixed)."""
-    long = any(len(token.encode()) > 255 for token in argv)
-    here = {".", "..", "--out=.", "--out=.."} & set(argv)
-    return argv[0] in ("run", "resume") and (long or (bool(here) and "--force" in argv))
-
-
 def _prepare(tmp: Path) -> set[str]:
     (tmp / "tiny.yaml").write_text(TINY)
     (tmp / "bad.yaml").write_text(TINY.replace("ram: 1GiB", "ram: 1 gig"))
@@ -449,7 +442,7 @@ def _prepare(tmp: Path) -> set[str]:
 @given(command=COMMANDS, rest=st.lists(st.one_of(OPTIONS, VALUES), max_size=6))
 def test_random_command_lines(command: str, rest: list[str]) -> None:
     argv = [command, *rest]
-    assume(all(_safe(token) for token in argv) and not _known_bug(argv))
+    assume(all(_safe(token) for token in argv))
     with workspace() as tmp:
         before = _prepare(tmp)
         code, out, err = call(argv)
@@ -466,7 +459,7 @@ def test_random_command_lines(command: str, rest: list[str]) -> None:
 def test_valid_file_on_random_command_lines(command: str, rest: list[str]) -> None:
     """The same, always with a valid file first, so that runs do happen."""
     argv = [command, "tiny.yaml", *rest]
-    assume(all(_safe(token) for token in argv) and not _known_bug(argv))
+    assume(all(_safe(token) for token in argv))
     with workspace() as tmp:
         before = _prepare(tmp)
         code, out, err = call(argv)
@@ -515,13 +508,6 @@ def test_resume_not_a_run_directory(kind: str, run_json: bytes, options: list[st
         _resume(tmp, kind, run_json, options)
 
 
-RESUME_BUGS = (
-    "core/runner.py read_run_file: a run.json that is JSON but not an object with the "
-    "expected types (5, null, a number as scenario_text) escapes as TypeError/AttributeError"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=RESUME_BUGS)
 @settings(FUZZ, max_examples=40, phases=[Phase.generate], report_multiple_bugs=False)
 @given(
     run_json=st.one_of(
@@ -537,12 +523,9 @@ def test_resume_garbage_run_files(run_json: bytes) -> None:
         _resume(tmp, "junk", run_json, [])
 
 
-# -- bugs the fuzzer found outside this test's files (strict xfail: fix, then unmark) ----
+# -- bugs the fuzzer found (fixed; these keep them fixed) ---------------------------------
 
 
-@pytest.mark.xfail(strict=True, raises=OSError, reason=(
-    "core/cli.py cmd_run/_write + core/results.py write_results: --out . (or ..) with "
-    "--force renames '.' -> EBUSY, an OSError that is no CliError: traceback"))
 @pytest.mark.parametrize("out", [".", ".."])
 def test_run_out_is_the_current_directory(out: str) -> None:
     with workspace() as tmp:
@@ -553,9 +536,6 @@ def test_run_out_is_the_current_directory(out: str) -> None:
         assert {p.name for p in tmp.iterdir()} == before
 
 
-@pytest.mark.xfail(strict=True, raises=OSError, reason=(
-    "ENAMETOOLONG escapes as OSError: core/results.py check_output_dir (Path.exists) for run "
-    "--out, core/runner.py read_run_file (Path.is_file) for resume"))
 @pytest.mark.parametrize("command", ["run-out", "resume"])
 def test_names_too_long(command: str) -> None:
     long = "x" * 300
@@ -577,9 +557,6 @@ class _RealtimeDriver:
         raise AssertionError("the driver must not be built")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "core/cli.py cmd_run: a real-time driver with --out . --force runs shutil.rmtree('.'): "
-    "it deletes the current directory's contents (scenario file included), then OSError"))
 def test_realtime_run_never_deletes_the_current_directory() -> None:
     with workspace() as tmp, pytest.MonkeyPatch.context() as patch:
         patch.setattr(cli, "driver_class", lambda name: _RealtimeDriver)

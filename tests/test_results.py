@@ -291,6 +291,9 @@ def test_existing_directory_refused_then_replaced(result: RunResult, tmp_path: P
         results.write_results(result, target)
     assert (target / "old.txt").exists()
 
+    with pytest.raises(FileExistsError, match="no livemig results"):
+        results.write_results(result, target, force=True)  # not a results directory
+    (target / "summary.json").write_text("{}")  # earlier results: those may be replaced
     results.write_results(result, target, force=True)
     assert not (target / "old.txt").exists() and (target / "summary.json").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
@@ -302,6 +305,7 @@ def test_failed_forced_write_keeps_the_old_directory(
     target = tmp_path / "out"
     target.mkdir()
     (target / "old.txt").write_text("old")
+    (target / "summary.json").write_text("{}")
 
     def broken(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
