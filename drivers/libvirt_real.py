@@ -41,7 +41,9 @@ destination keeps completed-job statistics). So after ``livemig resume`` a new d
 (``boot=False``: it neither boots nor destroys anything at start) adopts the job with
 ``attach_job`` and watches it to its end; a job that ended while no controller watched
 reads COMPLETED when the domain runs on the destination only, FAILED when it runs on the
-source only (or nowhere).
+source only (or nowhere). End to end: ``livemig run scenarios/lab-resume.yaml --driver
+libvirt`` killed with SIGKILL 2 s into the job, then ``livemig resume RUN_DIR``: the job
+was still running, was watched to completion on lab2, zero invariant violations.
 
 The scenario's VMs are booted as real domains (TCG guests from the lab image) when the
 driver starts (unless ``boot=False``), and destroyed when it closes unless
