@@ -83,6 +83,14 @@ class HostBooks:
         self.vcpus_used[row] += sign * vcpus
         self.disk_used[row] += sign * disk
 
+    def use_many(self, rows: Sequence[int], ram: Sequence[int], vcpus: Sequence[int],
+                 disk: Sequence[int]) -> None:
+        """Add the usage of many guests at once (``rows[k]`` gets ``ram[k]``, ...)."""
+        index = np.asarray(rows, dtype=np.int64)
+        np.add.at(self.ram_used, index, np.asarray(ram, dtype=np.int64))
+        np.add.at(self.vcpus_used, index, np.asarray(vcpus, dtype=np.int64))
+        np.add.at(self.disk_used, index, np.asarray(disk, dtype=np.int64))
+
     def claim(self, instance: str, claim: Claim) -> None:
         """Reserve ``claim`` for ``instance`` (replacing any claim it had)."""
         self.release_claim(instance)

@@ -184,18 +184,17 @@ class MigrationJob:
         """From ``start_postcopy`` taking effect on: no abort, a failure loses the guest."""
         return self.phase in (Phase.POSTCOPY_SWITCH, Phase.POSTCOPY) or self.postcopy
 
-    def dirty_rate(self) -> float:
-        """Bytes/s the guest dirties now, under the throttle (0 while paused)."""
-        guest, phase = self.guest, self.phase
+    def info(self) -> JobInfo:
+        """The job's reading now (the poll's hot path: no further calls)."""
+        guest, phase, flow = self.guest, self.phase, self.flow
         if guest.user_paused or guest.held or (
             phase is not Phase.PRECOPY and phase is not Phase.DISK
         ):
-            return 0.0
-        rate = guest.spec.dirty_rate
-        return throttled_dirty_rate(rate, self.throttle) if self.throttle else rate
-
-    def info(self) -> JobInfo:
-        flow = self.flow
+            rate = 0.0
+        else:
+            rate = guest.spec.dirty_rate
+            if self.throttle:
+                rate = throttled_dirty_rate(rate, self.throttle)
         in_flight = flow.delivered() if flow is not None else 0.0
         disk_flow = self.flow_is_disk
         memory = self.memory_done + (0.0 if disk_flow else in_flight)
@@ -205,7 +204,7 @@ class MigrationJob:
             memory_remaining = 0
         elif flow is not None and not disk_flow:
             memory_remaining = int(flow.nbytes - in_flight)  # this round's pages left
-        elif self.iteration == 0 and self.phase is not Phase.POSTCOPY_SWITCH:
+        elif self.iteration == 0 and phase is not Phase.POSTCOPY_SWITCH:
             memory_remaining = self.memory_total  # still copying the disk
         else:
             memory_remaining = int(self.dirty)  # between rounds: what is dirty (or missing)
@@ -223,7 +222,7 @@ class MigrationJob:
             disk_processed=int(disk),
             disk_remaining=disk_remaining,
             memory_iteration=self.iteration,
-            memory_dirty_rate=self.dirty_rate(),
+            memory_dirty_rate=rate,
             downtime=self.downtime,
             error=self.error,
             postcopy=self.postcopy,

@@ -95,10 +95,15 @@ class SimulatedDriver:
         self._service_names = tuple(specs[i].name for i in service)
         self._service_index = {name: i for i, name in enumerate(self._service_names)}
         self._vms: dict[str, Guest] = {}
+        rows, ram, vcpus, disk = [], [], [], []
         for vm in scenario.vms:
             local = _allocated(vm) if self._counts_local_disk(vm, vm.host) else 0
-            books.use(self._row[vm.host], vm.ram, vm.vcpus, local)
+            rows.append(self._row[vm.host])
+            ram.append(vm.ram)
+            vcpus.append(vm.vcpus)
+            disk.append(local)
             self._vms[vm.name] = Guest(spec=vm, host=vm.host, local_disk=local)
+        books.use_many(rows, ram, vcpus, disk)
         self._jobs: dict[str, MigrationJob] = {}
         self._markers: dict[str, set[str]] = {}  # storage pool -> marker names
         self._marker_count = 0
@@ -183,17 +188,20 @@ class SimulatedDriver:
     def world(self) -> WorldFacts:
         """Every live guest on a reachable host, open claims, unreachable and
         overcommitted hosts (a running job's guest is reported where it runs)."""
-        b, row = self._books, self._row
+        b = self._books
+        unreachable = tuple(n for i, n in enumerate(b.names) if not b.reachable(i))
+        hidden = set(unreachable)
+        running, paused = DomainState.RUNNING, DomainState.PAUSED
         domains = tuple(
             DomainFact(instance=name, host=g.host,
-                       state=DomainState.PAUSED if g.paused else DomainState.RUNNING)
+                       state=paused if g.user_paused or g.held else running)
             for name, g in self._vms.items()
-            if g.host is not None and b.reachable(row[g.host])
+            if g.host is not None and g.host not in hidden  # None: lost, runs nowhere
         )
         return WorldFacts(
             domains=domains,
             claims={name: b.names[c.row] for name, c in b.claims.items()},
-            unreachable=tuple(n for i, n in enumerate(b.names) if not b.reachable(i)),
+            unreachable=unreachable,
             overcommitted=tuple(b.names[i] for i in b.overcommitted()),
         )
 
