@@ -297,6 +297,19 @@ def test_link_back_during_postcopy_and_it_completes() -> None:
     assert info.time_elapsed == pytest.approx(11.5 + left / LINK, rel=1e-9)
 
 
+@pytest.mark.parametrize("cut", ["h1", "h2"])
+def test_link_down_after_a_migration_changes_nothing_but_heartbeats(cut: str) -> None:
+    env, drv = migrating(world_scenario(dirty=0.0))
+    env.run()
+    done = drv.job_info("vm1")
+    fault(drv, FaultKind.LINK_DOWN, cut)
+    env.run(until=env.now + 2 * KEEPALIVE)
+    assert drv.job_info("vm1") == done
+    assert domains(drv)["vm1"] == ("h2", RUNNING)
+    assert drv.host_facts(cut).last_heartbeat == 0.0
+    assert drv.host_facts("h3").last_heartbeat == 60.0
+
+
 def test_nothing_starts_towards_a_cut_off_host() -> None:
     env, drv = fresh()
     fault(drv, FaultKind.LINK_DOWN, "h2")
