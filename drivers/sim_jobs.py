@@ -295,6 +295,7 @@ class MigrationJob:
         self.guest.set_paused(self.env.now, held=True)
         pause = self.env.now
         yield from self._send(dirty)
+        self.dirty = 0.0  # all sent: only the switchover's fixed cost is left
         self.downtime = self.env.now - pause + self.switchover_cost
         if self.switchover_cost:
             yield self.env.timeout(self.switchover_cost)

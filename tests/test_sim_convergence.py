@@ -348,6 +348,17 @@ def test_start_postcopy_during_the_final_switchover_changes_nothing() -> None:
     assert info.downtime == pytest.approx(2 * GiB / LINK, rel=1e-12)
 
 
+def test_switchover_cost_keeps_the_guest_paused_with_nothing_left_to_send() -> None:
+    env, drv = start(two_hosts(used=GiB, ws=GiB, dirty=0.0, switchover_cost=1.0), BASE)
+    info = at(env, drv, GiB / LINK + 0.5)
+    assert info.type is JobType.UNBOUNDED and info.memory_remaining == 0
+    assert state_of(drv) == ("h1", DomainState.PAUSED)
+    env.run()
+    info = drv.job_info("vm1")
+    assert info.type is JobType.COMPLETED and info.downtime == 1.0
+    assert state_of(drv) == ("h2", DomainState.RUNNING)
+
+
 # -- suspend / resume ---------------------------------------------------------------------------
 
 
