@@ -88,6 +88,7 @@ FAULTS_AND_POLICIES: dict[str, dict[str, tuple[str, str | None, str, str]]] = {
     "lab-service-down": {"lab-vm1": ("error", "ComputeServiceUnavailable", "lab1", "active")},
     "lab-controller-restart": {"lab-vm1": ("completed", None, "lab2", "active")},
     "lab-resume": {"lab-vm1": ("completed", None, "lab2", "active")},
+    "lab-tls": {"lab-vm1": ("completed", None, "lab2", "active")},
 }
 
 

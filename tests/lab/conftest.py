@@ -32,6 +32,7 @@ from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
 SHARED_LAB = "tshared"
 LOCAL_LAB = "tlocal"
 FAULT_LAB = "tfail"  # test_lab_failures.py: faults and policies, shared storage
+TLS_SCENARIO_LAB = "tfailtls"  # test_lab_failures.py: a scenario over a TLS lab
 
 
 _FIGURES: dict[str, dict[str, Any]] = {}
@@ -50,7 +51,7 @@ class LabUnderTest:
     down_s: float | None = None
 
 
-def _start(name: str, storage: str) -> LabUnderTest:
+def _start(name: str, storage: str, tls: bool = False) -> LabUnderTest:
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (run them as root after scripts/setup-lab)")
     leftovers = lab_status(name)["state"] != "down"
@@ -58,7 +59,7 @@ def _start(name: str, storage: str) -> LabUnderTest:
         if leftovers:
             lab_down(name)
         t0 = time.monotonic()
-        path = lab_up(name, hosts=2, storage=storage)
+        path = lab_up(name, hosts=2, storage=storage, tls=tls)
         up_s = time.monotonic() - t0
     except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
         pytest.fail(f"lab {name!r} ({storage} storage) could not start: {exc}")
@@ -70,9 +71,9 @@ def _start(name: str, storage: str) -> LabUnderTest:
     )
 
 
-def _lab(name: str, storage: str) -> Iterator[LabUnderTest]:
+def _lab(name: str, storage: str, tls: bool = False) -> Iterator[LabUnderTest]:
     with lab_lock(name):
-        lab = _start(name, storage)
+        lab = _start(name, storage, tls)
         _FIGURES[f"lab {name} ({storage})"] = {"up_s": lab.up_s, "leftovers": lab.leftovers}
         try:
             yield lab
@@ -97,6 +98,11 @@ def local_lab() -> Iterator[LabUnderTest]:
 @pytest.fixture(scope="module")
 def fault_lab() -> Iterator[LabUnderTest]:
     yield from _lab(FAULT_LAB, "shared")
+
+
+@pytest.fixture(scope="module")
+def tls_lab() -> Iterator[LabUnderTest]:
+    yield from _lab(TLS_SCENARIO_LAB, "shared", tls=True)
 
 
 @pytest.fixture(scope="session")

@@ -34,6 +34,7 @@ from labcheck import (
 from test_shipped_scenarios import FAULTS_AND_POLICIES  # tests/ (the simulator's table)
 
 from livemig.core import results, runner
+from livemig.core.flags import MIGRATE_FLAGS
 from livemig.core.model import MigrationStatus, Scenario
 from livemig.core.runner import RunResult, run_scenario
 from livemig.core.scenario import load_scenario
@@ -217,3 +218,33 @@ def migration_status(db: Path) -> str | None:
         except sqlite3.OperationalError:  # created but no table yet
             return None
     return None if row is None else str(row[0])
+
+
+def test_a_scenario_over_tls_end_to_end(
+    tls_lab: LabUnderTest, lab_figures: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """qemu+tls for the controller and between the libvirtds, VIR_MIGRATE_TLS for QEMU's
+    stream; the lab's keys appear in no result file."""
+    assert tls_lab.inventory.tls
+    assert all(h.uri.startswith("qemu+tls://") for h in tls_lab.inventory.hosts)
+    scenario = load_scenario(SCENARIOS / "lab-tls.yaml")
+    real = run_scenario(scenario, "libvirt", driver_options={
+        "inventory": str(tls_lab.inventory_path), "keep_domains": True})
+    try:
+        (m,) = real.store.migrations()
+        assert (m.status, m.error, m.dest) == (MigrationStatus.COMPLETED, None, "lab2"), m
+        assert m.flags & MIGRATE_FLAGS["VIR_MIGRATE_TLS"]
+        assert real.invariants.violations == ()
+        assert hosts_running(tls_lab, "lab-vm1") == ["lab2"]
+        assert_guest_keeps_ticking(tls_lab, "lab-vm1")
+        out = results.write_results(real, tmp_path / "out")
+        keys = [p.read_bytes() for p in Path(tls_lab.inventory.lab_dir).rglob("*key*.pem")]
+        assert keys
+        for produced in out.iterdir():
+            data = produced.read_bytes()
+            assert not any(key.strip() in data for key in keys), produced
+            assert b"PRIVATE KEY" not in data, produced
+        lab_figures["lab-tls"] = {"total_time_s": m.total_time, "downtime_ms":
+                                  None if m.downtime is None else round(m.downtime * 1e3, 1)}
+    finally:
+        remove_domains(tls_lab, scenario)
