@@ -57,6 +57,12 @@ class ComputeServiceUnavailable(NovaException):
     msg_fmt = "Compute service of %(host)s is unavailable at this time."
 
 
+class HypervisorUnavailable(ComputeServiceUnavailable):
+    """A host's libvirtd cannot be reached now (host down, link down, libvirtd stopped)."""
+
+    msg_fmt = "Connection to the hypervisor is broken on host: %(host)s (%(reason)s)"
+
+
 class UnableToMigrateToSelf(Invalid):
     msg_fmt = "Unable to migrate instance (%(instance)s) to current host (%(host)s)."
 

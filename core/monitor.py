@@ -195,10 +195,11 @@ class Monitor:
             status = MigrationStatus.ERROR  # it switched over after all: not a clean failure
         self._resume_guest(job)
         store.notify(name, "compute.instance.live_migration._rollback.end")
-        if cleanup is not None and status is not MigrationStatus.ERROR:
-            exc = cleanup
+        note = None
+        if cleanup is not None:  # the destination may still hold something: not clean
             status = MigrationStatus.ERROR
-        self.finish(job.mig_id, status, exc, info, job.throttle)
+            note = f"rollback on {job.dest} failed: {_name(cleanup)}: {cleanup}"
+        self.finish(job.mig_id, status, exc, info, job.throttle, note=note)
 
     def monitoring_failed(self, job: Job, exc: BaseException) -> None:
         """The driver failed while watching: stop the job if possible, then settle."""
@@ -261,12 +262,15 @@ class Monitor:
         exc: BaseException | None,
         info: JobInfo | None = None,
         throttle: int = 0,
+        note: str | None = None,
     ) -> MigrationRecord:
-        """Record the ending; ``throttle``: the highest auto-converge throttle seen."""
+        """Record the ending; ``throttle``: the highest auto-converge throttle seen;
+        ``note``: appended to the error message (what went wrong afterwards)."""
         changes: dict[str, Any] = {"status": status, "finished_at": self.env.now}
         if exc is not None:
-            changes["error"] = exc.name if isinstance(exc, NovaException) else type(exc).__name__
-            changes["error_message"] = " ".join(str(exc).split())
+            text = str(exc) if note is None else f"{exc}; {note}"
+            changes["error"] = _name(exc)
+            changes["error_message"] = " ".join(text.split())
         if info is not None and info.type is not JobType.NONE:
             changes.update(
                 total_time=info.time_elapsed,
@@ -280,6 +284,10 @@ class Monitor:
         if self.on_finish is not None:
             self.on_finish(record)
         return record
+
+
+def _name(exc: BaseException) -> str:
+    return exc.name if isinstance(exc, NovaException) else type(exc).__name__
 
 
 def _reading(driver: Driver, name: str) -> JobInfo | None:

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 
 import libvirt
 
-from livemig.core.errors import ComputeServiceUnavailable
+from livemig.core.errors import HypervisorUnavailable
 
 T = TypeVar("T")
 
@@ -48,10 +48,9 @@ _loop_lock = threading.Lock()
 _loop_started = False
 
 
-class HostUnreachable(ComputeServiceUnavailable):
-    """A host's libvirtd cannot be reached (host down, link down, libvirtd stopped)."""
-
-    msg_fmt = "Compute service of %(host)s is unavailable at this time: %(reason)s"
+HostUnreachable = HypervisorUnavailable
+"""A host's libvirtd cannot be reached (host down, link down, libvirtd stopped): Nova's
+``HypervisorUnavailable``, as the simulator raises it."""
 
 
 def ensure_event_loop() -> None:

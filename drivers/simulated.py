@@ -29,12 +29,16 @@ What it models:
   - ``service_down`` / ``service_up``: libvirtd stops / starts. Guests keep
     running; heartbeats stop; jobs from or to the host fail at once (a guest
     in post-copy is lost). The controller's questions to that host
-    (``job_info`` of a job it is the source of, ``abort_job``, ``suspend``,
-    ``resume``, ``start_postcopy``, ``set_max_downtime``) raise
-    :class:`ComputeServiceUnavailable`.
+    (``job_info`` of a running job it is the source of, ``abort_job``,
+    ``suspend``, ``resume``, ``start_postcopy``, ``set_max_downtime``) raise
+    :class:`HypervisorUnavailable`, as the real driver does. A job that has
+    ended can always be read: the controller's own ``migrateToURI`` call
+    returned its error when the connection broke.
 
   Nothing starts towards a host that is down, cut off or without libvirtd:
-  ``pre_live_migration`` and ``start_migration`` raise.
+  ``pre_live_migration`` and ``start_migration`` raise. ``rollback`` towards a
+  destination that cannot be reached releases the claim, then raises
+  :class:`HypervisorUnavailable` (nothing there could be cleaned).
 
 A VM that is not migrating costs nothing per simulated second.
 """
@@ -46,7 +50,7 @@ from typing import Any
 import numpy as np
 import simpy
 
-from livemig.core.errors import ComputeServiceUnavailable, MigrationError
+from livemig.core.errors import HypervisorUnavailable, MigrationError
 from livemig.core.flags import NON_SHARED_DISK, NON_SHARED_INC, POSTCOPY
 from livemig.core.model import CPU_MODELS, FaultKind, Scenario, Storage, VmSpec
 from livemig.core.policy import keepalive_timeout
@@ -209,7 +213,15 @@ class SimulatedDriver:
     def _ask(self, host: str) -> None:
         """The controller talks to ``host``'s libvirtd: it must be up and running."""
         if not self._books.reachable(self._row[host]):
-            raise ComputeServiceUnavailable(host=host)
+            raise HypervisorUnavailable(host=host, reason=self._why(host))
+
+    def _why(self, host: str) -> str:
+        b, i = self._books, self._row[host]
+        if not b.up[i]:
+            return "host down"
+        if not b.service[i]:
+            return "libvirtd not running"
+        return "link down"
 
     def _guest(self, instance: str) -> Guest:
         vm = self._vms.get(instance)
@@ -228,7 +240,7 @@ class SimulatedDriver:
         vm = self._vms[instance].spec
         b, i = self._books, self._row[dest]
         if not b.connected(i):
-            raise ComputeServiceUnavailable(host=dest)
+            raise HypervisorUnavailable(host=dest, reason=self._why(dest))
         free_ram = b.free_ram(i)
         if free_ram < vm.ram:
             raise MigrationError(
@@ -282,8 +294,8 @@ class SimulatedDriver:
         if job is None:
             return JobInfo(type=JobType.NONE)
         b, i = self._books, job.source_row
-        if not (b.up[i] and b.service[i]):
-            raise ComputeServiceUnavailable(host=job.source)
+        if job.running and not (b.up[i] and b.service[i]):
+            raise HypervisorUnavailable(host=job.source, reason=self._why(job.source))
         return job.info()
 
     def abort_job(self, instance: str) -> None:
@@ -336,8 +348,11 @@ class SimulatedDriver:
     def rollback_live_migration(
         self, instance: str, source: str, dest: str, block_migration: bool
     ) -> None:
-        """Release the destination's claim (if the job did not switch over)."""
+        """Release the destination's claim (if the job did not switch over); raise if
+        the destination cannot be reached to clean it up."""
         self._books.release_claim(instance)
+        if not self._books.connected(self._row[dest]):
+            raise HypervisorUnavailable(host=dest, reason=self._why(dest))
 
     def close(self) -> None:
         for job in self._jobs.values():
