@@ -134,7 +134,7 @@ def plot_timeline(result: RunResult, path: Path, max_hosts: int = MAX_HOSTS) -> 
                 ax.plot([float(at)], [y], marker="x", color=_colour(m.status), markersize=7,
                         markeredgewidth=2, linestyle="none")
     ax.set_yticks(range(len(hosts)), hosts, fontsize=8 if len(hosts) > 20 else 10)
-    ax.set_ylim(len(hosts) - 0.5, -0.5)  # first host on top
+    ax.set_ylim(max(len(hosts), 1) - 0.5, -0.5)  # first host on top (one row when empty)
     ax.set_xlim(left=0.0, right=max(end_of_run, 1e-9) * 1.02)
     ax.grid(axis="x", alpha=0.3)
     handles: list[Patch | Line2D] = [

@@ -146,3 +146,17 @@ def test_runs_with_faults_and_restarts_are_deterministic() -> None:
         dataclasses.astuple(m) for m in b.store.migrations()]
     assert a.store.actions() == b.store.actions()
     assert a.invariants.violations == () and a.restarts == 1
+
+
+def test_guests_lost_with_their_host_are_no_host_mismatch(tmp_path: Path) -> None:
+    """ERROR instances name the host they died on: the invariants accept that, and the
+    summary's host_mismatches (records that disagree with a running domain) ignores it."""
+    from livemig.core import results
+
+    result = run_scenario(two_vms(FaultEvent(at=1.0, kind=FaultKind.HOST_DOWN, host="h3")))
+    assert result.store.instance("vm2").vm_state is VmState.ERROR
+    assert results.host_mismatches(result) == []
+    summary = json.loads((results.write_results(result, tmp_path / "o") / "summary.json")
+                         .read_text())
+    assert (summary["host_mismatches"], summary["invariants"]["violations"]) == (0, 0)
+    assert "WARNING" not in results.summary_table(result)
