@@ -18,7 +18,9 @@ One SimPy process per job, driven by the guest's memory model
    ``throttle_after(n)`` percent (20, 30, ... 99), and a CPU-bound guest dirties
    memory at ``throttled_dirty_rate(D, throttle)`` in the rounds after it.
 4. **Switchover**: the guest is held paused, the remainder sent, then
-   ``switchover_cost`` seconds; downtime = both. The guest then runs on dest.
+   ``switchover_cost`` seconds; downtime = both (counted from the suspension
+   when the guest was already suspended, as QEMU does). The guest then runs on
+   dest.
 5. **Post-copy** (``start_postcopy`` on a job started with
    ``VIR_MIGRATE_POSTCOPY``): the round under way stops; the guest is held for
    ``switchover_cost`` (the downtime), then runs on dest, which pulls the pages
@@ -95,6 +97,10 @@ class Guest:
         elif before and not self.paused and self._paused_at is not None:
             self._paused_total += now - self._paused_at
             self._paused_at = None
+
+    def paused_since(self, now: float) -> float:
+        """When the current pause began (``now`` if the guest is running)."""
+        return now if self._paused_at is None else self._paused_at
 
     def paused_seconds(self, now: float) -> float:
         """Seconds this guest has been paused (either way) up to ``now``."""
@@ -292,8 +298,10 @@ class MigrationJob:
             t = yield from self._round(dirty)
             sent = dirty
         self.phase = Phase.SWITCHOVER
+        # downtime runs from when the guest stopped: now, or earlier when it was already
+        # suspended (force-complete's pause), as QEMU counts it
+        pause = self.guest.paused_since(self.env.now)
         self.guest.set_paused(self.env.now, held=True)
-        pause = self.env.now
         yield from self._send(dirty)
         self.dirty = 0.0  # all sent: only the switchover's fixed cost is left
         self.downtime = self.env.now - pause + self.switchover_cost

@@ -119,6 +119,8 @@ def test_policy_scenarios_show_their_mechanism() -> None:
     pause = first("lab-force-pause")
     assert (pause.timeout_action, pause.paused_guest, pause.postcopy_at) == (  # type: ignore[attr-defined]
         "force_complete", True, None)
+    # paused at the first poll past the 20 s timeout: the guest is down from then on
+    assert pause.downtime == pytest.approx(pause.total_time - 20.5, abs=1e-9)  # type: ignore[attr-defined]
     post = first("lab-postcopy")
     assert post.timeout_action == "force_complete" and post.postcopy_at is not None  # type: ignore[attr-defined]
     assert not post.paused_guest  # type: ignore[attr-defined]
