@@ -25,6 +25,7 @@ import livemig
 from livemig.core.model import Scenario
 from livemig.core.units import UnitError
 from livemig.drivers import DRIVERS, driver_class
+from livemig.drivers.base import DriverSetupError
 
 PROG = "livemig"
 EXIT_OK = 0
@@ -124,6 +125,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             scenario, args.driver, seed=args.seed, driver_options=options or None,
             on_finish=bar.on_finish if bar is not None else None, run_dir=run_dir,
         )
+    except DriverSetupError as exc:  # nothing ran: leave nothing behind
+        if run_dir is not None:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise CliError(_one_line(exc)) from exc
     finally:
         if bar is not None:
             bar.close()
@@ -181,7 +186,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         result = runner.resume_run(run_dir, driver_options=options or None,
                                    on_finish=bar.on_finish if bar is not None else None)
-    except ValueError as exc:
+    except (ValueError, DriverSetupError) as exc:
         raise CliError(_one_line(exc)) from exc
     finally:
         if bar is not None:

@@ -19,6 +19,12 @@ import simpy
 from livemig.core.model import FaultKind
 
 
+class DriverSetupError(RuntimeError):
+    """The scenario cannot run on this driver's hosts: an unreadable inventory, a host
+    the inventory does not have, a guest that will not boot. Raised by a driver's
+    constructor; the command line reports it as one line."""
+
+
 class JobType(StrEnum):
     """libvirt's ``VIR_DOMAIN_JOB_*`` types, as the poll sees them."""
 

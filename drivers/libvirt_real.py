@@ -70,12 +70,14 @@ from livemig.core.model import FaultKind, Scenario, VmSpec
 from livemig.core.units import GiB, MiB
 from livemig.drivers.base import (
     DomainFact,
+    DriverSetupError,
     HostFacts,
     HostTable,
     JobInfo,
     JobType,
     WorldFacts,
 )
+from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.inventory import Inventory, load_inventory
 from livemig.drivers.libvirt_conn import Connections, HostUnreachable
@@ -112,10 +114,6 @@ POSTCOPY_FAILED = libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors raise; don't print
 
 
-class DriverSetupError(RuntimeError):
-    """The scenario cannot run on these hosts (named host missing, guest won't boot)."""
-
-
 class LibvirtDriver:
     """A :class:`~livemig.drivers.base.Driver` over real libvirt hosts."""
 
@@ -132,7 +130,10 @@ class LibvirtDriver:
     ) -> None:
         self.env = env
         self._inventory_path = Path(inventory)
-        self.inventory: Inventory = load_inventory(inventory)
+        try:
+            self.inventory: Inventory = load_inventory(inventory)
+        except LabError as exc:
+            raise DriverSetupError(str(exc)) from exc
         self._policy = scenario.policy.migration
         self._keep = keep_domains
         self._vms = {vm.name: vm for vm in scenario.vms}

@@ -260,3 +260,40 @@ def test_lab_commands_are_registered(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setattr(cli, "LAB_COMMANDS_MODULE", "fake_lab_commands")
     assert cli.main(["lab"]) == 7
+
+
+INVENTORY = """\
+lab: elsewhere
+lab_dir: /nonexistent/lab
+storage: shared
+instances_path: /var/lib/libvirt/instances
+console_dir: /nonexistent/lab/consoles
+storage_pool: instances
+network: 198.18.200.0/24
+bridge: {name: none-br, address: 198.18.200.1}
+image: null
+hosts:
+- {name: other1, address: 198.18.200.11, uri: "qemu+tcp://198.18.200.11/system",
+   netns: none-other1, host_uuid: 00000000-0000-0000-0000-000000000001,
+   instances_dir: /nonexistent/lab/instances}
+"""
+
+
+@pytest.mark.parametrize("inventory", [INVENTORY, "not: [an inventory", "- 1\n"])
+def test_a_real_run_whose_hosts_do_not_match_its_inventory_leaves_nothing(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], inventory: str
+) -> None:
+    """Checked before any connection: one line naming the problem, no run directory."""
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(inventory)
+    out = tmp_path / "out"
+    code = cli.main(["run", str(tiny), "--driver", "libvirt", "--inventory", str(inv),
+                     "--out", str(out), "--no-progress"])
+    assert code == 2
+    line = one_error_line(capsys.readouterr().err)
+    if inventory == INVENTORY:
+        assert "are not in the inventory" in line and "other1" in line
+    else:
+        assert str(inv) in line
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "tiny.yaml"]

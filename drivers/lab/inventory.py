@@ -108,6 +108,15 @@ def load_inventory(path: Path | str) -> Inventory:
         data = yaml.safe_load(p.read_text())
     except FileNotFoundError as exc:
         raise LabError(f"{p}: no inventory (is the lab up?)") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LabError(f"{p}: unreadable ({exc})") from exc
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" line {where.line + 1}" if where is not None else ""
+        raise LabError(f"{p}:{line} not YAML ({getattr(exc, 'problem', None) or exc})") from exc
     if not isinstance(data, dict):
         raise LabError(f"{p}: not an inventory mapping")
-    return Inventory.from_dict(data)
+    try:
+        return Inventory.from_dict(data)
+    except LabError as exc:
+        raise LabError(f"{p}: {exc}") from exc
