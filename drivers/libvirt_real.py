@@ -284,8 +284,9 @@ class LibvirtDriver:
         """The one reachable host where the guest runs; during a migration the side whose
         vCPUs run (the source in pre-copy, the destination in post-copy)."""
         active = self._placement(instance)
-        if len(active) > 1:
-            active = {h: s for h, s in active.items() if s.key not in MIGRATION_SHADOWS}
+        # a shadow alone is no home either: an incoming shell whose source died never ran
+        # the guest; a post-copy source whose destination died holds a lost guest
+        active = {h: s for h, s in active.items() if s.key not in MIGRATION_SHADOWS}
         return next(iter(active)) if len(active) == 1 else None
 
     def instance_running_on(self, instance: str, host: str) -> bool:
@@ -618,9 +619,11 @@ class LibvirtDriver:
         try:
             on_source = self.instance_running_on(instance, source)
         except HostUnreachable:
-            on_source = False  # the guest may be anywhere: leave the destination as it is
+            on_source = False  # the guest may be anywhere: leave a running domain alone
         if on_source:
             self._call(dest, lambda c: remove_domain(domain_info(c, instance)))
+        else:  # only the paused incoming shell of a pre-copy, which never ran the guest
+            self._call(dest, lambda c: remove_domain(_incoming_shell(c, instance)))
         if block_migration and self.inventory.storage == "local":
             self._delete_volume(dest, self.disk_path(instance).name)
 
@@ -672,3 +675,10 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+def _incoming_shell(conn: libvirt.virConnect, name: str) -> DomainInfo | None:
+    """``name``'s domain on ``conn`` if it is the paused incoming side of a migration."""
+    info = domain_info(conn, name)
+    incoming = (libvirt.VIR_DOMAIN_PAUSED, libvirt.VIR_DOMAIN_PAUSED_MIGRATION)
+    return info if info is not None and info.key == incoming else None
