@@ -60,6 +60,17 @@ def last_tick(log: Path) -> int:
     return int(ticks[-1]) if ticks else 0
 
 
+def wait_tick_above(log: Path, n: int, timeout: float) -> int:
+    """Wait until the guest's console shows a tick above ``n``; returns that tick."""
+    deadline = time.monotonic() + timeout
+    while (t := last_tick(log)) <= n:
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
+            pytest.fail(f"console {log} stuck at tick {t} (wanted > {n}); tail:\n{tail}")
+        time.sleep(0.2)
+    return t
+
+
 def assert_guest_keeps_ticking(lab: LabUnderTest, vm: str) -> int:
     """The guest, wherever it runs, adds NEW_TICKS tick lines after this call began."""
     log = console_log(lab, vm)

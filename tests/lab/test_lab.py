@@ -8,7 +8,6 @@ alone.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -16,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labcheck import last_tick, wait_tick_above
 
 from livemig.drivers.lab.daemons import host_uuid_of
 from livemig.drivers.lab.guest import domain_xml
@@ -29,7 +29,6 @@ pytestmark = pytest.mark.lab
 LAB = "lmtest"
 GUEST = f"{LAB}-g1"
 BOOT_TIMEOUT = 120.0  # TCG boot on a busy 2-core machine
-TICK_RE = re.compile(r"^tick (\d+) ", re.MULTILINE)
 
 
 def virsh(uri: str, *args: str, timeout: float = 60.0) -> str:
@@ -40,19 +39,6 @@ def virsh(uri: str, *args: str, timeout: float = 60.0) -> str:
     return cp.stdout
 
 
-def last_tick(log: Path) -> int:
-    ticks = TICK_RE.findall(log.read_text(errors="replace")) if log.exists() else []
-    return int(ticks[-1]) if ticks else 0
-
-
-def wait_tick_above(log: Path, n: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while (t := last_tick(log)) <= n:
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
-            pytest.fail(f"console {log} stuck at tick {t} (wanted > {n}); tail:\n{tail}")
-        time.sleep(0.2)
-    return t
 
 
 def lab_traces() -> dict[str, list[str]]:

@@ -10,7 +10,6 @@ link down/up, host down/up, then host down and lab down. Needs root and
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from labcheck import last_tick, wait_tick_above
 from lablock import lab_lock
 
 from livemig.core.model import FaultKind
@@ -37,7 +37,6 @@ LAB = "tfault"
 GUEST = f"{LAB}-g1"
 SHAPE_MBIT = 800.0  # lab2's link is shaped, so LINK_UP / HOST_UP must shape it again
 BOOT_TIMEOUT = 120.0
-TICK_RE = re.compile(r"^tick (\d+) ", re.MULTILINE)
 
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
@@ -89,19 +88,6 @@ def unreachable(uri: str, within: float = 5.0) -> bool:
     return cp.returncode != 0
 
 
-def last_tick(log: Path) -> int:
-    ticks = TICK_RE.findall(log.read_text(errors="replace")) if log.exists() else []
-    return int(ticks[-1]) if ticks else 0
-
-
-def wait_tick_above(log: Path, n: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while (t := last_tick(log)) <= n:
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
-            pytest.fail(f"console {log} stuck at tick {t} (wanted > {n}); tail:\n{tail}")
-        time.sleep(0.2)
-    return t
 
 
 def qemus_of(host: HostEntry) -> list[int]:

@@ -9,7 +9,6 @@ Needs root and ``scripts/setup-lab``; a lab that cannot start fails the tests.
 from __future__ import annotations
 
 import os
-import re
 import socket
 import stat
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import libvirt
 import pytest
+from labcheck import last_tick, wait_tick_above
 from lablock import lab_lock
 
 from livemig.core.model import FaultKind
@@ -34,7 +34,6 @@ pytestmark = pytest.mark.lab
 LAB = "ttls"
 GUEST = f"{LAB}-g1"
 BOOT_TIMEOUT = 120.0
-TICK_RE = re.compile(r"^tick (\d+) ", re.MULTILINE)
 MIGRATION_PORTS = range(49152, 49216)  # libvirt's default migration_port_min..max
 QEMU_MAGIC = b"QEVM"  # first bytes of a plain QEMU migration stream
 TLS_HANDSHAKE = b"\x16\x03"  # a TLS record of type handshake
@@ -65,19 +64,6 @@ def tls_lab() -> Iterator[Inventory]:
             lab_down(LAB)
 
 
-def last_tick(log: Path) -> int:
-    ticks = TICK_RE.findall(log.read_text(errors="replace")) if log.exists() else []
-    return int(ticks[-1]) if ticks else 0
-
-
-def wait_tick_above(log: Path, n: int, timeout: float) -> int:
-    deadline = time.monotonic() + timeout
-    while (t := last_tick(log)) <= n:
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-1500:] if log.exists() else "(no log)"
-            pytest.fail(f"console {log} stuck at tick {t} (wanted > {n}); tail:\n{tail}")
-        time.sleep(0.2)
-    return t
 
 
 class Sniffer(threading.Thread):
