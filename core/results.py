@@ -48,7 +48,7 @@ from typing import Any
 import livemig
 from livemig.core import plots
 from livemig.core.model import FINISHED_STATUSES, MigrationPolicy, MigrationStatus, VmState
-from livemig.core.runner import RunResult
+from livemig.core.runner import RUN_FILE, STATE_FILE, RunResult
 from livemig.core.state import ActionRecord, MigrationRecord
 from livemig.core.units import format_duration
 
@@ -70,7 +70,7 @@ POLICY_FIELDS = (
 )
 """The convergence policy reported in ``summary.json`` (``MigrationPolicy`` fields)."""
 RUN_STATE_FILES = (
-    "state.sqlite", "state.sqlite-wal", "state.sqlite-shm", "state.sqlite-journal", "run.json",
+    *(STATE_FILE + suffix for suffix in ("", "-wal", "-shm", "-journal")), RUN_FILE,
 )
 """Files a real run writes into its run directory while it runs; kept by :func:`write_results`."""
 WALL_TIME_KEY = "wall_time_s"
