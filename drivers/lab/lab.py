@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from livemig.drivers.lab import daemons, machine, netns, pki, records, statedir
+from livemig.drivers.lab import daemons, firewall, machine, netns, pki, records, statedir
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.image import DEFAULT_CACHE_DIR, build_image
 from livemig.drivers.lab.inventory import HostEntry, Inventory, write_inventory
@@ -102,8 +102,10 @@ def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initr
     for host in lab.hosts:
         netns.write_hosts_file(lab, host)
     netns.create_bridge(lab)
+    firewall.install_root(lab)  # before any daemon listens: only root reaches the lab
     for host in lab.hosts:
         netns.create_host_network(lab, host)
+        firewall.install_host(lab, host)
         mbit = _shaping_for(shaping_mbit, host)
         if mbit is not None:
             netns.shape(host, mbit)
@@ -224,6 +226,7 @@ def lab_down(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR) -
     for host in lab.hosts:
         netns.delete_host_network(lab, host)
     netns.delete_bridge(lab)
+    firewall.remove_root(lab)
     if lab.lab_dir.exists():
         left = machine.mounts_under(lab.lab_dir)
         if left:
@@ -287,12 +290,14 @@ def lab_status(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR)
                 "domains": domains,
             }
         )
+    walled = firewall.root_table(lab) in firewall.listed_tables()
     any_left = (
         lab.lab_dir.exists()
         or netns.link_exists(lab.bridge)
+        or walled
         or any(h["netns"] or h["veth"] for h in hosts)
     )
-    whole = lab.inventory_path.exists() and netns.link_exists(lab.bridge)
+    whole = lab.inventory_path.exists() and netns.link_exists(lab.bridge) and walled
     if whole and all(h["answers"] for h in hosts):
         state = "up"
     elif whole and all(h["state"] != "missing" for h in hosts):
@@ -306,6 +311,7 @@ def lab_status(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR)
         "lab_dir": str(lab.lab_dir) if lab.lab_dir.exists() else None,
         "inventory": str(lab.inventory_path) if lab.inventory_path.exists() else None,
         "bridge": lab.bridge if netns.link_exists(lab.bridge) else None,
+        "firewall": walled,
         "hosts": hosts if any_left else [],
     }
 
