@@ -410,18 +410,23 @@ class LibvirtDriver:
             dom.migrateSetMaxDowntime(downtime_ms, 0)
             return dom
 
-        dom = self._call(source, lookup)
+        self._call(source, lookup)
+        # migrateToURI blocks for the whole job: on a connection of its own, so that the
+        # polls' calls never share one with it (see Connections.open_private)
+        conn = self._conns.open_private(source)
         with self._events_lock:
             self._completed.pop((source, instance), None)
         job = Job(source=source, dest=dest, started=time.monotonic(), flags=flags)
 
         def migrate() -> None:
             try:
-                dom.migrateToURI(uri, flags, None, bandwidth_mib)
+                conn.lookupByName(instance).migrateToURI(uri, flags, None, bandwidth_mib)
             except libvirt.libvirtError as exc:
                 job.error = redact_uris(str(exc))
             finally:
                 job.returned = True
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
 
         job.thread = threading.Thread(target=migrate, name=f"migrate-{instance}", daemon=True)
         self._jobs[instance] = job

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -343,6 +344,40 @@ def test_a_killed_controllers_job_goes_on_and_is_adopted(inventory: Path) -> Non
 
 
 # -- hosts that cannot be reached ----------------------------------------------------------------
+
+
+def test_a_poll_during_a_migration_whose_source_link_drops_ends_by_the_keepalive(
+    inventory: Path,
+) -> None:
+    """Issue 8 (a CI run hung ~15 min in lab-source-down): the source's link goes down
+    while ``migrateToURI`` is in flight. Sharing one connection with it, the poll's call
+    hung until TCP gave up; on separate connections it fails by the keepalive."""
+    scenario = scenario_for("rdrop", ws_mib=16, rate_mib=4, keepalive=(1.0, 2))
+    with guest(inventory, scenario) as drv:
+        migrate(drv, scenario, cap=4)
+        poll(drv, "rdrop", lambda i: i.memory_processed > 0, timeout=60)
+        drv.inject_fault(FaultKind.LINK_DOWN, "lab1")  # nothing more arrives, not even a FIN
+        try:
+            answers: list[object] = []
+
+            def read() -> None:
+                try:
+                    answers.append(drv.job_info("rdrop"))
+                except Exception as exc:  # noqa: BLE001 - any answer is an answer
+                    answers.append(exc)
+
+            t0 = time.monotonic()
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            reader.join(60.0)  # keepalive 1 s x 2 (+ a 1.5 s probe): seconds, not minutes
+            assert answers, "job_info still blocked 60 s after the source's link went down"
+            print(f"job_info answered after {time.monotonic() - t0:.1f} s: {answers[0]}")
+        finally:
+            drv.inject_fault(FaultKind.LINK_UP, "lab1")
+        final = poll(drv, "rdrop", ended)[-1]
+        assert final.type in (JobType.FAILED, JobType.CANCELLED), final
+        drv.rollback_live_migration("rdrop", "lab1", "lab2", False)  # Nova's rollback
+        assert set(where(inventory, "rdrop")) == {"lab1"}  # it never left
 
 
 def test_a_stopped_libvirtd_makes_its_host_unreachable_not_a_hang(inventory: Path) -> None:

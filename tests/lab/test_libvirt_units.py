@@ -10,6 +10,7 @@ libvirtd is reached (the driver's connection calls are replaced by scripted answ
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -103,10 +104,15 @@ def test_a_migrate_error_naming_a_tls_uri_is_recorded_without_its_query() -> Non
         def abortJob(self) -> None:  # noqa: N802
             raise libvirt.libvirtError(f"cannot reach {SECRET_URI}")
 
+        def close(self) -> None:
+            pass
+
     job = Job(source="lab1", dest="lab2", started=0.0)
     driver = bare_driver(job, lambda host, fn: fn(Domain()) if host == "lab1" else None)
     driver._policy = type("P", (), {"max_downtime": 0.5})()
     driver.instance_host = lambda name: "lab1"  # type: ignore[method-assign]
+    # migrateToURI's own connection (Connections.open_private) answers as the domain
+    driver._conns = SimpleNamespace(open_private=lambda host: Domain())  # type: ignore[assignment]
     driver.start_migration("vm1", "lab2", uri=SECRET_URI, flags=0, bandwidth_mib=8)
     started = driver._jobs["vm1"]
     assert started.thread is not None
