@@ -18,6 +18,8 @@ life in a lab where hosts go down, links are cut and libvirtd is restarted:
   call on a connection to a host whose link went down fails once the keepalive gives up
   (33 s with keepalive 5 s x 5 and a 3 s probe; 6 s with 1 s x 2), the next ones at
   once; a stopped libvirtd is refused at once (its socket closes, the probe is refused).
+  The keepalive ends a call only when no other thread is blocked on the same connection:
+  ``migrateToURI`` gets one of its own (:meth:`Connections.open_private`).
 * **Events need an event loop.** Keepalives and domain events only work when a libvirt
   event implementation was registered *before* the connection was opened and something
   runs it: :func:`ensure_event_loop` registers the default one and runs it in a daemon
