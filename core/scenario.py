@@ -87,6 +87,14 @@ Schema (``*`` required, ``=`` default)::
                                0: never repaired
           seed: 7              (int >= 0; = the scenario's seed + the number of
                                random_faults events written before this one)
+    expect:                    what a run must show; `livemig check` gates on it, `livemig
+                               run` reports it (schema: core/expectations.py)
+      instances: {"web-*": {status: completed, error: null, host: node-2, vm_state: active}}
+      outcomes: {completed: 3, error: 1, total: 4}    exact counts of migrations by status
+      stats: ["p95 total_time_s < 40s", "max downtime_ms <= 300ms",
+              "sum data_transferred_bytes < 2TB", "sim_time_s < 10min"]
+                               [min|max|mean|p50|p95|p99|sum|count] METRIC < <= > >= == VALUE
+      invariants: {violations: 0, unverifiable: 0}    violations: 0 is always checked
 
 Decisions:
 
@@ -139,6 +147,7 @@ from pathlib import Path
 
 from yaml.nodes import SequenceNode
 
+from .expectations import read_expectations
 from .flags import MIGRATE_FLAGS
 from .model import (
     CPU_MODELS,
@@ -242,7 +251,7 @@ def parse_scenario(
     if node is None:
         raise ScenarioError(source, 1, "", "no content; expected a mapping with hosts and vms")
     top = Field(node, "", source).mapping(
-        ("name", "seed", "hosts", "vms", "network", "policy", "events", "x-*"),
+        ("name", "seed", "hosts", "vms", "network", "policy", "events", "expect", "x-*"),
         "a mapping with keys hosts, vms, ...",
     )
     if default_name is None:
@@ -252,6 +261,8 @@ def parse_scenario(
     hosts = _hosts(top.require("hosts", "a list of hosts"), network)
     vms = _vms(top.require("vms", "a list of VMs"), hosts, policy.migration)
     seed = top.value("seed", integer(0), 0)
+    expect = top.value("expect", lambda f: read_expectations(
+        f, hosts=hosts, vms=[vm.name for vm in vms]), None)
     return Scenario(
         name=top.value("name", string("a scenario name"), default_name),
         seed=seed,
@@ -261,6 +272,7 @@ def parse_scenario(
         policy=policy,
         events=tuple(read_events(top.get("events"), hosts, {vm.name for vm in vms}, seed)),
         source=source,
+        expect=expect,
     )
 
 
