@@ -2,6 +2,7 @@
 
 ``livemig run SCENARIO``     run a scenario and write its results directory
 ``livemig validate FILE...`` check scenario files without running them
+``livemig check PATH...``    run scenario files on the simulator and gate on their ``expect:``
 ``livemig resume RUN_DIR``   a new controller for a real run whose controller died
 ``livemig lab ...``          the namespace lab (when ``livemig.drivers.lab.commands`` exists)
 
@@ -14,6 +15,7 @@ else is a bug and propagates with its traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -211,6 +213,44 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """``livemig check``: run a suite in parallel, print a table, exit 0/1/2 (check_suite)."""
+    import time
+
+    from livemig.core import check_suite
+
+    if args.driver != "sim":
+        raise CliError(f"check runs on --driver sim only for now: --driver {args.driver} needs "
+                       "root and an inventory of hosts (use livemig run --driver libvirt "
+                       "--inventory FILE for one scenario)")
+    if args.junit is not None:
+        junit = Path(args.junit)
+        if junit.is_dir() or not junit.parent.is_dir():
+            raise CliError(f"--junit {printable(args.junit)}: expected a file in an existing "
+                           "directory")
+    try:
+        files = check_suite.discover(args.paths)
+    except ValueError as exc:
+        raise CliError(_one_line(exc)) from exc
+    start = time.perf_counter()
+    reports = check_suite.run_suite(files, args.jobs, args.driver)
+    wall = time.perf_counter() - start
+    print(check_suite.table(reports, wall, args.jobs))
+    if args.junit is not None:
+        try:
+            check_suite.write_junit(args.junit, reports, wall)
+        except OSError as exc:
+            raise CliError(_one_line(exc)) from exc
+    return check_suite.exit_code(reports)
+
+
+def _jobs(text: str) -> int:
+    value = _seed(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
 # -- parser -----------------------------------------------------------------
 def _add_lab_commands(subparsers: Any) -> None:
     """Register ``livemig lab`` if its module exists (only its absence is tolerated)."""
@@ -281,6 +321,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("scenarios", metavar="SCENARIO", nargs="+", help="scenario YAML file")
     validate.set_defaults(func=cmd_validate)
+
+    check = sub.add_parser(
+        "check", help="run scenario files and check their expectations",
+        description="Run every scenario file (directories: every *.yaml below them) on the "
+        "simulator, in parallel, and evaluate its expect: section. Prints a table; exit code "
+        "0 when every expectation is met, 1 when one failed, 2 when a file is bad. Writes no "
+        "results directories.",
+    )
+    check.add_argument("paths", metavar="PATH", nargs="+", help="scenario file or directory")
+    check.add_argument("-j", "--jobs", metavar="N", type=_jobs, default=os.cpu_count() or 1,
+                       help="worker processes (default: the number of CPUs)")
+    check.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
+    check.add_argument("--driver", choices=sorted(DRIVERS), default="sim",
+                       help="where to run them (only sim for now)")
+    check.set_defaults(func=cmd_check)
 
     resume = sub.add_parser(
         "resume", help="finish a real run whose controller died",
