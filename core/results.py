@@ -47,6 +47,7 @@ from typing import Any
 
 import livemig
 from livemig.core import plots
+from livemig.core.expectations import evaluate, verdicts_block
 from livemig.core.model import FINISHED_STATUSES, MigrationPolicy, MigrationStatus, VmState
 from livemig.core.runner import RUN_FILE, STATE_FILE, RunResult
 from livemig.core.state import ActionRecord, MigrationRecord
@@ -258,7 +259,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
     status_counts.update(str(m.status.value) for m in migrations)
     error_counts = Counter(m.error for m in migrations if m.error is not None)
     mismatched = host_mismatches(result)
-    return {
+    summary: dict[str, Any] = {
         "scenario": result.scenario.name,
         "scenario_source": result.scenario.source,
         "driver": result.driver,
@@ -285,6 +286,16 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "host_mismatches": len(mismatched),
         "host_mismatch_instances": mismatched,
     }
+    block = expectations_block(result)
+    if block is not None:  # only when the scenario has an expect: section
+        summary["expectations"] = block
+    return summary
+
+
+def expectations_block(result: RunResult) -> dict[str, Any] | None:
+    """The verdicts of the scenario's ``expect:`` section (``None`` when it has none)."""
+    expect = getattr(result.scenario, "expect", None)
+    return None if expect is None else verdicts_block(evaluate(expect, result))
 
 
 def comparable(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -363,6 +374,7 @@ def summary_table(result: RunResult) -> str:
         if len(problems) > TABLE_PROBLEM_LINES:
             out.append(f"  ... and {len(problems) - TABLE_PROBLEM_LINES} more")
     out.extend(_invariant_lines(result))
+    out.extend(_expectation_lines(result))
     mismatched = host_mismatches(result)
     if mismatched:
         out.append("")
@@ -386,6 +398,19 @@ def _invariant_lines(result: RunResult) -> list[str]:
     lines.extend(f"  {d}" for d in details[:TABLE_PROBLEM_LINES])
     if len(details) > TABLE_PROBLEM_LINES:
         lines.append(f"  ... and {len(details) - TABLE_PROBLEM_LINES} more")
+    return lines
+
+
+def _expectation_lines(result: RunResult) -> list[str]:
+    block = expectations_block(result)
+    if block is None:
+        return []
+    lines = ["", f"expectations: {block['met']} met, {block['failed']} failed"]
+    failed = [d for d in block["details"] if not d["met"]]
+    lines.extend(f"  FAILED line {d['line'] or '-'}: {d['expectation']} (got {d['actual']})"
+                 for d in failed[:TABLE_PROBLEM_LINES])
+    if len(failed) > TABLE_PROBLEM_LINES:
+        lines.append(f"  ... and {len(failed) - TABLE_PROBLEM_LINES} more")
     return lines
 
 
