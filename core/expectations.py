@@ -322,8 +322,9 @@ def _stat(f: Field) -> StatCheck:
                f"{', '.join(COMPARATORS)}")
     op = op_match.group()
     if op not in COMPARATORS:
-        f.fail(f"unknown comparator {show(op)}{did_you_mean(op, COMPARATORS)}; expected one "
-               f"of {', '.join(COMPARATORS)}")
+        guess = {"=": "==", "=<": "<=", "=>": ">="}.get(op)
+        hint = f" (did you mean {show(guess)}?)" if guess else ""
+        f.fail(f"unknown comparator {show(op)}{hint}; expected one of {', '.join(COMPARATORS)}")
     words = text[: op_match.start()].split()
     written = text[op_match.end():].strip()
     if not 1 <= len(words) <= 2 or not written:
