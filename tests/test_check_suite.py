@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -189,3 +190,15 @@ def test_a_run_without_expect_has_no_expectations_in_summary_json(
 def test_the_shipped_suite_passes(capsys: pytest.CaptureFixture[str]) -> None:
     assert check(str(SCENARIOS), "-j", "2") == 0
     assert " 0 failed, 0 bad;" in capsys.readouterr().out
+
+
+def test_the_readme_example_is_met_by_the_readme_scenario(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    readme = (SCENARIOS.parent / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    tiny = next(b for b in blocks if b.startswith("name: tiny"))
+    expect = next(b for b in blocks if b.startswith("expect:"))
+    (path,) = write(tmp_path, tiny=tiny + expect)
+    assert check(path, "-j", "1") == 0
+    assert "10 expectations met, 0 failed" in capsys.readouterr().out
