@@ -274,3 +274,13 @@ class _Store:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._store, name)
+
+
+def test_doctests() -> None:
+    import doctest
+
+    from livemig.core import check_suite, expectations
+
+    for module in (expectations, check_suite):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
