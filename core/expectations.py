@@ -49,16 +49,16 @@ import fnmatch
 import math
 import operator
 import re
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from yaml.nodes import MappingNode, ScalarNode
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from . import errors
 from .model import MigrationStatus, VmState
 from .units import UnitError, format_bytes, parse_bytes, parse_duration
-from .yaml_nodes import Field, Mapping, did_you_mean, show
+from .yaml_nodes import TAG, Field, Mapping, did_you_mean, show
 
 if TYPE_CHECKING:
     from .runner import RunResult
@@ -228,8 +228,21 @@ def _keys(f: Field, expected: str) -> Mapping:
     f.check_tag(expected)
     if not isinstance(f.node, MappingNode):
         f.wrong(expected)
-    keys = tuple(k.value for k, _ in f.node.value if isinstance(k, ScalarNode))
-    return f.mapping(keys, expected)
+    return f.mapping(tuple(_written_keys(f.node, set())), expected)
+
+
+def _written_keys(node: MappingNode, seen: set[int]) -> Iterator[str]:
+    """The keys of ``node`` and of the mappings it merges (``<<: *anchor``)."""
+    if id(node) in seen:
+        return
+    seen.add(id(node))
+    for key, value in node.value:
+        if key.tag == TAG + "merge":
+            for source in value.value if isinstance(value, SequenceNode) else [value]:
+                if isinstance(source, MappingNode):
+                    yield from _written_keys(source, seen)
+        elif isinstance(key, ScalarNode):
+            yield key.value
 
 
 def _instances(f: Field, hosts: Collection[str], vms: Sequence[str]) -> tuple[InstanceCheck, ...]:

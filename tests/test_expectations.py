@@ -150,6 +150,15 @@ def test_a_bad_expectation_is_a_one_line_error_with_file_and_line(
     assert "\n" not in error
 
 
+def test_instances_may_be_merged_from_an_anchor() -> None:
+    text = BASE.replace("name: two-moves", "name: two-moves\nx-common: &common\n"
+                        "  vm-3: {status: completed}") + "expect:\n  instances: {<<: *common}\n"
+    expect = parse_scenario(text, "s.yaml").expect
+    assert expect is not None
+    assert [(c.pattern, c.field, c.value) for c in expect.instances] == [
+        ("vm-3", "status", "completed")]
+
+
 def test_an_empty_expect_is_an_error() -> None:
     assert load_error("").startswith(
         f"s.yaml:{EXPECT_LINE}: expect: an empty value is not valid here; expected a mapping")
