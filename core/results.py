@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import livemig
-from livemig.core import plots
 from livemig.core.expectations import evaluate, verdicts_block
 from livemig.core.model import FINISHED_STATUSES, MigrationPolicy, MigrationStatus, VmState
 from livemig.core.runner import RUN_FILE, STATE_FILE, RunResult
@@ -422,6 +421,8 @@ def write_files(result: RunResult, directory: Path) -> None:
     write_csv(directory / "events.csv", EVENT_COLUMNS, event_rows(result))
     write_csv(directory / "actions.csv", ACTION_COLUMNS, action_rows(result))
     write_summary(directory / "summary.json", summarize(result))
+    from livemig.core import plots  # matplotlib: only imported when plots are drawn
+
     plots.write_plots(result, directory)
 
 
