@@ -469,7 +469,7 @@ def check_writable(out_dir: str | os.PathLike[str]) -> Path:
     return out
 
 
-def _missing_parents(path: Path) -> list[Path]:
+def missing_parents(path: Path) -> list[Path]:
     """The ancestors of ``path`` that do not exist yet, outermost first."""
     missing = []
     for parent in [path, *path.parents]:
@@ -561,7 +561,7 @@ def write_results(
     run records (:data:`RUN_STATE_FILES`) are kept and everything else replaced.
     """
     out = check_output_dir(out_dir, force=force)
-    created = _missing_parents(out.parent)
+    created = missing_parents(out.parent)
     tmp = _sibling(out, "tmp")
     old: Path | None = None
     try:

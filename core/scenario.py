@@ -163,6 +163,7 @@ from .yaml_nodes import (
     ScenarioError,
     boolean,
     check_name,
+    check_visible,
     choice,
     compose,
     did_you_mean,
@@ -253,7 +254,7 @@ def parse_scenario(
     vms = _vms(top.require("vms", "a list of VMs"), hosts, policy.migration)
     seed = top.value("seed", integer(0), 0)
     return Scenario(
-        name=top.value("name", string("a scenario name"), default_name),
+        name=top.value("name", _scenario_name, default_name),
         seed=seed,
         hosts=tuple(spec for spec, _ in hosts.values()),
         vms=tuple(vms),
@@ -262,6 +263,10 @@ def parse_scenario(
         events=tuple(read_events(top.get("events"), hosts, {vm.name for vm in vms}, seed)),
         source=source,
     )
+
+
+def _scenario_name(f: Field) -> str:
+    return check_visible(f, string("a scenario name")(f), "scenario")
 
 
 # -- small public helpers --------------------------------------------------------------

@@ -88,11 +88,27 @@ def test_existing_out_dir_needs_force(
     # --force replaces earlier results only, never a directory of other files
     assert cli.main(["run", str(tiny), "--out", str(out), "--force"]) == 2
     assert one_error_line(capsys.readouterr().err) == (
-        f"livemig: error: {out} holds files but no livemig results (no summary.json or "
-        "run.json); not replacing it")
-    (out / "summary.json").write_text("{}")
+        f"livemig: error: {out} holds 1 file(s) that livemig did not write ('old'); not "
+        "replacing it (expected a directory of earlier results only)")
+    (out / "old").unlink()
     assert cli.main(["run", str(tiny), "--out", str(out), "--force"]) == 0
-    assert not (out / "old").exists() and (out / "migrations.csv").exists()
+    assert (out / "migrations.csv").exists()
+
+
+@pytest.mark.usefixtures("no_plots")
+def test_force_keeps_a_user_file_in_earlier_results(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case: notes.txt added to a results directory; --force must not delete it."""
+    out = tmp_path / "out"
+    assert cli.main(["run", str(tiny), "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("my notes")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert cli.main(["run", str(tiny), "--out", str(out), "--force", "--seed", "9"]) == 2
+    assert "'notes.txt'" in one_error_line(capsys.readouterr().err)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing changed
+    assert [p.name for p in tmp_path.iterdir() if p.name != "tiny.yaml"] == ["out"]
 
 
 @pytest.mark.parametrize(
