@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import errno
 import os
 import re
 import shutil
@@ -366,12 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``livemig`` console script; returns the exit code."""
     try:
         return _main(argv)
-    except BrokenPipeError:
+    except BrokenPipeError:  # EPIPE: the reader of stdout went away
         return _closed_pipe()
-    except OSError as exc:
-        if exc.errno == errno.EPIPE:
-            return _closed_pipe()
-        raise
 
 
 def _main(argv: Sequence[str] | None) -> int:

@@ -104,7 +104,8 @@ Decisions:
   fills the gaps) and ``network.uplink`` is required.
 * YAML anchors and merge keys are allowed (``<<: *small_vm``); top-level keys starting
   with ``x-`` are ignored, a place to define anchors.
-* Names of hosts, VMs and racks may not contain whitespace, ``/`` or ``%``; a group
+* Names of hosts, VMs and racks may not contain whitespace, ``/``, ``%`` or invisible
+  characters (Unicode categories Cc, Cf, Zl, Zp; nor may the scenario name); a group
   expands to at most ``MAX_GROUP_COUNT`` names. Host and VM names are separate namespaces.
 * Strings are YAML strings: ``name: yes`` is a boolean and an error (quote it). A
   ``hypervisor_version`` written ``6.2`` (a YAML float) is read as the text ``"6.2"``.
