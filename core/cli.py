@@ -209,13 +209,18 @@ def _is_file(path: Path) -> bool:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``livemig resume``: a new controller reconciles a real run and finishes it."""
-    from livemig.core import runner
+    from livemig.core import results, runner
     from livemig.drivers.base import DriverSetupError
 
     run_dir = Path(args.run_dir)
     try:
         info = runner.read_run_file(run_dir)
     except ValueError as exc:
+        raise CliError(_one_line(exc)) from exc
+    try:  # the results replace the directory's files at the end: may they?
+        results.check_output_dir(run_dir, force=True)
+        results.check_writable(run_dir)
+    except OSError as exc:
         raise CliError(_one_line(exc)) from exc
     options: dict[str, Any] = {}
     if args.inventory is not None:

@@ -443,3 +443,24 @@ def test_validate_and_help_import_no_simulator_or_plotting(tiny: Path, args: lis
         capture_output=True, text=True, timeout=120, check=True)
     status, heavy = json.loads(done.stderr.splitlines()[-1])
     assert (status, heavy) == (0, [])
+
+
+def test_resume_refuses_a_run_directory_holding_a_users_file_before_resuming(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its results would replace the directory at the end: refused up front, not after."""
+    def no_resume(*args: object, **kwargs: object) -> None:
+        raise AssertionError("resumed a run whose results could not be written")
+
+    monkeypatch.setattr(runner, "resume_run", no_resume)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "state.sqlite").write_bytes(b"")
+    (run_dir / "run.json").write_text(json.dumps({
+        "scenario_source": str(tiny), "scenario_text": TINY, "driver": "sim", "seed": 3,
+        "started_at_wall": 0.0, "driver_options": {}}))
+    (run_dir / "notes.txt").write_text("mine")
+    assert cli.main(["resume", str(run_dir), "--no-progress"]) == 2
+    assert "'notes.txt'" in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt", "run.json", "state.sqlite"]
