@@ -566,8 +566,12 @@ def write_results(
     old: Path | None = None
     try:
         make_dirs(created)
-        tmp.mkdir()
-        write_files(result, tmp)
+        try:
+            tmp.mkdir()
+            write_files(result, tmp)
+        except OSError as exc:  # name the user's directory, not the hidden one
+            raise OSError(exc.errno, f"cannot write the results: {exc.strerror or exc}",
+                          str(out)) from exc
         check_output_dir(out, force=force)  # again: it may have appeared meanwhile
         if out.exists():
             _link_run_state(out, tmp)

@@ -464,3 +464,19 @@ def test_resume_refuses_a_run_directory_holding_a_users_file_before_resuming(
     assert cli.main(["resume", str(run_dir), "--no-progress"]) == 2
     assert "'notes.txt'" in one_error_line(capsys.readouterr().err)
     assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt", "run.json", "state.sqlite"]
+
+
+def test_a_write_failing_during_the_results_names_the_users_directory(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk fills up while the plots are drawn: the hidden folder is not in the message."""
+    def full(result: object, directory: Path) -> None:
+        raise OSError(28, "No space left on device", str(directory / "timeline.png"))
+
+    monkeypatch.setattr(plots, "write_plots", full)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(tiny), "--out", str(out), "--no-progress"]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"livemig: error: {out}: cannot write the results: No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]
