@@ -112,7 +112,8 @@ Decisions:
   fills the gaps) and ``network.uplink`` is required.
 * YAML anchors and merge keys are allowed (``<<: *small_vm``); top-level keys starting
   with ``x-`` are ignored, a place to define anchors.
-* Names of hosts, VMs and racks may not contain whitespace, ``/`` or ``%``; a group
+* Names of hosts, VMs and racks may not contain whitespace, ``/``, ``%`` or invisible
+  characters (Unicode categories Cc, Cf, Zl, Zp; nor may the scenario name); a group
   expands to at most ``MAX_GROUP_COUNT`` names. Host and VM names are separate namespaces.
 * Strings are YAML strings: ``name: yes`` is a boolean and an error (quote it). A
   ``hypervisor_version`` written ``6.2`` (a YAML float) is read as the text ``"6.2"``.
@@ -172,6 +173,7 @@ from .yaml_nodes import (
     ScenarioError,
     boolean,
     check_name,
+    check_visible,
     choice,
     compose,
     did_you_mean,
@@ -264,7 +266,7 @@ def parse_scenario(
     expect = top.value("expect", lambda f: read_expectations(
         f, hosts=hosts, vms=[vm.name for vm in vms]), None)
     return Scenario(
-        name=top.value("name", string("a scenario name"), default_name),
+        name=top.value("name", _scenario_name, default_name),
         seed=seed,
         hosts=tuple(spec for spec, _ in hosts.values()),
         vms=tuple(vms),
@@ -274,6 +276,10 @@ def parse_scenario(
         source=source,
         expect=expect,
     )
+
+
+def _scenario_name(f: Field) -> str:
+    return check_visible(f, string("a scenario name")(f), "scenario")
 
 
 # -- small public helpers --------------------------------------------------------------
