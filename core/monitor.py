@@ -16,7 +16,8 @@ converges; a guest the testbed paused is resumed on whichever host it ends on.
 
 Every ending asks the driver where the guest really runs and records that,
 never what the flow expected: a guest that runs nowhere any more (its host
-died) is recorded in ERROR on the host it ran on last.
+died, even after the switchover or while the migration was queued) is recorded
+in ERROR on the host it ran on last.
 """
 
 from __future__ import annotations
@@ -164,7 +165,11 @@ class Monitor:
         except Exception as exc:  # noqa: BLE001 - recorded; the guest runs on dest anyway
             failure = exc
         final = _reading(driver, name)
-        store.update_instance(name, host=job.dest, vm_state=VmState.ACTIVE, task_state=None)
+        if self._lost_on(name, job.dest):  # dest died after the switchover
+            store.update_instance(name, host=job.dest, vm_state=VmState.ERROR, task_state=None)
+        else:
+            store.update_instance(name, host=job.dest, vm_state=VmState.ACTIVE,
+                                  task_state=None)
         self._resume_guest(job)
         store.notify(name, "compute.instance.live_migration._post.end")
         status = MigrationStatus.COMPLETED if failure is None else MigrationStatus.ERROR
@@ -207,11 +212,29 @@ class Monitor:
             self.driver.abort_job(job.instance)
         self.rollback(job, MigrationStatus.FAILED, exc)
 
+    def _lost_on(self, name: str, host: str) -> bool:
+        """The guest of ``name`` runs nowhere although ``host`` can be asked, or is known
+        to have died (its guests with it): a dead guest is never recorded ACTIVE."""
+        if self._where(name) is not None:
+            return False
+        if host in self.failed_hosts:
+            return True
+        try:
+            world = self.driver.world()
+        except Exception:  # noqa: BLE001 - the driver cannot say: assume it runs there
+            return False
+        return host not in world.unreachable or host in world.powered_off
+
     def _where(self, name: str) -> str | None:
         try:
             return self.driver.instance_host(name)
         except Exception:  # noqa: BLE001 - the driver cannot say
             return None
+
+    def give_back(self, job: Job) -> str | None:
+        """A migration that never started a job ends: the instance stays where the driver
+        says it runs (its source, as it was), or goes to ERROR if it died meanwhile."""
+        return self.settle(job, self._where(job.instance))
 
     def settle(self, job: Job, where: str | None) -> str | None:
         """Record the instance where the driver says it runs (``where``) after a failed
@@ -219,7 +242,8 @@ class Monitor:
 
         * on its source: back to its old state;
         * on the destination (it switched over after all): post-migration, ACTIVE there;
-        * nowhere, its source unreachable (but not known to have died) and no post-copy:
+        * nowhere, its source unreachable (but not known to have died or to be down) and
+          no post-copy:
           left on the source as it was (the guest most likely still runs there; the
           invariants call it unverifiable);
         * nowhere: ERROR, on the host it last ran on (dest after a switch to post-copy).
@@ -237,7 +261,8 @@ class Monitor:
             store.update_instance(name, host=job.dest, vm_state=VmState.ACTIVE, task_state=None)
             return job.dest
         try:
-            unreachable = set(driver.world().unreachable)
+            world = driver.world()
+            unreachable = set(world.unreachable) - set(world.powered_off)
         except Exception:  # noqa: BLE001
             unreachable = set()
         if (where is None and not postcopy and job.source in unreachable

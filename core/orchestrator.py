@@ -129,8 +129,43 @@ class Orchestrator:
 
     # -- API --------------------------------------------------------------
     def live_migrate(self, instance: str, body: Mapping[str, object]) -> simpy.Process:
-        """Accept an ``os-migrateLive`` request; returns the process that carries it out."""
-        return self.env.process(self._live_migrate(instance, body))
+        """Accept an ``os-migrateLive`` request; returns the process that carries it out.
+
+        As Nova's API does, the request is checked and the instance's task_state set
+        at once (the migration record is written then); the rest is the process's. A
+        controller that dies before the process runs leaves the record ``accepted``
+        for the next controller's :meth:`recover`, and the process does nothing.
+        """
+        job = self._accept(instance, body)
+        return self.env.process(self._live_migrate(job, body))
+
+    def _accept(self, name: str, body: Mapping[str, object]) -> Job | None:
+        """Steps 1 of the module doc; ``None`` when the request is refused (recorded)."""
+        store, env = self.store, self.env
+        requested_host = body.get("host")
+        mig = store.add_migration(
+            instance=name,
+            source=None,
+            dest=requested_host if isinstance(requested_host, str) else None,
+            block_migration=body.get("block_migration") is True,
+            disk_over_commit=body.get("disk_over_commit") is True,
+            requested_at=env.now,
+        )
+        try:
+            req = checks.validate_request(body)
+            inst = store.instance(name)
+            checks.check_instance_state(inst)
+            inst = store.update_instance(
+                name, task_state=TaskState.MIGRATING, expected_task_state=None
+            )
+        except REQUEST_REJECTIONS as exc:
+            self.monitor.finish(mig.id, MigrationStatus.ERROR, exc)
+            return None
+        store.update_migration(mig.id, source=inst.host)
+        job = Job(mig_id=mig.id, instance=name, source=inst.host,
+                  block_migration=req.block_migration, vm_state=inst.vm_state)
+        self._jobs[name] = job
+        return job
 
     def drain(
         self, host: str, block_migration: bool, disk_over_commit: bool
@@ -210,47 +245,28 @@ class Orchestrator:
                 for record in self.store.migrations() if not record.status.finished]
 
     # -- the flow -----------------------------------------------------------
-    def _live_migrate(self, name: str, body: Mapping[str, object]) -> Process:
-        store, env = self.store, self.env
-        requested_host = body.get("host")
-        mig = store.add_migration(
-            instance=name,
-            source=None,
-            dest=requested_host if isinstance(requested_host, str) else None,
-            block_migration=body.get("block_migration") is True,
-            disk_over_commit=body.get("disk_over_commit") is True,
-            requested_at=env.now,
-        )
-        try:
-            req = checks.validate_request(body)
-            inst = store.instance(name)
-            checks.check_instance_state(inst)
-            inst = store.update_instance(
-                name, task_state=TaskState.MIGRATING, expected_task_state=None
-            )
-        except REQUEST_REJECTIONS as exc:
-            self.monitor.finish(mig.id, MigrationStatus.ERROR, exc)
+    def _live_migrate(self, job: Job | None, body: Mapping[str, object]) -> Process:
+        if job is None:  # refused by the API
             return
-        source = inst.host
-        store.update_migration(mig.id, source=source)
-        job = Job(mig_id=mig.id, instance=name, source=source,
-                  block_migration=req.block_migration, vm_state=inst.vm_state,
-                  process=env.active_process)
-        self._jobs[name] = job
+        if not self.alive or self._jobs.get(job.instance) is not job:
+            return  # the controller died before it could start: recover() resolves it
+        store, env, name, source = self.store, self.env, job.instance, job.source
+        job.process = env.active_process
+        req = checks.validate_request(body)
         slot = self._slot(source).request()
         try:
             if not slot.triggered:
-                store.update_migration(mig.id, status=MigrationStatus.QUEUED)
+                store.update_migration(job.mig_id, status=MigrationStatus.QUEUED)
             try:
                 yield slot
             except simpy.Interrupt as stop:
                 if stop.cause is DIED:
                     return
-                store.update_instance(name, task_state=None)
-                self.monitor.finish(mig.id, MigrationStatus.CANCELLED,
-                                    MigrationAborted(migration_id=mig.id, state="queued"))
+                self.monitor.give_back(job)
+                self.monitor.finish(job.mig_id, MigrationStatus.CANCELLED,
+                                    MigrationAborted(migration_id=job.mig_id, state="queued"))
                 return
-            yield from self._migrate(job, inst, req)
+            yield from self._migrate(job, store.instance(name), req)
         except simpy.Interrupt as stop:
             if stop.cause is not DIED:
                 raise
@@ -267,7 +283,7 @@ class Orchestrator:
         try:
             dest, rejected = self._choose_destination(inst, req)
         except PRECHECK_FAILURES as exc:
-            store.update_instance(inst.name, vm_state=job.vm_state, task_state=None)
+            monitor.give_back(job)  # as it was, unless its host died meanwhile
             monitor.finish(mig_id, MigrationStatus.ERROR, exc)
             return
         except Exception as exc:  # noqa: BLE001 - Nova: anything else is an ERROR
@@ -306,6 +322,8 @@ class Orchestrator:
 
     # -- recovery after a controller restart ----------------------------------
     def _recover(self, record: MigrationRecord) -> Process:
+        if not self.alive:
+            return  # this controller died too before it could start
         store, driver, monitor = self.store, self.driver, self.monitor
         name = record.instance
         inst = store.instance(name)
@@ -339,8 +357,7 @@ class Orchestrator:
         if status is MigrationStatus.PREPARING and job.dest:
             monitor.rollback(job, MigrationStatus.ERROR, exc)
         else:
-            if inst.task_state is not None:
-                store.update_instance(name, task_state=None)
+            monitor.give_back(job)  # where it runs; ERROR if its host died meanwhile
             monitor.finish(record.id, MigrationStatus.ERROR, exc)
 
     def _choose_destination(
