@@ -5,8 +5,9 @@ The poll (Nova's ``_live_migration_monitor``), every ``poll_interval``:
 1. read the job (``job_info``); a job that switched to post-copy moves the
    record to ``running (post-copy)``;
 2. while it runs: apply the downtime step in force (``migrateSetMaxDowntime``),
-   carry out an operator's abort or force-complete, and the completion
-   timeout's action (abort, or force-complete);
+   carry out an operator's abort or force-complete, the run's horizon (an
+   abort, recorded as ``HorizonReached``) and the completion timeout's action
+   (abort, or force-complete);
 3. a failed or cancelled job rolls back; a completed one (or, outside
    post-copy, a domain that left its source) is post-migrated.
 
@@ -29,7 +30,7 @@ from typing import Any
 
 import simpy
 
-from livemig.core.errors import LiveMigrationFailed, NovaException
+from livemig.core.errors import HorizonReached, LiveMigrationFailed, NovaException
 from livemig.core.flags import POSTCOPY
 from livemig.core.model import MigrationStatus, Policy, TimeoutAction, VmState
 from livemig.core.policy import (
@@ -64,6 +65,7 @@ class Job:
     process: simpy.Process | None = None
     abort_requested: bool = False
     force_requested: bool = False
+    halted: bool = False  # the run reached its horizon: abort at the next poll
     throttle: int = 0  # the highest auto-converge throttle seen, percent
 
 
@@ -83,6 +85,7 @@ class Monitor:
         self.env = driver.env
         self.on_finish = on_finish
         self.failed_hosts: set[str] = set()  # hosts known to have gone down (faults)
+        self.horizon = float("inf")  # the run's until: (for HorizonReached's message)
 
     # -- the poll -------------------------------------------------------------
     def watch(self, job: Job) -> Process:
@@ -113,7 +116,7 @@ class Monitor:
                         driver.set_max_downtime(name, step)
                         downtime = step
                         store.update_migration(job.mig_id, max_downtime=step)
-                    if not acting and job.abort_requested:
+                    if not acting and (job.abort_requested or job.halted):
                         driver.abort_job(name)
                         acting = True
                     elif not acting and job.force_requested:
@@ -132,7 +135,12 @@ class Monitor:
                 if info.type in (JobType.FAILED, JobType.CANCELLED):
                     ended = (MigrationStatus.CANCELLED if info.type is JobType.CANCELLED
                              else MigrationStatus.FAILED)
-                    exc = LiveMigrationFailed(reason=info.error or info.type.value)
+                    exc: NovaException = LiveMigrationFailed(
+                        reason=info.error or info.type.value)
+                    if job.halted and ended is MigrationStatus.CANCELLED:
+                        exc = HorizonReached(until=f"{self.horizon:g}", state=status.value,
+                                             resolution="aborted; the guest stays on "
+                                             "its source")
                     self.rollback(job, ended, exc, info)
                     return
                 done = info.type is JobType.COMPLETED or (

@@ -45,6 +45,7 @@ from livemig.core.errors import (
     BadRequest,
     ComputeServiceUnavailable,
     ControllerRestarted,
+    HorizonReached,
     InstanceInvalidState,
     InstanceNotFound,
     InvalidCPUInfo,
@@ -88,8 +89,13 @@ class _Abort:
     """The interrupt cause of an abort request for a queued migration."""
 
 
+class _Halt:
+    """The interrupt cause of :meth:`Orchestrator.halt` for a queued migration."""
+
+
 DIED = _Died()
 ABORT = _Abort()
+HALT = _Halt()
 
 ABORTABLE = (MigrationStatus.QUEUED, MigrationStatus.PREPARING, MigrationStatus.RUNNING)
 FORCEABLE = (MigrationStatus.RUNNING,)
@@ -126,6 +132,7 @@ class Orchestrator:
         self.disabled_hosts: set[str] = set(disabled_hosts)  # disabled by an operator
         self.checks_passed_hooks: list[ChecksPassedHook] = []
         self.alive = True
+        self.halted = False  # the run reached its horizon: nothing new starts
 
     # -- API --------------------------------------------------------------
     def live_migrate(self, instance: str, body: Mapping[str, object]) -> simpy.Process:
@@ -231,6 +238,19 @@ class Orchestrator:
                 lost.append(inst.name)
         return lost
 
+    def halt(self, until: float) -> None:
+        """The run reached its horizon ``until``: queued migrations are cancelled now,
+        running pre-copy jobs aborted at their next poll (``HorizonReached``), and no new
+        migration starts; a job in post-copy (which cannot be aborted) finishes."""
+        self.halted = True
+        self.monitor.horizon = until
+        for job in list(self._jobs.values()):
+            record = self.store.migration(job.mig_id)
+            if record.status is MigrationStatus.QUEUED and job.process is not None:
+                job.process.interrupt(HALT)
+            else:
+                job.halted = True
+
     def stop(self) -> None:
         """The controller dies: every process stops where it is, cleaning nothing up."""
         self.alive = False
@@ -258,13 +278,18 @@ class Orchestrator:
             if not slot.triggered:
                 store.update_migration(job.mig_id, status=MigrationStatus.QUEUED)
             try:
+                if self.halted or job.halted:
+                    raise simpy.Interrupt(HALT)  # accepted in the instant of the horizon
                 yield slot
             except simpy.Interrupt as stop:
                 if stop.cause is DIED:
                     return
                 self.monitor.give_back(job)
-                self.monitor.finish(job.mig_id, MigrationStatus.CANCELLED,
-                                    MigrationAborted(migration_id=job.mig_id, state="queued"))
+                exc: Exception = MigrationAborted(migration_id=job.mig_id, state="queued")
+                if stop.cause is HALT:
+                    exc = HorizonReached(until=f"{self.monitor.horizon:g}", state="queued",
+                                         resolution="cancelled")
+                self.monitor.finish(job.mig_id, MigrationStatus.CANCELLED, exc)
                 return
             yield from self._migrate(job, store.instance(name), req)
         except simpy.Interrupt as stop:
@@ -330,7 +355,7 @@ class Orchestrator:
         vm_state = inst.vm_state if inst.vm_state is not VmState.ERROR else VmState.ACTIVE
         job = Job(mig_id=record.id, instance=name, source=record.source or inst.host,
                   dest=record.dest, block_migration=record.block_migration, vm_state=vm_state,
-                  flags=record.flags, process=self.env.active_process)
+                  flags=record.flags, process=self.env.active_process, halted=self.halted)
         status = record.status
         if status in (MigrationStatus.RUNNING, MigrationStatus.POSTCOPY) and job.dest:
             disks = ([inst.disk_allocated]

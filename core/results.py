@@ -280,6 +280,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
         ),
         "data_transferred_bytes": sum(m.data_transferred or 0 for m in migrations),
         "sim_time_s": float(result.sim_time),
+        "horizon_s": float(result.horizon),
+        "horizon_reached": bool(result.horizon_reached),
         WALL_TIME_KEY: float(result.wall_time),
         "sim_events": result.sim_events,
         "host_mismatches": len(mismatched),
@@ -362,6 +364,10 @@ def summary_table(result: RunResult) -> str:
             out.append(text)
         if len(problems) > TABLE_PROBLEM_LINES:
             out.append(f"  ... and {len(problems) - TABLE_PROBLEM_LINES} more")
+    if result.horizon_reached:
+        out.append("")
+        out.append(f"horizon reached (until: {format_duration(result.horizon)}): the run was "
+                   "halted there (HorizonReached)")
     out.extend(_invariant_lines(result))
     mismatched = host_mismatches(result)
     if mismatched:
