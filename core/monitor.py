@@ -86,6 +86,7 @@ class Monitor:
         self.on_finish = on_finish
         self.failed_hosts: set[str] = set()  # hosts known to have gone down (faults)
         self.horizon = float("inf")  # the run's until: (for HorizonReached's message)
+        self.on_arrival: Callable[[MigrationRecord], None] | None = None  # after a post
 
     # -- the poll -------------------------------------------------------------
     def watch(self, job: Job) -> Process:
@@ -181,7 +182,9 @@ class Monitor:
         self._resume_guest(job)
         store.notify(name, "compute.instance.live_migration._post.end")
         status = MigrationStatus.COMPLETED if failure is None else MigrationStatus.ERROR
-        self.finish(job.mig_id, status, failure, final, job.throttle)
+        record = self.finish(job.mig_id, status, failure, final, job.throttle)
+        if self.on_arrival is not None:
+            self.on_arrival(record)
 
     def rollback(
         self,

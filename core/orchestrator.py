@@ -20,6 +20,10 @@ transfer really starts, and the destination's claim follows them at once):
    operator actions, completion timeout; post-migration when the domain has
    left the source, rollback when the job failed.
 
+A drain disables the host's compute service and requests a scheduler-chosen
+migration of every instance on it; an instance whose migration (requested before
+the drain began) completes into the drained host later is migrated away too.
+
 Operator actions follow Nova's API: ``abort`` for a queued, preparing or
 running migration (not in post-copy), ``force_complete`` for a running one;
 anything else is refused with ``InvalidMigrationState``.
@@ -115,6 +119,7 @@ class Orchestrator:
         on_finish: Callable[[MigrationRecord], None] | None = None,
         disabled_hosts: Iterable[str] = (),
         failed_hosts: Iterable[str] = (),
+        drains: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.env = driver.env
         self.driver = driver
@@ -130,6 +135,10 @@ class Orchestrator:
         self._slots: dict[str, simpy.Resource] = {}
         self._jobs: dict[str, Job] = {}  # instance -> its migration under way
         self.disabled_hosts: set[str] = set(disabled_hosts)  # disabled by an operator
+        # host -> its drain's request: {"at": s, "block_migration": b, "disk_over_commit": b}
+        self.drains: dict[str, dict[str, Any]] = {h: dict(d) for h, d in (drains or {}).items()}
+        self.monitor.on_arrival = self._arrived
+        self.spawn_hooks: list[Callable[[simpy.Process], None]] = []  # follow-up migrations
         self.checks_passed_hooks: list[ChecksPassedHook] = []
         self.alive = True
         self.halted = False  # the run reached its horizon: nothing new starts
@@ -180,9 +189,28 @@ class Orchestrator:
         """Disable ``host``'s compute service, then request a scheduler-chosen live
         migration of every instance on it (``nova service-disable`` + host-evacuate-live)."""
         self.disabled_hosts.add(host)
+        self.drains[host] = {"at": self.env.now, "block_migration": block_migration,
+                             "disk_over_commit": disk_over_commit}
         body = {"host": None, "block_migration": block_migration,
                 "disk_over_commit": disk_over_commit}
         return [self.live_migrate(i.name, body) for i in self.store.instances_on(host)]
+
+    def _arrived(self, record: MigrationRecord) -> None:
+        """A drain also moves what arrives while it runs: an instance whose migration,
+        requested before the host's drain began, completed into the drained host is
+        live-migrated away (scheduler's choice) by a follow-up migration."""
+        drain = self.drains.get(record.dest or "")
+        if (drain is None or record.status is not MigrationStatus.COMPLETED
+                or record.requested_at > drain["at"] or not self.alive or self.halted):
+            return
+        inst = self.store.instance(record.instance)
+        if inst.host != record.dest or inst.vm_state is VmState.ERROR:
+            return
+        body = {"host": None, "block_migration": drain["block_migration"],
+                "disk_over_commit": drain["disk_over_commit"]}
+        process = self.live_migrate(record.instance, body)
+        for hook in list(self.spawn_hooks):
+            hook(process)
 
     def abort(self, instance: str) -> None:
         """``DELETE /servers/{id}/migrations/{id}``: abort a queued, preparing or running

@@ -314,8 +314,10 @@ class _Run:
             self.driver, self.store, self.scenario.policy, self.rng, on_finish=self.on_finish,
             disabled_hosts=self.store.meta("disabled_hosts", []),
             failed_hosts=self.store.meta("failed_hosts", []),
+            drains=self.store.meta("drains", {}),
         )
         orchestrator.checks_passed_hooks.append(self._checks_passed)
+        orchestrator.spawn_hooks.append(self.processes.append)
         self.up.succeed()
         return orchestrator
 
@@ -388,6 +390,7 @@ class _Run:
                 orchestrator.drain(event.host, event.block_migration, event.disk_over_commit)
             )
             self.store.set_meta("disabled_hosts", sorted(orchestrator.disabled_hosts))
+            self.store.set_meta("drains", orchestrator.drains)
         elif isinstance(event, AbortEvent | ForceCompleteEvent):
             kind = "abort" if isinstance(event, AbortEvent) else "force_complete"
             act = orchestrator.abort if isinstance(event, AbortEvent) else (
