@@ -277,6 +277,19 @@ def _result(run: _Run, driver: str, seed: int, wall: float) -> RunResult:
 Process = Generator[simpy.Event, Any, None]
 
 
+def _kind_and_target(event: Event) -> tuple[str, str]:
+    """How ``actions.csv`` names an event: its kind and the host or instance it targets."""
+    if isinstance(event, FaultEvent):
+        return event.kind.value, event.host
+    if isinstance(event, DrainEvent):
+        return "drain", event.host
+    if isinstance(event, ControllerRestartEvent):
+        return "controller_restart", ""
+    kind = {LiveMigrateEvent: "live_migrate", AbortEvent: "abort"}.get(type(event),
+                                                                       "force_complete")
+    return kind, getattr(event, "instance", "")
+
+
 class _Run:
     """One run's players, its current controller and what is still pending."""
 
@@ -329,10 +342,7 @@ class _Run:
             key=lambda item: item[1].at,
         )
         until = self.scenario.until
-        for index, event in pending:  # only generated faults can come after the horizon
-            if event.at > until and isinstance(event, FaultEvent):
-                self._record(event, f"not applied: after the horizon (until: {until:g} s)")
-                self._applied(index)
+        late = [(i, e) for i, e in pending if e.at > until]  # from a file: generated faults
         pending = [(i, e) for i, e in pending if e.at <= until]
         world = [(i, e) for i, e in pending if isinstance(e, FaultEvent)]
         control = [(i, e) for i, e in pending if not isinstance(e, FaultEvent)]
@@ -344,6 +354,11 @@ class _Run:
             yield env.all_of(alive)
         if horizon.is_alive:
             horizon.interrupt()  # everything ended before the horizon
+        for index, event in late:
+            kind, target = _kind_and_target(event)
+            self.store.record_action(kind, target,
+                                     f"not applied: after the horizon (until: {until:g} s)")
+            self._applied(index)
         for _, event in self.triggers:
             self._record(event, f"never fired: no migration to {event.host} passed its checks")
 

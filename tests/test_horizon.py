@@ -29,6 +29,7 @@ from livemig.core.model import (
     VmState,
 )
 from livemig.core.runner import run_scenario
+from livemig.core.scenario import load_scenario
 
 NEVER = """\
 name: never
@@ -128,3 +129,19 @@ def test_events_after_the_horizon_are_refused(tmp_path: Path,
     assert cli.main(["validate", str(path)]) == 2
     assert "events[2].controller_restart.down_for: the controller would still be down at " \
         "until (60 s); expected at + down_for <= until" in capsys.readouterr().err
+
+
+def test_generated_faults_after_the_horizon_are_recorded_not_played(tmp_path: Path) -> None:
+    path = tmp_path / "late-faults.yaml"
+    path.write_text(NEVER.replace("until: 1min", "until: 20s")
+                    .replace("  - {at: 0s, live_migrate: {instance: vm2, dest: h2}}\n", "")
+                    + "  - {at: 0s, random_faults: {hosts: h2, host_down: 1, within: 10s, "
+                    "repair: 30s, seed: 1}}\n")
+    sc = load_scenario(path)
+    down, up = [e for e in sc.events if isinstance(e, FaultEvent)]
+    assert down.at < 10.0 < 20.0 < up.at
+    result = run_scenario(sc)
+    actions = [(a.kind, a.target, a.outcome) for a in result.store.actions()]
+    assert actions == [("host_down", "h2", "ok"),
+                       ("host_up", "h2", "not applied: after the horizon (until: 20 s)")]
+    assert result.invariants.violations == ()
