@@ -52,7 +52,8 @@ Schema (``*`` required, ``=`` default)::
       migration: {live_migration_flag: "VIR_MIGRATE_LIVE, VIR_MIGRATE_PEER2PEER" (Nova's
                   comma-separated string, or a YAML list of names), block_migration_flag,
                   uri: "qemu+tcp://%s/system" (exactly one %s), bandwidth: 0 (0 = unlimited),
-                  max_downtime: 500ms, poll_interval: 500ms, max_concurrent_per_host: 1 (>= 1),
+                  max_downtime: 500ms (>= 1ms), poll_interval: 500ms (>= 10ms),
+                  max_concurrent_per_host: 1 (>= 1),
                   switchover_cost: 0s, completion_timeout: 800s (per GiB of data; 0 disables),
                   reserved_host_disk_mb: 0, reserved_host_memory_mb: 512 (integers, MiB as
                   in Nova), service_down_time: 60s, report_interval: 10s (< service_down_time),
