@@ -16,6 +16,7 @@ from livemig.core.model import (
     ControllerRestartEvent,
     FaultEvent,
     FaultKind,
+    MigrationPolicy,
     MigrationStatus,
     VmState,
 )
@@ -85,3 +86,15 @@ def test_the_simulator_reports_its_dead_hosts_as_powered_off(sim_drivers: list) 
     world = sim_drivers[0].world()
     assert world.powered_off == ("h3",)  # h2 is back; h1 only lost its libvirtd
     assert world.unreachable == ("h1", "h3")
+
+
+def test_a_queued_migration_refused_by_its_checks_after_its_host_died_is_in_error() -> None:
+    # vm2 waits for h1's only slot behind vm1 (10.7 s at 100 MB/s); h1 dies at 1 s; vm2's
+    # turn comes, its checks refuse h3 (another hypervisor): its guest died with h1
+    hosts = [host("h1"), host("h2"), host("h3", hypervisor_type="Xen")]
+    result = run_scenario(scenario(hosts, [vm("vm1", "h1"), vm("vm2", "h1")], [
+        migrate("vm1", "h2"), migrate("vm2", "h3"), down(1.0, "h1")],
+        migration=MigrationPolicy(bandwidth=100e6, completion_timeout=0)))
+    assert result.store.migration(2).error == "InvalidHypervisorType"
+    assert state(result, "vm2") == ("h1", VmState.ERROR, None)
+    assert result.invariants.violations == ()
