@@ -2,41 +2,80 @@
 
 ``livemig run SCENARIO``     run a scenario and write its results directory
 ``livemig validate FILE...`` check scenario files without running them
+``livemig check PATH...``    run scenario files on the simulator and gate on their ``expect:``
 ``livemig resume RUN_DIR``   a new controller for a real run whose controller died
 ``livemig lab ...``          the namespace lab (when ``livemig.drivers.lab.commands`` exists)
 
 A problem with the input (scenario file, driver name, inventory, output
 directory) is one line ``livemig: error: <message>`` on stderr and exit code 2,
-and nothing is written. A migration that fails is a result (exit 0). Anything
+and nothing is written. A migration that fails is a result (exit 0). Standard
+output that cannot be written (a full disk, ``> /dev/full``) is such an error too;
+a closed pipe (``livemig run ... | head -1``) ends the command quietly with exit
+code 141 (128 + SIGPIPE, what the shell shows for ``cat`` in that case), the
+results directory, written before the summary is printed, complete. Anything
 else is a bug and propagates with its traceback.
+
+Modules are imported when a command needs them: ``--help`` and ``validate`` load
+neither the simulator (SimPy, NumPy) nor matplotlib.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import livemig
 from livemig.core.model import Scenario
 from livemig.core.units import UnitError
 from livemig.drivers import DRIVERS, driver_class
-from livemig.drivers.base import DriverSetupError
 
 PROG = "livemig"
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE
 RESULTS_ROOT = Path("results")
 LAB_COMMANDS_MODULE = "livemig.drivers.lab.commands"
 
 
 class CliError(Exception):
     """A problem with the user's input: reported as one line, exit code 2."""
+
+
+def _print(text: str) -> None:
+    """``text`` and a newline on stdout, flushed: a write error surfaces here.
+
+    A closed pipe propagates as ``BrokenPipeError`` (see :func:`main`); any other
+    ``OSError`` (e.g. ``ENOSPC`` from ``> /dev/full``) becomes a :class:`CliError`.
+    """
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _discard_stdout()
+        raise CliError(f"cannot write to standard output: {exc.strerror or exc}") from exc
+
+
+def _discard_stdout() -> None:
+    """Point file descriptor 1 at /dev/null so the exit's final flush cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (e.g. captured by a test)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _scenario_module() -> Any:
@@ -90,6 +129,7 @@ def _seed(text: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """``livemig run``: load, check, run, write results, print the summary."""
     from livemig.core import results, runner
+    from livemig.drivers.base import DriverSetupError
 
     if args.inventory is not None and args.driver != "libvirt":
         raise CliError(f"--inventory is only used by --driver libvirt (not {args.driver})")
@@ -109,14 +149,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else default_out_dir(scenario.name)
     try:
         results.check_output_dir(out, force=args.force)
-    except OSError as exc:  # exists (no --force), may not be replaced, a bad name
+        results.check_writable(out)  # before the run, not after it
+    except OSError as exc:  # exists (no --force), may not be replaced, a bad name, read-only
         raise CliError(_one_line(exc)) from exc
     run_dir: Path | None = None
     if getattr(driver_class(args.driver), "REALTIME", False):
         # a real run keeps its records in the run directory while it runs (for resume)
         if out.is_dir():
             shutil.rmtree(out)  # --force was given (checked above)
-        out.mkdir(parents=True)
+        try:
+            results.make_dirs(results.missing_parents(out))
+        except OSError as exc:
+            raise CliError(_one_line(exc)) from exc
         run_dir = out
 
     bar = _progress(args, runner.expected_migrations(scenario), scenario.until)
@@ -152,8 +196,8 @@ def _write(result: Any, out: Path, *, force: bool) -> int:
         written = results.write_results(result, out, force=force)
     except OSError as exc:  # appeared while the scenario ran, or cannot be replaced
         raise CliError(_one_line(exc)) from exc
-    print(results.summary_table(result))
-    print(f"\nresults written to {written}")
+    _print(results.summary_table(result))
+    _print(f"\nresults written to {written}")
     return EXIT_OK
 
 
@@ -166,12 +210,18 @@ def _is_file(path: Path) -> bool:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``livemig resume``: a new controller reconciles a real run and finishes it."""
-    from livemig.core import runner
+    from livemig.core import results, runner
+    from livemig.drivers.base import DriverSetupError
 
     run_dir = Path(args.run_dir)
     try:
         info = runner.read_run_file(run_dir)
     except ValueError as exc:
+        raise CliError(_one_line(exc)) from exc
+    try:  # the results replace the directory's files at the end: may they?
+        results.check_output_dir(run_dir, force=True)
+        results.check_writable(run_dir)
+    except OSError as exc:
         raise CliError(_one_line(exc)) from exc
     options: dict[str, Any] = {}
     if args.inventory is not None:
@@ -204,11 +254,49 @@ def cmd_validate(args: argparse.Namespace) -> int:
             _error(str(exc))
             status = EXIT_USAGE
             continue
-        print(
+        _print(
             f"OK {path} ({len(scenario.hosts)} hosts, {len(scenario.vms)} vms, "
             f"{len(scenario.events)} events)"
         )
     return status
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``livemig check``: run a suite in parallel, print a table, exit 0/1/2 (check_suite)."""
+    import time
+
+    from livemig.core import check_suite
+
+    if args.driver != "sim":
+        raise CliError(f"check runs on --driver sim only for now: --driver {args.driver} needs "
+                       "root and an inventory of hosts (use livemig run --driver libvirt "
+                       "--inventory FILE for one scenario)")
+    if args.junit is not None:
+        junit = Path(args.junit)
+        if junit.is_dir() or not junit.parent.is_dir():
+            raise CliError(f"--junit {printable(args.junit)}: expected a file in an existing "
+                           "directory")
+    try:
+        files = check_suite.discover(args.paths)
+    except ValueError as exc:
+        raise CliError(_one_line(exc)) from exc
+    start = time.perf_counter()
+    reports = check_suite.run_suite(files, args.jobs, args.driver)
+    wall = time.perf_counter() - start
+    print(check_suite.table(reports, wall, args.jobs))
+    if args.junit is not None:
+        try:
+            check_suite.write_junit(args.junit, reports, wall)
+        except OSError as exc:
+            raise CliError(_one_line(exc)) from exc
+    return check_suite.exit_code(reports)
+
+
+def _jobs(text: str) -> int:
+    value = _seed(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
 
 
 # -- parser -----------------------------------------------------------------
@@ -243,6 +331,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)} "
                               f"(see {self.prog} --help)\n")
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        """As argparse's, but a failed write (``--help > /dev/full``) raises, not vanishes."""
+        if message:
+            stream = file if file is not None else sys.stderr
+            stream.write(message)
+            stream.flush()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("scenarios", metavar="SCENARIO", nargs="+", help="scenario YAML file")
     validate.set_defaults(func=cmd_validate)
 
+    check = sub.add_parser(
+        "check", help="run scenario files and check their expectations",
+        description="Run every scenario file (directories: every *.yaml below them) on the "
+        "simulator, in parallel, and evaluate its expect: section. Prints a table; exit code "
+        "0 when every expectation is met, 1 when one failed, 2 when a file is bad. Writes no "
+        "results directories.",
+    )
+    check.add_argument("paths", metavar="PATH", nargs="+", help="scenario file or directory")
+    check.add_argument("-j", "--jobs", metavar="N", type=_jobs, default=os.cpu_count() or 1,
+                       help="worker processes (default: the number of CPUs)")
+    check.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
+    check.add_argument("--driver", choices=sorted(DRIVERS), default="sim",
+                       help="where to run them (only sim for now)")
+    check.set_defaults(func=cmd_check)
+
     resume = sub.add_parser(
         "resume", help="finish a real run whose controller died",
         description="Start a new controller for RUN_DIR (a run of a real-time driver whose "
@@ -300,16 +410,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {printable(message)}", file=sys.stderr)
+    with contextlib.suppress(OSError):  # stderr is gone too: the exit code still tells
+        print(f"{PROG}: error: {printable(message)}", file=sys.stderr, flush=True)
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away: no message, the shell's exit code for SIGPIPE."""
+    _discard_stdout()
+    return EXIT_CLOSED_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``livemig`` console script; returns the exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # EPIPE: the reader of stdout went away
+        return _closed_pipe()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # --help or --version could not be written
+        _discard_stdout()
+        _error(f"cannot write to standard output: {exc.strerror or exc}")
+        return EXIT_USAGE
     func: Callable[[argparse.Namespace], int | None] | None = getattr(args, "func", None)
     if func is None:  # a sub-command registered without a handler
         parser.print_usage(sys.stderr)

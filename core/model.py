@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from livemig.core.expectations import Expectations
 
 
 class VmState(StrEnum):
@@ -259,3 +263,4 @@ class Scenario:
     events: tuple[Event, ...] = ()
     source: str = "<memory>"  # the file it came from
     until: float = DEFAULT_UNTIL  # the run's horizon, seconds from its start
+    expect: Expectations | None = None  # the file's expect: section (core/expectations.py)

@@ -93,6 +93,14 @@ Schema (``*`` required, ``=`` default)::
                                0: never repaired
           seed: 7              (int >= 0; = the scenario's seed + the number of
                                random_faults events written before this one)
+    expect:                    what a run must show; `livemig check` gates on it, `livemig
+                               run` reports it (schema: core/expectations.py)
+      instances: {"web-*": {status: completed, error: null, host: node-2, vm_state: active}}
+      outcomes: {completed: 3, error: 1, total: 4}    exact counts of migrations by status
+      stats: ["p95 total_time_s < 40s", "max downtime_ms <= 300ms",
+              "sum data_transferred_bytes < 2TB", "sim_time_s < 10min"]
+                               [min|max|mean|p50|p95|p99|sum|count] METRIC < <= > >= == VALUE
+      invariants: {violations: 0, unverifiable: 0}    violations: 0 is always checked
 
 Decisions:
 
@@ -110,7 +118,8 @@ Decisions:
   fills the gaps) and ``network.uplink`` is required.
 * YAML anchors and merge keys are allowed (``<<: *small_vm``); top-level keys starting
   with ``x-`` are ignored, a place to define anchors.
-* Names of hosts, VMs and racks may not contain whitespace, ``/`` or ``%``; a group
+* Names of hosts, VMs and racks may not contain whitespace, ``/``, ``%`` or invisible
+  characters (Unicode categories Cc, Cf, Zl, Zp; nor may the scenario name); a group
   expands to at most ``MAX_GROUP_COUNT`` names. Host and VM names are separate namespaces.
 * Strings are YAML strings: ``name: yes`` is a boolean and an error (quote it). A
   ``hypervisor_version`` written ``6.2`` (a YAML float) is read as the text ``"6.2"``.
@@ -150,6 +159,7 @@ from pathlib import Path
 
 from yaml.nodes import SequenceNode
 
+from .expectations import read_expectations
 from .flags import MIGRATE_FLAGS
 from .model import (
     CPU_MODELS,
@@ -176,6 +186,7 @@ from .yaml_nodes import (
     ScenarioError,
     boolean,
     check_name,
+    check_visible,
     choice,
     compose,
     did_you_mean,
@@ -260,7 +271,8 @@ def parse_scenario(
     if node is None:
         raise ScenarioError(source, 1, "", "no content; expected a mapping with hosts and vms")
     top = Field(node, "", source).mapping(
-        ("name", "seed", "hosts", "vms", "network", "policy", "events", "until", "x-*"),
+        ("name", "seed", "hosts", "vms", "network", "policy", "events", "expect", "until",
+         "x-*"),
         "a mapping with keys hosts, vms, ...",
     )
     if default_name is None:
@@ -270,9 +282,11 @@ def parse_scenario(
     hosts = _hosts(top.require("hosts", "a list of hosts"), network)
     vms = _vms(top.require("vms", "a list of VMs"), hosts, policy.migration)
     seed = top.value("seed", integer(0), 0)
+    expect = top.value("expect", lambda f: read_expectations(
+        f, hosts=hosts, vms=[vm.name for vm in vms]), None)
     until = top.value("until", duration(positive=True), DEFAULT_UNTIL)
     return Scenario(
-        name=top.value("name", string("a scenario name"), default_name),
+        name=top.value("name", _scenario_name, default_name),
         seed=seed,
         hosts=tuple(spec for spec, _ in hosts.values()),
         vms=tuple(vms),
@@ -281,8 +295,13 @@ def parse_scenario(
         events=tuple(read_events(top.get("events"), hosts, {vm.name for vm in vms}, seed,
                                  until=until)),
         source=source,
+        expect=expect,
         until=until,
     )
+
+
+def _scenario_name(f: Field) -> str:
+    return check_visible(f, string("a scenario name")(f), "scenario")
 
 
 # -- small public helpers --------------------------------------------------------------

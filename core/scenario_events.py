@@ -33,6 +33,7 @@ from .yaml_nodes import (
     Mapping,
     Reader,
     boolean,
+    check_visible,
     choice,
     did_you_mean,
     duration,
@@ -52,6 +53,8 @@ def _known(names: Iterable[str], what: str, *, null: bool = False) -> Reader:
 
     def read(f: Field) -> str | None:
         value = f.text(f"a {what} name", null=null)
+        if value is not None:
+            check_visible(f, value, what)
         if value is not None and value not in names:
             f.fail(
                 f"unknown {what} {show(value)}{did_you_mean(value, names)}; "

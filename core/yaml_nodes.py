@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
@@ -388,10 +389,26 @@ class Mapping:
 
 
 _NAME_CHARS = re.compile(r"[^\s/%]+")
+_INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp"))  # controls, format (bidi overrides), separators
+
+
+def check_visible(field: Field, value: str, what: str) -> str:
+    """Names hold no control, format or line-separator characters (NUL, ESC, U+202E ...).
+
+    They would garble terminals, files and plots, or show a name other than the real one.
+    """
+    for char in value:
+        if unicodedata.category(char) in _INVISIBLE:
+            field.fail(f"{show(value)} contains the invisible character U+{ord(char):04X} "
+                       f"({unicodedata.name(char, 'a control character')}); expected a {what} "
+                       "name of visible characters")
+    return value
 
 
 def check_name(field: Field, value: str, what: str) -> str:
-    """Names of hosts, VMs and racks: no whitespace, '/' or '%' (they go into URIs and paths)."""
+    """Names of hosts, VMs and racks: no whitespace, '/' or '%' (they go into URIs and paths),
+    nor invisible characters (:func:`check_visible`)."""
+    check_visible(field, value, what)
     if not _NAME_CHARS.fullmatch(value):
         field.fail(f"{show(value)} is not a valid {what} name; expected no spaces, '/' or '%'")
     return value

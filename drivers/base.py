@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
-
-import numpy as np
-import simpy
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from livemig.core.model import FaultKind
+
+if TYPE_CHECKING:  # imported where used: loading a scenario needs neither
+    import numpy as np
+    import simpy
 
 
 class DriverSetupError(RuntimeError):
@@ -151,6 +152,7 @@ class HostTable:
     @classmethod
     def from_facts(cls, facts: list[HostFacts]) -> HostTable:
         """Columns from per-host facts (for drivers with few hosts, and tests)."""
+        import numpy as np
 
         def column(attr: str, dtype: type) -> np.ndarray:
             return np.array([getattr(f, attr) for f in facts], dtype=dtype)

@@ -1127,3 +1127,42 @@ def test_fuzz_random_text(text: str) -> None:
 def test_valid_document_loads() -> None:
     loaded = parse_scenario(yaml.safe_dump(VALID), "fuzz.yaml")
     assert len(loaded.hosts) == 4 and len(loaded.vms) == 5 and len(loaded.events) == 6 + 6
+
+
+# -- invisible characters in names ------------------------------------------------------
+INVISIBLE = [("\\0", "U+0000"), ("\\e", "U+001B"), ("\\u202E", "U+202E"), ("\\x7f", "U+007F"),
+             ("\\u200B", "U+200B"), ("\\u2028", "U+2028")]
+NAMED = """\
+name: "{scenario}"
+hosts:
+  - {{name: "{host}", ram: 16GiB, vcpus: 4, rack: "{rack}"}}
+  - {{prefix: "{prefix}", count: 2, ram: 16GiB, vcpus: 4, rack: r1}}
+vms:
+  - {{name: "{vm}", host: a, ram: 2GiB}}
+network: {{uplink: 10Gbit/s}}
+events:
+  - {{at: 1s, live_migrate: {{instance: "{ref}", dest: "{dest}"}}}}
+"""
+CLEAN = {"scenario": "s 1", "host": "a", "rack": "r1", "prefix": "n-", "vm": "v", "ref": "v",
+         "dest": "a"}
+WHERE = {"scenario": (1, "name", "scenario"), "host": (3, "hosts[0].name", "host"),
+         "rack": (3, "hosts[0].rack", "rack"), "prefix": (4, "hosts[1].prefix", "host"),
+         "vm": (6, "vms[0].name", "VM"), "ref": (9, "events[0].live_migrate.instance", "VM"),
+         "dest": (9, "events[0].live_migrate.dest", "host")}
+
+
+def test_names_without_invisible_characters_load() -> None:
+    scenario = load(NAMED.format(**CLEAN))
+    assert scenario.name == "s 1" and [h.name for h in scenario.hosts] == ["a", "n-1", "n-2"]
+
+
+@pytest.mark.parametrize("field", list(WHERE))
+@pytest.mark.parametrize(("escape", "code"), INVISIBLE)
+def test_invisible_characters_in_names_are_refused(field: str, escape: str, code: str) -> None:
+    """Controls (NUL, ESC, DEL), format characters (bidi override U+202E, zero-width space)
+    and line separators in any name: one line naming file, line and field."""
+    names = dict(CLEAN)
+    names[field] = "x" + escape + "y"
+    line, path, what = WHERE[field]
+    fails(NAMED.format(**names), line, path, f"invisible character {code}",
+          f"expected a {what} name of visible characters")
