@@ -163,7 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(_one_line(exc)) from exc
         run_dir = out
 
-    bar = _progress(args, runner.expected_migrations(scenario))
+    bar = _progress(args, runner.expected_migrations(scenario), scenario.until)
     try:
         result = runner.run_scenario(
             scenario, args.driver, seed=args.seed, driver_options=options or None,
@@ -179,12 +179,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _write(result, out, force=args.force or run_dir is not None)
 
 
-def _progress(args: argparse.Namespace, total: int) -> Any:
+def _progress(args: argparse.Namespace, total: int, horizon: float | None = None) -> Any:
     from livemig.core.progress import ProgressBar
 
     if args.no_progress or not sys.stderr.isatty():
         return None
-    bar = ProgressBar(total, sys.stderr)
+    bar = ProgressBar(total, sys.stderr, horizon=horizon)
     bar.draw()
     return bar
 

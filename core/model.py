@@ -248,6 +248,10 @@ Event = (
 )
 
 
+DEFAULT_UNTIL = 86_400.0
+"""The horizon of a run whose scenario sets no ``until``: 24 h (simulated, or real)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
     name: str
@@ -258,4 +262,5 @@ class Scenario:
     policy: Policy = field(default_factory=Policy)
     events: tuple[Event, ...] = ()
     source: str = "<memory>"  # the file it came from
+    until: float = DEFAULT_UNTIL  # the run's horizon, seconds from its start
     expect: Expectations | None = None  # the file's expect: section (core/expectations.py)

@@ -48,7 +48,13 @@ from typing import Any
 import livemig
 from livemig.core import plots  # cheap: matplotlib is imported only when drawing
 from livemig.core.expectations import evaluate, verdicts_block
-from livemig.core.model import FINISHED_STATUSES, MigrationPolicy, MigrationStatus, VmState
+from livemig.core.model import (
+    FINISHED_STATUSES,
+    DrainEvent,
+    MigrationPolicy,
+    MigrationStatus,
+    VmState,
+)
 from livemig.core.runner import RUN_FILE, STATE_FILE, RunResult
 from livemig.core.state import ActionRecord, MigrationRecord
 from livemig.core.units import format_duration
@@ -258,6 +264,30 @@ def invariants_block(result: RunResult) -> dict[str, Any] | None:
     return None if report is None else dict(report.as_dict())
 
 
+def drains_block(result: RunResult) -> list[dict[str, Any]]:
+    """One entry per ``drain`` event: did it leave its host empty, and if not, which
+    instances are still recorded there (e.g. no host could take them, or they died).
+
+    >>> from livemig.core.model import DrainEvent, Scenario
+    >>> from livemig.core.state import StateStore
+    >>> from livemig.core.model import VmSpec
+    >>> store = StateStore(lambda: 0.0)
+    >>> store.add_instances([VmSpec(name="a", host="h1", ram=1, used_memory=1,
+    ...                             working_set=0, dirty_rate=0.0)])
+    >>> sc = Scenario(name="t", hosts=(), vms=(), events=(DrainEvent(at=5.0, host="h1"),))
+    >>> drains_block(RunResult(scenario=sc, driver="sim", seed=0, store=store, final_hosts={},
+    ...     sim_time=0.0, wall_time=0.0, sim_events=0, invariants=None))
+    [{'at': 5.0, 'completed': False, 'host': 'h1', 'instances_left': ['a']}]
+    """
+    out = []
+    for event in result.scenario.events:
+        if isinstance(event, DrainEvent):
+            left = sorted(i.name for i in result.store.instances_on(event.host))
+            out.append({"at": float(event.at), "completed": not left, "host": event.host,
+                        "instances_left": left})
+    return out
+
+
 def summarize(result: RunResult) -> dict[str, Any]:
     """The run in numbers (what ``summary.json`` holds); times in s, downtime in ms."""
     migrations = result.store.migrations()
@@ -288,10 +318,13 @@ def summarize(result: RunResult) -> dict[str, Any]:
         ),
         "data_transferred_bytes": sum(m.data_transferred or 0 for m in migrations),
         "sim_time_s": float(result.sim_time),
+        "horizon_s": float(result.horizon),
+        "horizon_reached": bool(result.horizon_reached),
         WALL_TIME_KEY: float(result.wall_time),
         "sim_events": result.sim_events,
         "host_mismatches": len(mismatched),
         "host_mismatch_instances": mismatched,
+        "drains": drains_block(result),
     }
     block = expectations_block(result)
     if block is not None:  # only when the scenario has an expect: section
@@ -380,6 +413,17 @@ def summary_table(result: RunResult) -> str:
             out.append(text)
         if len(problems) > TABLE_PROBLEM_LINES:
             out.append(f"  ... and {len(problems) - TABLE_PROBLEM_LINES} more")
+    for drain in drains_block(result):
+        if not drain["completed"]:
+            left = drain["instances_left"]
+            out.append("")
+            out.append(f"drain of {drain['host']} (at {drain['at']:g} s) "
+                       f"incomplete: {len(left)} instance(s) left: " + ", ".join(left[:10])
+                       + (" ..." if len(left) > 10 else ""))
+    if result.horizon_reached:
+        out.append("")
+        out.append(f"horizon reached (until: {format_duration(result.horizon)}): the run was "
+                   "halted there (HorizonReached)")
     out.extend(_invariant_lines(result))
     out.extend(_expectation_lines(result))
     mismatched = host_mismatches(result)

@@ -12,6 +12,11 @@ Schema (``*`` required, ``=`` default)::
 
     name: text                 = the file name without extension
     seed: int >= 0             = 0        seeds every random choice of a run
+    until: 6h                  (= 24h; > 0) the run's horizon: no event may come later
+                               (a generator's events after it are not played); at the
+                               horizon queued migrations are cancelled and running
+                               pre-copy jobs aborted (error HorizonReached); post-copy
+                               ones, which cannot be aborted, finish
     hosts:*                    list of hosts or host groups, in scenario order
       - name: node-a           one host, or a group: prefix: node-  count: 12
                                -> node-01 .. node-12 (index from 1, zero-padded to
@@ -47,7 +52,8 @@ Schema (``*`` required, ``=`` default)::
       migration: {live_migration_flag: "VIR_MIGRATE_LIVE, VIR_MIGRATE_PEER2PEER" (Nova's
                   comma-separated string, or a YAML list of names), block_migration_flag,
                   uri: "qemu+tcp://%s/system" (exactly one %s), bandwidth: 0 (0 = unlimited),
-                  max_downtime: 500ms, poll_interval: 500ms, max_concurrent_per_host: 1 (>= 1),
+                  max_downtime: 500ms (>= 1ms), poll_interval: 500ms (>= 10ms),
+                  max_concurrent_per_host: 1 (>= 1),
                   switchover_cost: 0s, completion_timeout: 800s (per GiB of data; 0 disables),
                   reserved_host_disk_mb: 0, reserved_host_memory_mb: 512 (integers, MiB as
                   in Nova), service_down_time: 60s, report_interval: 10s (< service_down_time),
@@ -125,6 +131,11 @@ Decisions:
 * ``cpu_model`` must be one of ``CPU_MODELS`` so the simulator can order models.
 * A VM larger than every host (RAM, vCPUs; disk against the ``local`` hosts) is reported
   as such; one merely larger than its own host names that host.
+* Times and durations are at most ``MAX_SECONDS`` (1e9 s, about 31 years): beyond it,
+  float seconds no longer resolve a migration's timings. ``poll_interval`` is at least
+  ``MIN_POLL_INTERVAL`` (10 ms) and ``max_downtime`` at least ``MIN_MAX_DOWNTIME`` (1 ms,
+  QEMU's own minimum downtime-limit). A written event after ``until`` is an error, and
+  so is a ``controller_restart`` whose controller would still be down at ``until``.
 * ``random_faults`` is expanded when the file is loaded, so ``Scenario.events`` only holds
   concrete events and ``livemig run --seed`` does not change the faults (the generator's
   ``seed`` does). Expansion, with ``random.Random(seed)``: the ``host_down`` failure
@@ -152,6 +163,7 @@ from .expectations import read_expectations
 from .flags import MIGRATE_FLAGS
 from .model import (
     CPU_MODELS,
+    DEFAULT_UNTIL,
     Heuristic,
     HostSpec,
     MigrationPolicy,
@@ -167,6 +179,7 @@ from .scenario_events import _GLOB_CHARS, MAX_GROUP_COUNT, Hosts, matching_hosts
 from .scheduler import CPU_ALLOCATION_RATIO, FILTERS
 from .units import MiB, format_bytes
 from .yaml_nodes import (
+    MAX_SECONDS,
     Field,
     Mapping,
     Reader,
@@ -193,7 +206,10 @@ __all__ = [
     "MAX_DOWNTIME_STEPS",
     "MAX_FACTOR",
     "MAX_GROUP_COUNT",
+    "MAX_SECONDS",
     "MAX_VCPUS",
+    "MIN_MAX_DOWNTIME",
+    "MIN_POLL_INTERVAL",
     "MIGRATE_FLAG_NAMES",
     "VCPU_OVERCOMMIT",
     "WORKING_SET_FRACTION",
@@ -217,6 +233,8 @@ MAX_DOWNTIME_STEPS = 1_000  # the schedule is a list of steps + 1 pairs
 MAX_BYTES = 2**53  # 8192 TiB: any size; exact as a float, sums stay within int64
 MAX_VCPUS = 2**20  # vCPUs of a host or a VM
 MAX_FACTOR = 1e6  # |ram_allocation_ratio|, |ram_weight_multiplier|: products stay finite
+MIN_POLL_INTERVAL = 0.01  # seconds: polling more often only spins (Nova polls every 0.5 s)
+MIN_MAX_DOWNTIME = 0.001  # seconds: QEMU's own minimum downtime-limit (1 ms)
 _MAX_MB = MAX_BYTES // MiB  # reserved_host_*_mb
 WORKING_SET_FRACTION = 0.25  # default working_set = used_memory * this
 
@@ -253,7 +271,8 @@ def parse_scenario(
     if node is None:
         raise ScenarioError(source, 1, "", "no content; expected a mapping with hosts and vms")
     top = Field(node, "", source).mapping(
-        ("name", "seed", "hosts", "vms", "network", "policy", "events", "expect", "x-*"),
+        ("name", "seed", "hosts", "vms", "network", "policy", "events", "expect", "until",
+         "x-*"),
         "a mapping with keys hosts, vms, ...",
     )
     if default_name is None:
@@ -265,6 +284,7 @@ def parse_scenario(
     seed = top.value("seed", integer(0), 0)
     expect = top.value("expect", lambda f: read_expectations(
         f, hosts=hosts, vms=[vm.name for vm in vms]), None)
+    until = top.value("until", duration(positive=True), DEFAULT_UNTIL)
     return Scenario(
         name=top.value("name", _scenario_name, default_name),
         seed=seed,
@@ -272,9 +292,11 @@ def parse_scenario(
         vms=tuple(vms),
         network=network,
         policy=policy,
-        events=tuple(read_events(top.get("events"), hosts, {vm.name for vm in vms}, seed)),
+        events=tuple(read_events(top.get("events"), hosts, {vm.name for vm in vms}, seed,
+                                 until=until)),
         source=source,
         expect=expect,
+        until=until,
     )
 
 
@@ -408,8 +430,8 @@ _MIGRATION: dict[str, Reader] = {
     "block_migration_flag": _flags,
     "uri": _uri,
     "bandwidth": rate(non_negative=True),
-    "max_downtime": duration(positive=True),
-    "poll_interval": duration(positive=True),
+    "max_downtime": duration(MIN_MAX_DOWNTIME, positive=True),
+    "poll_interval": duration(MIN_POLL_INTERVAL, positive=True),
     "max_concurrent_per_host": integer(1),
     "switchover_cost": duration(non_negative=True),
     "completion_timeout": duration(non_negative=True),

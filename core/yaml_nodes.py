@@ -20,7 +20,14 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .units import UnitError, format_bytes, parse_bytes, parse_duration, parse_rate
+from .units import (
+    UnitError,
+    format_bytes,
+    format_duration,
+    parse_bytes,
+    parse_duration,
+    parse_rate,
+)
 
 TAG = "tag:yaml.org,2002:"
 _SCALAR_TYPES = {TAG + "str", TAG + "int", TAG + "float", TAG + "bool", TAG + "null"}
@@ -28,6 +35,9 @@ _CONSTRUCT = SafeConstructor()  # stateless use: only its scalar construct_yaml_
 _SHOW_MAX = 40
 _EXPONENT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
 _QUANTITY_KINDS = {"parse_bytes": "size", "parse_rate": "rate", "parse_duration": "duration"}
+MAX_SECONDS = 1e9
+"""The largest time or duration of a scenario (about 31.7 years): beyond it, float
+seconds no longer resolve the microseconds a migration's timings need."""
 
 
 class ScenarioError(ValueError):
@@ -234,8 +244,22 @@ def rate(**sign: bool) -> Reader:
     return lambda f: f.quantity(parse_rate, **sign)
 
 
-def duration(**sign: bool) -> Reader:
-    return lambda f: f.quantity(parse_duration, **sign)
+def duration(minimum: float | None = None, **sign: bool) -> Reader:
+    """A reader of durations in seconds, at most :data:`MAX_SECONDS`, at least
+    ``minimum`` when given."""
+
+    def read(f: Field) -> float:
+        value = f.quantity(parse_duration, **sign)
+        if value > MAX_SECONDS:
+            limit = f"{MAX_SECONDS:.0e}".replace("e+0", "e")  # 1e9
+            f.fail(f"{f.describe()} is too large; expected a duration <= {limit}s "
+                   "(about 31 years)")
+        if minimum is not None and value < minimum:
+            f.fail(f"{f.describe()} is too small; expected a duration >= "
+                   f"{format_duration(minimum)}")
+        return value
+
+    return read
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Reader:

@@ -82,13 +82,16 @@ class WorldFacts:
 
     ``unreachable`` hosts could not be asked (their libvirtd is down): their domains
     and their capacity are unknown, and the invariants that need them are reported
-    as unverifiable rather than guessed.
+    as unverifiable rather than guessed. ``powered_off`` hosts are known to be down
+    (the simulator knows, a fault injector may): no domain runs there, so a record
+    placing a live instance on one is a violation, not unverifiable.
     """
 
     domains: tuple[DomainFact, ...]  # every scenario domain on every reachable host
     claims: dict[str, str]  # instance -> host holding an incoming reservation for it
     unreachable: tuple[str, ...] = ()
     overcommitted: tuple[str, ...] = ()  # hosts whose usage + claims exceed capacity
+    powered_off: tuple[str, ...] = ()  # hosts known to be down: they run nothing
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -12,7 +12,11 @@ One SimPy process per job, driven by the guest's memory model
    each round the switchover test uses the bandwidth measured over that round
    (as QEMU does). Without ``VIR_MIGRATE_LIVE`` the guest is held paused for the
    whole job, so round 0 is the only one. A job that cannot converge iterates
-   until the core acts (timeout, abort, force-complete).
+   until the core acts (timeout, abort, force-complete), or until it has sent
+   :data:`MAX_PRECOPY_ROUNDS` rounds: it then fails (the simulator's bound, not
+   QEMU's; a working set just above what ``max_downtime`` allows, rewritten in
+   about a millisecond per round, would otherwise cost millions of rounds), and
+   the guest stays on its source.
 3. **Auto-converge** (``VIR_MIGRATE_AUTO_CONVERGE``): after the n-th round that
    did not allow the switchover, the guest's CPU is throttled by
    ``throttle_after(n)`` percent (20, 30, ... 99), and a CPU-bound guest dirties
@@ -119,6 +123,9 @@ class Phase(Enum):
 
 
 POSTCOPY_REQUESTED = "post-copy requested"  # the interrupt cause of start_postcopy
+MAX_PRECOPY_ROUNDS = 100_000  # a job still iterating after this many rounds fails
+NOT_CONVERGED = ("operation failed: migration did not converge in {rounds} pre-copy "
+                 "iterations (the simulator's bound)")
 
 
 class MigrationJob:
@@ -291,6 +298,9 @@ class MigrationJob:
             self.dirty = dirty
             if t == 0 or not live or can_switch_over(dirty, sent / t, self.max_downtime):
                 break
+            if self.iteration >= MAX_PRECOPY_ROUNDS:
+                self.end(JobType.FAILED, NOT_CONVERGED.format(rounds=self.iteration))
+                return
             if converge:
                 self.not_converged += 1
                 self.throttle = throttle_after(self.not_converged)

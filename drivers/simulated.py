@@ -191,7 +191,8 @@ class SimulatedDriver:
 
     def world(self) -> WorldFacts:
         """Every live guest on a reachable host, open claims, unreachable and
-        overcommitted hosts (a running job's guest is reported where it runs)."""
+        overcommitted hosts (a running job's guest is reported where it runs), and the
+        hosts that are down (powered off: the simulator knows they run nothing)."""
         b = self._books
         unreachable = tuple(n for i, n in enumerate(b.names) if not b.reachable(i))
         hidden = set(unreachable)
@@ -207,6 +208,7 @@ class SimulatedDriver:
             claims={name: b.names[c.row] for name, c in b.claims.items()},
             unreachable=unreachable,
             overcommitted=tuple(b.names[i] for i in b.overcommitted()),
+            powered_off=tuple(n for i, n in enumerate(b.names) if not b.up[i]),
         )
 
     # -- actions ----------------------------------------------------------

@@ -203,7 +203,8 @@ def test_progress_bar_on_a_tty_only(
     monkeypatch.setattr(sys, "stderr", tty)
     assert cli.main(["run", str(tiny), "--out", str(tmp_path / "a")]) == 0
     drawn = tty.getvalue()
-    assert "\r[" in drawn and drawn.endswith("2/2 migrations finished (1 not completed)\n")
+    assert "\r[" in drawn and drawn.endswith(
+        "2/2 migrations finished (1 not completed), at 1 s of 24 h\n")
 
     tty.seek(0)
     tty.truncate()
