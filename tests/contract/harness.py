@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import simpy
@@ -86,8 +87,26 @@ def make_sim(scenario: Scenario) -> Driver:
     return SimulatedDriver(simpy.Environment(), scenario)
 
 
+def make_fake_libvirt(scenario: Scenario) -> Driver:
+    """The real driver on the fake libvirt (``tests/fakelibvirt``): no root, no lab, and
+    its clock ten times faster than real time; the inventory lives in a temporary
+    directory removed with the driver."""
+    import tempfile
+    import weakref
+
+    from fakelibvirt.driver import fake_driver, two_host_world
+
+    tmp = tempfile.TemporaryDirectory(prefix="livemig-fakelibvirt-")
+    driver = fake_driver(two_host_world(FAKE_HOSTS), scenario, Path(tmp.name))
+    weakref.finalize(driver, tmp.cleanup)
+    return driver
+
+
+FAKE_HOSTS = ("lab1", "lab2")
+
 TARGETS: dict[str, ContractTarget] = {
     "sim": ContractTarget(make=make_sim),
+    "libvirt-fake": ContractTarget(make=make_fake_libvirt, hosts=FAKE_HOSTS, timeout=60.0),
 }
 
 
