@@ -406,7 +406,7 @@ class World:
         mig = rec.job
         if mig is None or mig.phase in ENDED:
             raise op_invalid("no job is active on the domain")
-        if mig.phase == "postcopy" or mig.postcopy_requested:
+        if mig.phase == "postcopy":
             raise op_invalid("cannot abort migration in post-copy mode")
         mig.abort_requested = True
         self.cond.notify_all()
@@ -421,7 +421,7 @@ class World:
         if mig.phase != "precopy":
             raise op_invalid("post-copy can only be started while outgoing migration is in "
                              "progress")
-        mig.postcopy_requested = True
+        mig.switch_to_postcopy()
 
     def migrate(self, conn: lv.virConnect, rec_of: Any, duri: str, flags: int,
                 bandwidth: int) -> None:
@@ -499,7 +499,6 @@ class Migration:
         self.broken: lv.libvirtError | None = None  # set from outside: the job must fail
         self.returns_at = 0.0
         self.abort_requested = False
-        self.postcopy_requested = False
         self.silent_since: float | None = None
         self.switch_until = 0.0
         self.was_paused = rec.state == lv.VIR_DOMAIN_PAUSED
@@ -586,17 +585,19 @@ class Migration:
                 return self._complete(now)
         return False
 
+    def switch_to_postcopy(self) -> None:
+        """QEMU's switch: the guest's vCPUs run on the destination from now on."""
+        self.phase = "postcopy"
+        self.remaining += self.dirty
+        self.dirty = 0.0
+        self.downtime_ms = 10
+        self.rec.state, self.rec.reason = lv.VIR_DOMAIN_PAUSED, lv.VIR_DOMAIN_PAUSED_POSTCOPY
+        self.incoming.state = lv.VIR_DOMAIN_RUNNING
+        self.incoming.reason = lv.VIR_DOMAIN_RUNNING_POSTCOPY
+        self.world.cond.notify_all()
+
     def _precopy(self, now: float, dt: float) -> bool:
         rec = self.rec
-        if self.postcopy_requested:
-            self.phase = "postcopy"
-            self.remaining += self.dirty
-            self.dirty = 0.0
-            self.downtime_ms = 10
-            rec.state, rec.reason = lv.VIR_DOMAIN_PAUSED, lv.VIR_DOMAIN_PAUSED_POSTCOPY
-            self.incoming.state = lv.VIR_DOMAIN_RUNNING
-            self.incoming.reason = lv.VIR_DOMAIN_RUNNING_POSTCOPY
-            return False
         dirtying = 0.0 if rec.state == lv.VIR_DOMAIN_PAUSED else rec.dirty_rate
         dirtying *= 1 - self.throttle / 100
         self.dirty = min(rec.ws_bytes, self.dirty + dirtying * dt)
