@@ -15,12 +15,14 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from fakelibvirt.driver import MODULES as LIBVIRT_MODULES
-from fakelibvirt.driver import driver_modules
+from fakelibvirt.driver import fake_bound_modules
 
 import livemig.core
 import livemig.drivers
@@ -48,27 +50,37 @@ def module_names() -> list[str]:
     return sorted(set(names) - NOT_IMPORTED)
 
 
-def load(name: str) -> ModuleType:
+@contextmanager
+def loaded(name: str) -> Iterator[ModuleType]:
+    """The module ``name``; a libvirt one bound to the fake, and in ``sys.modules`` while
+    used (doctest finds a function's module by its ``__module__``)."""
     short = name.rpartition(".")[2]
     if name.startswith("livemig.drivers.") and short in LIBVIRT_MODULES:
-        return getattr(driver_modules(), short.removeprefix("libvirt_"))
-    return importlib.import_module(name)
+        with fake_bound_modules() as mods:
+            yield getattr(mods, short.removeprefix("libvirt_"))
+    else:
+        yield importlib.import_module(name)
 
 
 def doctest_count(module: ModuleType) -> int:
-    return sum(len(t.examples) for t in doctest.DocTestFinder().find(module, module.__name__))
+    return sum(len(t.examples) for t in doctest.DocTestFinder().find(module))
 
 
 @pytest.mark.parametrize("name", module_names())
 def test_doctests_pass(name: str) -> None:
-    module = load(name)
-    result = doctest.testmod(module, name=name, report=True)
+    with loaded(name) as module:
+        result = doctest.testmod(module, name=name, report=True)
+        examples = doctest_count(module)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
-    assert result.attempted == doctest_count(module)
+    assert result.attempted == examples
 
 
 def test_the_modules_with_doctests_are_the_expected_ones() -> None:
-    found = {name for name in module_names() if doctest_count(load(name)) > 0}
+    found = set()
+    for name in module_names():
+        with loaded(name) as module:
+            if doctest_count(module) > 0:
+                found.add(name)
     assert found == WITH_DOCTESTS
     assert len(found) == 25
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
@@ -28,35 +30,55 @@ MODULES = ("libvirt_jobs", "libvirt_domains", "libvirt_conn", "libvirt_real")
 _loaded: SimpleNamespace | None = None
 
 
-def driver_modules() -> SimpleNamespace:
-    """The driver's modules bound to the fake (``.jobs``, ``.domains``, ``.conn``,
-    ``.real``), imported once per process."""
-    global _loaded
-    if _loaded is not None:
-        return _loaded
+@contextmanager
+def _modules_swapped(modules: dict[str, ModuleType | None]) -> Iterator[None]:
+    """``sys.modules`` (and ``livemig.drivers``' attributes) with ``modules`` in place
+    (None: absent), put back as they were afterwards."""
     names = ["libvirt", *(f"livemig.drivers.{m}" for m in MODULES)]
-    saved: dict[str, ModuleType | None] = {n: sys.modules.get(n) for n in names}
+    saved = {n: sys.modules.get(n) for n in names}
     attrs = {m: getattr(livemig.drivers, m, None) for m in MODULES}
     try:
-        sys.modules["libvirt"] = fake_libvirt
-        for name in names[1:]:
-            sys.modules.pop(name, None)
-        mods = {m: importlib.import_module(f"livemig.drivers.{m}") for m in MODULES}
+        for name in names:
+            _set(name, modules.get(name))
+        yield
     finally:
         for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+            _set(name, module)
         for m, module in attrs.items():
             if module is None:
                 if hasattr(livemig.drivers, m):
                     delattr(livemig.drivers, m)
             else:
                 setattr(livemig.drivers, m, module)
-    _loaded = SimpleNamespace(jobs=mods["libvirt_jobs"], domains=mods["libvirt_domains"],
-                              conn=mods["libvirt_conn"], real=mods["libvirt_real"])
+
+
+def _set(name: str, module: ModuleType | None) -> None:
+    if module is None:
+        sys.modules.pop(name, None)
+    else:
+        sys.modules[name] = module
+
+
+def driver_modules() -> SimpleNamespace:
+    """The driver's modules bound to the fake (``.jobs``, ``.domains``, ``.conn``,
+    ``.real``), imported once per process."""
+    global _loaded
+    if _loaded is None:
+        with _modules_swapped({"libvirt": fake_libvirt}):
+            mods = {m: importlib.import_module(f"livemig.drivers.{m}") for m in MODULES}
+        _loaded = SimpleNamespace(jobs=mods["libvirt_jobs"], domains=mods["libvirt_domains"],
+                                  conn=mods["libvirt_conn"], real=mods["libvirt_real"])
     return _loaded
+
+
+@contextmanager
+def fake_bound_modules() -> Iterator[SimpleNamespace]:
+    """:func:`driver_modules`, also in ``sys.modules`` for the duration (tools that find a
+    function's module by its ``__module__``, like ``doctest``, then find these)."""
+    mods = driver_modules()
+    with _modules_swapped({"libvirt": fake_libvirt, **{
+            f"livemig.drivers.{m}": getattr(mods, m.removeprefix("libvirt_")) for m in MODULES}}):
+        yield mods
 
 
 def fake_inventory(world: World, directory: Path, *, storage: str = "shared") -> Path:
