@@ -6,6 +6,7 @@ same paths on real libvirt."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -233,6 +234,7 @@ def test_postcopy_asked_before_the_job_began_is_switched_at_the_first_reading(
     world: World, make: Callable[..., Any]
 ) -> None:
     drv = make()
+    world.setup_seconds = 1.0  # libvirt still starting the destination
     migrate(drv, cap=1, extra=POSTCOPY)
     assert last_migration(world).phase == "setup"
     drv.start_postcopy(VM)  # refused by the fake (setup): remembered by the driver
@@ -378,3 +380,31 @@ def test_a_stopped_libvirtd_makes_its_host_unreachable_not_a_hang(
     drv._conns.forget_failure(DEST)
     assert drv.world().unreachable == ()  # the dead connection is reopened once
     assert drv.instance_running_on(VM, DEST) is False
+
+
+# -- the fake's coverage and fidelity ------------------------------------------------------------
+
+
+def test_the_fake_has_every_libvirt_name_the_driver_uses() -> None:
+    drivers = Path(driver_modules().real.__file__).parent
+    used = set()
+    for path in drivers.glob("libvirt_*.py"):
+        used |= set(re.findall(r"\blibvirt\.([A-Za-z_]\w*)", path.read_text()))
+    assert {"migrateToURI", "open", "VIR_DOMAIN_JOB_STATS_COMPLETED"} - used == {"migrateToURI"}
+    missing = sorted(name for name in used if not hasattr(fake, name))
+    assert not missing, f"extend tests/fakelibvirt/libvirt.py with {missing}"
+
+
+@pytest.mark.lab  # needs libvirt-python, which the lab has
+def test_the_fakes_constants_and_methods_are_libvirts() -> None:
+    import libvirt as real
+
+    constants = [n for n in vars(fake) if n.startswith("VIR_")]
+    assert len(constants) > 60
+    assert {n: getattr(fake, n) for n in constants} == {n: getattr(real, n) for n in constants}
+    for cls in (fake.virConnect, fake.virDomain, fake.virStoragePool, fake.virStorageVol):
+        methods = {n for n, v in vars(cls).items() if callable(v) and not n.startswith("_")}
+        assert methods <= set(dir(getattr(real, cls.__name__))), cls.__name__
+    for fn in ("open", "registerErrorHandler", "virEventRegisterDefaultImpl",
+               "virEventRunDefaultImpl"):
+        assert callable(getattr(real, fn))

@@ -6,6 +6,10 @@ scenario (two hosts with shared storage, one small idle VM on the first) plus
 the names the test needs. The fixture is parametrised over :data:`TARGETS`
 (this module), so each contract test runs once per registered driver.
 
+Three targets: ``sim`` (the simulator) and ``libvirt-fake`` (the real driver on the
+fake libvirt of ``tests/fakelibvirt``: seconds, no root) are registered below; the real
+driver on a namespace lab is ``test_libvirt_contract.py`` (marked ``lab``).
+
 Adding a driver (e.g. the real libvirt one)
 --------------------------------------------
 Write a factory that takes the canonical :class:`~livemig.core.model.Scenario`

@@ -597,29 +597,36 @@ class Migration:
         self.world.cond.notify_all()
 
     def _precopy(self, now: float, dt: float) -> bool:
+        """``dt`` seconds of pre-copy, pass after pass (a slow tick may span passes)."""
         rec = self.rec
-        dirtying = 0.0 if rec.state == lv.VIR_DOMAIN_PAUSED else rec.dirty_rate
-        dirtying *= 1 - self.throttle / 100
-        self.dirty = min(rec.ws_bytes, self.dirty + dirtying * dt)
-        sent = min(self.rate * dt, self.remaining)
-        self.remaining -= sent
-        self.processed += sent
-        pending = self.remaining + self.dirty
-        if pending <= self.rate * rec.max_downtime_ms / 1000:  # QEMU's switchover rule
-            downtime = pending / self.rate + 0.005
-            self.downtime_ms = max(1, round(downtime * 1000))
-            self.processed += pending
-            self.remaining = self.dirty = 0.0
-            self.phase, self.switch_until = "switchover", now + downtime
-            if rec.state != lv.VIR_DOMAIN_PAUSED:
-                rec.state, rec.reason = lv.VIR_DOMAIN_PAUSED, lv.VIR_DOMAIN_PAUSED_MIGRATION
-            return False
-        if self.remaining <= 0:  # a pass ended: send what was dirtied during it
+        while True:
+            dirtying = 0.0 if rec.state == lv.VIR_DOMAIN_PAUSED else rec.dirty_rate
+            dirtying *= 1 - self.throttle / 100
+            sending = min(dt, self.remaining / self.rate)
+            dt -= sending
+            self.dirty = min(rec.ws_bytes, self.dirty + dirtying * sending)
+            sent = min(self.rate * sending, self.remaining)
+            self.remaining -= sent
+            self.processed += sent
+            pending = self.remaining + self.dirty
+            if pending <= self.rate * rec.max_downtime_ms / 1000:  # QEMU's switchover rule
+                downtime = pending / self.rate + 0.005
+                self.downtime_ms = max(1, round(downtime * 1000))
+                self.processed += pending
+                self.remaining = self.dirty = 0.0
+                self.phase, self.switch_until = "switchover", now + downtime
+                if rec.state != lv.VIR_DOMAIN_PAUSED:
+                    rec.state, rec.reason = lv.VIR_DOMAIN_PAUSED, lv.VIR_DOMAIN_PAUSED_MIGRATION
+                return False
+            if self.remaining > 1e-6:
+                return False
+            # a pass ended: the next one sends what was dirtied during it
             self.iteration += 1
             self.remaining, self.dirty = self.dirty, 0.0
             if self.flags & lv.VIR_MIGRATE_AUTO_CONVERGE and self.iteration >= 2:
                 self.throttle = min(99, 20 if self.throttle == 0 else self.throttle + 10)
-        return False
+            if dt <= 1e-9:
+                return False
 
     def _end(self, phase: str, error: lv.libvirtError | None) -> bool:
         self.phase, self.error = phase, error
