@@ -179,6 +179,34 @@ def test_auto_converge_throttle_is_read_and_rises(world: World, make: Callable[.
     assert throttles == sorted(throttles) and throttles[-1] >= 30
 
 
+def test_a_raised_max_downtime_lets_a_stuck_precopy_switch_over(
+    world: World, make: Callable[..., Any]
+) -> None:
+    # dirtying 200 MiB/s under a 128 MiB/s cap: 32 MiB left after every pass, which 10 ms
+    # of downtime never covers; 300 ms (38.4 MiB at the cap) does
+    drv = make(scenario(ws_mib=32, rate_mib=200, max_downtime=0.01))
+    migrate(drv, cap=128)
+    poll(drv, lambda i: i.memory_iteration >= 4)
+    assert drv.job_info(VM).type is JobType.UNBOUNDED
+    drv.set_max_downtime(VM, 0.3)
+    final = poll(drv, ended)[-1]
+    assert final.type is JobType.COMPLETED, final
+    assert 0.2 < final.downtime <= 0.3 + 0.01  # 32 MiB or a little more at 128 MiB/s
+
+
+def test_compare_cpu_follows_the_hosts_models(tmp_path: Path) -> None:
+    world = World()
+    world.add_host(SRC, cpu_model="Haswell")
+    world.add_host(DEST, cpu_model="Westmere")
+    drv = fake_driver(world, scenario(), tmp_path)
+    try:
+        assert drv.compare_cpu(DEST, SRC)  # Westmere guests run on a Haswell host
+        assert not drv.compare_cpu(SRC, DEST)  # Haswell's CPU is more than Westmere has
+        assert drv.host_facts(SRC).cpu_model == "Haswell"
+    finally:
+        drv.close()
+
+
 # -- abort ----------------------------------------------------------------------------------------
 
 
