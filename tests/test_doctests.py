@@ -31,9 +31,9 @@ import livemig.drivers
 NOT_IMPORTED = {"livemig.drivers.lab.__main__"}
 WITH_DOCTESTS = {
     *(f"livemig.core.{m}" for m in (
-        "checks", "cli", "flags", "invariants", "orchestrator", "plots", "policy",
-        "progress", "results", "scenario", "scenario_events", "scheduler", "state",
-        "units")),
+        "check_suite", "checks", "cli", "expectations", "flags", "invariants",
+        "orchestrator", "plots", "policy", "progress", "results", "scenario",
+        "scenario_events", "scheduler", "state", "units")),
     *(f"livemig.drivers.{m}" for m in (
         "libvirt_conn", "libvirt_jobs", "network", "precopy", "sim_hosts")),
     "livemig.drivers",
@@ -82,7 +82,6 @@ def test_the_modules_with_doctests_are_the_expected_ones() -> None:
             if doctest_count(module) > 0:
                 found.add(name)
     assert found == WITH_DOCTESTS
-    assert len(found) == 25
 
 
 def test_every_module_is_visited() -> None:
