@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakelibvirt.driver import driver_modules
 
 import livemig
 from livemig.core import cli, plots, runner
@@ -301,9 +302,12 @@ hosts:
 
 @pytest.mark.parametrize("inventory", [INVENTORY, "not: [an inventory", "- 1\n"])
 def test_a_real_run_whose_hosts_do_not_match_its_inventory_leaves_nothing(
-    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], inventory: str
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], inventory: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Checked before any connection: one line naming the problem, no run directory."""
+    """Checked before any connection: one line naming the problem, no run directory.
+    The real driver is bound to the fake libvirt: no libvirt-python needed."""
+    monkeypatch.setitem(sys.modules, "livemig.drivers.libvirt_real", driver_modules().real)
     inv = tmp_path / "inventory.yaml"
     inv.write_text(inventory)
     out = tmp_path / "out"
