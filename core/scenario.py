@@ -163,6 +163,7 @@ from .expectations import read_expectations
 from .flags import MIGRATE_FLAGS
 from .model import (
     CPU_MODELS,
+    MigrationModel,
     DEFAULT_UNTIL,
     Heuristic,
     HostSpec,
@@ -175,6 +176,9 @@ from .model import (
     TimeoutAction,
     VmSpec,
 )
+from .policy import CLOCK_PACED_SHARE
+from .profile import READERS as PROFILE_READERS
+from .profile import Profile, load_profile
 from .scenario_events import _GLOB_CHARS, MAX_GROUP_COUNT, Hosts, matching_hosts, read_events
 from .scheduler import CPU_ALLOCATION_RATIO, FILTERS
 from .units import MiB, format_bytes
@@ -213,6 +217,7 @@ __all__ = [
     "MIGRATE_FLAG_NAMES",
     "VCPU_OVERCOMMIT",
     "WORKING_SET_FRACTION",
+    "GUEST_OS_FOOTPRINT",
     "ScenarioError",
     "expand_names",
     "format_hypervisor_version",
@@ -236,7 +241,9 @@ MAX_FACTOR = 1e6  # |ram_allocation_ratio|, |ram_weight_multiplier|: products st
 MIN_POLL_INTERVAL = 0.01  # seconds: polling more often only spins (Nova polls every 0.5 s)
 MIN_MAX_DOWNTIME = 0.001  # seconds: QEMU's own minimum downtime-limit (1 ms)
 _MAX_MB = MAX_BYTES // MiB  # reserved_host_*_mb
-WORKING_SET_FRACTION = 0.25  # default working_set = used_memory * this
+WORKING_SET_FRACTION = 0.25  # default working_set = used_memory (or ram, qemu) * this
+GUEST_OS_FOOTPRINT = 64 * MiB  # qemu model: default used_memory = working_set + this
+THROTTLE_RESPONSES = {"cpu_bound": 1.0, "clock_paced": CLOCK_PACED_SHARE}
 
 _FLAG_PREFIX = "VIR_MIGRATE_"
 _VERSION = re.compile(r"([0-9]{1,6})(?:\.([0-9]{1,3}))?(?:\.([0-9]{1,3}))?")
@@ -433,7 +440,9 @@ _MIGRATION: dict[str, Reader] = {
     "max_downtime": duration(MIN_MAX_DOWNTIME, positive=True),
     "poll_interval": duration(MIN_POLL_INTERVAL, positive=True),
     "max_concurrent_per_host": integer(1),
-    "switchover_cost": duration(non_negative=True),
+    **PROFILE_READERS,  # switchover_cost, startup_cost, link_speed, ... (core/profile.py)
+    "model": choice([m.value for m in MigrationModel], "migration model", MigrationModel),
+    "profile": string("a profile file (YAML, relative to the scenario file)"),
     "completion_timeout": duration(non_negative=True),
     "reserved_host_disk_mb": integer(0, _MAX_MB),
     "reserved_host_memory_mb": integer(0, _MAX_MB),
@@ -462,7 +471,13 @@ def _policy(f: Field | None) -> Policy:
     if migration_field is None:
         return Policy(scheduler=SchedulerPolicy(**scheduler))
     mm = migration_field.mapping(_MIGRATION)
-    migration = MigrationPolicy(**mm.read(_MIGRATION))
+    values = mm.read(_MIGRATION)
+    if "profile" in values:
+        profile = _profile(mm.require("profile", ""), values["profile"])
+        for key, value in profile.values.items():
+            values.setdefault(key, value)  # the scenario's own setting wins
+        values["profile"], values["profile_name"] = profile.path, profile.name
+    migration = MigrationPolicy(**values)
     if migration.report_interval >= migration.service_down_time:
         where = mm.get("report_interval") or mm.get("service_down_time") or migration_field
         where.fail(
@@ -471,6 +486,17 @@ def _policy(f: Field | None) -> Policy:
             "often enough for services to be seen up"
         )
     return Policy(scheduler=SchedulerPolicy(**scheduler), migration=migration)
+
+
+def _profile(f: Field, written: str) -> Profile:
+    """The profile file named by ``policy.migration.profile`` (relative to the scenario)."""
+    base = Path(".") if f.source.startswith("<") else Path(f.source).parent
+    path = base / written
+    try:
+        return load_profile(path)
+    except OSError as err:
+        f.fail(f"cannot read profile {show(str(path))}: {err.strerror or err}; expected a "
+               "profile file (YAML, see core/profile.py) relative to the scenario file")
 
 
 # -- hosts -----------------------------------------------------------------------------
@@ -578,7 +604,23 @@ _VM: dict[str, Reader] = {
     "working_set": size(MAX_BYTES, non_negative=True),
     "dirty_rate": rate(non_negative=True),
     "volume_backed": boolean,
+    "throttle_response": lambda f: _throttle_response(f),
 }
+
+
+def _throttle_response(f: Field) -> float:
+    """``cpu_bound`` (1.0), ``clock_paced`` (:data:`CLOCK_PACED_SHARE`) or a number in
+    [0, 1]: the share of its CPU the guest's writing needs."""
+    expected = "cpu_bound, clock_paced or a number in [0, 1] (the CPU share the writing needs)"
+    value = f.scalar(expected)
+    if isinstance(value, str):
+        if value not in THROTTLE_RESPONSES:
+            f.fail(f"unknown throttle response {show(value)}"
+                   f"{did_you_mean(value, THROTTLE_RESPONSES)}; expected {expected}")
+        return THROTTLE_RESPONSES[value]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        f.wrong(expected)
+    return float(value)
 
 
 def _vms(list_field: Field, hosts: _Hosts, migration: MigrationPolicy) -> list[VmSpec]:
@@ -601,8 +643,13 @@ def _vms(list_field: Field, hosts: _Hosts, migration: MigrationPolicy) -> list[V
         targets = matching_hosts(host_field, hosts)
         entry.require("ram", "the VM's RAM, e.g. 4GiB")
         values = {"vcpus": 1, "disk": 0, "dirty_rate": 0.0, **entry.read(_VM)}
-        values.setdefault("used_memory", values["ram"])
-        values.setdefault("working_set", int(values["used_memory"] * WORKING_SET_FRACTION))
+        if migration.model is MigrationModel.TEXTBOOK or "used_memory" in values:
+            values.setdefault("used_memory", values["ram"])  # earlier releases' default
+            values.setdefault("working_set", int(values["used_memory"] * WORKING_SET_FRACTION))
+        else:  # the working set plus what the guest OS itself keeps non-zero
+            values.setdefault("working_set", int(values["ram"] * WORKING_SET_FRACTION))
+            values["used_memory"] = min(values["ram"],
+                                        values["working_set"] + GUEST_OS_FOOTPRINT)
         for key, limit in (("disk_allocated", "disk"), ("used_memory", "ram"),
                            ("working_set", "used_memory")):  # fmt: skip
             if key in values and values[key] > values[limit]:
