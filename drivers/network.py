@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from itertools import pairwise
 
@@ -233,6 +233,7 @@ class Flow:
         "started_at",
         "finished_at",
         "state",
+        "on_rate",
         "_net",
         "_links",
         "_cap",
@@ -269,6 +270,9 @@ class Flow:
         self.started_at: float = net.env.now
         self.finished_at: float | None = None  # completion or cancellation time
         self.state = FlowState.ACTIVE
+        # called with the flow after each recomputation that changed its rate (the
+        # rate is then current); None: nobody listens
+        self.on_rate: Callable[[Flow], None] | None = None
         self._net = net
         self._links = links
         self._cap = cap
@@ -574,6 +578,7 @@ class FluidNetwork:
             rates = _max_min_rates(self._epoch, component, coupling)
             now = self.env.now
             heap = self._heap
+            listeners: list[Flow] = []
             for flow, rate in zip(component, rates, strict=True):
                 if rate == flow._rate:
                     continue
@@ -588,6 +593,10 @@ class FluidNetwork:
                     heapq.heappush(heap, (flow._finish, flow.id, flow._gen))
                 else:
                     flow._finish = _INF
+                if flow.on_rate is not None:
+                    listeners.append(flow)
+            for flow in listeners:  # every rate is current by now
+                flow.on_rate(flow)  # type: ignore[misc]
         self._arm()
 
     # -- completions ------------------------------------------------------------------
