@@ -163,10 +163,10 @@ from .expectations import read_expectations
 from .flags import MIGRATE_FLAGS
 from .model import (
     CPU_MODELS,
-    MigrationModel,
     DEFAULT_UNTIL,
     Heuristic,
     HostSpec,
+    MigrationModel,
     MigrationPolicy,
     NetworkSpec,
     Policy,
@@ -495,8 +495,9 @@ def _profile(f: Field, written: str) -> Profile:
     try:
         return load_profile(path)
     except OSError as err:
-        f.fail(f"cannot read profile {show(str(path))}: {err.strerror or err}; expected a "
-               "profile file (YAML, see core/profile.py) relative to the scenario file")
+        f.fail(f"cannot read profile {show(written)} ({path}): {err.strerror or err}; "
+               "expected a profile file (YAML, see core/profile.py) relative to the scenario "
+               "file")
 
 
 # -- hosts -----------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """Pure pre-copy arithmetic: no SimPy, no I/O, unit-testable on its own.
 
 Two models (``policy.migration.model``): ``qemu`` (:func:`plan_qemu`, the default),
-which does what QEMU 10 does, and ``textbook`` (:func:`plan`, earlier releases), the
-classic round model that published comparisons used.
+which does what QEMU 10 does (start-up cost, a switchover checked continuously inside
+each pass, the remainder flushed at the link's speed, bitmap syncs as iterations,
+QEMU's own auto-converge rule; see its docstring), and ``textbook`` (:func:`plan`,
+earlier releases), the classic round model that published comparisons used.
 
-The textbook model (:func:`plan`), at a constant effective bandwidth ``B`` (bytes/s), for a guest with
-``U`` bytes of used (non-zero) memory, a working set of ``W`` bytes that it keeps
+The textbook model, at a constant effective bandwidth ``B`` (bytes/s), for a guest
+with ``U`` bytes of used (non-zero) memory, a working set of ``W`` bytes that it keeps
 dirtying at ``D`` bytes/s, and a maximum downtime ``T`` seconds:
 
 * round 0 sends ``d_0 = U`` in ``t_0 = U / B``;

@@ -32,7 +32,7 @@ NOT_IMPORTED = {"livemig.drivers.lab.__main__"}
 WITH_DOCTESTS = {
     *(f"livemig.core.{m}" for m in (
         "check_suite", "checks", "cli", "expectations", "flags", "invariants",
-        "orchestrator", "plots", "policy", "progress", "results", "scenario",
+        "orchestrator", "plots", "policy", "profile", "progress", "results", "scenario",
         "scenario_events", "scheduler", "state", "units")),
     *(f"livemig.drivers.{m}" for m in (
         "libvirt_conn", "libvirt_jobs", "network", "precopy", "sim_hosts")),

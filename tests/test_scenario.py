@@ -1213,8 +1213,8 @@ def test_model_and_profile(tmp_path: Path) -> None:
     m = load_scenario(scenario).policy.migration
     assert m.model is MigrationModel.QEMU
     assert (m.profile, m.profile_name) == (str(tmp_path / "profiles" / "lab.yaml"), "lab-q10")
-    assert m.startup_cost == 0.3 and m.link_speed == 330 * MiB  # from the profile
-    assert m.switchover_cost == 0.009 and m.bandwidth_window == 0.05  # the scenario wins
+    assert m.startup_cost == pytest.approx(0.3) and m.link_speed == 330 * MiB  # the profile's
+    assert (m.switchover_cost, m.bandwidth_window) == pytest.approx((0.009, 0.05))  # scenario
     assert m.flush_speed is None  # neither: the model's default applies
     assert load(BASE).policy.migration.profile is None
 
@@ -1244,4 +1244,5 @@ def test_profile_errors(tmp_path: Path) -> None:
 def test_shipped_profile_loads() -> None:
     profile = load_profile(SCENARIOS.parent / "profiles" / "qemu10-lab.yaml")
     assert profile.name == "qemu10-lab"
-    assert profile.values["startup_cost"] == 0.285 and profile.values["link_speed"] > 0
+    assert profile.values["startup_cost"] == pytest.approx(0.285)
+    assert profile.values["link_speed"] == 330 * MiB
