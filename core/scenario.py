@@ -36,9 +36,15 @@ Schema (``*`` required, ``=`` default)::
                                deal continues across entries that use the same glob
         ram:* 4GiB             vcpus: 2 (= 1)    disk: 20GiB (= 0; local-disk size)
         disk_allocated: 5GiB   (= disk; what block migration with disk_over_commit counts)
-        used_memory: 3GiB      (= ram; non-zero memory sent in round 0; <= ram)
-        working_set: 512MiB    (= used_memory / 4; memory the guest keeps dirtying)
+        used_memory: 3GiB      non-zero memory sent in round 0; <= ram (= working_set +
+                               GUEST_OS_FOOTPRINT (64 MiB), at most ram; model textbook:
+                               = ram)
+        working_set: 512MiB    memory the guest keeps dirtying (= used_memory / 4 when
+                               used_memory is given, else ram / 4)
         dirty_rate: 50MiB/s    (= 0; >= 0)       volume_backed: false
+        throttle_response: cpu_bound | clock_paced | 0.3   (= cpu_bound = 1; clock_paced =
+                               0.1) the share of its CPU the guest's writing needs: how much
+                               an auto-converge throttle slows it (core/policy.py)
     network:
       host_link: 10Gbit/s      (= 10Gbit/s; each host's link, each direction; > 0)
       hosts_per_rack: 10       puts hosts without a rack into racks of this size, in order,
@@ -54,7 +60,7 @@ Schema (``*`` required, ``=`` default)::
                   uri: "qemu+tcp://%s/system" (exactly one %s), bandwidth: 0 (0 = unlimited),
                   max_downtime: 500ms (>= 1ms), poll_interval: 500ms (>= 10ms),
                   max_concurrent_per_host: 1 (>= 1),
-                  switchover_cost: 0s, completion_timeout: 800s (per GiB of data; 0 disables),
+                  completion_timeout: 800s (per GiB of data; 0 disables),
                   reserved_host_disk_mb: 0, reserved_host_memory_mb: 512 (integers, MiB as
                   in Nova), service_down_time: 60s, report_interval: 10s (< service_down_time),
                   # convergence (modern Nova's live_migration_* options):
@@ -63,7 +69,14 @@ Schema (``*`` required, ``=`` default)::
                   timeout_action: abort | force_complete (= abort; what completion_timeout does),
                   permit_post_copy: false, permit_auto_converge: false,
                   keepalive_interval: 5s (> 0), keepalive_count: 5 (>= 1; libvirt's keepalive
-                  between the two libvirtds)}
+                  between the two libvirtds),
+                  # the simulator's pre-copy model (drivers/precopy.py, core/profile.py):
+                  model: qemu | textbook (= qemu),
+                  profile: FILE (a YAML profile, relative to this file; its values apply
+                  where this mapping does not set them),
+                  startup_cost: 285ms, switchover_cost: 20ms (textbook: 0 and 0),
+                  link_speed: 330MiB/s (= the host link), flush_speed (= link_speed),
+                  bandwidth_window: 100ms}
     events:                    exactly one action per event; the events as written are in
                                non-decreasing time order (at >= 0)
       - at: 2s

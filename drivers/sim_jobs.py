@@ -2,7 +2,17 @@
 
 One SimPy process per job, driven by the guest's memory model
 (:mod:`livemig.drivers.precopy`) over fluid flows
-(:mod:`livemig.drivers.network`):
+(:mod:`livemig.drivers.network`). The model's ``startup_cost`` passes first (nothing
+on the wire; an abort or a post-copy request is taken as during the disk copy). With
+the **qemu** model (``precopy.plan_qemu``) pre-copy runs passes whose switchover is
+checked continuously: whenever the pass's rate changes (its flow's ``on_rate``), the
+guest's pause or the limit changes, the instant the pending bytes fit in ``rate *
+max_downtime`` is recomputed (``precopy.switch_delay``) and a timer armed; when it
+fires the pass is cut, the guest held, the pending bytes flushed at ``flush_speed`` /
+``link_speed`` (not the cap), then ``switchover_cost``. Iterations count bitmap syncs and
+auto-converge follows QEMU's rule (``plan_qemu``'s docstring). What follows describes
+the **textbook** model; disk copy, post-copy and the end of a job are the same for both
+(post-copy pulls at ``link_speed`` when the qemu model has one).
 
 1. **Disk** (block migration): the allocated disk as one flow.
 2. **Pre-copy**: round 0 sends the used memory; every later round what the
