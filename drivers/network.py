@@ -12,6 +12,8 @@ the change (flows sharing links, transitively; a link that can never be
 saturated, given its flows' caps and the links they have to themselves, does
 not connect them). All the changes of one simulated instant share one
 recomputation, done at the end of the instant or as soon as a ``rate`` is read.
+A flow's ``on_rate`` callback, when set, is called after each recomputation that
+changed its rate (the migration job re-arms its switchover check with it).
 Between recomputations a flow delivers at a constant rate, so ``delivered()``
 is the exact integral of its rate, and its completion is an event at the
 computed time, not a tick (exact up to float rounding of the clock).

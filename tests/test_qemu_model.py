@@ -12,7 +12,7 @@ import pytest
 import simpy
 from fakes import GiB, MiB, host, migrate, scenario, vm
 
-from livemig.core.flags import parse_flags
+from livemig.core.flags import POSTCOPY, parse_flags
 from livemig.core.model import MigrationModel, MigrationPolicy, MigrationStatus, NetworkSpec
 from livemig.core.results import summarize
 from livemig.core.runner import run_scenario
@@ -262,11 +262,11 @@ def test_auto_converge_job_reproduces_plan_qemu(ws: int, dirty: float, cap: floa
 # -- what only the simulator shows ------------------------------------------------------------
 
 
-def start(sc: object) -> tuple[simpy.Environment, SimulatedDriver]:
+def start(sc: object, flags: int = BASE) -> tuple[simpy.Environment, SimulatedDriver]:
     env = simpy.Environment()
     drv = SimulatedDriver(env, sc)  # type: ignore[arg-type]
     drv.pre_live_migration("vm1", "h2", False)
-    drv.start_migration("vm1", "h2", uri="qemu+tcp://h2/system", flags=BASE, bandwidth_mib=0)
+    drv.start_migration("vm1", "h2", uri="qemu+tcp://h2/system", flags=flags, bandwidth_mib=0)
     return env, drv
 
 
@@ -344,3 +344,51 @@ def test_textbook_stays_selectable_and_summary_records_the_model() -> None:
     assert new.downtime < old.downtime / 5  # flushed at the link's speed
     assert new_summary["model"]["name"] == "qemu"
     assert new_summary["model"]["params"]["startup_cost"] == 0.285
+
+
+def hopeless_qemu(**policy: object) -> object:
+    """2 GiB non-zero, its 1 GiB working set rewritten at 2e9 B/s, faster than the link:
+    what is pending never falls below the working set, more than 0.5 s at 1.25e9 B/s."""
+    return scenario([host("h1"), host("h2")],
+                    [vm("vm1", "h1", ram=4 * GiB, used_memory=2 * GiB, working_set=GiB,
+                        dirty_rate=2e9)],
+                    migration=qemu_policy(**policy), model=None)
+
+
+def test_abort_and_postcopy_in_the_middle_of_a_pass() -> None:
+    env, drv = start(hopeless_qemu())
+    env.run(until=3.0)  # several passes in: a pass's flow and switchover check are live
+    assert drv.job_info("vm1").memory_iteration >= 3
+    drv.abort_job("vm1")
+    env.run(until=10.0)  # no stale switchover timer or pass event may fire
+    info = drv.job_info("vm1")
+    assert info.type is JobType.CANCELLED and info.downtime is None
+    assert drv.instance_host("vm1") == "h1"
+
+    env, drv = start(hopeless_qemu(), BASE | POSTCOPY)
+    env.run(until=3.0)
+    drv.start_postcopy("vm1")
+    env.run()
+    info = drv.job_info("vm1")
+    assert info.type is JobType.COMPLETED and info.postcopy
+    assert info.downtime == pytest.approx(0.02) and drv.instance_host("vm1") == "h2"
+
+
+def test_a_link_down_stalls_the_check_and_a_suspend_lets_it_pause() -> None:
+    """The hopeless guest cannot pause while it runs; cut off, nothing moves and it does
+    not pause either; suspended, it dirties nothing, so it pauses once the rest of the
+    pass fits in 0.5 s at the link's rate: downtime counts from the suspension."""
+    env, drv = start(hopeless_qemu())
+    env.run(until=2.0)
+    drv.inject_fault("link_down", "h1")
+    before = drv.job_info("vm1").memory_processed
+    env.run(until=4.0)
+    assert drv.job_info("vm1").memory_processed == before
+    drv.inject_fault("link_up", "h1")
+    env.run(until=5.0)
+    assert drv.job_info("vm1").type is JobType.UNBOUNDED
+    drv.suspend("vm1")
+    env.run()
+    info = drv.job_info("vm1")
+    assert info.type is JobType.COMPLETED and drv.instance_host("vm1") == "h2"
+    assert info.downtime == pytest.approx(info.time_elapsed - 5.0, rel=1e-9)
