@@ -32,6 +32,7 @@ from livemig.core.model import (
     TimeoutAction,
 )
 from livemig.core.profile import load_profile
+from livemig.core.results import model_block
 from livemig.core.scenario import (
     MIGRATE_FLAG_NAMES,
     ScenarioError,
@@ -1217,6 +1218,9 @@ def test_model_and_profile(tmp_path: Path) -> None:
     assert (m.switchover_cost, m.bandwidth_window) == pytest.approx((0.009, 0.05))  # scenario
     assert m.flush_speed is None  # neither: the model's default applies
     assert load(BASE).policy.migration.profile is None
+    block = model_block(m)  # what summary.json records
+    assert (block["name"], block["profile"]) == ("qemu", "lab-q10")
+    assert block["params"]["flush_speed"] is None and block["params"]["link_speed"] == 330 * MiB
 
 
 def test_profile_errors(tmp_path: Path) -> None:
