@@ -11,6 +11,8 @@ from __future__ import annotations
 import pytest
 import simpy
 from fakes import GiB, MiB, host, migrate, scenario, vm
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
 from livemig.core.flags import POSTCOPY, parse_flags
 from livemig.core.model import MigrationModel, MigrationPolicy, MigrationStatus, NetworkSpec
@@ -392,3 +394,59 @@ def test_a_link_down_stalls_the_check_and_a_suspend_lets_it_pause() -> None:
     info = drv.job_info("vm1")
     assert info.type is JobType.COMPLETED and drv.instance_host("vm1") == "h2"
     assert info.downtime == pytest.approx(info.time_elapsed - 5.0, rel=1e-9)
+
+
+# -- properties -----------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    used=st.integers(0, 8 * GiB), ws_fraction=st.floats(0.0, 1.0),
+    dirty=st.floats(0.0, 3e9), bandwidth=st.floats(1e6, 3e9), flush=st.floats(1e6, 3e9),
+    downtime=st.floats(0.001, 1.0), startup=st.floats(0.0, 1.0), cost=st.floats(0.0, 0.1),
+    window=st.floats(0.0, 0.5), auto=st.booleans(), share=st.floats(0.0, 1.0),
+)
+def test_plan_qemu_properties(used: int, ws_fraction: float, dirty: float, bandwidth: float,
+                              flush: float, downtime: float, startup: float, cost: float,
+                              window: float, auto: bool, share: float) -> None:
+    ws = int(used * ws_fraction)
+    p = plan_qemu(used, ws, dirty, bandwidth, downtime, flush_speed=flush, startup_cost=startup,
+                  switchover_cost=cost, bandwidth_window=window, auto_converge=auto,
+                  throttle_response=share, max_rounds=60)
+    assert len(p.rounds) == len(p.round_times) == len(p.throttles) >= 1
+    assert p.rounds[0] <= used
+    assert all(0 <= r <= max(used, ws) for r in p.rounds)
+    assert list(p.throttles) == sorted(p.throttles) and max(p.throttles) <= 99
+    if not auto:
+        assert set(p.throttles) == {0}
+    if p.converged:
+        assert p.remaining <= bandwidth * downtime * (1 + 1e-9) + 1e-6
+        assert p.downtime == pytest.approx(p.remaining / flush + cost, rel=1e-12, abs=1e-15)
+        assert p.iterations == len(p.rounds) + 2
+        assert p.total_time == pytest.approx(startup + sum(p.round_times) + p.downtime,
+                                             rel=1e-9, abs=1e-12)
+        assert p.round_times[-1] >= max(0.0, window - sum(p.round_times[:-1])) - 1e-12
+    else:
+        assert p.downtime is None and p.iterations == len(p.rounds) + 1
+        assert p.total_time == pytest.approx(startup + sum(p.round_times), rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    used=st.integers(16, 4096).map(lambda m: m * MiB), ws_fraction=st.floats(0.01, 1.0),
+    dirty=st.floats(0.0, 1.2e9), link=st.sampled_from([1.25e8, 1.25e9]),
+    cap=st.sampled_from([0.0, 20 * MiB, 200 * MiB]), downtime=st.floats(0.005, 1.0),
+    startup=st.sampled_from([0.0, 0.285]), window=st.sampled_from([0.0, 0.1]),
+)
+def test_isolated_migration_reproduces_plan_qemu_property(
+    used: int, ws_fraction: float, dirty: float, link: float, cap: float, downtime: float,
+    startup: float, window: float,
+) -> None:
+    ws = max(1, int(used * ws_fraction))
+    bandwidth = min(cap or link, link)
+    assume(not near_threshold(used, ws, dirty, bandwidth, downtime, window))
+    expected = expect(used, ws, dirty, link, cap, None, downtime, startup, 0.02, window, None)
+    assume(expected.converged)
+    record = one_migration(used, ws, dirty, link=link, cap=cap, max_downtime=downtime,
+                           startup_cost=startup, switchover_cost=0.02, bandwidth_window=window)
+    assert_matches(record, expected)
