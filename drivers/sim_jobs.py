@@ -423,8 +423,8 @@ class MigrationJob:
                             high = 0
                             self.throttle = throttle_step(self.throttle)
                     period_start, period_dirty, period_sent = self.env.now, 0.0, 0.0
-            if self.iteration > MAX_PRECOPY_ROUNDS:
-                self.end(JobType.FAILED, NOT_CONVERGED.format(rounds=self.iteration - 1))
+            if self.iteration >= MAX_PRECOPY_ROUNDS:  # counted in syncs, as libvirt does
+                self.end(JobType.FAILED, NOT_CONVERGED.format(rounds=self.iteration))
                 return
             size = dirty
         # the guest pauses: what is pending is flushed at the link's speed, not the cap
