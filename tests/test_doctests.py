@@ -37,7 +37,8 @@ WITH_DOCTESTS = {
     *(f"livemig.drivers.{m}" for m in (
         "libvirt_conn", "libvirt_jobs", "network", "precopy", "sim_hosts")),
     "livemig.drivers",
-    *(f"livemig.drivers.lab.{m}" for m in ("daemons", "guest", "lab", "layout", "pki")),
+    *(f"livemig.drivers.lab.{m}" for m in (
+        "daemons", "firewall", "guest", "lab", "layout", "pki", "statedir")),
 }
 
 
