@@ -319,6 +319,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             cases = matrix_mod.load_matrix(args.matrix)
         except (ScenarioError, UnitError, OSError, UnicodeDecodeError) as exc:
             raise CliError(_one_line(exc)) from exc
+    fit_names = None
+    if args.fit is not None:
+        fit_names = [n.strip() for n in args.fit.split(",") if n.strip()]
+        unknown = [n for n in fit_names if n not in {c.name for c in cases}]
+        if unknown or not fit_names:
+            raise CliError(f"--fit {printable(args.fit)}: expected names of the matrix's cases "
+                           f"({', '.join(c.name for c in cases)})")
+    if not any(not c.capped for c in cases if fit_names is None or c.name in fit_names):
+        raise CliError("the cases to fit include no uncapped case: the link speed cannot be "
+                       "measured (add a case without bandwidth)")
     profile = Path(args.out)
     cases_dir = Path(args.cases_dir) if args.cases_dir else profile.parent
     if profile.is_dir() or not profile.parent.is_dir():
@@ -343,7 +353,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         bar.draw()
     try:
         results, fitted = run_mod.calibrate(
-            inventory, cases, cases_dir, profile, name=args.name,
+            inventory, cases, cases_dir, profile, name=args.name, fit_names=fit_names,
             on_case=(lambda r: bar.advance(ok=r.completed)) if bar is not None else None,
         )
     except (DriverSetupError, ValueError) as exc:
@@ -511,6 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="where cases.csv, real/ and scenarios/ go (default: beside "
                            "the profile)")
     calibrate.add_argument("--name", help="the profile's name (default: calibrated-<lab>)")
+    calibrate.add_argument("--fit", metavar="CASE,...",
+                           help="fit on these cases only; the others are held out (their "
+                           "prediction errors are reported in the profile's measured block)")
     calibrate.add_argument("--force", action="store_true",
                            help="replace an existing profile and calibration files")
     calibrate.add_argument("--no-progress", action="store_true", help="no progress bar")

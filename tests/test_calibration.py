@@ -79,12 +79,15 @@ def test_fit_recovers_the_parameters_that_made_the_cases() -> None:
     fitted = fit_profile(cases)
     assert fitted.startup_cost == pytest.approx(TRUE.startup_cost, rel=1e-9)
     assert fitted.link_speed == pytest.approx(TRUE.link_speed, rel=1e-9)
-    assert fitted.switchover_cost == pytest.approx(TRUE.switchover_cost, rel=1e-9)
+    # the smallest downtime: the cost plus c2's remainder (1 MiB at 150 MiB/s)
+    assert fitted.switchover_cost == pytest.approx(TRUE.switchover_cost + 1 / 150, rel=1e-9)
+    flushed_nothing = synthetic("c3", cap=10 * MiB, limit=0.1, nz=0.0, profile=TRUE)
+    assert fit_profile([*cases, flushed_nothing]).switchover_cost == TRUE.switchover_cost
     other = Profile(startup_cost=0.7, switchover_cost=0.005, link_speed=60 * MiB)
     refit = fit_profile([synthetic(c.name, cap=c.bandwidth, limit=c.max_downtime,
                                    nz=c.non_zero, profile=other) for c in cases])
     assert (refit.startup_cost, refit.link_speed) == pytest.approx((0.7, 60 * MiB))
-    assert refit.switchover_cost == pytest.approx(0.005)
+    assert refit.switchover_cost == pytest.approx(0.005 + 1 / 60)
 
 
 def test_fit_ignores_cases_that_did_not_complete() -> None:
