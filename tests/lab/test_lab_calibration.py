@@ -6,15 +6,18 @@ idle case and a capped one; held out are a capped case with another RAM, working
 limit, an uncapped one with a dirtying guest, and a case that cannot converge (aborted by
 its completion timeout).
 
-Tolerances, from the spread measured on this 2-core machine under load 3-5 (the same case
-run twice, minutes apart; see the branch's report): libvirt's ``time_elapsed`` of a capped
-case varied by 9 % (5.08 / 5.53 s), its start-up cost by 0.48-1.07 s between cases; an
-uncapped case by 45 % (1.47 / 2.31 s: the transfer speed was 62 and 158 MB/s, QEMU's
-migration thread competing with TCG vCPUs and other work for 2 cores). A prediction
-carries the noise of the fitted case and of the held-out one, so: capped within 30 %,
-uncapped within 60 %, and the outcome (converges or not) right in every case. This is
-the closed form of :mod:`livemig.calibration.fit` (the simulator's QEMU model lives on
-another branch); it checks that the estimators measure what the cases need.
+Tolerances, from the spread measured on this 2-core machine under load 2-5 (see the
+branch's report). The lab guest busy-waits (a CPU-bound writer), so each TCG guest holds a
+core, and QEMU's migration thread competes with it and with other work: the same uncapped
+case (256 MiB, 64 MiB at 8 MiB/s) took 0.64, 1.81 and 2.03 s of ``time_elapsed`` in three
+runs (transfer 304, 160, 147 MB/s; start-up cost 0.19-0.94 s, in two regimes about 0.5 s
+apart). A capped case is paced by its cap: the same one took 4.99, 5.08 and 5.53 s (about
+10 %), and held-out capped predictions were off by -3.7 to +6.1 % (fit on 2 of 11 cases). So:
+capped held-out cases within 25 % (two start-up regimes, 0.5 s each way, on a 5-8 s case);
+uncapped within a factor of 3 (the regimes of the fitted and held-out cases can differ:
+2.8x measured); the outcome (converges or not) right in every case. The predictions are the
+closed form of :mod:`livemig.calibration.fit` (the simulator's QEMU model lives on another
+branch): the test checks that the estimators measure what the cases need.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ cases:
      bandwidth: 8MiB/s, max_downtime: 100ms, completion_timeout: 4s}
 """
 FIT = ("fit-u128-idle", "fit-c20-128-r4")
-TOLERANCE = {True: 0.30, False: 0.60}  # capped, uncapped: see the module docstring
+CAPPED_TOLERANCE = 0.25  # relative error of time_elapsed (module docstring)
+UNCAPPED_FACTOR = 3.0  # predicted / real within [1/3, 3] (module docstring)
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +157,10 @@ def test_held_out_predictions_are_within_the_measured_spread(calibrated: dict) -
         error = (pred.total_time - real) / real
         report.append(f"{name}: real {real:.3f} s, predicted {pred.total_time:.3f} s "
                       f"({error:+.1%})")
-        assert abs(error) <= TOLERANCE[case.capped], report
+        if case.capped:
+            assert abs(error) <= CAPPED_TOLERANCE, report
+        else:
+            assert 1 / UNCAPPED_FACTOR <= pred.total_time / real <= UNCAPPED_FACTOR, report
     print("\n".join(report))
 
 
@@ -166,6 +173,6 @@ def test_compare_against_the_simulator_replaying_the_cases(calibrated: dict) -> 
                  str(out / "compare")]) == 0
     with (out / "compare" / "compare.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert [r["instance"] for r in rows] == list(calibrated["rows"])
+    assert sorted(r["instance"] for r in rows) == sorted(calibrated["rows"])
     assert all(r["outcome_match"] == "True" for r in rows), rows
     assert (out / "compare" / "compare.png").stat().st_size > 0
