@@ -193,6 +193,30 @@ def test_the_dirtier_prints_the_truth_fields_that_the_parser_reads() -> None:
     assert truth == GuestTruth(ticks=1, rate_mibps=1.5, nonzero_mib=90.5, memfree_mib=90.5)
 
 
+def test_a_changed_dirtier_source_gives_a_new_image_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guest image is cached by a hash of its inputs: a new dirtier.c builds a new one."""
+    from types import SimpleNamespace
+
+    from livemig.drivers.lab import image
+
+    src = tmp_path / "guest"
+    src.mkdir()
+    for name in ("init", "dirtier.c"):
+        (src / name).write_bytes((DIRTIER.parent / name).read_bytes())
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"busybox")
+    monkeypatch.setattr(image, "GUEST_SRC", src)
+    monkeypatch.setattr(image, "BUSYBOX", busybox)
+    monkeypatch.setattr(image, "_kernel_package", lambda cache: ("linux-image-x", "1"))
+    monkeypatch.setattr(image, "run", lambda *a, **k: SimpleNamespace(stdout="12.2.0\n"))
+    before = image.image_key(tmp_path)
+    assert image.image_key(tmp_path) == before
+    (src / "dirtier.c").write_text((src / "dirtier.c").read_text() + "/* changed */\n")
+    assert image.image_key(tmp_path) != before
+
+
 def test_truth_takes_medians_over_a_tick_range_and_skips_unreadable_memory() -> None:
     lines = "".join(f"tick {i} uptime={i}.00 dirtied_mib=0 behind_ms=0 rate_mibps={r} "
                     f"nonzero_mib={z} memfree_mib=50\n"
