@@ -352,9 +352,8 @@ def test_bad_input_is_one_line_and_exit_2(
     assert not (tmp_path / "p.yaml").exists()
 
 
-def test_calibrate_refuses_a_bad_matrix_before_running_anything(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def fake_inventory(tmp_path: Path) -> Path:
+    """An inventory file of two hosts that nobody serves (enough for the input checks)."""
     inv = tmp_path / "inventory.yaml"
     inv.write_text(
         "lab: x\nlab_dir: /nowhere\nstorage: shared\ninstances_path: /i\nconsole_dir: /c\n"
@@ -362,6 +361,13 @@ def test_calibrate_refuses_a_bad_matrix_before_running_anything(
         "image: null\nhosts:\n"
         + "".join(f"- {{name: h{i}, address: 198.18.0.1{i}, uri: 'qemu+tcp://198.18.0.1{i}/system',"
                   f" netns: n{i}, host_uuid: u{i}, instances_dir: /i}}\n" for i in (1, 2)))
+    return inv
+
+
+def test_calibrate_refuses_a_bad_matrix_before_running_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = fake_inventory(tmp_path)
     matrix = tmp_path / "m.yaml"
     matrix.write_text("cases:\n  - {name: a, ram: 128MiB, working_set: 100MiB, "
                       "dirty_rate: 0MiB/s, max_downtime: 1s}\n")
@@ -371,3 +377,23 @@ def test_calibrate_refuses_a_bad_matrix_before_running_anything(
     assert code == 2, err
     assert "m.yaml:2: cases[0].working_set: 100 MiB is too large" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "m.yaml"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--fit", "u128-idle,nope"], "--fit u128-idle,nope: expected names of the matrix's cases"),
+    (["--fit", "c20-128-w16-r4,no-converge"], "the cases to fit include no uncapped case"),
+    (["--out", "{tmp}/missing/p.yaml"], "expected a file in an existing directory"),
+    (["--out", "{tmp}/old.yaml"], "old.yaml already exists (use --force"),
+])
+def test_calibrate_checks_its_options_before_running_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    inv = fake_inventory(tmp_path)
+    (tmp_path / "old.yaml").write_text("name: old\n")
+    argv = ["calibrate", "--inventory", str(inv), "--out", str(tmp_path / "p.yaml"),
+            *[a.format(tmp=tmp_path) for a in extra]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "old.yaml"]
+    assert (tmp_path / "old.yaml").read_text() == "name: old\n"
