@@ -179,7 +179,7 @@ def plot(path: Path, rows: Sequence[dict[str, Any]]) -> None:
             ax.plot([0, hi], [0, hi], color="#7f7f7f", linewidth=1, linestyle="--", label="y = x")
             ax.set_xlim(0, hi)
             ax.set_ylim(0, hi)
-            ax.legend(loc="upper left", fontsize=8)
+            ax.legend(loc="lower right", fontsize=8)
         else:
             ax.text(0.5, 0.5, "no pairs", ha="center", va="center", transform=ax.transAxes)
         ax.set_xlabel(f"real {label}")

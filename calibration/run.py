@@ -303,3 +303,18 @@ def calibrate(
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
     tmp.replace(profile_path)
     return done, profile
+
+
+def replay_on_simulator(cases_dir: Path) -> tuple[str, dict[str, Any]]:
+    """Run every ``cases_dir/scenarios/*.yaml`` on the simulator into ``cases_dir/sim/CASE``
+    and compare them with ``cases_dir/real`` into ``cases_dir/compare`` (``--replay``);
+    returns the error table and its summary (:func:`livemig.calibration.compare.compare`)."""
+    from livemig.calibration.compare import compare
+    from livemig.core import results
+    from livemig.core.runner import run_scenario
+    from livemig.core.scenario import load_scenario
+
+    for path in sorted((cases_dir / "scenarios").glob("*.yaml")):
+        result = run_scenario(load_scenario(path), "sim")
+        results.write_results(result, cases_dir / "sim" / path.stem, force=True)
+    return compare(cases_dir / "real", cases_dir / "sim", cases_dir / "compare")

@@ -334,7 +334,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if profile.is_dir() or not profile.parent.is_dir():
         raise CliError(f"--out {printable(args.out)}: expected a file in an existing directory")
     existing = [p for p in (profile, cases_dir / "cases.csv", cases_dir / "real",
-                            cases_dir / "scenarios") if p.exists()]
+                            cases_dir / "scenarios", cases_dir / "sim", cases_dir / "compare")
+                if p.exists()]
     if existing and not args.force:
         raise CliError(f"{printable(str(existing[0]))} already exists (use --force to replace "
                        "the profile and the calibration's files)")
@@ -370,6 +371,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
            f"{fitted.switchover_cost * 1000:.1f} ms, link_speed "
            f"{fitted.link_speed / 2**20:.1f} MiB/s")
     _print(f"profile written to {profile}; cases in {cases_dir / 'cases.csv'}")
+    if args.replay:
+        text, _ = run_mod.replay_on_simulator(cases_dir)
+        _print("\nthe simulator replaying the cases (sim/), against the real runs (real/):")
+        _print(text)
+        _print(f"\nwritten to {cases_dir / 'compare'} (compare.csv, compare.png)")
     return EXIT_OK
 
 
@@ -524,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
     calibrate.add_argument("--fit", metavar="CASE,...",
                            help="fit on these cases only; the others are held out (their "
                            "prediction errors are reported in the profile's measured block)")
+    calibrate.add_argument("--replay", action="store_true",
+                           help="then run the cases on the simulator (sim/) and compare them "
+                           "with the real runs (compare/)")
     calibrate.add_argument("--force", action="store_true",
                            help="replace an existing profile and calibration files")
     calibrate.add_argument("--no-progress", action="store_true", help="no progress bar")

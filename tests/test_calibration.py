@@ -35,10 +35,12 @@ from livemig.calibration.run import (
     hidden_memory,
     non_zero,
     profile_document,
+    replay_on_simulator,
     write_cases,
 )
 from livemig.calibration.truth import GuestTruth, guest_truth
 from livemig.core.cli import main
+from livemig.core.results import write_results
 from livemig.core.runner import run_scenario
 from livemig.core.scenario import parse_scenario
 from livemig.core.units import parse_duration, parse_rate
@@ -335,6 +337,27 @@ def test_compare_on_run_directories_written_by_livemig_run(tmp_path: Path) -> No
     _, summ = cmp.compare(tmp_path / "a", tmp_path / "b", tmp_path / "cmp")
     assert summ["outcome"] == {"n": 1, "matched": 1}
     assert summ["total_time_s"]["median"] > 0.5  # half the cap: much longer
+
+
+def test_replay_runs_the_case_scenarios_on_the_simulator_and_compares(tmp_path: Path) -> None:
+    """``calibrate --replay``'s second half: scenarios/ on the simulator into sim/, then
+    compare/ against real/ (here stand-in real runs: the simulator with half the cap)."""
+    (tmp_path / "scenarios").mkdir()
+    for case in (DEFAULT_MATRIX[4], DEFAULT_MATRIX[-1]):  # capped 20 MiB/s; no-converge
+        text = case_scenario_text(case, "lab1", "lab2")
+        (tmp_path / "scenarios" / f"{case.name}.yaml").write_text(text)
+        slower = text.replace(f"bandwidth: {case.bandwidth / MiB:g}MiB/s",
+                              f"bandwidth: {case.bandwidth / MiB / 2:g}MiB/s")
+        result = run_scenario(parse_scenario(slower, source=case.name), "sim")
+        write_results(result, tmp_path / "real" / case.name)
+    table, summ = replay_on_simulator(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "sim").iterdir()) == [
+        "c20-128-w16-r4", "no-converge"]
+    assert summ["outcome"] == {"n": 2, "matched": 2}
+    with (tmp_path / "compare" / "compare.csv").open() as fh:
+        rows = {r["instance"]: r for r in csv.DictReader(fh)}
+    assert float(rows["c20-128-w16-r4"]["total_time_s_err"]) < -0.3  # twice the cap: faster
+    assert "outcomes matched: 2/2" in table
 
 
 @pytest.mark.parametrize("argv, message", [
