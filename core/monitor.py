@@ -8,7 +8,8 @@ The poll (Nova's ``_live_migration_monitor``), every ``poll_interval``:
    carry out an operator's abort or force-complete, the run's horizon (an
    abort, recorded as ``HorizonReached``) and the completion timeout's action
    (abort, or force-complete);
-3. a failed or cancelled job rolls back; a completed one (or, outside
+3. a failed or cancelled job rolls back (``cancelled`` when the controller had
+   aborted it, whatever libvirt calls its end); a completed one (or, outside
    post-copy, a domain that left its source) is post-migrated.
 
 Force-complete switches to post-copy when the job was started with
@@ -102,6 +103,9 @@ class Monitor:
         downtime = record.max_downtime
         acting = False  # an abort or a force-complete has been sent to the driver
         timeout_fired = record.timeout_action is not None
+        # an abort was sent (here, or by the controller before a restart): the job's end
+        # is ours even when libvirt then calls it failed (it may, under load)
+        aborted = record.timeout_action == TimeoutAction.ABORT.value
         while True:
             yield env.timeout(mig.poll_interval)
             try:
@@ -119,7 +123,7 @@ class Monitor:
                         store.update_migration(job.mig_id, max_downtime=step)
                     if not acting and (job.abort_requested or job.halted):
                         driver.abort_job(name)
-                        acting = True
+                        acting = aborted = True
                     elif not acting and job.force_requested:
                         self._force_complete(job)
                         acting = True
@@ -130,11 +134,13 @@ class Monitor:
                                                timeout_action=mig.timeout_action.value)
                         if mig.timeout_action is TimeoutAction.ABORT:
                             driver.abort_job(name)
+                            aborted = True
                         else:
                             self._force_complete(job)
                         acting = True
                 if info.type in (JobType.FAILED, JobType.CANCELLED):
-                    ended = (MigrationStatus.CANCELLED if info.type is JobType.CANCELLED
+                    ended = (MigrationStatus.CANCELLED
+                             if info.type is JobType.CANCELLED or aborted
                              else MigrationStatus.FAILED)
                     exc: NovaException = LiveMigrationFailed(
                         reason=info.error or info.type.value)

@@ -55,6 +55,7 @@ from livemig.core.model import (
     MigrationStatus,
     VmState,
 )
+from livemig.core.profile import model_params
 from livemig.core.runner import RUN_FILE, STATE_FILE, RunResult
 from livemig.core.state import ActionRecord, MigrationRecord
 from livemig.core.units import format_duration
@@ -258,6 +259,19 @@ def policy_block(policy: MigrationPolicy) -> dict[str, Any]:
     return block
 
 
+def model_block(policy: MigrationPolicy) -> dict[str, Any]:
+    """The simulator's pre-copy model: its name, the profile it was given (name and
+    file) and the parameters in force (core/profile.py).
+
+    >>> block = model_block(MigrationPolicy())
+    >>> block["name"], block["profile"], block["params"]["startup_cost"]
+    ('qemu', None, 0.285)
+    """
+    params = model_params(policy).as_dict()
+    return {"name": params.pop("model"), "profile": policy.profile_name,
+            "profile_path": policy.profile, "params": params}
+
+
 def invariants_block(result: RunResult) -> dict[str, Any] | None:
     """``InvariantReport.as_dict()`` of the run (``None`` if it was not checked)."""
     report = getattr(result, "invariants", None)
@@ -308,6 +322,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "outcomes": outcomes(migrations),
         "invariants": invariants_block(result),
         "policy": policy_block(result.scenario.policy.migration),
+        "model": model_block(result.scenario.policy.migration),
         "actions": len(actions(result)),
         "error_counts": dict(sorted(error_counts.items())),
         "completed_total_time_s": describe(

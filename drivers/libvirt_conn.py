@@ -23,11 +23,16 @@ life in a lab where hosts go down, links are cut and libvirtd is restarted:
   runs it: :func:`ensure_event_loop` registers the default one and runs it in a daemon
   thread, once per process. Every connection subscribes to ``JOB_COMPLETED``; the
   source's event is the only place the statistics of a post-copy migration survive.
+
+Every error text this module makes names a URI without its query string or user part
+(:func:`redact_uris`): a TLS lab's URI carries ``?pkipath=<the client key's directory>``,
+and errors end up in ``migrations.csv``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
 import time
@@ -70,6 +75,26 @@ def ensure_event_loop() -> None:
 
         threading.Thread(target=run, name="libvirt-events", daemon=True).start()
         _loop_started = True
+
+
+_URI = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s'\"/?#@]*@)?(?P<rest>[^\s'\"?#]*)"
+    r"(?:[?#][^\s'\"]*)?"
+)
+
+
+def redact_uris(text: str) -> str:
+    """``text`` with every URI's query, fragment and user part removed.
+
+    >>> redact_uris("cannot connect to qemu+tls://198.18.0.11/system?pkipath=/var/tmp/p "
+    ...             "(refused)")
+    'cannot connect to qemu+tls://198.18.0.11/system (refused)'
+    >>> redact_uris("'qemu+ssh://admin:pw@kvm1/system?keyfile=/root/.ssh/id' failed")
+    "'qemu+ssh://kvm1/system' failed"
+    >>> redact_uris("Domain not found: no domain with matching name 'vm1'")
+    "Domain not found: no domain with matching name 'vm1'"
+    """
+    return _URI.sub(r"\g<scheme>\g<rest>", text)
 
 
 def probe_address(uri: str) -> tuple[str, int] | None:
@@ -161,7 +186,7 @@ class Connections:
                 raise
             with self._lock:
                 self._drop(host)
-                self._failed[host] = (time.monotonic(), str(exc))
+                self._failed[host] = (time.monotonic(), _one_line(str(exc)))
             raise HostUnreachable(host=host, reason=_one_line(str(exc))) from exc
 
     def _open(self, host: str, why: str) -> libvirt.virConnect:
@@ -177,7 +202,8 @@ class Connections:
                     pass
             conn = libvirt.open(uri)
         except (OSError, libvirt.libvirtError) as exc:
-            reason = f"cannot connect to {uri} ({why}): {_one_line(str(exc)) or type(exc).__name__}"
+            reason = (f"cannot connect to {redact_uris(uri)} ({_one_line(why)}): "
+                      f"{_one_line(str(exc)) or type(exc).__name__}")
             self._failed[host] = (time.monotonic(), reason)
             raise HostUnreachable(host=host, reason=reason) from exc
         with contextlib.suppress(libvirt.libvirtError):
@@ -216,4 +242,5 @@ def _alive(conn: libvirt.virConnect) -> bool:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    """One line, URIs redacted: the form of every error text this module makes."""
+    return redact_uris(" ".join(text.split()))

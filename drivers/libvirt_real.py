@@ -80,7 +80,7 @@ from livemig.drivers.base import (
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.inventory import Inventory, load_inventory
-from livemig.drivers.libvirt_conn import Connections, HostUnreachable
+from livemig.drivers.libvirt_conn import Connections, HostUnreachable, redact_uris
 from livemig.drivers.libvirt_domains import (
     POOL,
     DomainInfo,
@@ -419,7 +419,7 @@ class LibvirtDriver:
             try:
                 dom.migrateToURI(uri, flags, None, bandwidth_mib)
             except libvirt.libvirtError as exc:
-                job.error = str(exc)
+                job.error = redact_uris(str(exc))
             finally:
                 job.returned = True
 
@@ -439,7 +439,8 @@ class LibvirtDriver:
         try:
             return self._call(job.source, lambda c: act(c.lookupByName(instance)))
         except libvirt.libvirtError as exc:
-            raise MigrationError(reason=f"{what} {instance} on {job.source}: {exc}") from exc
+            raise MigrationError(
+                reason=f"{what} {instance} on {job.source}: {redact_uris(str(exc))}") from exc
 
     def set_max_downtime(self, instance: str, seconds: float) -> None:
         ms = max(1, round(seconds * 1000))
@@ -506,15 +507,22 @@ class LibvirtDriver:
             return JobInfo(type=JobType.NONE)
         if job.final is not None:
             return job.final
-        if job.returned and job.error is not None:
-            kind = JobType.CANCELLED if "canceled by client" in job.error else JobType.FAILED
-            return self._end(job, ended_reading(job, kind, job.error))
+        returned = self._call_returned(job)
+        if returned is not None:
+            return returned
         try:
             return self._read_job(instance, job)
         except HostUnreachable as exc:
             if job.call_pending:  # our migrateToURI fails once the keepalive gives up
                 return with_(job.last, type=JobType.UNBOUNDED, postcopy=job.postcopy)
             return self._end(job, ended_reading(job, JobType.FAILED, str(exc)))
+
+    def _call_returned(self, job: Job) -> JobInfo | None:
+        """The job's end when our ``migrateToURI`` returned its error, else None."""
+        if not job.returned or job.error is None:
+            return None
+        kind = JobType.CANCELLED if "canceled by client" in job.error else JobType.FAILED
+        return self._end(job, ended_reading(job, kind, job.error))
 
     def _end(self, job: Job, info: JobInfo) -> JobInfo:
         job.final = info
@@ -524,6 +532,10 @@ class LibvirtDriver:
         # migrateToURI may return while we read: decide on what was true before reading
         # (the next poll sees its error, if any)
         pending = job.call_pending
+        if not pending:  # it may have returned since job_info looked: its error decides
+            returned = self._call_returned(job)
+            if returned is not None:
+                return returned
         src, stats = self._call(job.source, lambda c: source_reading(c, instance))
         if src is not None and src.key in SOURCE_POSTCOPY:
             job.postcopy = True

@@ -28,6 +28,7 @@ from livemig.core.model import (
     FaultKind,
     HostSpec,
     LiveMigrateEvent,
+    MigrationModel,
     MigrationPolicy,
     NetworkSpec,
     Policy,
@@ -90,9 +91,15 @@ def scenario(
     network: NetworkSpec | None = None,
     seed: int = 0,
     name: str = "test",
+    model: MigrationModel | None = MigrationModel.TEXTBOOK,
 ) -> Scenario:
-    policy = Policy(scheduler=scheduler or SchedulerPolicy(),
-                    migration=migration or MigrationPolicy())
+    """A scenario; its pre-copy model is the textbook one unless ``model`` says otherwise
+    (None: the policy's own). The unit tests pin the textbook's arithmetic, which is
+    simple to compute by hand; tests/test_qemu_model.py covers the qemu model."""
+    migration = migration or MigrationPolicy()
+    if model is not None:
+        migration = dataclasses.replace(migration, model=model)
+    policy = Policy(scheduler=scheduler or SchedulerPolicy(), migration=migration)
     return Scenario(name=name, seed=seed, hosts=tuple(hosts), vms=tuple(vms),
                     events=tuple(events), policy=policy, network=network or NetworkSpec())
 
@@ -161,9 +168,11 @@ class ScriptedDriver:
       :meth:`pre_live_migration` / :meth:`start_migration` /
       :meth:`post_live_migration`;
     * ``shared``: every host sees the same instances path; ``cpu_compatible``:
-      the answer of :meth:`compare_cpu`.
+      the answer of :meth:`compare_cpu`;
+    * ``after_abort``: the reading after :meth:`abort_job` (default CANCELLED; libvirt
+      under load may report the aborted job FAILED with a generic error).
 
-    After :meth:`abort_job` every reading is CANCELLED. ``calls`` records every
+    After :meth:`abort_job` every reading is ``after_abort``. ``calls`` records every
     call; :meth:`calls_to` filters them by method name.
     """
 
@@ -180,6 +189,7 @@ class ScriptedDriver:
         post_error: BaseException | None = None,
         shared: bool = True,
         cpu_compatible: bool = True,
+        after_abort: JobInfo | None = None,
     ) -> None:
         self.env = env
         self.hosts = {f.name: f for f in (hosts or [facts("h1"), facts("h2"), facts("h3")])}
@@ -191,6 +201,7 @@ class ScriptedDriver:
         self.post_error = post_error
         self.shared = shared
         self.cpu_compatible = cpu_compatible
+        self.after_abort = after_abort or ended(JobType.CANCELLED, error="canceled by client")
         self.calls: list[Call] = []
         self._jobs: dict[str, str] = {}  # instance -> dest of its job
         self._polls: dict[str, int] = {}
@@ -264,7 +275,7 @@ class ScriptedDriver:
         if instance not in self._jobs:
             return JobInfo(type=JobType.NONE)
         if instance in self._aborted:
-            return ended(JobType.CANCELLED, error="canceled by client")
+            return self.after_abort
         count = self._polls[instance]
         self._polls[instance] = count + 1
         item = self.script[min(count, len(self.script) - 1)]

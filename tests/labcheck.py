@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import libvirt
 import pytest
 import simpy.rt
 
@@ -69,6 +70,30 @@ def wait_tick_above(log: Path, n: int, timeout: float) -> int:
             pytest.fail(f"console {log} stuck at tick {t} (wanted > {n}); tail:\n{tail}")
         time.sleep(0.2)
     return t
+
+
+def wait_transfer_under_way(uri: str, vm: str, timeout: float = 120.0) -> int:
+    """Wait until ``vm``'s migration job on its source (``uri``, a fresh connection) has
+    sent memory; returns the bytes sent. A condition, not a fixed sleep: on a loaded
+    machine libvirt takes seconds just to start the destination's QEMU."""
+    deadline = time.monotonic() + timeout
+    conn = libvirt.open(uri)
+    try:
+        while True:
+            try:
+                stats = conn.lookupByName(vm).jobStats()
+            except libvirt.libvirtError:
+                stats = {}
+            if (stats.get("type") in (libvirt.VIR_DOMAIN_JOB_BOUNDED,
+                                      libvirt.VIR_DOMAIN_JOB_UNBOUNDED)
+                    and stats.get("memory_processed", 0) > 0):
+                return int(stats["memory_processed"])
+            if time.monotonic() > deadline:
+                pytest.fail(f"{vm}: no migration job sending memory on {uri} within "
+                            f"{timeout:g} s (last stats: {stats})")
+            time.sleep(0.2)
+    finally:
+        conn.close()
 
 
 def assert_guest_keeps_ticking(lab: LabUnderTest, vm: str) -> int:

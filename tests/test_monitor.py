@@ -155,6 +155,53 @@ def test_operator_abort_while_running() -> None:
     assert store.instance("vm1").host == "h1"
 
 
+# libvirt under load: the job the controller aborted reports FAILED, or migrateToURI raises a
+# generic error instead of "operation aborted ... canceled by client" (issue 8, lab-abort).
+FAILED_AFTER_ABORT = ended(JobType.FAILED, error="operation failed: job 'migration out' "
+                           "failed: migration was active, but no RAM info was set")
+
+
+def test_an_operator_abort_whose_job_then_fails_is_cancelled() -> None:
+    driver = fake(script=running(20), after_abort=FAILED_AFTER_ABORT)
+    store = run(driver, MigrationPolicy(completion_timeout=0), [(1.2, "abort")])
+    m = store.migration(1)
+    assert (m.status, m.error) == (S.CANCELLED, "LiveMigrationFailed")
+    assert "no RAM info" in (m.error_message or "")  # libvirt's own words are kept
+    inst = store.instance("vm1")
+    assert (inst.host, inst.vm_state, inst.task_state) == ("h1", VmState.ACTIVE, None)
+
+
+def test_a_timeout_abort_whose_job_then_fails_is_cancelled() -> None:
+    driver = fake(script=[reading(1.0), reading(2.5), reading(3.0)],
+                  after_abort=FAILED_AFTER_ABORT)
+    store = run(driver, MigrationPolicy(completion_timeout=1.0))
+    m = store.migration(1)
+    assert (m.status, m.timeout_action) == (S.CANCELLED, "abort")
+    assert len(driver.calls_to("abort_job")) == 1
+
+
+def test_a_job_that_fails_without_an_abort_stays_failed() -> None:
+    driver = fake(script=[*running(2), ended(JobType.FAILED, error="keepalive timeout")])
+    store = run(driver, MigrationPolicy(completion_timeout=0))
+    assert store.migration(1).status is S.FAILED
+    assert driver.calls_to("abort_job") == []
+
+
+def test_an_aborted_job_that_completed_anyway_is_completed() -> None:
+    # the abort came too late: the guest switched over; its end is the job's, not ours
+    driver = fake(script=running(20), after_abort=ended(JobType.COMPLETED))
+    orig = driver.abort_job
+
+    def abort_job(name: str) -> None:
+        orig(name)
+        driver.instances[name] = "h2"
+
+    driver.abort_job = abort_job  # type: ignore[method-assign]
+    store = run(driver, MigrationPolicy(completion_timeout=0), [(1.2, "abort")])
+    assert store.migration(1).status is S.COMPLETED
+    assert store.instance("vm1").host == "h2"
+
+
 def test_operator_force_complete_while_running_pauses_without_post_copy() -> None:
     driver = fake(script=[*running(4), ended(JobType.COMPLETED)])
     store = run(driver, MigrationPolicy(completion_timeout=0), [(1.2, "force_complete")])

@@ -113,7 +113,9 @@ def test_policy_scenarios_show_their_mechanism() -> None:
         return run_scenario(load_scenario(SCENARIOS / f"{name}.yaml")).store.migration(1)
 
     steps = first("lab-downtime-steps")
-    assert steps.max_downtime >= 2.05 and steps.downtime >= 1.9  # type: ignore[attr-defined]
+    # the last step (2.05 s) let it switch over; QEMU then flushes the 16 MiB at the
+    # link's speed, not the 8 MiB/s cap (the lab showed 26-41 ms)
+    assert steps.max_downtime >= 2.05 and steps.downtime < 0.1  # type: ignore[attr-defined]
     pause = first("lab-force-pause")
     assert (pause.timeout_action, pause.paused_guest, pause.postcopy_at) == (  # type: ignore[attr-defined]
         "force_complete", True, None)

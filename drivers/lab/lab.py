@@ -4,6 +4,8 @@ A lab is N libvirt hosts on this machine, each a network + mount + UTS namespace
 own virtlogd and libvirtd, joined by a bridge in 198.18.0.0/15. ``lab_up`` writes an
 inventory (see :mod:`livemig.drivers.lab.inventory`); ``lab_down`` removes everything the
 lab made, found by name and pid (it also works after a crash, without any state file).
+Both refuse a state directory that anyone but root could have written (its pid files
+would choose what root kills): :mod:`livemig.drivers.lab.statedir`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from livemig.drivers.lab import daemons, machine, netns, pki, records
+from livemig.drivers.lab import daemons, firewall, machine, netns, pki, records, statedir
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.image import DEFAULT_CACHE_DIR, build_image
 from livemig.drivers.lab.inventory import HostEntry, Inventory, write_inventory
@@ -74,6 +76,7 @@ def lab_up(
     if storage not in STORAGE_MODES:
         raise LabError(f"storage(={storage!r}) must be one of {', '.join(STORAGE_MODES)}")
     lab = lab_layout(name, hosts, base_dir, subnet, tls=tls)
+    statedir.require_trusted(lab.lab_dir, strict_levels=2)  # the lab's and the base dir
     lab_down(name, base_dir)  # whatever an earlier (maybe killed) run left
     image = build_image()
     machine.prepare(lab.base_dir, tls=tls)
@@ -88,7 +91,8 @@ def lab_up(
 
 
 def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initrd: Path) -> Path:
-    lab.lab_dir.mkdir(parents=True)
+    lab.lab_dir.mkdir(mode=statedir.DIR_MODE)
+    os.chmod(lab.lab_dir, statedir.DIR_MODE)
     meta = {"hosts": len(lab.hosts), "subnet": str(lab.network), "storage": storage}
     (lab.lab_dir / "lab.json").write_text(json.dumps({**meta, "tls": lab.tls}))
     lab.console_dir.mkdir()
@@ -98,8 +102,10 @@ def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initr
     for host in lab.hosts:
         netns.write_hosts_file(lab, host)
     netns.create_bridge(lab)
+    firewall.install_root(lab)  # before any daemon listens: only root reaches the lab
     for host in lab.hosts:
         netns.create_host_network(lab, host)
+        firewall.install_host(lab, host)
         mbit = _shaping_for(shaping_mbit, host)
         if mbit is not None:
             netns.shape(host, mbit)
@@ -201,6 +207,8 @@ def _lab_processes(host: HostLayout) -> set[Tracked]:
 def lab_down(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR) -> None:
     """Remove everything lab ``name`` made: domains, daemons, QEMUs, namespaces, links,
     files. Safe to call when the lab is partly or not at all there."""
+    # before any pid file is read: the lab's directory and the base directory are root's
+    statedir.require_trusted(lab_layout(name, 1, base_dir).lab_dir, strict_levels=2)
     _require_root()
     lab = _discover(name, base_dir)
     for host in lab.hosts:
@@ -218,6 +226,7 @@ def lab_down(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR) -
     for host in lab.hosts:
         netns.delete_host_network(lab, host)
     netns.delete_bridge(lab)
+    firewall.remove_root(lab)
     if lab.lab_dir.exists():
         left = machine.mounts_under(lab.lab_dir)
         if left:
@@ -281,12 +290,14 @@ def lab_status(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR)
                 "domains": domains,
             }
         )
+    walled = firewall.root_table(lab) in firewall.listed_tables()
     any_left = (
         lab.lab_dir.exists()
         or netns.link_exists(lab.bridge)
+        or walled
         or any(h["netns"] or h["veth"] for h in hosts)
     )
-    whole = lab.inventory_path.exists() and netns.link_exists(lab.bridge)
+    whole = lab.inventory_path.exists() and netns.link_exists(lab.bridge) and walled
     if whole and all(h["answers"] for h in hosts):
         state = "up"
     elif whole and all(h["state"] != "missing" for h in hosts):
@@ -300,6 +311,7 @@ def lab_status(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR)
         "lab_dir": str(lab.lab_dir) if lab.lab_dir.exists() else None,
         "inventory": str(lab.inventory_path) if lab.inventory_path.exists() else None,
         "bridge": lab.bridge if netns.link_exists(lab.bridge) else None,
+        "firewall": walled,
         "hosts": hosts if any_left else [],
     }
 

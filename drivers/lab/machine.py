@@ -3,15 +3,19 @@
 ``ip netns add`` turns /run/netns into a mount, ``ip netns exec`` reads /etc/netns, and
 each host bind-mounts over /run/libvirt (in a TLS lab over /etc/pki too), which must
 exist. Whatever of these did not exist before the first lab came up is noted in
-``<base_dir>/machine.json`` and put back as found by :func:`undo_if_last`.
+``<base_dir>/machine.json`` and put back as found by :func:`undo_if_last`. The base
+directory is created 0755 and must be root's alone (:mod:`livemig.drivers.lab.statedir`):
+``machine.json`` names directories that ``lab down`` removes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
+from livemig.drivers.lab import statedir
 from livemig.drivers.lab.layout import ETC_PKI
 from livemig.drivers.lab.proc import run
 
@@ -26,6 +30,7 @@ def _marks_path(base_dir: Path) -> Path:
 
 def _load(base_dir: Path) -> tuple[list[str], bool]:
     """(directories the lab created, whether it made /run/netns a mount point)."""
+    statedir.require_trusted(_marks_path(base_dir), strict_levels=2)
     try:
         data = json.loads(_marks_path(base_dir).read_text())
         return [str(d) for d in data["created_dirs"]], bool(data["run_netns_mount"])
@@ -35,7 +40,11 @@ def _load(base_dir: Path) -> tuple[list[str], bool]:
 
 def _save(base_dir: Path, created: list[str], run_netns_mount: bool) -> None:
     data = {"created_dirs": created, "run_netns_mount": run_netns_mount}
-    _marks_path(base_dir).write_text(json.dumps(data, indent=1) + "\n")
+    marks = _marks_path(base_dir)
+    tmp = marks.with_name(f".{marks.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    statedir.write_file(tmp, json.dumps(data, indent=1) + "\n")
+    tmp.replace(marks)
 
 
 def is_mountpoint(path: Path) -> bool:
@@ -55,7 +64,8 @@ def mounts_under(path: Path) -> list[str]:
 
 def prepare(base_dir: Path, tls: bool = False) -> None:
     """Create what the lab needs outside its own directory, noting what was not there."""
-    base_dir.mkdir(parents=True, exist_ok=True)
+    statedir.make_dirs(base_dir)
+    statedir.require_trusted(base_dir)
     created, run_netns_mount = _load(base_dir)
     for d in (ETC_NETNS, RUN_LIBVIRT, RUN_NETNS, *([ETC_PKI] if tls else [])):
         if not d.exists():

@@ -4,7 +4,9 @@ Each host's ``pids.json`` (role -> [pid, start time]) is what ``lab down`` relie
 inventory's ``pids`` (role -> pid) is what a driver or test reads. Both are rewritten
 atomically (a temporary file renamed over the old one), the inventory under an exclusive
 ``flock`` so two updates never lose each other's change. A role whose process is gone
-(a host powered off) is removed rather than left pointing at a dead pid.
+(a host powered off) is removed rather than left pointing at a dead pid. A ``pids.json``
+that someone other than root could have written is refused, never believed
+(:mod:`livemig.drivers.lab.statedir`).
 """
 
 from __future__ import annotations
@@ -17,13 +19,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from livemig.drivers.lab import statedir
 from livemig.drivers.lab.inventory import load_inventory, write_inventory
 from livemig.drivers.lab.layout import HostLayout
 from livemig.drivers.lab.proc import Tracked
 
 
 def load_pids(host: HostLayout) -> dict[str, Tracked]:
-    """The host's recorded processes by role (``holder``, ``virtlogd``, ``libvirtd``)."""
+    """The host's recorded processes by role (``holder``, ``virtlogd``, ``libvirtd``);
+    :class:`LabError` if the file or its directory is not root's alone."""
+    statedir.require_trusted(host.pids_file, strict_levels=2)
     try:
         data = json.loads(host.pids_file.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -32,9 +37,10 @@ def load_pids(host: HostLayout) -> dict[str, Tracked]:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    statedir.make_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    tmp.unlink(missing_ok=True)
+    statedir.write_file(tmp, text)
     tmp.replace(path)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from labcheck import last_tick, wait_tick_above
 
+from livemig.drivers.lab import firewall
 from livemig.drivers.lab.daemons import host_uuid_of
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.inventory import Inventory, load_inventory
@@ -53,7 +54,9 @@ def lab_traces() -> dict[str, list[str]]:
              if n.startswith(f"{LAB}-")]  # fmt: skip
     files = [p for p in ("/var/tmp/livemig-lab/" + LAB, "/etc/netns/" + LAB + "-lab1")
              if os.path.exists(p)]  # fmt: skip
-    return {"mounts": mounts, "links": links, "netns": netns, "files": files}
+    tables = [t for t in firewall.listed_tables() if t == f"livemig_{LAB}"]
+    return {"mounts": mounts, "links": links, "netns": netns, "files": files,
+            "tables": tables}
 
 
 def lab_processes(inv: Inventory) -> set[Tracked]:
@@ -68,7 +71,7 @@ def lab_processes(inv: Inventory) -> set[Tracked]:
 
 
 def assert_lab_gone(procs: set[Tracked], net_ids: list[tuple[int, int]]) -> None:
-    assert lab_traces() == {"mounts": [], "links": [], "netns": [], "files": []}
+    assert lab_traces() == {"mounts": [], "links": [], "netns": [], "files": [], "tables": []}
     assert [p.pid for p in procs if p.alive()] == []
     assert pids_in_namespaces("net", net_ids) == []
     qemus = subprocess.run(["pgrep", "-af", "qemu-system"], capture_output=True, text=True)
@@ -95,6 +98,28 @@ def test_every_libvirtd_answers_over_tcp(lab: Inventory) -> None:
         assert virsh(host.uri, "uri").strip() == host.uri
         assert virsh(host.uri, "hostname").strip() == host.name
     assert lab_status(LAB)["state"] == "up"
+
+
+def connects(address: str, port: int, *, user: int | None = None) -> bool:
+    """Whether a TCP connection from the root namespace succeeds (as root, or as ``user``:
+    a uid and gid, with no supplementary groups). bash's /dev/tcp: no Python needed."""
+    cmd = ["timeout", "20", "bash", "-c", f"exec 3<>/dev/tcp/{address}/{port}"]
+    if user is not None:
+        cmd = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *cmd]
+    return subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+
+
+def test_only_root_reaches_the_unauthenticated_libvirtds(lab: Inventory) -> None:
+    """Issue 8, S1: plain mode's ``auth_tcp = "none"`` libvirtd (root on its host) was
+    reachable by any user of the machine; the lab's nftables table lets only root's
+    sockets into the lab's subnet, and each host takes connections from the subnet only."""
+    nobody = 65534
+    for host in lab.hosts:
+        assert connects(host.address, 16509)  # the controller (root) gets through
+        assert not connects(host.address, 16509, user=nobody)
+        assert not connects(host.address, 49152, user=nobody)  # QEMU's migration ports
+        assert firewall.listed_tables(host.netns) == [firewall.HOST_TABLE]
+    assert lab_status(LAB)["firewall"] is True
 
 
 def test_host_uuids_differ(lab: Inventory) -> None:

@@ -30,6 +30,7 @@ from labcheck import (
     defined_domains,
     hosts_running,
     remove_domains,
+    wait_transfer_under_way,
 )
 from test_shipped_scenarios import FAULTS_AND_POLICIES  # tests/ (the simulator's table)
 
@@ -179,7 +180,8 @@ def test_a_killed_controller_is_replaced_by_resume(
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the run never started its migration"
             time.sleep(0.2)
-        time.sleep(2.0)  # well into the transfer
+        # well into the transfer (libvirtd has the job): a condition, not a fixed sleep
+        wait_transfer_under_way(fault_lab.inventory.host("lab1").uri, "lab-vm1")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

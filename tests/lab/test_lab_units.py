@@ -1,6 +1,7 @@
 """The lab's pure parts (no root, no libvirt): names, domain XML, initramfs, inventory,
 daemon configuration (TCP and TLS), the TLS certificates' layout (made with openssl in a
-temporary directory), fault arguments and the pid records."""
+temporary directory), fault arguments, the pid records and the trust in the state
+directory."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from livemig.core.model import FaultKind
+from livemig.drivers.lab import machine, statedir
 from livemig.drivers.lab.commands import configure_lab_parser
 from livemig.drivers.lab.daemons import libvirtd_conf, qemu_conf
 from livemig.drivers.lab.errors import LabError
@@ -20,6 +22,7 @@ from livemig.drivers.lab.faults import inject_fault, layout_of
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.image import Newc
 from livemig.drivers.lab.inventory import HostEntry, Inventory, load_inventory, write_inventory
+from livemig.drivers.lab.lab import lab_down
 from livemig.drivers.lab.layout import ETC_PKI, LIBVIRT_TCP_PORT, LIBVIRT_TLS_PORT, lab_layout
 from livemig.drivers.lab.pki import ca_config, host_files, is_key, leaf_extensions, make_lab_pki
 from livemig.drivers.lab.proc import Tracked, track
@@ -276,3 +279,80 @@ def test_records_follow_restarts_into_the_inventory(tmp_path: Path) -> None:
     assert load_inventory(path).host("lab1").pids == {"holder": me.pid}
     assert sorted(p.name for p in lab_dir.iterdir()) == ["hosts", "inventory.yaml",
                                                          "inventory.yaml.lock"]  # fmt: skip
+
+
+# -- the state directory: only root may have written it (issue 8, S2) ----------------------
+
+
+def not_roots(path: Path) -> None:
+    """Make ``path`` someone else's (as root: nobody's; otherwise it already is)."""
+    if os.geteuid() == 0:
+        os.chown(path, 65534, 65534)
+
+
+def test_lab_down_refuses_a_state_dir_others_may_write(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    (base / "t" / "hosts" / "lab1").mkdir(parents=True)
+    os.chmod(base, 0o777)
+    with pytest.raises(LabError, match=rf"refusing to trust .* at {base}: mode 0777"):
+        lab_down("t", base_dir=base)
+    os.chmod(base, 0o755)
+    os.chmod(base / "t", 0o757)
+    with pytest.raises(LabError, match=rf"at {base / 't'}: mode 0757 lets group or others"):
+        lab_down("t", base_dir=base)
+
+
+def test_lab_down_refuses_a_state_dir_not_owned_by_root(tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    (base / "t").mkdir(parents=True)
+    not_roots(base / "t")
+    with pytest.raises(LabError, match=rf"at {base / 't'}: it is owned by uid \d+, not root"):
+        lab_down("t", base_dir=base)
+
+
+def test_pid_files_others_could_have_written_are_refused(tmp_path: Path) -> None:
+    host = lab_layout("t", hosts=1, base_dir=tmp_path / "base").hosts[0]
+    me = track(os.getpid())
+    assert me is not None
+    save_pid(host, "holder", me)
+    assert stat.S_IMODE(host.pids_file.stat().st_mode) == 0o644
+    assert stat.S_IMODE(host.state_dir.stat().st_mode) == 0o755
+    assert load_pids(host) == {"holder": me}
+    os.chmod(host.pids_file, 0o666)
+    with pytest.raises(LabError, match="pids.json: mode 0666"):
+        load_pids(host)
+    os.chmod(host.pids_file, 0o644)
+    os.chmod(host.state_dir, 0o775)
+    with pytest.raises(LabError, match="mode 0775"):
+        load_pids(host)
+    os.chmod(host.state_dir, 0o755)
+    not_roots(host.pids_file)
+    with pytest.raises(LabError, match="not root"):
+        load_pids(host)
+    host.pids_file.unlink()
+    (host.state_dir / "elsewhere.json").write_text("{}")
+    host.pids_file.symlink_to(host.state_dir / "elsewhere.json")
+    with pytest.raises(LabError, match="symbolic link"):
+        load_pids(host)
+
+
+def test_a_sticky_shared_parent_is_fine_a_plain_writable_one_is_not(tmp_path: Path) -> None:
+    shared = tmp_path / "vartmp"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # like /var/tmp
+    old = os.umask(0o002)  # a permissive umask changes nothing the lab makes
+    try:
+        machine.prepare(shared / "livemig-lab")
+    finally:
+        os.umask(old)
+    base = shared / "livemig-lab"
+    assert stat.S_IMODE(base.stat().st_mode) == 0o755
+    assert stat.S_IMODE((base / "machine.json").stat().st_mode) == 0o644
+    statedir.require_trusted(base, strict_levels=1)
+    os.chmod(shared, 0o777)  # anyone could rename livemig-lab away and put their own
+    with pytest.raises(LabError, match="not sticky"):
+        statedir.require_trusted(base / "t", strict_levels=2)
+    os.chmod(shared, 0o1777)
+    (base / "machine.json").chmod(0o666)
+    with pytest.raises(LabError, match="machine.json: mode 0666"):
+        machine.prepare(base)

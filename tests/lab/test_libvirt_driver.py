@@ -25,6 +25,7 @@ from pathlib import Path
 import libvirt
 import pytest
 import simpy.rt
+from labcheck import wait_transfer_under_way
 from lablock import lab_lock
 
 from livemig.core.flags import AUTO_CONVERGE, POSTCOPY, parse_flags
@@ -319,7 +320,8 @@ def test_a_killed_controllers_job_goes_on_and_is_adopted(inventory: Path) -> Non
         try:
             assert child.stdout is not None
             assert child.stdout.readline().strip() == "started"
-            time.sleep(2.0)
+            # libvirtd has the job and sends memory (not a fixed sleep: load delays it)
+            wait_transfer_under_way(load_inventory(inventory).host("lab1").uri, "rkill")
         finally:
             os.kill(child.pid, signal.SIGKILL)
             child.wait()
