@@ -2,6 +2,8 @@
 
     python benchmarks/bench_drain.py            # 1,000 hosts, 20,000 VMs, ~2,000 migrations
     python benchmarks/bench_drain.py --scale 10 # 10,000 hosts, 200,000 VMs, ~20,000 migrations
+    python benchmarks/bench_drain.py --drain-every 1s  # one drain a second (VMs then arrive
+                                                       # at hosts being drained)
 
 Prints wall time, simulated events per second, peak memory (the process's max
 RSS; with --tracemalloc also Python's traced peak, at a large cost in speed),
@@ -30,14 +32,17 @@ from livemig.core.model import (
     Storage,
     VmSpec,
 )
+from livemig.core.results import drains_block
 from livemig.core.runner import run_scenario
+from livemig.core.units import parse_duration
 
 GiB = 1 << 30
 MiB = 1 << 20
 
 
-def data_centre(scale: int, seed: int = 1) -> Scenario:
-    """``scale`` x (1,000 hosts in 50 racks, 20,000 VMs, 100 drained hosts)."""
+def data_centre(scale: int, seed: int = 1, drain_every: float = 0.0) -> Scenario:
+    """``scale`` x (1,000 hosts in 50 racks, 20,000 VMs, 100 drained hosts), the drains
+    ``drain_every`` seconds apart (0: all at once)."""
     rng = random.Random(seed)
     racks = 50 * scale
     per_rack = 20
@@ -76,7 +81,7 @@ def data_centre(scale: int, seed: int = 1) -> Scenario:
         vms=tuple(vms),
         network=NetworkSpec(host_link=1.25e9, uplink=5e9),
         policy=Policy(migration=MigrationPolicy(max_concurrent_per_host=2)),
-        events=tuple(DrainEvent(at=0.0, host=h) for h in drained),
+        events=tuple(DrainEvent(at=i * drain_every, host=h) for i, h in enumerate(drained)),
     )
 
 
@@ -96,12 +101,14 @@ def bare_simpy_events_per_second(n: int = 500_000) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=1)
+    parser.add_argument("--drain-every", type=parse_duration, default=0.0,
+                        help="time between two drains, e.g. 1s (default: all at 0 s)")
     parser.add_argument("--tracemalloc", action="store_true",
                         help="also trace Python allocations (slows the run ~4x; off by default "
                         "so the wall time is the real one; the max RSS is always shown)")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    scenario = data_centre(args.scale)
+    scenario = data_centre(args.scale, drain_every=args.drain_every)
     build = time.perf_counter() - t0
     if args.tracemalloc:
         tracemalloc.start()
@@ -114,6 +121,9 @@ def main() -> None:
     print(f"scenario              {scenario.name}: {len(scenario.hosts)} hosts, "
           f"{len(scenario.vms)} VMs, {len(scenario.events)} hosts drained")
     print(f"migrations            {sum(statuses.values())} {dict(sorted(statuses.items()))}")
+    left = [d for d in drains_block(result) if not d["completed"]]
+    print(f"drains incomplete     {len(left)} of {len(scenario.events)} "
+          f"({sum(len(d['instances_left']) for d in left)} VMs left on drained hosts)")
     print(f"build scenario        {build:.2f} s wall")
     print(f"run (full core)       {result.wall_time:.2f} s wall"
           + ("  (under tracemalloc)" if args.tracemalloc else ""))

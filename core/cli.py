@@ -2,41 +2,82 @@
 
 ``livemig run SCENARIO``     run a scenario and write its results directory
 ``livemig validate FILE...`` check scenario files without running them
+``livemig check PATH...``    run scenario files on the simulator and gate on their ``expect:``
 ``livemig resume RUN_DIR``   a new controller for a real run whose controller died
+``livemig calibrate ...``    run a matrix of real migrations, fit a profile (livemig.calibration)
+``livemig compare REAL SIM`` per-migration errors of a prediction against real runs
 ``livemig lab ...``          the namespace lab (when ``livemig.drivers.lab.commands`` exists)
 
 A problem with the input (scenario file, driver name, inventory, output
 directory) is one line ``livemig: error: <message>`` on stderr and exit code 2,
-and nothing is written. A migration that fails is a result (exit 0). Anything
+and nothing is written. A migration that fails is a result (exit 0). Standard
+output that cannot be written (a full disk, ``> /dev/full``) is such an error too;
+a closed pipe (``livemig run ... | head -1``) ends the command quietly with exit
+code 141 (128 + SIGPIPE, what the shell shows for ``cat`` in that case), the
+results directory, written before the summary is printed, complete. Anything
 else is a bug and propagates with its traceback.
+
+Modules are imported when a command needs them: ``--help`` and ``validate`` load
+neither the simulator (SimPy, NumPy) nor matplotlib.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import IO, Any, NoReturn
 
 import livemig
 from livemig.core.model import Scenario
 from livemig.core.units import UnitError
 from livemig.drivers import DRIVERS, driver_class
-from livemig.drivers.base import DriverSetupError
 
 PROG = "livemig"
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE
 RESULTS_ROOT = Path("results")
 LAB_COMMANDS_MODULE = "livemig.drivers.lab.commands"
 
 
 class CliError(Exception):
     """A problem with the user's input: reported as one line, exit code 2."""
+
+
+def _print(text: str) -> None:
+    """``text`` and a newline on stdout, flushed: a write error surfaces here.
+
+    A closed pipe propagates as ``BrokenPipeError`` (see :func:`main`); any other
+    ``OSError`` (e.g. ``ENOSPC`` from ``> /dev/full``) becomes a :class:`CliError`.
+    """
+    try:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        _discard_stdout()
+        raise CliError(f"cannot write to standard output: {exc.strerror or exc}") from exc
+
+
+def _discard_stdout() -> None:
+    """Point file descriptor 1 at /dev/null so the exit's final flush cannot fail again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return  # not a real file (e.g. captured by a test)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _scenario_module() -> Any:
@@ -90,6 +131,7 @@ def _seed(text: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """``livemig run``: load, check, run, write results, print the summary."""
     from livemig.core import results, runner
+    from livemig.drivers.base import DriverSetupError
 
     if args.inventory is not None and args.driver != "libvirt":
         raise CliError(f"--inventory is only used by --driver libvirt (not {args.driver})")
@@ -109,17 +151,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else default_out_dir(scenario.name)
     try:
         results.check_output_dir(out, force=args.force)
-    except OSError as exc:  # exists (no --force), may not be replaced, a bad name
+        results.check_writable(out)  # before the run, not after it
+    except OSError as exc:  # exists (no --force), may not be replaced, a bad name, read-only
         raise CliError(_one_line(exc)) from exc
     run_dir: Path | None = None
     if getattr(driver_class(args.driver), "REALTIME", False):
         # a real run keeps its records in the run directory while it runs (for resume)
         if out.is_dir():
             shutil.rmtree(out)  # --force was given (checked above)
-        out.mkdir(parents=True)
+        try:
+            results.make_dirs(results.missing_parents(out))
+        except OSError as exc:
+            raise CliError(_one_line(exc)) from exc
         run_dir = out
 
-    bar = _progress(args, runner.expected_migrations(scenario))
+    bar = _progress(args, runner.expected_migrations(scenario), scenario.until)
     try:
         result = runner.run_scenario(
             scenario, args.driver, seed=args.seed, driver_options=options or None,
@@ -135,12 +181,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _write(result, out, force=args.force or run_dir is not None)
 
 
-def _progress(args: argparse.Namespace, total: int) -> Any:
+def _progress(args: argparse.Namespace, total: int, horizon: float | None = None) -> Any:
     from livemig.core.progress import ProgressBar
 
     if args.no_progress or not sys.stderr.isatty():
         return None
-    bar = ProgressBar(total, sys.stderr)
+    bar = ProgressBar(total, sys.stderr, horizon=horizon)
     bar.draw()
     return bar
 
@@ -152,8 +198,8 @@ def _write(result: Any, out: Path, *, force: bool) -> int:
         written = results.write_results(result, out, force=force)
     except OSError as exc:  # appeared while the scenario ran, or cannot be replaced
         raise CliError(_one_line(exc)) from exc
-    print(results.summary_table(result))
-    print(f"\nresults written to {written}")
+    _print(results.summary_table(result))
+    _print(f"\nresults written to {written}")
     return EXIT_OK
 
 
@@ -166,12 +212,18 @@ def _is_file(path: Path) -> bool:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """``livemig resume``: a new controller reconciles a real run and finishes it."""
-    from livemig.core import runner
+    from livemig.core import results, runner
+    from livemig.drivers.base import DriverSetupError
 
     run_dir = Path(args.run_dir)
     try:
         info = runner.read_run_file(run_dir)
     except ValueError as exc:
+        raise CliError(_one_line(exc)) from exc
+    try:  # the results replace the directory's files at the end: may they?
+        results.check_output_dir(run_dir, force=True)
+        results.check_writable(run_dir)
+    except OSError as exc:
         raise CliError(_one_line(exc)) from exc
     options: dict[str, Any] = {}
     if args.inventory is not None:
@@ -204,11 +256,153 @@ def cmd_validate(args: argparse.Namespace) -> int:
             _error(str(exc))
             status = EXIT_USAGE
             continue
-        print(
+        _print(
             f"OK {path} ({len(scenario.hosts)} hosts, {len(scenario.vms)} vms, "
             f"{len(scenario.events)} events)"
         )
     return status
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``livemig check``: run a suite in parallel, print a table, exit 0/1/2 (check_suite)."""
+    import time
+
+    from livemig.core import check_suite
+
+    if args.driver != "sim":
+        raise CliError(f"check runs on --driver sim only for now: --driver {args.driver} needs "
+                       "root and an inventory of hosts (use livemig run --driver libvirt "
+                       "--inventory FILE for one scenario)")
+    if args.junit is not None:
+        junit = Path(args.junit)
+        if junit.is_dir() or not junit.parent.is_dir():
+            raise CliError(f"--junit {printable(args.junit)}: expected a file in an existing "
+                           "directory")
+    try:
+        files = check_suite.discover(args.paths)
+    except ValueError as exc:
+        raise CliError(_one_line(exc)) from exc
+    start = time.perf_counter()
+    reports = check_suite.run_suite(files, args.jobs, args.driver)
+    wall = time.perf_counter() - start
+    print(check_suite.table(reports, wall, args.jobs))
+    if args.junit is not None:
+        try:
+            check_suite.write_junit(args.junit, reports, wall)
+        except OSError as exc:
+            raise CliError(_one_line(exc)) from exc
+    return check_suite.exit_code(reports)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """``livemig calibrate``: real migrations of a matrix on an inventory's hosts, a profile."""
+    from livemig.calibration import matrix as matrix_mod
+    from livemig.core.yaml_nodes import ScenarioError
+
+    inventory = Path(args.inventory)
+    if not _is_file(inventory):
+        raise CliError(f"{printable(args.inventory)}: inventory file not found")
+    try:
+        from livemig.drivers.lab.errors import LabError
+        from livemig.drivers.lab.inventory import load_inventory
+
+        inv = load_inventory(inventory)
+    except LabError as exc:
+        raise CliError(_one_line(exc)) from exc
+    if len(inv.hosts) < 2:
+        raise CliError(f"{printable(args.inventory)}: calibration needs two hosts (the "
+                       f"inventory has {len(inv.hosts)})")
+    if args.matrix is None:
+        cases = list(matrix_mod.DEFAULT_MATRIX)
+    else:
+        try:
+            cases = matrix_mod.load_matrix(args.matrix)
+        except (ScenarioError, UnitError, OSError, UnicodeDecodeError) as exc:
+            raise CliError(_one_line(exc)) from exc
+    fit_names = None
+    if args.fit is not None:
+        fit_names = [n.strip() for n in args.fit.split(",") if n.strip()]
+        unknown = [n for n in fit_names if n not in {c.name for c in cases}]
+        if unknown or not fit_names:
+            raise CliError(f"--fit {printable(args.fit)}: expected names of the matrix's cases "
+                           f"({', '.join(c.name for c in cases)})")
+    if not any(not c.capped for c in cases if fit_names is None or c.name in fit_names):
+        raise CliError("the cases to fit include no uncapped case: the link speed cannot be "
+                       "measured (add a case without bandwidth)")
+    profile = Path(args.out)
+    cases_dir = Path(args.cases_dir) if args.cases_dir else profile.parent
+    if profile.is_dir() or not profile.parent.is_dir():
+        raise CliError(f"--out {printable(args.out)}: expected a file in an existing directory")
+    existing = [p for p in (profile, cases_dir / "cases.csv", cases_dir / "real",
+                            cases_dir / "scenarios", cases_dir / "sim", cases_dir / "compare")
+                if p.exists()]
+    if existing and not args.force:
+        raise CliError(f"{printable(str(existing[0]))} already exists (use --force to replace "
+                       "the profile and the calibration's files)")
+    if not os.access(profile.parent, os.W_OK):
+        raise CliError(f"{printable(str(profile.parent))}: not writable")
+    try:
+        from livemig.calibration import run as run_mod
+    except ImportError as exc:
+        raise CliError(f"calibrate needs libvirt-python: {_one_line(exc)}") from exc
+    from livemig.core.progress import ProgressBar
+    from livemig.drivers.base import DriverSetupError
+
+    bar = None
+    if not args.no_progress and sys.stderr.isatty():
+        bar = ProgressBar(len(cases), sys.stderr, label="calibration cases")
+        bar.draw()
+    try:
+        results, fitted = run_mod.calibrate(
+            inventory, cases, cases_dir, profile, name=args.name, fit_names=fit_names,
+            on_case=(lambda r: bar.advance(ok=r.completed)) if bar is not None else None,
+        )
+    except (DriverSetupError, ValueError) as exc:
+        raise CliError(_one_line(exc)) from exc
+    finally:
+        if bar is not None:
+            bar.close()
+    for r in results:
+        row = r.row()
+        _print(f"{row['case']:<20} {row['status']:<10} time_elapsed={row['time_elapsed_ms']} ms "
+               f"downtime={row['downtime_ms']} ms guest_rate={row['guest_rate_mibps']} MiB/s "
+               f"guest_nonzero={row['guest_nonzero_mib']} MiB")
+    _print(f"\nstartup_cost {fitted.startup_cost * 1000:.1f} ms, switchover_cost "
+           f"{fitted.switchover_cost * 1000:.1f} ms, link_speed "
+           f"{fitted.link_speed / 2**20:.1f} MiB/s")
+    _print(f"profile written to {profile}; cases in {cases_dir / 'cases.csv'}")
+    if args.replay:
+        text, _ = run_mod.replay_on_simulator(cases_dir)
+        _print("\nthe simulator replaying the cases (sim/), against the real runs (real/):")
+        _print(text)
+        _print(f"\nwritten to {cases_dir / 'compare'} (compare.csv, compare.png)")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``livemig compare``: the error table of SIM against REAL, compare.csv/.png."""
+    import json
+
+    from livemig.calibration import compare as compare_mod
+
+    out = Path(args.out) if args.out else RESULTS_ROOT / "compare"
+    try:
+        text, summ = compare_mod.compare(Path(args.real), Path(args.sim), out)
+        (out / "compare.json").write_text(json.dumps(summ, indent=2) + "\n")
+    except compare_mod.CompareError as exc:
+        raise CliError(printable(str(exc))) from exc
+    except OSError as exc:
+        raise CliError(_one_line(exc)) from exc
+    _print(text)
+    _print(f"\nwritten to {out} (compare.csv, compare.png, compare.json)")
+    return EXIT_OK
+
+
+def _jobs(text: str) -> int:
+    value = _seed(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
 
 
 # -- parser -----------------------------------------------------------------
@@ -243,6 +437,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {printable(message)} "
                               f"(see {self.prog} --help)\n")
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        """As argparse's, but a failed write (``--help > /dev/full``) raises, not vanishes."""
+        if message:
+            stream = file if file is not None else sys.stderr
+            stream.write(message)
+            stream.flush()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +483,21 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("scenarios", metavar="SCENARIO", nargs="+", help="scenario YAML file")
     validate.set_defaults(func=cmd_validate)
 
+    check = sub.add_parser(
+        "check", help="run scenario files and check their expectations",
+        description="Run every scenario file (directories: every *.yaml below them) on the "
+        "simulator, in parallel, and evaluate its expect: section. Prints a table; exit code "
+        "0 when every expectation is met, 1 when one failed, 2 when a file is bad. Writes no "
+        "results directories.",
+    )
+    check.add_argument("paths", metavar="PATH", nargs="+", help="scenario file or directory")
+    check.add_argument("-j", "--jobs", metavar="N", type=_jobs, default=os.cpu_count() or 1,
+                       help="worker processes (default: the number of CPUs)")
+    check.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
+    check.add_argument("--driver", choices=sorted(DRIVERS), default="sim",
+                       help="where to run them (only sim for now)")
+    check.set_defaults(func=cmd_check)
+
     resume = sub.add_parser(
         "resume", help="finish a real run whose controller died",
         description="Start a new controller for RUN_DIR (a run of a real-time driver whose "
@@ -295,21 +511,81 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--no-progress", action="store_true", help="no progress bar")
     resume.set_defaults(func=cmd_resume)
 
+    calibrate = sub.add_parser(
+        "calibrate", help="run real migrations and fit a profile",
+        description="Run a matrix of real migrations (default: a dozen cases) between the "
+        "first two hosts of an inventory, record each case's completed-job statistics and "
+        "the guest's own truth in cases.csv, fit the profile's parameters (start-up cost, "
+        "switchover cost, link speed) and write the profile file.",
+    )
+    calibrate.add_argument("--inventory", metavar="FILE", required=True,
+                           help="host inventory (e.g. the lab's inventory.yaml)")
+    calibrate.add_argument("--out", metavar="PROFILE", required=True,
+                           help="profile file to write (YAML)")
+    calibrate.add_argument("--matrix", metavar="FILE", help="the cases (default: built in)")
+    calibrate.add_argument("--cases-dir", metavar="DIR",
+                           help="where cases.csv, real/ and scenarios/ go (default: beside "
+                           "the profile)")
+    calibrate.add_argument("--name", help="the profile's name (default: calibrated-<lab>)")
+    calibrate.add_argument("--fit", metavar="CASE,...",
+                           help="fit on these cases only; the others are held out (their "
+                           "prediction errors are reported in the profile's measured block)")
+    calibrate.add_argument("--replay", action="store_true",
+                           help="then run the cases on the simulator (sim/) and compare them "
+                           "with the real runs (compare/)")
+    calibrate.add_argument("--force", action="store_true",
+                           help="replace an existing profile and calibration files")
+    calibrate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    compare = sub.add_parser(
+        "compare", help="per-migration errors of predicted runs against real ones",
+        description="Match the migrations of SIM with those of REAL (by instance and order; "
+        "each a run directory or a directory of run directories), print the error table "
+        "(total time, downtime, bytes, iterations, outcome) with the median and p90 of the "
+        "absolute relative errors, and write compare.csv, compare.json and compare.png.",
+    )
+    compare.add_argument("real", metavar="REAL_RUN_DIR", help="the real runs")
+    compare.add_argument("sim", metavar="SIM_RUN_DIR", help="the predicted (simulated) runs")
+    compare.add_argument("--out", metavar="DIR", help="output directory (default: "
+                         "results/compare)")
+    compare.set_defaults(func=cmd_compare)
+
     _add_lab_commands(sub)
     return parser
 
 
 def _error(message: str) -> None:
-    print(f"{PROG}: error: {printable(message)}", file=sys.stderr)
+    with contextlib.suppress(OSError):  # stderr is gone too: the exit code still tells
+        print(f"{PROG}: error: {printable(message)}", file=sys.stderr, flush=True)
+
+
+def _closed_pipe() -> int:
+    """The reader of stdout went away: no message, the shell's exit code for SIGPIPE."""
+    _discard_stdout()
+    return EXIT_CLOSED_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``livemig`` console script; returns the exit code."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # EPIPE: the reader of stdout went away
+        return _closed_pipe()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, usage errors
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # --help or --version could not be written
+        _discard_stdout()
+        _error(f"cannot write to standard output: {exc.strerror or exc}")
+        return EXIT_USAGE
     func: Callable[[argparse.Namespace], int | None] | None = getattr(args, "func", None)
     if func is None:  # a sub-command registered without a handler
         parser.print_usage(sys.stderr)

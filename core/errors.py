@@ -136,6 +136,13 @@ class ControllerRestarted(NovaException):
     msg_fmt = "The controller restarted while the migration was %(state)s: %(resolution)s"
 
 
+class HorizonReached(NovaException):
+    """The run reached its horizon (the scenario's ``until``) before the migration ended."""
+
+    msg_fmt = ("The run reached its horizon (until: %(until)s s) while the migration was "
+               "%(state)s: %(resolution)s")
+
+
 PRECHECK_FAILURES: tuple[type[NovaException], ...] = (
     ComputeServiceUnavailable,
     InvalidHypervisorType,

@@ -11,7 +11,9 @@ After a run (successful or not) the records and the world must agree:
 5. ``migration``: no migration record is left unfinished.
 
 A fact that needs an unreachable host (its libvirtd is down) cannot be checked:
-it is counted as *unverifiable*, never guessed.
+it is counted as *unverifiable*, never guessed. A host the driver knows to be
+powered off (``WorldFacts.powered_off``, e.g. every ``host_down`` in the
+simulator) runs nothing: an instance recorded live there is a violation.
 """
 
 from __future__ import annotations
@@ -67,10 +69,15 @@ def check(
     >>> lost = dataclasses.replace(rec, vm_state=VmState.ERROR)
     >>> check([lost], [], WorldFacts(domains=(), claims={})).violations
     ()
+    >>> dead = WorldFacts(domains=(), claims={}, unreachable=("h1",))
+    >>> check([rec], [], dead).violations, len(check([rec], [], dead).unverifiable)
+    ((), 1)
+    >>> print(*check([rec], [], dataclasses.replace(dead, powered_off=("h1",))).violations)
+    placement: vm1: recorded on h1 (active) but runs nowhere (h1 is down)
     """
     instances = list(instances)
     records = {i.name: i for i in instances}
-    unreachable = set(world.unreachable)
+    unreachable = set(world.unreachable) - set(world.powered_off)  # cannot be asked
     where: dict[str, list[DomainFact]] = {}
     for fact in world.domains:
         where.setdefault(fact.instance, []).append(fact)
@@ -106,8 +113,9 @@ def check(
             unknown.append(Violation(rule="placement", subject=inst.name,
                                      detail=f"recorded on {state}, which cannot be asked"))
         else:
+            down = f" ({inst.host} is down)" if inst.host in world.powered_off else ""
             bad.append(Violation(rule="placement", subject=inst.name,
-                                 detail=f"recorded on {state} but runs nowhere"))
+                                 detail=f"recorded on {state} but runs nowhere{down}"))
 
     for host in world.overcommitted:
         count("capacity")

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from livemig.core.expectations import Expectations
 
 
 class VmState(StrEnum):
@@ -66,6 +70,13 @@ class TimeoutAction(StrEnum):
     FORCE_COMPLETE = "force_complete"  # post-copy if permitted, else pause the guest
 
 
+class MigrationModel(StrEnum):
+    """How the simulator models pre-copy (``policy.migration.model``, drivers/precopy.py)."""
+
+    QEMU = "qemu"  # QEMU's own behaviour: start-up cost, continuous switchover, flush
+    TEXTBOOK = "textbook"  # rounds, switchover test after each round (earlier releases)
+
+
 class FaultKind(StrEnum):
     """What a fault event does to a host (see :class:`FaultEvent`)."""
 
@@ -120,6 +131,10 @@ class VmSpec:
     working_set: int  # bytes that the guest keeps dirtying
     dirty_rate: float  # bytes per second
     volume_backed: bool = False
+    # share of its CPU the guest's writing needs (1: CPU-bound, dirtying slows in
+    # proportion to an auto-converge throttle; small: paced by the clock, barely slows
+    # until the throttle leaves less than that share); see policy.throttled_dirty_rate
+    throttle_response: float = 1.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -159,7 +174,16 @@ class MigrationPolicy:
     max_downtime: float = 0.5  # seconds
     poll_interval: float = 0.5  # seconds
     max_concurrent_per_host: int = 1
-    switchover_cost: float = 0.0  # seconds added to each downtime
+    # -- the pre-copy model of the simulator (drivers/precopy.py, core/profile.py) --
+    model: MigrationModel = MigrationModel.QEMU
+    profile: str | None = None  # the profile file the parameters below came from
+    profile_name: str | None = None  # its name: key
+    # None: the profile's value, else the model's default (core/profile.py)
+    switchover_cost: float | None = None  # seconds added to each downtime
+    startup_cost: float | None = None  # seconds before the first byte (qemu)
+    link_speed: float | None = None  # B/s of an uncapped transfer (qemu; None: the link)
+    flush_speed: float | None = None  # B/s of the stop-and-copy flush (None: link_speed)
+    bandwidth_window: float | None = None  # seconds the switchover's bandwidth is measured
     completion_timeout: float = 800.0  # seconds per GiB of data (Nova); 0 disables
     reserved_host_disk_mb: int = 0
     reserved_host_memory_mb: int = 512
@@ -244,6 +268,10 @@ Event = (
 )
 
 
+DEFAULT_UNTIL = 86_400.0
+"""The horizon of a run whose scenario sets no ``until``: 24 h (simulated, or real)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
     name: str
@@ -254,3 +282,5 @@ class Scenario:
     policy: Policy = field(default_factory=Policy)
     events: tuple[Event, ...] = ()
     source: str = "<memory>"  # the file it came from
+    until: float = DEFAULT_UNTIL  # the run's horizon, seconds from its start
+    expect: Expectations | None = None  # the file's expect: section (core/expectations.py)

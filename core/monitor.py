@@ -5,8 +5,9 @@ The poll (Nova's ``_live_migration_monitor``), every ``poll_interval``:
 1. read the job (``job_info``); a job that switched to post-copy moves the
    record to ``running (post-copy)``;
 2. while it runs: apply the downtime step in force (``migrateSetMaxDowntime``),
-   carry out an operator's abort or force-complete, and the completion
-   timeout's action (abort, or force-complete);
+   carry out an operator's abort or force-complete, the run's horizon (an
+   abort, recorded as ``HorizonReached``) and the completion timeout's action
+   (abort, or force-complete);
 3. a failed or cancelled job rolls back (``cancelled`` when the controller had
    aborted it, whatever libvirt calls its end); a completed one (or, outside
    post-copy, a domain that left its source) is post-migrated.
@@ -17,7 +18,8 @@ converges; a guest the testbed paused is resumed on whichever host it ends on.
 
 Every ending asks the driver where the guest really runs and records that,
 never what the flow expected: a guest that runs nowhere any more (its host
-died) is recorded in ERROR on the host it ran on last.
+died, even after the switchover or while the migration was queued) is recorded
+in ERROR on the host it ran on last.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 import simpy
 
-from livemig.core.errors import LiveMigrationFailed, NovaException
+from livemig.core.errors import HorizonReached, LiveMigrationFailed, NovaException
 from livemig.core.flags import POSTCOPY
 from livemig.core.model import MigrationStatus, Policy, TimeoutAction, VmState
 from livemig.core.policy import (
@@ -64,6 +66,7 @@ class Job:
     process: simpy.Process | None = None
     abort_requested: bool = False
     force_requested: bool = False
+    halted: bool = False  # the run reached its horizon: abort at the next poll
     throttle: int = 0  # the highest auto-converge throttle seen, percent
 
 
@@ -83,6 +86,8 @@ class Monitor:
         self.env = driver.env
         self.on_finish = on_finish
         self.failed_hosts: set[str] = set()  # hosts known to have gone down (faults)
+        self.horizon = float("inf")  # the run's until: (for HorizonReached's message)
+        self.on_arrival: Callable[[MigrationRecord], None] | None = None  # after a post
 
     # -- the poll -------------------------------------------------------------
     def watch(self, job: Job) -> Process:
@@ -116,7 +121,7 @@ class Monitor:
                         driver.set_max_downtime(name, step)
                         downtime = step
                         store.update_migration(job.mig_id, max_downtime=step)
-                    if not acting and job.abort_requested:
+                    if not acting and (job.abort_requested or job.halted):
                         driver.abort_job(name)
                         acting = aborted = True
                     elif not acting and job.force_requested:
@@ -137,7 +142,12 @@ class Monitor:
                     ended = (MigrationStatus.CANCELLED
                              if info.type is JobType.CANCELLED or aborted
                              else MigrationStatus.FAILED)
-                    exc = LiveMigrationFailed(reason=info.error or info.type.value)
+                    exc: NovaException = LiveMigrationFailed(
+                        reason=info.error or info.type.value)
+                    if job.halted and ended is MigrationStatus.CANCELLED:
+                        exc = HorizonReached(until=f"{self.horizon:g}", state=status.value,
+                                             resolution="aborted; the guest stays on "
+                                             "its source")
                     self.rollback(job, ended, exc, info)
                     return
                 done = info.type is JobType.COMPLETED or (
@@ -170,11 +180,17 @@ class Monitor:
         except Exception as exc:  # noqa: BLE001 - recorded; the guest runs on dest anyway
             failure = exc
         final = _reading(driver, name)
-        store.update_instance(name, host=job.dest, vm_state=VmState.ACTIVE, task_state=None)
+        if self._lost_on(name, job.dest):  # dest died after the switchover
+            store.update_instance(name, host=job.dest, vm_state=VmState.ERROR, task_state=None)
+        else:
+            store.update_instance(name, host=job.dest, vm_state=VmState.ACTIVE,
+                                  task_state=None)
         self._resume_guest(job)
         store.notify(name, "compute.instance.live_migration._post.end")
         status = MigrationStatus.COMPLETED if failure is None else MigrationStatus.ERROR
-        self.finish(job.mig_id, status, failure, final, job.throttle)
+        record = self.finish(job.mig_id, status, failure, final, job.throttle)
+        if self.on_arrival is not None:
+            self.on_arrival(record)
 
     def rollback(
         self,
@@ -213,11 +229,29 @@ class Monitor:
             self.driver.abort_job(job.instance)
         self.rollback(job, MigrationStatus.FAILED, exc)
 
+    def _lost_on(self, name: str, host: str) -> bool:
+        """The guest of ``name`` runs nowhere although ``host`` can be asked, or is known
+        to have died (its guests with it): a dead guest is never recorded ACTIVE."""
+        if self._where(name) is not None:
+            return False
+        if host in self.failed_hosts:
+            return True
+        try:
+            world = self.driver.world()
+        except Exception:  # noqa: BLE001 - the driver cannot say: assume it runs there
+            return False
+        return host not in world.unreachable or host in world.powered_off
+
     def _where(self, name: str) -> str | None:
         try:
             return self.driver.instance_host(name)
         except Exception:  # noqa: BLE001 - the driver cannot say
             return None
+
+    def give_back(self, job: Job) -> str | None:
+        """A migration that never started a job ends: the instance stays where the driver
+        says it runs (its source, as it was), or goes to ERROR if it died meanwhile."""
+        return self.settle(job, self._where(job.instance))
 
     def settle(self, job: Job, where: str | None) -> str | None:
         """Record the instance where the driver says it runs (``where``) after a failed
@@ -225,7 +259,8 @@ class Monitor:
 
         * on its source: back to its old state;
         * on the destination (it switched over after all): post-migration, ACTIVE there;
-        * nowhere, its source unreachable (but not known to have died) and no post-copy:
+        * nowhere, its source unreachable (but not known to have died or to be down) and
+          no post-copy:
           left on the source as it was (the guest most likely still runs there; the
           invariants call it unverifiable);
         * nowhere: ERROR, on the host it last ran on (dest after a switch to post-copy).
@@ -243,7 +278,8 @@ class Monitor:
             store.update_instance(name, host=job.dest, vm_state=VmState.ACTIVE, task_state=None)
             return job.dest
         try:
-            unreachable = set(driver.world().unreachable)
+            world = driver.world()
+            unreachable = set(world.unreachable) - set(world.powered_off)
         except Exception:  # noqa: BLE001
             unreachable = set()
         if (where is None and not postcopy and job.source in unreachable

@@ -20,6 +20,10 @@ transfer really starts, and the destination's claim follows them at once):
    operator actions, completion timeout; post-migration when the domain has
    left the source, rollback when the job failed.
 
+A drain disables the host's compute service and requests a scheduler-chosen
+migration of every instance on it; an instance whose migration (requested before
+the drain began) completes into the drained host later is migrated away too.
+
 Operator actions follow Nova's API: ``abort`` for a queued, preparing or
 running migration (not in post-copy), ``force_complete`` for a running one;
 anything else is refused with ``InvalidMigrationState``.
@@ -45,6 +49,7 @@ from livemig.core.errors import (
     BadRequest,
     ComputeServiceUnavailable,
     ControllerRestarted,
+    HorizonReached,
     InstanceInvalidState,
     InstanceNotFound,
     InvalidCPUInfo,
@@ -88,8 +93,13 @@ class _Abort:
     """The interrupt cause of an abort request for a queued migration."""
 
 
+class _Halt:
+    """The interrupt cause of :meth:`Orchestrator.halt` for a queued migration."""
+
+
 DIED = _Died()
 ABORT = _Abort()
+HALT = _Halt()
 
 ABORTABLE = (MigrationStatus.QUEUED, MigrationStatus.PREPARING, MigrationStatus.RUNNING)
 FORCEABLE = (MigrationStatus.RUNNING,)
@@ -109,6 +119,7 @@ class Orchestrator:
         on_finish: Callable[[MigrationRecord], None] | None = None,
         disabled_hosts: Iterable[str] = (),
         failed_hosts: Iterable[str] = (),
+        drains: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.env = driver.env
         self.driver = driver
@@ -124,13 +135,53 @@ class Orchestrator:
         self._slots: dict[str, simpy.Resource] = {}
         self._jobs: dict[str, Job] = {}  # instance -> its migration under way
         self.disabled_hosts: set[str] = set(disabled_hosts)  # disabled by an operator
+        # host -> its drain's request: {"at": s, "block_migration": b, "disk_over_commit": b}
+        self.drains: dict[str, dict[str, Any]] = {h: dict(d) for h, d in (drains or {}).items()}
+        self.monitor.on_arrival = self._arrived
+        self.spawn_hooks: list[Callable[[simpy.Process], None]] = []  # follow-up migrations
         self.checks_passed_hooks: list[ChecksPassedHook] = []
         self.alive = True
+        self.halted = False  # the run reached its horizon: nothing new starts
 
     # -- API --------------------------------------------------------------
     def live_migrate(self, instance: str, body: Mapping[str, object]) -> simpy.Process:
-        """Accept an ``os-migrateLive`` request; returns the process that carries it out."""
-        return self.env.process(self._live_migrate(instance, body))
+        """Accept an ``os-migrateLive`` request; returns the process that carries it out.
+
+        As Nova's API does, the request is checked and the instance's task_state set
+        at once (the migration record is written then); the rest is the process's. A
+        controller that dies before the process runs leaves the record ``accepted``
+        for the next controller's :meth:`recover`, and the process does nothing.
+        """
+        job = self._accept(instance, body)
+        return self.env.process(self._live_migrate(job, body))
+
+    def _accept(self, name: str, body: Mapping[str, object]) -> Job | None:
+        """Steps 1 of the module doc; ``None`` when the request is refused (recorded)."""
+        store, env = self.store, self.env
+        requested_host = body.get("host")
+        mig = store.add_migration(
+            instance=name,
+            source=None,
+            dest=requested_host if isinstance(requested_host, str) else None,
+            block_migration=body.get("block_migration") is True,
+            disk_over_commit=body.get("disk_over_commit") is True,
+            requested_at=env.now,
+        )
+        try:
+            req = checks.validate_request(body)
+            inst = store.instance(name)
+            checks.check_instance_state(inst)
+            inst = store.update_instance(
+                name, task_state=TaskState.MIGRATING, expected_task_state=None
+            )
+        except REQUEST_REJECTIONS as exc:
+            self.monitor.finish(mig.id, MigrationStatus.ERROR, exc)
+            return None
+        store.update_migration(mig.id, source=inst.host)
+        job = Job(mig_id=mig.id, instance=name, source=inst.host,
+                  block_migration=req.block_migration, vm_state=inst.vm_state)
+        self._jobs[name] = job
+        return job
 
     def drain(
         self, host: str, block_migration: bool, disk_over_commit: bool
@@ -138,9 +189,28 @@ class Orchestrator:
         """Disable ``host``'s compute service, then request a scheduler-chosen live
         migration of every instance on it (``nova service-disable`` + host-evacuate-live)."""
         self.disabled_hosts.add(host)
+        self.drains[host] = {"at": self.env.now, "block_migration": block_migration,
+                             "disk_over_commit": disk_over_commit}
         body = {"host": None, "block_migration": block_migration,
                 "disk_over_commit": disk_over_commit}
         return [self.live_migrate(i.name, body) for i in self.store.instances_on(host)]
+
+    def _arrived(self, record: MigrationRecord) -> None:
+        """A drain also moves what arrives while it runs: an instance whose migration,
+        requested before the host's drain began, completed into the drained host is
+        live-migrated away (scheduler's choice) by a follow-up migration."""
+        drain = self.drains.get(record.dest or "")
+        if (drain is None or record.status is not MigrationStatus.COMPLETED
+                or record.requested_at > drain["at"] or not self.alive or self.halted):
+            return
+        inst = self.store.instance(record.instance)
+        if inst.host != record.dest or inst.vm_state is VmState.ERROR:
+            return
+        body = {"host": None, "block_migration": drain["block_migration"],
+                "disk_over_commit": drain["disk_over_commit"]}
+        process = self.live_migrate(record.instance, body)
+        for hook in list(self.spawn_hooks):
+            hook(process)
 
     def abort(self, instance: str) -> None:
         """``DELETE /servers/{id}/migrations/{id}``: abort a queued, preparing or running
@@ -196,6 +266,19 @@ class Orchestrator:
                 lost.append(inst.name)
         return lost
 
+    def halt(self, until: float) -> None:
+        """The run reached its horizon ``until``: queued migrations are cancelled now,
+        running pre-copy jobs aborted at their next poll (``HorizonReached``), and no new
+        migration starts; a job in post-copy (which cannot be aborted) finishes."""
+        self.halted = True
+        self.monitor.horizon = until
+        for job in list(self._jobs.values()):
+            record = self.store.migration(job.mig_id)
+            if record.status is MigrationStatus.QUEUED and job.process is not None:
+                job.process.interrupt(HALT)
+            else:
+                job.halted = True
+
     def stop(self) -> None:
         """The controller dies: every process stops where it is, cleaning nothing up."""
         self.alive = False
@@ -210,47 +293,33 @@ class Orchestrator:
                 for record in self.store.migrations() if not record.status.finished]
 
     # -- the flow -----------------------------------------------------------
-    def _live_migrate(self, name: str, body: Mapping[str, object]) -> Process:
-        store, env = self.store, self.env
-        requested_host = body.get("host")
-        mig = store.add_migration(
-            instance=name,
-            source=None,
-            dest=requested_host if isinstance(requested_host, str) else None,
-            block_migration=body.get("block_migration") is True,
-            disk_over_commit=body.get("disk_over_commit") is True,
-            requested_at=env.now,
-        )
-        try:
-            req = checks.validate_request(body)
-            inst = store.instance(name)
-            checks.check_instance_state(inst)
-            inst = store.update_instance(
-                name, task_state=TaskState.MIGRATING, expected_task_state=None
-            )
-        except REQUEST_REJECTIONS as exc:
-            self.monitor.finish(mig.id, MigrationStatus.ERROR, exc)
+    def _live_migrate(self, job: Job | None, body: Mapping[str, object]) -> Process:
+        if job is None:  # refused by the API
             return
-        source = inst.host
-        store.update_migration(mig.id, source=source)
-        job = Job(mig_id=mig.id, instance=name, source=source,
-                  block_migration=req.block_migration, vm_state=inst.vm_state,
-                  process=env.active_process)
-        self._jobs[name] = job
+        if not self.alive or self._jobs.get(job.instance) is not job:
+            return  # the controller died before it could start: recover() resolves it
+        store, env, name, source = self.store, self.env, job.instance, job.source
+        job.process = env.active_process
+        req = checks.validate_request(body)
         slot = self._slot(source).request()
         try:
             if not slot.triggered:
-                store.update_migration(mig.id, status=MigrationStatus.QUEUED)
+                store.update_migration(job.mig_id, status=MigrationStatus.QUEUED)
             try:
+                if self.halted or job.halted:
+                    raise simpy.Interrupt(HALT)  # accepted in the instant of the horizon
                 yield slot
             except simpy.Interrupt as stop:
                 if stop.cause is DIED:
                     return
-                store.update_instance(name, task_state=None)
-                self.monitor.finish(mig.id, MigrationStatus.CANCELLED,
-                                    MigrationAborted(migration_id=mig.id, state="queued"))
+                self.monitor.give_back(job)
+                exc: Exception = MigrationAborted(migration_id=job.mig_id, state="queued")
+                if stop.cause is HALT:
+                    exc = HorizonReached(until=f"{self.monitor.horizon:g}", state="queued",
+                                         resolution="cancelled")
+                self.monitor.finish(job.mig_id, MigrationStatus.CANCELLED, exc)
                 return
-            yield from self._migrate(job, inst, req)
+            yield from self._migrate(job, store.instance(name), req)
         except simpy.Interrupt as stop:
             if stop.cause is not DIED:
                 raise
@@ -267,7 +336,7 @@ class Orchestrator:
         try:
             dest, rejected = self._choose_destination(inst, req)
         except PRECHECK_FAILURES as exc:
-            store.update_instance(inst.name, vm_state=job.vm_state, task_state=None)
+            monitor.give_back(job)  # as it was, unless its host died meanwhile
             monitor.finish(mig_id, MigrationStatus.ERROR, exc)
             return
         except Exception as exc:  # noqa: BLE001 - Nova: anything else is an ERROR
@@ -306,13 +375,15 @@ class Orchestrator:
 
     # -- recovery after a controller restart ----------------------------------
     def _recover(self, record: MigrationRecord) -> Process:
+        if not self.alive:
+            return  # this controller died too before it could start
         store, driver, monitor = self.store, self.driver, self.monitor
         name = record.instance
         inst = store.instance(name)
         vm_state = inst.vm_state if inst.vm_state is not VmState.ERROR else VmState.ACTIVE
         job = Job(mig_id=record.id, instance=name, source=record.source or inst.host,
                   dest=record.dest, block_migration=record.block_migration, vm_state=vm_state,
-                  flags=record.flags, process=self.env.active_process)
+                  flags=record.flags, process=self.env.active_process, halted=self.halted)
         status = record.status
         if status in (MigrationStatus.RUNNING, MigrationStatus.POSTCOPY) and job.dest:
             disks = ([inst.disk_allocated]
@@ -339,8 +410,7 @@ class Orchestrator:
         if status is MigrationStatus.PREPARING and job.dest:
             monitor.rollback(job, MigrationStatus.ERROR, exc)
         else:
-            if inst.task_state is not None:
-                store.update_instance(name, task_state=None)
+            monitor.give_back(job)  # where it runs; ERROR if its host died meanwhile
             monitor.finish(record.id, MigrationStatus.ERROR, exc)
 
     def _choose_destination(

@@ -6,23 +6,31 @@
   never started are crosses.
 * ``cdf_total_time.png`` and ``cdf_downtime.png``: empirical CDFs over the
   completed migrations.
+
+The cost is linear in the number of migrations: the timeline draws all bars as one
+collection (and all downtimes, switchovers, post-copy and rejected marks as one each),
+never one artist per migration. matplotlib is imported when a plot is drawn, so
+importing this module (e.g. for :data:`PLOT_FILES`) costs nothing.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from typing import TYPE_CHECKING
 
 from livemig.core.model import MigrationStatus
-from livemig.core.runner import RunResult
-from livemig.core.state import MigrationRecord
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from livemig.core.runner import RunResult
+    from livemig.core.state import MigrationRecord
+
+PLOT_FILES = ("timeline.png", "cdf_total_time.png", "cdf_downtime.png")
 MAX_HOSTS = 50
 DPI = 100
 STATUS_COLOURS = {
@@ -36,8 +44,17 @@ POSTCOPY_COLOUR = "#9467bd"
 UNFINISHED_COLOUR = "#1f77b4"
 
 
-def _save(fig: Figure, path: Path) -> None:
+def _figure(width: float, height: float) -> Figure:
+    """A figure on matplotlib's Agg canvas (no GUI backend, no pyplot)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=DPI, metadata={"Software": None})
 
 
@@ -46,23 +63,30 @@ def _colour(status: MigrationStatus) -> str:
 
 
 def _lanes(spans: Sequence[tuple[float, float]]) -> tuple[list[int], int]:
-    """Greedy lane per span so that overlapping spans get different lanes.
+    """The lowest free lane per span (spans sorted by start), so overlapping spans differ.
+
+    A lane is free for a span when its last span ended at or before the start.
+    O(n log n) with two heaps (busy lanes by end, free lanes by number).
 
     >>> _lanes([(0, 2), (1, 3), (2, 4)])
     ([0, 1, 0], 2)
+    >>> _lanes([(0, 9), (1, 2), (1, 5), (3, 4)])
+    ([0, 1, 2, 1], 3)
     """
-    ends: list[float] = []
+    busy: list[tuple[float, int]] = []  # (end, lane)
+    free: list[int] = []
     lanes = []
+    count = 0
     for start, end in spans:
-        for lane, busy_until in enumerate(ends):
-            if busy_until <= start:
-                ends[lane] = end
-                lanes.append(lane)
-                break
+        while busy and busy[0][0] <= start:
+            heapq.heappush(free, heapq.heappop(busy)[1])
+        if free:
+            lane = heapq.heappop(free)
         else:
-            ends.append(end)
-            lanes.append(len(ends) - 1)
-    return lanes, max(1, len(ends))
+            lane, count = count, count + 1
+        heapq.heappush(busy, (end, lane))
+        lanes.append(lane)
+    return lanes, max(1, count)
 
 
 def timeline_hosts(result: RunResult, max_hosts: int = MAX_HOSTS) -> tuple[list[str], int]:
@@ -73,12 +97,53 @@ def timeline_hosts(result: RunResult, max_hosts: int = MAX_HOSTS) -> tuple[list[
     return sorted(busiest, key=lambda h: (order.get(h, len(order)), h)), len(counts)
 
 
+class _Marks:
+    """What the timeline draws, gathered per kind, drawn as one artist per kind."""
+
+    def __init__(self) -> None:
+        self.bars: list[list[tuple[float, float]]] = []  # rectangles' corners
+        self.bar_colours: list[str] = []
+        self.downtimes: list[list[tuple[float, float]]] = []
+        self.switchovers: tuple[list[float], list[float], list[float]] = ([], [], [])  # x, y, size
+        self.postcopy: tuple[list[float], list[float], list[float]] = ([], [], [])
+        self.rejected: tuple[list[float], list[float], list[str]] = ([], [], [])  # x, y, colour
+
+    def draw(self, ax: Axes) -> None:
+        from matplotlib.collections import PolyCollection
+
+        if self.bars:
+            ax.add_collection(PolyCollection(self.bars, facecolors=self.bar_colours,
+                                             edgecolors="white", linewidths=1.5))
+        if self.downtimes:
+            ax.add_collection(PolyCollection(self.downtimes, facecolors="black",
+                                             edgecolors="none"))
+        x, y, size = self.switchovers
+        if x:
+            ax.scatter(x, y, s=[v * v for v in size], marker="|", c="black", linewidths=1.5,
+                       zorder=2.5)
+        x, y, size = self.postcopy
+        if x:
+            ax.scatter(x, y, s=[v * v for v in size], marker="D", c=POSTCOPY_COLOUR,
+                       edgecolors="black", zorder=2.6)
+        x, y, colours = self.rejected
+        if x:
+            ax.scatter(x, y, s=49, marker="x", c=colours, linewidths=2, zorder=2.5)
+
+
+def _box(left: float, width: float, bottom: float, height: float) -> list[tuple[float, float]]:
+    return [(left, bottom), (left + width, bottom), (left + width, bottom + height),
+            (left, bottom + height)]
+
+
 def plot_timeline(result: RunResult, path: Path, max_hosts: int = MAX_HOSTS) -> None:
     """Write the migration timeline per source host to ``path``."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     hosts, total = timeline_hosts(result, max_hosts)
     rows = {h: i for i, h in enumerate(hosts)}
     height = max(3.0, 0.32 * len(hosts) + 1.8)
-    fig = Figure(figsize=(11, height))
+    fig = _figure(11, height)
     ax = fig.add_subplot()
     title = f"Migration timeline: {result.scenario.name} ({result.driver} driver)"
     if total > len(hosts):
@@ -92,7 +157,7 @@ def plot_timeline(result: RunResult, path: Path, max_hosts: int = MAX_HOSTS) -> 
         if m.source in rows:
             by_host[m.source].append(m)
     statuses: set[MigrationStatus] = set()
-    switchovers = rejected = postcopy = False
+    marks = _Marks()
     for host, records in by_host.items():
         y = rows[host]
         started = sorted(
@@ -108,31 +173,32 @@ def plot_timeline(result: RunResult, path: Path, max_hosts: int = MAX_HOSTS) -> 
         for m, (start, end), lane in zip(started, spans, lanes, strict=True):
             bottom = y - 0.4 + lane * lane_height
             statuses.add(m.status)
-            ax.broken_barh(
-                [(start, max(end - start, 0.0))], (bottom, lane_height * 0.9),
-                facecolors=_colour(m.status), edgecolors="white", linewidths=1.5,
-            )
+            marks.bars.append(_box(start, max(end - start, 0.0), bottom, lane_height * 0.9))
+            marks.bar_colours.append(_colour(m.status))
+            middle = bottom + lane_height * 0.45
             if m.downtime is not None and m.total_time is not None:
                 switch = start + float(m.total_time)
-                ax.broken_barh(
-                    [(switch - float(m.downtime), float(m.downtime))],
-                    (bottom, lane_height * 0.9), facecolors="black",
-                )
-                ax.plot([switch], [bottom + lane_height * 0.45], marker="|", color="black",
-                        markersize=max(4.0, 12 * lane_height), markeredgewidth=1.5)
-                switchovers = True
+                marks.downtimes.append(_box(switch - float(m.downtime), float(m.downtime),
+                                            bottom, lane_height * 0.9))
+                for column, value in zip(marks.switchovers,
+                                         (switch, middle, max(4.0, 12 * lane_height)),
+                                         strict=True):
+                    column.append(value)
             if m.postcopy_at is not None:
-                ax.plot([float(m.postcopy_at)], [bottom + lane_height * 0.45], marker="D",
-                        color=POSTCOPY_COLOUR, markeredgecolor="black",
-                        markersize=max(3.0, 8 * lane_height), linestyle="none")
-                postcopy = True
+                for column, value in zip(marks.postcopy, (float(m.postcopy_at), middle,
+                                                          max(3.0, 8 * lane_height)),
+                                         strict=True):
+                    column.append(value)
         for m in records:
             if m.started_at is None:
                 at = m.finished_at if m.finished_at is not None else m.requested_at
                 statuses.add(m.status)
-                rejected = True
-                ax.plot([float(at)], [y], marker="x", color=_colour(m.status), markersize=7,
-                        markeredgewidth=2, linestyle="none")
+                marks.rejected[0].append(float(at))
+                marks.rejected[1].append(float(y))
+                marks.rejected[2].append(_colour(m.status))
+    marks.draw(ax)
+    switchovers, postcopy, rejected = (bool(marks.switchovers[0]), bool(marks.postcopy[0]),
+                                       bool(marks.rejected[0]))
     ax.set_yticks(range(len(hosts)), hosts, fontsize=8 if len(hosts) > 20 else 10)
     ax.set_ylim(max(len(hosts), 1) - 0.5, -0.5)  # first host on top (one row when empty)
     ax.set_xlim(left=0.0, right=max(end_of_run, 1e-9) * 1.02)
@@ -161,7 +227,7 @@ def plot_timeline(result: RunResult, path: Path, max_hosts: int = MAX_HOSTS) -> 
 
 def plot_cdf(values: Sequence[float], path: Path, *, title: str, xlabel: str) -> None:
     """An empirical CDF of ``values`` (or a 'no completed migrations' notice)."""
-    fig = Figure(figsize=(8, 5))
+    fig = _figure(8, 5)
     ax = fig.add_subplot()
     ax.set_xlabel(xlabel)
     ax.set_ylabel("fraction of completed migrations")
@@ -192,7 +258,7 @@ def write_plots(result: RunResult, directory: Path) -> list[Path]:
     """Write the three plots of a run into ``directory``; returns their paths."""
     done = [m for m in result.store.migrations() if m.status is MigrationStatus.COMPLETED]
     name = result.scenario.name
-    paths = [directory / n for n in ("timeline.png", "cdf_total_time.png", "cdf_downtime.png")]
+    paths = [directory / n for n in PLOT_FILES]
     plot_timeline(result, paths[0])
     plot_cdf([m.total_time for m in done if m.total_time is not None], paths[1],
              title=f"Total migration time: {name}", xlabel="total migration time (s)")

@@ -22,6 +22,9 @@ MIN_PART_GB = 2.0
 THROTTLE_INITIAL = 20  # percent
 THROTTLE_INCREMENT = 10  # percent per round that still did not converge
 THROTTLE_MAX = 99  # percent
+THROTTLE_TRIGGER = 50  # percent: throttle-trigger-threshold (dirtied vs sent in a period)
+THROTTLE_PERIOD = 1.0  # seconds: QEMU judges the dirty rate at most once a second
+CLOCK_PACED_SHARE = 0.1  # throttle_response: clock_paced (the writing needs 10 % of a CPU)
 
 
 def data_gb(ram: int, disks: Iterable[int]) -> float:
@@ -115,6 +118,38 @@ def throttled_dirty_rate(dirty_rate: float, throttle_percent: int) -> float:
     70000000.0
     """
     return dirty_rate * (100 - throttle_percent) / 100.0
+
+
+def responsive_dirty_rate(dirty_rate: float, throttle_percent: int, share: float) -> float:
+    """The dirty rate of a guest whose writing needs ``share`` of its CPU, when
+    auto-converge leaves it ``100 - throttle`` percent: unchanged while that is enough,
+    else in proportion, ``D * min(1, (1 - throttle) / share)``. ``share`` 1 is a
+    CPU-bound writer (:func:`throttled_dirty_rate`), 0.1 one paced by the clock that
+    works 10 % of the time; 0 never slows.
+
+    >>> [responsive_dirty_rate(100e6, p, 1.0) for p in (0, 20, 90)]
+    [100000000.0, 80000000.0, 10000000.0]
+    >>> [round(responsive_dirty_rate(100e6, p, 0.1)) for p in (0, 50, 90, 95, 99)]
+    [100000000, 100000000, 100000000, 50000000, 10000000]
+    >>> responsive_dirty_rate(100e6, 99, 0.0)
+    100000000.0
+    """
+    left = (100 - throttle_percent) / 100.0
+    if left >= share:
+        return float(dirty_rate)
+    return dirty_rate * left / share
+
+
+def throttle_step(throttle_percent: int) -> int:
+    """QEMU's ``mig_throttle_guest_down``: the first throttle is 20 %, each further one
+    adds 10 %, at most 99 %.
+
+    >>> [throttle_step(p) for p in (0, 20, 30, 90, 99)]
+    [20, 30, 40, 99, 99]
+    """
+    if throttle_percent <= 0:
+        return THROTTLE_INITIAL
+    return min(THROTTLE_MAX, throttle_percent + THROTTLE_INCREMENT)
 
 
 def migration_flags(configured: int, policy: MigrationPolicy) -> int:

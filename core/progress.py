@@ -6,6 +6,14 @@
 >>> bar.advance(); bar.advance(ok=False); bar.close()
 >>> out.getvalue().split("\\r")[-1]
 '[####....] 2/4 migrations finished (1 not completed)\\n'
+
+With the run's horizon (the scenario's ``until``), the time the last migration
+finished is shown against it:
+
+>>> out = io.StringIO()
+>>> bar = ProgressBar(2, out, width=4, min_interval=0.0, horizon=21600.0)
+>>> bar.now = 90.0; bar.draw(); out.getvalue()
+'\\r[....] 0/2 migrations finished, at 1.5 min of 6 h'
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from typing import TextIO
 
 from livemig.core.model import MigrationStatus
 from livemig.core.state import MigrationRecord
+from livemig.core.units import format_duration
 
 
 class ProgressBar:
@@ -29,12 +38,15 @@ class ProgressBar:
         label: str = "migrations finished",
         width: int = 30,
         min_interval: float = 0.1,
+        horizon: float | None = None,
     ) -> None:
         self.total = max(0, total)
         self.stream = stream
         self.label = label
         self.width = width
         self.min_interval = min_interval
+        self.horizon = horizon  # the run's until, seconds
+        self.now: float | None = None  # run time of the last finished migration
         self.done = 0
         self.problems = 0
         self._last_draw = -float("inf")
@@ -52,6 +64,8 @@ class ProgressBar:
 
     def on_finish(self, record: MigrationRecord) -> None:
         """The runner's ``on_finish`` callback."""
+        if record.finished_at is not None:
+            self.now = record.finished_at
         self.advance(ok=record.status is MigrationStatus.COMPLETED)
 
     def draw(self) -> None:
@@ -60,6 +74,12 @@ class ProgressBar:
         text = f"[{bar}] {self.done}/{self.total} {self.label}"
         if self.problems:
             text += f" ({self.problems} not completed)"
+        if self.horizon is not None and self.now is None:
+            text += f", horizon {format_duration(self.horizon)}"
+        elif self.horizon is not None and self.now is not None:
+            text += f", at {format_duration(self.now)} of {format_duration(self.horizon)}"
+            if self.now >= self.horizon:
+                text += " (horizon reached)"
         self.stream.write("\r" + text)
         self.stream.flush()
         self._drawn = True

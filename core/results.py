@@ -46,8 +46,16 @@ from pathlib import Path
 from typing import Any
 
 import livemig
-from livemig.core import plots
-from livemig.core.model import FINISHED_STATUSES, MigrationPolicy, MigrationStatus, VmState
+from livemig.core import plots  # cheap: matplotlib is imported only when drawing
+from livemig.core.expectations import evaluate, verdicts_block
+from livemig.core.model import (
+    FINISHED_STATUSES,
+    DrainEvent,
+    MigrationPolicy,
+    MigrationStatus,
+    VmState,
+)
+from livemig.core.profile import model_params
 from livemig.core.runner import RUN_FILE, STATE_FILE, RunResult
 from livemig.core.state import ActionRecord, MigrationRecord
 from livemig.core.units import format_duration
@@ -75,6 +83,13 @@ RUN_STATE_FILES = (
 """Files a real run writes into its run directory while it runs; kept by :func:`write_results`."""
 WALL_TIME_KEY = "wall_time_s"
 """The one ``summary.json`` field that differs between two runs of the same seed."""
+
+RESULT_FILES = (
+    "migrations.csv", "instances.csv", "events.csv", "actions.csv", "summary.json",
+    *plots.PLOT_FILES,
+)
+"""The files :func:`write_files` writes: with :data:`RUN_STATE_FILES` (and the run file's
+``.tmp`` while it is replaced), all that ``--force`` may replace."""
 
 TABLE_PROBLEM_LINES = 20
 
@@ -244,10 +259,47 @@ def policy_block(policy: MigrationPolicy) -> dict[str, Any]:
     return block
 
 
+def model_block(policy: MigrationPolicy) -> dict[str, Any]:
+    """The simulator's pre-copy model: its name, the profile it was given (name and
+    file) and the parameters in force (core/profile.py).
+
+    >>> block = model_block(MigrationPolicy())
+    >>> block["name"], block["profile"], block["params"]["startup_cost"]
+    ('qemu', None, 0.285)
+    """
+    params = model_params(policy).as_dict()
+    return {"name": params.pop("model"), "profile": policy.profile_name,
+            "profile_path": policy.profile, "params": params}
+
+
 def invariants_block(result: RunResult) -> dict[str, Any] | None:
     """``InvariantReport.as_dict()`` of the run (``None`` if it was not checked)."""
     report = getattr(result, "invariants", None)
     return None if report is None else dict(report.as_dict())
+
+
+def drains_block(result: RunResult) -> list[dict[str, Any]]:
+    """One entry per ``drain`` event: did it leave its host empty, and if not, which
+    instances are still recorded there (e.g. no host could take them, or they died).
+
+    >>> from livemig.core.model import DrainEvent, Scenario
+    >>> from livemig.core.state import StateStore
+    >>> from livemig.core.model import VmSpec
+    >>> store = StateStore(lambda: 0.0)
+    >>> store.add_instances([VmSpec(name="a", host="h1", ram=1, used_memory=1,
+    ...                             working_set=0, dirty_rate=0.0)])
+    >>> sc = Scenario(name="t", hosts=(), vms=(), events=(DrainEvent(at=5.0, host="h1"),))
+    >>> drains_block(RunResult(scenario=sc, driver="sim", seed=0, store=store, final_hosts={},
+    ...     sim_time=0.0, wall_time=0.0, sim_events=0, invariants=None))
+    [{'at': 5.0, 'completed': False, 'host': 'h1', 'instances_left': ['a']}]
+    """
+    out = []
+    for event in result.scenario.events:
+        if isinstance(event, DrainEvent):
+            left = sorted(i.name for i in result.store.instances_on(event.host))
+            out.append({"at": float(event.at), "completed": not left, "host": event.host,
+                        "instances_left": left})
+    return out
 
 
 def summarize(result: RunResult) -> dict[str, Any]:
@@ -258,7 +310,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
     status_counts.update(str(m.status.value) for m in migrations)
     error_counts = Counter(m.error for m in migrations if m.error is not None)
     mismatched = host_mismatches(result)
-    return {
+    summary: dict[str, Any] = {
         "scenario": result.scenario.name,
         "scenario_source": result.scenario.source,
         "driver": result.driver,
@@ -270,6 +322,7 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "outcomes": outcomes(migrations),
         "invariants": invariants_block(result),
         "policy": policy_block(result.scenario.policy.migration),
+        "model": model_block(result.scenario.policy.migration),
         "actions": len(actions(result)),
         "error_counts": dict(sorted(error_counts.items())),
         "completed_total_time_s": describe(
@@ -280,11 +333,24 @@ def summarize(result: RunResult) -> dict[str, Any]:
         ),
         "data_transferred_bytes": sum(m.data_transferred or 0 for m in migrations),
         "sim_time_s": float(result.sim_time),
+        "horizon_s": float(result.horizon),
+        "horizon_reached": bool(result.horizon_reached),
         WALL_TIME_KEY: float(result.wall_time),
         "sim_events": result.sim_events,
         "host_mismatches": len(mismatched),
         "host_mismatch_instances": mismatched,
+        "drains": drains_block(result),
     }
+    block = expectations_block(result)
+    if block is not None:  # only when the scenario has an expect: section
+        summary["expectations"] = block
+    return summary
+
+
+def expectations_block(result: RunResult) -> dict[str, Any] | None:
+    """The verdicts of the scenario's ``expect:`` section (``None`` when it has none)."""
+    expect = getattr(result.scenario, "expect", None)
+    return None if expect is None else verdicts_block(evaluate(expect, result))
 
 
 def comparable(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -362,7 +428,19 @@ def summary_table(result: RunResult) -> str:
             out.append(text)
         if len(problems) > TABLE_PROBLEM_LINES:
             out.append(f"  ... and {len(problems) - TABLE_PROBLEM_LINES} more")
+    for drain in drains_block(result):
+        if not drain["completed"]:
+            left = drain["instances_left"]
+            out.append("")
+            out.append(f"drain of {drain['host']} (at {drain['at']:g} s) "
+                       f"incomplete: {len(left)} instance(s) left: " + ", ".join(left[:10])
+                       + (" ..." if len(left) > 10 else ""))
+    if result.horizon_reached:
+        out.append("")
+        out.append(f"horizon reached (until: {format_duration(result.horizon)}): the run was "
+                   "halted there (HorizonReached)")
     out.extend(_invariant_lines(result))
+    out.extend(_expectation_lines(result))
     mismatched = host_mismatches(result)
     if mismatched:
         out.append("")
@@ -389,6 +467,19 @@ def _invariant_lines(result: RunResult) -> list[str]:
     return lines
 
 
+def _expectation_lines(result: RunResult) -> list[str]:
+    block = expectations_block(result)
+    if block is None:
+        return []
+    lines = ["", f"expectations: {block['met']} met, {block['failed']} failed"]
+    failed = [d for d in block["details"] if not d["met"]]
+    lines.extend(f"  FAILED line {d['line'] or '-'}: {d['expectation']} (got {d['actual']})"
+                 for d in failed[:TABLE_PROBLEM_LINES])
+    if len(failed) > TABLE_PROBLEM_LINES:
+        lines.append(f"  ... and {len(failed) - TABLE_PROBLEM_LINES} more")
+    return lines
+
+
 # -- the output directory ---------------------------------------------------
 def write_files(result: RunResult, directory: Path) -> None:
     """Write every file of a run into an existing (empty) ``directory``."""
@@ -405,8 +496,9 @@ def check_output_dir(out_dir: str | os.PathLike[str], *, force: bool = False) ->
 
     Raises :class:`OutputExistsError` if ``out_dir`` exists and ``force`` is not given;
     ``FileExistsError`` when it may not be replaced even with ``force``: it is not a
-    directory, it is the current directory or one of its parents, or it holds files
-    but no result or run files of livemig (``summary.json``, ``run.json``); ``OSError``
+    directory, it is the current directory or one of its parents, or it holds anything
+    that is not a result or run file of livemig (:data:`RESULT_FILES`,
+    :data:`RUN_STATE_FILES`: a user's ``notes.txt`` is never deleted); ``OSError``
     for a name the system cannot take (e.g. too long).
     """
     out = Path(out_dir)
@@ -419,14 +511,49 @@ def check_output_dir(out_dir: str | os.PathLike[str], *, force: bool = False) ->
         if out.resolve() in (here, *here.parents):
             raise FileExistsError(f"{out} is the current directory or one of its parents; "
                                   "expected a directory of its own for the results")
-        if any(out.iterdir()) and not any((out / name).exists()
-                                          for name in ("summary.json", *RUN_STATE_FILES)):
-            raise FileExistsError(f"{out} holds files but no livemig results "
-                                  "(no summary.json or run.json); not replacing it")
+        foreign = sorted(path.name for path in out.iterdir()
+                         if path.name not in _REPLACEABLE or not path.is_file()
+                         or path.is_symlink())
+        if foreign:
+            raise FileExistsError(
+                f"{out} holds {len(foreign)} file(s) that livemig did not write "
+                f"({', '.join(map(repr, foreign[:3]))}{', ...' if len(foreign) > 3 else ''}); "
+                "not replacing it (expected a directory of earlier results only)"
+            )
     return out
 
 
-def _missing_parents(path: Path) -> list[Path]:
+_REPLACEABLE = frozenset((*RESULT_FILES, *RUN_STATE_FILES, RUN_FILE + ".tmp"))
+
+
+def check_writable(out_dir: str | os.PathLike[str]) -> Path:
+    """Can ``out_dir`` be created (or replaced) here? Checked before a run starts.
+
+    Tries to make (and removes again) a hidden directory in the nearest existing
+    ancestor of ``out_dir``'s parent, so a read-only file system, a directory without
+    write permission or a file in the way fails before anything runs. Raises
+    ``OSError`` whose message names ``out_dir`` (never the hidden folder).
+    """
+    out = Path(out_dir)
+    existing = out.parent
+    for parent in [out.parent, *out.parent.parents]:
+        if os.path.lexists(parent):
+            existing = parent
+            break
+    try:
+        if not existing.is_dir():
+            raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR))
+        probe = _sibling(existing / out.name, "probe")
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise OSError(exc.errno, f"cannot write the results here ({existing}: {reason})",
+                      str(out)) from None
+    return out
+
+
+def missing_parents(path: Path) -> list[Path]:
     """The ancestors of ``path`` that do not exist yet, outermost first."""
     missing = []
     for parent in [path, *path.parents]:
@@ -434,6 +561,13 @@ def _missing_parents(path: Path) -> list[Path]:
             break
         missing.append(parent)
     return missing[::-1]
+
+
+def make_dirs(paths: Sequence[Path]) -> None:
+    """Create ``paths``, outermost first, one by one (no recursion: any depth works)."""
+    for path in paths:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir()
 
 
 def _sibling(out: Path, kind: str) -> Path:
@@ -511,13 +645,17 @@ def write_results(
     run records (:data:`RUN_STATE_FILES`) are kept and everything else replaced.
     """
     out = check_output_dir(out_dir, force=force)
-    created = _missing_parents(out.parent)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    created = missing_parents(out.parent)
     tmp = _sibling(out, "tmp")
     old: Path | None = None
     try:
-        tmp.mkdir()
-        write_files(result, tmp)
+        make_dirs(created)
+        try:
+            tmp.mkdir()
+            write_files(result, tmp)
+        except OSError as exc:  # name the user's directory, not the hidden one
+            raise OSError(exc.errno, f"cannot write the results: {exc.strerror or exc}",
+                          str(out)) from exc
         check_output_dir(out, force=force)  # again: it may have appeared meanwhile
         if out.exists():
             _link_run_state(out, tmp)
@@ -532,6 +670,8 @@ def write_results(
             for parent in reversed(created):
                 try:
                     parent.rmdir()
+                except FileNotFoundError:
+                    continue  # not made (the failure came first)
                 except OSError:
                     break
         raise

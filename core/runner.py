@@ -16,6 +16,13 @@ Every applied event is recorded as an action (``actions.csv``) with its outcome.
 After the last migration has ended, the invariants (:mod:`livemig.core.invariants`)
 are checked against the driver's world.
 
+A run has a horizon, the scenario's ``until`` (24 h by default), on the run's own
+clock (simulated or real). A run whose migrations all end before it stops then; one
+that reaches it halts the controller (:meth:`Orchestrator.halt`: queued migrations
+are cancelled, running pre-copy jobs aborted, both recorded as ``HorizonReached``;
+post-copy ones finish) and stops as soon as every migration has ended. Generated
+events after the horizon are not played (recorded as such).
+
 A run with a ``run_dir`` keeps its records in ``RUN_DIR/state.sqlite`` and its
 parameters in ``RUN_DIR/run.json`` while it runs, so that a controller killed
 for real can be replaced by :func:`resume_run` (``livemig resume RUN_DIR``).
@@ -37,6 +44,7 @@ import simpy.rt
 from livemig.core.errors import InvalidMigrationState, MigrationNotFoundForInstance
 from livemig.core.invariants import InvariantReport, check
 from livemig.core.model import (
+    DEFAULT_UNTIL,
     AbortEvent,
     ControllerRestartEvent,
     DrainEvent,
@@ -70,6 +78,8 @@ class RunResult:
     sim_events: int  # SimPy events processed
     invariants: InvariantReport
     restarts: int = 0  # controller restarts (scenario events, or a resume)
+    horizon: float = DEFAULT_UNTIL  # the scenario's until, seconds
+    horizon_reached: bool = False  # the run was halted there
 
 
 class _CountingEnvironment(simpy.Environment):
@@ -259,10 +269,25 @@ def _result(run: _Run, driver: str, seed: int, wall: float) -> RunResult:
         sim_events=run.env.steps,
         invariants=report,
         restarts=run.restarts,
+        horizon=run.scenario.until,
+        horizon_reached=run.horizon_reached,
     )
 
 
 Process = Generator[simpy.Event, Any, None]
+
+
+def _kind_and_target(event: Event) -> tuple[str, str]:
+    """How ``actions.csv`` names an event: its kind and the host or instance it targets."""
+    if isinstance(event, FaultEvent):
+        return event.kind.value, event.host
+    if isinstance(event, DrainEvent):
+        return "drain", event.host
+    if isinstance(event, ControllerRestartEvent):
+        return "controller_restart", ""
+    kind = {LiveMigrateEvent: "live_migrate", AbortEvent: "abort"}.get(type(event),
+                                                                       "force_complete")
+    return kind, getattr(event, "instance", "")
 
 
 class _Run:
@@ -291,6 +316,7 @@ class _Run:
         self.triggers: list[tuple[int, FaultEvent]] = []  # armed checks_passed faults
         self.while_away: list[tuple[FaultKind, str]] = []  # host faults with no controller
         self.restarts = 1 if recovering else 0
+        self.horizon_reached = False
         self.up = env.event()
         self.orchestrator = self._controller()
         if recovering:
@@ -301,8 +327,10 @@ class _Run:
             self.driver, self.store, self.scenario.policy, self.rng, on_finish=self.on_finish,
             disabled_hosts=self.store.meta("disabled_hosts", []),
             failed_hosts=self.store.meta("failed_hosts", []),
+            drains=self.store.meta("drains", {}),
         )
         orchestrator.checks_passed_hooks.append(self._checks_passed)
+        orchestrator.spawn_hooks.append(self.processes.append)
         self.up.succeed()
         return orchestrator
 
@@ -313,15 +341,37 @@ class _Run:
             ((i, e) for i, e in enumerate(self.scenario.events) if i not in applied),
             key=lambda item: item[1].at,
         )
+        until = self.scenario.until
+        late = [(i, e) for i, e in pending if e.at > until]  # from a file: generated faults
+        pending = [(i, e) for i, e in pending if e.at <= until]
         world = [(i, e) for i, e in pending if isinstance(e, FaultEvent)]
         control = [(i, e) for i, e in pending if not isinstance(e, FaultEvent)]
         players = [env.process(self._play_world(world)),
                    env.process(self._play_control(control))]
+        horizon = env.process(self._horizon(until))
         yield env.all_of(players)
         while alive := [p for p in self.processes if p.is_alive]:
             yield env.all_of(alive)
+        if horizon.is_alive:
+            horizon.interrupt()  # everything ended before the horizon
+        for index, event in late:
+            kind, target = _kind_and_target(event)
+            self.store.record_action(kind, target,
+                                     f"not applied: after the horizon (until: {until:g} s)")
+            self._applied(index)
         for _, event in self.triggers:
             self._record(event, f"never fired: no migration to {event.host} passed its checks")
+
+    def _horizon(self, until: float) -> Process:
+        """At ``until``: halt the controller (see the module doc)."""
+        try:
+            yield from self._wait(until)
+        except simpy.Interrupt:
+            return
+        self.horizon_reached = True
+        if self.orchestrator.alive:
+            self.orchestrator.halt(until)
+        # a controller still down comes back halted (see _restart)
 
     def _wait(self, at: float) -> Process:
         if at > self.env.now:
@@ -355,6 +405,7 @@ class _Run:
                 orchestrator.drain(event.host, event.block_migration, event.disk_over_commit)
             )
             self.store.set_meta("disabled_hosts", sorted(orchestrator.disabled_hosts))
+            self.store.set_meta("drains", orchestrator.drains)
         elif isinstance(event, AbortEvent | ForceCompleteEvent):
             kind = "abort" if isinstance(event, AbortEvent) else "force_complete"
             act = orchestrator.abort if isinstance(event, AbortEvent) else (
@@ -385,6 +436,8 @@ class _Run:
             self._host_event(kind, host)
         self.while_away.clear()
         self.processes.extend(self.orchestrator.recover())
+        if self.horizon_reached:
+            self.orchestrator.halt(self.scenario.until)
 
     # -- faults ---------------------------------------------------------------
     def _checks_passed(self, instance: str, source: str, dest: str) -> None:

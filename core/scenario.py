@@ -12,6 +12,11 @@ Schema (``*`` required, ``=`` default)::
 
     name: text                 = the file name without extension
     seed: int >= 0             = 0        seeds every random choice of a run
+    until: 6h                  (= 24h; > 0) the run's horizon: no event may come later
+                               (a generator's events after it are not played); at the
+                               horizon queued migrations are cancelled and running
+                               pre-copy jobs aborted (error HorizonReached); post-copy
+                               ones, which cannot be aborted, finish
     hosts:*                    list of hosts or host groups, in scenario order
       - name: node-a           one host, or a group: prefix: node-  count: 12
                                -> node-01 .. node-12 (index from 1, zero-padded to
@@ -31,9 +36,15 @@ Schema (``*`` required, ``=`` default)::
                                deal continues across entries that use the same glob
         ram:* 4GiB             vcpus: 2 (= 1)    disk: 20GiB (= 0; local-disk size)
         disk_allocated: 5GiB   (= disk; what block migration with disk_over_commit counts)
-        used_memory: 3GiB      (= ram; non-zero memory sent in round 0; <= ram)
-        working_set: 512MiB    (= used_memory / 4; memory the guest keeps dirtying)
+        used_memory: 3GiB      non-zero memory sent in round 0; <= ram (= working_set +
+                               GUEST_OS_FOOTPRINT (64 MiB), at most ram; model textbook:
+                               = ram)
+        working_set: 512MiB    memory the guest keeps dirtying (= used_memory / 4 when
+                               used_memory is given, else ram / 4)
         dirty_rate: 50MiB/s    (= 0; >= 0)       volume_backed: false
+        throttle_response: cpu_bound | clock_paced | 0.3   (= cpu_bound = 1; clock_paced =
+                               0.1) the share of its CPU the guest's writing needs: how much
+                               an auto-converge throttle slows it (core/policy.py)
     network:
       host_link: 10Gbit/s      (= 10Gbit/s; each host's link, each direction; > 0)
       hosts_per_rack: 10       puts hosts without a rack into racks of this size, in order,
@@ -47,8 +58,9 @@ Schema (``*`` required, ``=`` default)::
       migration: {live_migration_flag: "VIR_MIGRATE_LIVE, VIR_MIGRATE_PEER2PEER" (Nova's
                   comma-separated string, or a YAML list of names), block_migration_flag,
                   uri: "qemu+tcp://%s/system" (exactly one %s), bandwidth: 0 (0 = unlimited),
-                  max_downtime: 500ms, poll_interval: 500ms, max_concurrent_per_host: 1 (>= 1),
-                  switchover_cost: 0s, completion_timeout: 800s (per GiB of data; 0 disables),
+                  max_downtime: 500ms (>= 1ms), poll_interval: 500ms (>= 10ms),
+                  max_concurrent_per_host: 1 (>= 1),
+                  completion_timeout: 800s (per GiB of data; 0 disables),
                   reserved_host_disk_mb: 0, reserved_host_memory_mb: 512 (integers, MiB as
                   in Nova), service_down_time: 60s, report_interval: 10s (< service_down_time),
                   # convergence (modern Nova's live_migration_* options):
@@ -57,7 +69,14 @@ Schema (``*`` required, ``=`` default)::
                   timeout_action: abort | force_complete (= abort; what completion_timeout does),
                   permit_post_copy: false, permit_auto_converge: false,
                   keepalive_interval: 5s (> 0), keepalive_count: 5 (>= 1; libvirt's keepalive
-                  between the two libvirtds)}
+                  between the two libvirtds),
+                  # the simulator's pre-copy model (drivers/precopy.py, core/profile.py):
+                  model: qemu | textbook (= qemu),
+                  profile: FILE (a YAML profile, relative to this file; its values apply
+                  where this mapping does not set them),
+                  startup_cost: 285ms, switchover_cost: 20ms (textbook: 0 and 0),
+                  link_speed: 330MiB/s (= the host link), flush_speed (= link_speed),
+                  bandwidth_window: 100ms}
     events:                    exactly one action per event; the events as written are in
                                non-decreasing time order (at >= 0)
       - at: 2s
@@ -87,6 +106,14 @@ Schema (``*`` required, ``=`` default)::
                                0: never repaired
           seed: 7              (int >= 0; = the scenario's seed + the number of
                                random_faults events written before this one)
+    expect:                    what a run must show; `livemig check` gates on it, `livemig
+                               run` reports it (schema: core/expectations.py)
+      instances: {"web-*": {status: completed, error: null, host: node-2, vm_state: active}}
+      outcomes: {completed: 3, error: 1, total: 4}    exact counts of migrations by status
+      stats: ["p95 total_time_s < 40s", "max downtime_ms <= 300ms",
+              "sum data_transferred_bytes < 2TB", "sim_time_s < 10min"]
+                               [min|max|mean|p50|p95|p99|sum|count] METRIC < <= > >= == VALUE
+      invariants: {violations: 0, unverifiable: 0}    violations: 0 is always checked
 
 Decisions:
 
@@ -104,7 +131,8 @@ Decisions:
   fills the gaps) and ``network.uplink`` is required.
 * YAML anchors and merge keys are allowed (``<<: *small_vm``); top-level keys starting
   with ``x-`` are ignored, a place to define anchors.
-* Names of hosts, VMs and racks may not contain whitespace, ``/`` or ``%``; a group
+* Names of hosts, VMs and racks may not contain whitespace, ``/``, ``%`` or invisible
+  characters (Unicode categories Cc, Cf, Zl, Zp; nor may the scenario name); a group
   expands to at most ``MAX_GROUP_COUNT`` names. Host and VM names are separate namespaces.
 * Strings are YAML strings: ``name: yes`` is a boolean and an error (quote it). A
   ``hypervisor_version`` written ``6.2`` (a YAML float) is read as the text ``"6.2"``.
@@ -116,6 +144,11 @@ Decisions:
 * ``cpu_model`` must be one of ``CPU_MODELS`` so the simulator can order models.
 * A VM larger than every host (RAM, vCPUs; disk against the ``local`` hosts) is reported
   as such; one merely larger than its own host names that host.
+* Times and durations are at most ``MAX_SECONDS`` (1e9 s, about 31 years): beyond it,
+  float seconds no longer resolve a migration's timings. ``poll_interval`` is at least
+  ``MIN_POLL_INTERVAL`` (10 ms) and ``max_downtime`` at least ``MIN_MAX_DOWNTIME`` (1 ms,
+  QEMU's own minimum downtime-limit). A written event after ``until`` is an error, and
+  so is a ``controller_restart`` whose controller would still be down at ``until``.
 * ``random_faults`` is expanded when the file is loaded, so ``Scenario.events`` only holds
   concrete events and ``livemig run --seed`` does not change the faults (the generator's
   ``seed`` does). Expansion, with ``random.Random(seed)``: the ``host_down`` failure
@@ -139,11 +172,14 @@ from pathlib import Path
 
 from yaml.nodes import SequenceNode
 
+from .expectations import read_expectations
 from .flags import MIGRATE_FLAGS
 from .model import (
     CPU_MODELS,
+    DEFAULT_UNTIL,
     Heuristic,
     HostSpec,
+    MigrationModel,
     MigrationPolicy,
     NetworkSpec,
     Policy,
@@ -153,16 +189,21 @@ from .model import (
     TimeoutAction,
     VmSpec,
 )
+from .policy import CLOCK_PACED_SHARE
+from .profile import READERS as PROFILE_READERS
+from .profile import Profile, load_profile
 from .scenario_events import _GLOB_CHARS, MAX_GROUP_COUNT, Hosts, matching_hosts, read_events
 from .scheduler import CPU_ALLOCATION_RATIO, FILTERS
 from .units import MiB, format_bytes
 from .yaml_nodes import (
+    MAX_SECONDS,
     Field,
     Mapping,
     Reader,
     ScenarioError,
     boolean,
     check_name,
+    check_visible,
     choice,
     compose,
     did_you_mean,
@@ -182,10 +223,14 @@ __all__ = [
     "MAX_DOWNTIME_STEPS",
     "MAX_FACTOR",
     "MAX_GROUP_COUNT",
+    "MAX_SECONDS",
     "MAX_VCPUS",
+    "MIN_MAX_DOWNTIME",
+    "MIN_POLL_INTERVAL",
     "MIGRATE_FLAG_NAMES",
     "VCPU_OVERCOMMIT",
     "WORKING_SET_FRACTION",
+    "GUEST_OS_FOOTPRINT",
     "ScenarioError",
     "expand_names",
     "format_hypervisor_version",
@@ -206,8 +251,12 @@ MAX_DOWNTIME_STEPS = 1_000  # the schedule is a list of steps + 1 pairs
 MAX_BYTES = 2**53  # 8192 TiB: any size; exact as a float, sums stay within int64
 MAX_VCPUS = 2**20  # vCPUs of a host or a VM
 MAX_FACTOR = 1e6  # |ram_allocation_ratio|, |ram_weight_multiplier|: products stay finite
+MIN_POLL_INTERVAL = 0.01  # seconds: polling more often only spins (Nova polls every 0.5 s)
+MIN_MAX_DOWNTIME = 0.001  # seconds: QEMU's own minimum downtime-limit (1 ms)
 _MAX_MB = MAX_BYTES // MiB  # reserved_host_*_mb
-WORKING_SET_FRACTION = 0.25  # default working_set = used_memory * this
+WORKING_SET_FRACTION = 0.25  # default working_set = used_memory (or ram, qemu) * this
+GUEST_OS_FOOTPRINT = 64 * MiB  # qemu model: default used_memory = working_set + this
+THROTTLE_RESPONSES = {"cpu_bound": 1.0, "clock_paced": CLOCK_PACED_SHARE}
 
 _FLAG_PREFIX = "VIR_MIGRATE_"
 _VERSION = re.compile(r"([0-9]{1,6})(?:\.([0-9]{1,3}))?(?:\.([0-9]{1,3}))?")
@@ -242,7 +291,8 @@ def parse_scenario(
     if node is None:
         raise ScenarioError(source, 1, "", "no content; expected a mapping with hosts and vms")
     top = Field(node, "", source).mapping(
-        ("name", "seed", "hosts", "vms", "network", "policy", "events", "x-*"),
+        ("name", "seed", "hosts", "vms", "network", "policy", "events", "expect", "until",
+         "x-*"),
         "a mapping with keys hosts, vms, ...",
     )
     if default_name is None:
@@ -252,16 +302,26 @@ def parse_scenario(
     hosts = _hosts(top.require("hosts", "a list of hosts"), network)
     vms = _vms(top.require("vms", "a list of VMs"), hosts, policy.migration)
     seed = top.value("seed", integer(0), 0)
+    expect = top.value("expect", lambda f: read_expectations(
+        f, hosts=hosts, vms=[vm.name for vm in vms]), None)
+    until = top.value("until", duration(positive=True), DEFAULT_UNTIL)
     return Scenario(
-        name=top.value("name", string("a scenario name"), default_name),
+        name=top.value("name", _scenario_name, default_name),
         seed=seed,
         hosts=tuple(spec for spec, _ in hosts.values()),
         vms=tuple(vms),
         network=network,
         policy=policy,
-        events=tuple(read_events(top.get("events"), hosts, {vm.name for vm in vms}, seed)),
+        events=tuple(read_events(top.get("events"), hosts, {vm.name for vm in vms}, seed,
+                                 until=until)),
         source=source,
+        expect=expect,
+        until=until,
     )
+
+
+def _scenario_name(f: Field) -> str:
+    return check_visible(f, string("a scenario name")(f), "scenario")
 
 
 # -- small public helpers --------------------------------------------------------------
@@ -390,10 +450,12 @@ _MIGRATION: dict[str, Reader] = {
     "block_migration_flag": _flags,
     "uri": _uri,
     "bandwidth": rate(non_negative=True),
-    "max_downtime": duration(positive=True),
-    "poll_interval": duration(positive=True),
+    "max_downtime": duration(MIN_MAX_DOWNTIME, positive=True),
+    "poll_interval": duration(MIN_POLL_INTERVAL, positive=True),
     "max_concurrent_per_host": integer(1),
-    "switchover_cost": duration(non_negative=True),
+    **PROFILE_READERS,  # switchover_cost, startup_cost, link_speed, ... (core/profile.py)
+    "model": choice([m.value for m in MigrationModel], "migration model", MigrationModel),
+    "profile": string("a profile file (YAML, relative to the scenario file)"),
     "completion_timeout": duration(non_negative=True),
     "reserved_host_disk_mb": integer(0, _MAX_MB),
     "reserved_host_memory_mb": integer(0, _MAX_MB),
@@ -422,7 +484,13 @@ def _policy(f: Field | None) -> Policy:
     if migration_field is None:
         return Policy(scheduler=SchedulerPolicy(**scheduler))
     mm = migration_field.mapping(_MIGRATION)
-    migration = MigrationPolicy(**mm.read(_MIGRATION))
+    values = mm.read(_MIGRATION)
+    if "profile" in values:
+        profile = _profile(mm.require("profile", ""), values["profile"])
+        for key, value in profile.values.items():
+            values.setdefault(key, value)  # the scenario's own setting wins
+        values["profile"], values["profile_name"] = profile.path, profile.name
+    migration = MigrationPolicy(**values)
     if migration.report_interval >= migration.service_down_time:
         where = mm.get("report_interval") or mm.get("service_down_time") or migration_field
         where.fail(
@@ -431,6 +499,18 @@ def _policy(f: Field | None) -> Policy:
             "often enough for services to be seen up"
         )
     return Policy(scheduler=SchedulerPolicy(**scheduler), migration=migration)
+
+
+def _profile(f: Field, written: str) -> Profile:
+    """The profile file named by ``policy.migration.profile`` (relative to the scenario)."""
+    base = Path(".") if f.source.startswith("<") else Path(f.source).parent
+    path = base / written
+    try:
+        return load_profile(path)
+    except OSError as err:
+        f.fail(f"cannot read profile {show(written)} ({path}): {err.strerror or err}; "
+               "expected a profile file (YAML, see core/profile.py) relative to the scenario "
+               "file")
 
 
 # -- hosts -----------------------------------------------------------------------------
@@ -538,7 +618,23 @@ _VM: dict[str, Reader] = {
     "working_set": size(MAX_BYTES, non_negative=True),
     "dirty_rate": rate(non_negative=True),
     "volume_backed": boolean,
+    "throttle_response": lambda f: _throttle_response(f),
 }
+
+
+def _throttle_response(f: Field) -> float:
+    """``cpu_bound`` (1.0), ``clock_paced`` (:data:`CLOCK_PACED_SHARE`) or a number in
+    [0, 1]: the share of its CPU the guest's writing needs."""
+    expected = "cpu_bound, clock_paced or a number in [0, 1] (the CPU share the writing needs)"
+    value = f.scalar(expected)
+    if isinstance(value, str):
+        if value not in THROTTLE_RESPONSES:
+            f.fail(f"unknown throttle response {show(value)}"
+                   f"{did_you_mean(value, THROTTLE_RESPONSES)}; expected {expected}")
+        return THROTTLE_RESPONSES[value]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        f.wrong(expected)
+    return float(value)
 
 
 def _vms(list_field: Field, hosts: _Hosts, migration: MigrationPolicy) -> list[VmSpec]:
@@ -561,8 +657,13 @@ def _vms(list_field: Field, hosts: _Hosts, migration: MigrationPolicy) -> list[V
         targets = matching_hosts(host_field, hosts)
         entry.require("ram", "the VM's RAM, e.g. 4GiB")
         values = {"vcpus": 1, "disk": 0, "dirty_rate": 0.0, **entry.read(_VM)}
-        values.setdefault("used_memory", values["ram"])
-        values.setdefault("working_set", int(values["used_memory"] * WORKING_SET_FRACTION))
+        if migration.model is MigrationModel.TEXTBOOK or "used_memory" in values:
+            values.setdefault("used_memory", values["ram"])  # earlier releases' default
+            values.setdefault("working_set", int(values["used_memory"] * WORKING_SET_FRACTION))
+        else:  # the working set plus what the guest OS itself keeps non-zero
+            values.setdefault("working_set", int(values["ram"] * WORKING_SET_FRACTION))
+            values["used_memory"] = min(values["ram"],
+                                        values["working_set"] + GUEST_OS_FOOTPRINT)
         for key, limit in (("disk_allocated", "disk"), ("used_memory", "ram"),
                            ("working_set", "used_memory")):  # fmt: skip
             if key in values and values[key] > values[limit]:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .model import (
+    DEFAULT_UNTIL,
     AbortEvent,
     ControllerRestartEvent,
     DrainEvent,
@@ -32,6 +33,7 @@ from .yaml_nodes import (
     Mapping,
     Reader,
     boolean,
+    check_visible,
     choice,
     did_you_mean,
     duration,
@@ -51,6 +53,8 @@ def _known(names: Iterable[str], what: str, *, null: bool = False) -> Reader:
 
     def read(f: Field) -> str | None:
         value = f.text(f"a {what} name", null=null)
+        if value is not None:
+            check_visible(f, value, what)
         if value is not None and value not in names:
             f.fail(
                 f"unknown {what} {show(value)}{did_you_mean(value, names)}; "
@@ -202,8 +206,11 @@ _EVENT_KINDS: dict[str, tuple[tuple[str, ...], dict[str, str], Callable[..., lis
 }  # fmt: skip
 
 
-def read_events(f: Field | None, hosts: Hosts, vms: set[str], seed: int) -> list[Event]:
-    """The events as written (in non-decreasing time order), generators expanded, by time."""
+def read_events(f: Field | None, hosts: Hosts, vms: set[str], seed: int,
+                until: float = DEFAULT_UNTIL) -> list[Event]:
+    """The events as written (in non-decreasing time order), generators expanded, by time.
+
+    A written event after ``until`` is an error, as is a controller still down then."""
     timed: list[tuple[float, int, int, Event]] = []  # (at, file index, index within, event)
     previous: tuple[float, int] | None = None
     kinds = tuple(_EVENT_KINDS)
@@ -222,11 +229,18 @@ def read_events(f: Field | None, hosts: Hosts, vms: set[str], seed: int) -> list
                 f"{at:g} s is before the previous event ({previous[0]:g} s, line "
                 f"{previous[1]}); expected events in non-decreasing time order"
             )
+        if at > until:
+            at_field.fail(f"{at:g} s is after until ({until:g} s); expected events within "
+                          "the run's horizon (raise until:)")
         previous = (at, at_field.line)
         allowed, hints, read = _EVENT_KINDS[kind]
         ctx = _Context(hosts=hosts, vms=vms, seed=seed, generators=generators)
         body = entry.require(kind, "").mapping(allowed, hints=hints)
         for within, event in enumerate(read(body, at, ctx)):
+            if isinstance(event, ControllerRestartEvent) and at + event.down_for > until:
+                (body.get("down_for") or body.field).fail(
+                    f"the controller would still be down at until ({until:g} s); expected "
+                    "at + down_for <= until")
             timed.append((event.at, index, within, event))
         generators += kind == "random_faults"
     timed.sort(key=lambda item: item[:3])

@@ -13,9 +13,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from livemig.core.checks import service_is_up
 from livemig.core.errors import RETRYABLE, MaxRetriesExceeded, NoValidHost
@@ -23,6 +21,9 @@ from livemig.core.model import Heuristic, SchedulerPolicy
 from livemig.core.state import InstanceRecord
 from livemig.core.units import MiB
 from livemig.drivers.base import HostFacts, HostTable
+
+if TYPE_CHECKING:  # imported where used: loading a scenario (FILTERS) needs no NumPy
+    import numpy as np
 
 CPU_ALLOCATION_RATIO = 16.0
 DISK_ALLOCATION_RATIO = 1.0
@@ -107,6 +108,8 @@ def ram_weights(hosts: Hosts, multiplier: float) -> list[float]:
 
 
 def _normalised(values: np.ndarray, multiplier: float) -> np.ndarray:
+    import numpy as np
+
     low, high = values.min(), values.max()
     if high == low:
         return np.zeros(len(values))
@@ -136,6 +139,8 @@ def select_host(
     Ties go to the host listed first. Raises ``NoValidHost`` when no host
     passes every filter.
     """
+    import numpy as np
+
     table = _as_table(hosts)
     req = Request(
         instance=instance,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NoReturn
 
@@ -19,7 +20,14 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from .units import UnitError, format_bytes, parse_bytes, parse_duration, parse_rate
+from .units import (
+    UnitError,
+    format_bytes,
+    format_duration,
+    parse_bytes,
+    parse_duration,
+    parse_rate,
+)
 
 TAG = "tag:yaml.org,2002:"
 _SCALAR_TYPES = {TAG + "str", TAG + "int", TAG + "float", TAG + "bool", TAG + "null"}
@@ -27,6 +35,9 @@ _CONSTRUCT = SafeConstructor()  # stateless use: only its scalar construct_yaml_
 _SHOW_MAX = 40
 _EXPONENT = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+")
 _QUANTITY_KINDS = {"parse_bytes": "size", "parse_rate": "rate", "parse_duration": "duration"}
+MAX_SECONDS = 1e9
+"""The largest time or duration of a scenario (about 31.7 years): beyond it, float
+seconds no longer resolve the microseconds a migration's timings need."""
 
 
 class ScenarioError(ValueError):
@@ -233,8 +244,22 @@ def rate(**sign: bool) -> Reader:
     return lambda f: f.quantity(parse_rate, **sign)
 
 
-def duration(**sign: bool) -> Reader:
-    return lambda f: f.quantity(parse_duration, **sign)
+def duration(minimum: float | None = None, **sign: bool) -> Reader:
+    """A reader of durations in seconds, at most :data:`MAX_SECONDS`, at least
+    ``minimum`` when given."""
+
+    def read(f: Field) -> float:
+        value = f.quantity(parse_duration, **sign)
+        if value > MAX_SECONDS:
+            limit = f"{MAX_SECONDS:.0e}".replace("e+0", "e")  # 1e9
+            f.fail(f"{f.describe()} is too large; expected a duration <= {limit}s "
+                   "(about 31 years)")
+        if minimum is not None and value < minimum:
+            f.fail(f"{f.describe()} is too small; expected a duration >= "
+                   f"{format_duration(minimum)}")
+        return value
+
+    return read
 
 
 def integer(minimum: int | None = None, maximum: int | None = None) -> Reader:
@@ -364,10 +389,26 @@ class Mapping:
 
 
 _NAME_CHARS = re.compile(r"[^\s/%]+")
+_INVISIBLE = frozenset(("Cc", "Cf", "Zl", "Zp"))  # controls, format (bidi overrides), separators
+
+
+def check_visible(field: Field, value: str, what: str) -> str:
+    """Names hold no control, format or line-separator characters (NUL, ESC, U+202E ...).
+
+    They would garble terminals, files and plots, or show a name other than the real one.
+    """
+    for char in value:
+        if unicodedata.category(char) in _INVISIBLE:
+            field.fail(f"{show(value)} contains the invisible character U+{ord(char):04X} "
+                       f"({unicodedata.name(char, 'a control character')}); expected a {what} "
+                       "name of visible characters")
+    return value
 
 
 def check_name(field: Field, value: str, what: str) -> str:
-    """Names of hosts, VMs and racks: no whitespace, '/' or '%' (they go into URIs and paths)."""
+    """Names of hosts, VMs and racks: no whitespace, '/' or '%' (they go into URIs and paths),
+    nor invisible characters (:func:`check_visible`)."""
+    check_visible(field, value, what)
     if not _NAME_CHARS.fullmatch(value):
         field.fail(f"{show(value)} is not a valid {what} name; expected no spaces, '/' or '%'")
     return value

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
-
-import numpy as np
-import simpy
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from livemig.core.model import FaultKind
+
+if TYPE_CHECKING:  # imported where used: loading a scenario needs neither
+    import numpy as np
+    import simpy
 
 
 class DriverSetupError(RuntimeError):
@@ -81,13 +82,16 @@ class WorldFacts:
 
     ``unreachable`` hosts could not be asked (their libvirtd is down): their domains
     and their capacity are unknown, and the invariants that need them are reported
-    as unverifiable rather than guessed.
+    as unverifiable rather than guessed. ``powered_off`` hosts are known to be down
+    (the simulator knows, a fault injector may): no domain runs there, so a record
+    placing a live instance on one is a violation, not unverifiable.
     """
 
     domains: tuple[DomainFact, ...]  # every scenario domain on every reachable host
     claims: dict[str, str]  # instance -> host holding an incoming reservation for it
     unreachable: tuple[str, ...] = ()
     overcommitted: tuple[str, ...] = ()  # hosts whose usage + claims exceed capacity
+    powered_off: tuple[str, ...] = ()  # hosts known to be down: they run nothing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,6 +152,7 @@ class HostTable:
     @classmethod
     def from_facts(cls, facts: list[HostFacts]) -> HostTable:
         """Columns from per-host facts (for drivers with few hosts, and tests)."""
+        import numpy as np
 
         def column(attr: str, dtype: type) -> np.ndarray:
             return np.array([getattr(f, attr) for f in facts], dtype=dtype)

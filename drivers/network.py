@@ -12,6 +12,8 @@ the change (flows sharing links, transitively; a link that can never be
 saturated, given its flows' caps and the links they have to themselves, does
 not connect them). All the changes of one simulated instant share one
 recomputation, done at the end of the instant or as soon as a ``rate`` is read.
+A flow's ``on_rate`` callback, when set, is called after each recomputation that
+changed its rate (the migration job re-arms its switchover check with it).
 Between recomputations a flow delivers at a constant rate, so ``delivered()``
 is the exact integral of its rate, and its completion is an event at the
 computed time, not a tick (exact up to float rounding of the clock).
@@ -60,7 +62,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
 from itertools import pairwise
 
@@ -233,6 +235,7 @@ class Flow:
         "started_at",
         "finished_at",
         "state",
+        "on_rate",
         "_net",
         "_links",
         "_cap",
@@ -269,6 +272,9 @@ class Flow:
         self.started_at: float = net.env.now
         self.finished_at: float | None = None  # completion or cancellation time
         self.state = FlowState.ACTIVE
+        # called with the flow after each recomputation that changed its rate (the
+        # rate is then current); None: nobody listens
+        self.on_rate: Callable[[Flow], None] | None = None
         self._net = net
         self._links = links
         self._cap = cap
@@ -574,6 +580,7 @@ class FluidNetwork:
             rates = _max_min_rates(self._epoch, component, coupling)
             now = self.env.now
             heap = self._heap
+            listeners: list[Flow] = []
             for flow, rate in zip(component, rates, strict=True):
                 if rate == flow._rate:
                     continue
@@ -588,6 +595,10 @@ class FluidNetwork:
                     heapq.heappush(heap, (flow._finish, flow.id, flow._gen))
                 else:
                     flow._finish = _INF
+                if flow.on_rate is not None:
+                    listeners.append(flow)
+            for flow in listeners:  # every rate is current by now
+                flow.on_rate(flow)  # type: ignore[misc]
         self._arm()
 
     # -- completions ------------------------------------------------------------------

@@ -1,7 +1,13 @@
-"""Pure pre-copy round arithmetic: no SimPy, no I/O, unit-testable on its own.
+"""Pure pre-copy arithmetic: no SimPy, no I/O, unit-testable on its own.
 
-The model, at a constant effective bandwidth ``B`` (bytes/s), for a guest with
-``U`` bytes of used (non-zero) memory, a working set of ``W`` bytes that it keeps
+Two models (``policy.migration.model``): ``qemu`` (:func:`plan_qemu`, the default),
+which does what QEMU 10 does (start-up cost, a switchover checked continuously inside
+each pass, the remainder flushed at the link's speed, bitmap syncs as iterations,
+QEMU's own auto-converge rule; see its docstring), and ``textbook`` (:func:`plan`,
+earlier releases), the classic round model that published comparisons used.
+
+The textbook model, at a constant effective bandwidth ``B`` (bytes/s), for a guest
+with ``U`` bytes of used (non-zero) memory, a working set of ``W`` bytes that it keeps
 dirtying at ``D`` bytes/s, and a maximum downtime ``T`` seconds:
 
 * round 0 sends ``d_0 = U`` in ``t_0 = U / B``;
@@ -46,7 +52,15 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from livemig.core.policy import THROTTLE_MAX, throttle_after, throttled_dirty_rate
+from livemig.core.policy import (
+    THROTTLE_MAX,
+    THROTTLE_PERIOD,
+    THROTTLE_TRIGGER,
+    responsive_dirty_rate,
+    throttle_after,
+    throttle_step,
+    throttled_dirty_rate,
+)
 
 DEFAULT_MAX_ROUNDS = 30
 
@@ -248,6 +262,245 @@ def plan(
         downtime=downtime,
         total_time=total_time,
         iterations=len(rounds),
+        converged=reason is StopReason.CONVERGED,
+        reason=reason,
+        data_transferred=transferred,
+        throttles=tuple(throttles),
+    )
+
+
+# -- the qemu model ----------------------------------------------------------------
+
+
+def switch_delay(
+    remaining: float,
+    dirtied: float,
+    working_set: float,
+    dirty_rate: float,
+    rate: float,
+    max_downtime: float,
+    not_before: float = 0.0,
+) -> float | None:
+    """Seconds from now until QEMU pauses the guest inside the pass under way, or None
+    if it does not before the pass ends (``remaining / rate`` from now).
+
+    QEMU checks continuously: the guest pauses at the first instant when what is
+    pending, ``p(t) = remaining - rate*t + min(W, dirtied + D*t)`` (this pass's pages
+    still to send plus what the guest dirtied since the pass began), is at most the
+    measured bandwidth times the downtime limit, ``rate * max_downtime``; and not before
+    ``not_before`` (QEMU has no bandwidth measurement, so no threshold, until a window
+    of transfer has been measured). ``p`` is concave (slope ``D - rate``, then ``-rate``
+    once the working set is all dirty), so once below the threshold it stays below:
+    the first instant is a root of one of its two linear pieces.
+
+    A 64 MiB pass at 100 MiB/s (0.64 s), the guest dirtying 20 MiB/s of its 16 MiB
+    working set, a 200 ms limit (threshold 20 MiB): ``64 - 80 t = 20`` at t = 0.55 s,
+    11 MiB dirtied, still inside the first piece. With an 8 MiB working set (all dirty
+    at 0.4 s) and a 100 ms limit, the second piece: ``64 + 8 - 100 t = 10``, t = 0.62 s.
+    With 16 MiB and 100 ms the pass ends (0.64 s, 12.8 MiB dirty) before it fits.
+
+    >>> MiB = 2**20
+    >>> switch_delay(64 * MiB, 0, 16 * MiB, 20 * MiB, 100 * MiB, 0.2)
+    0.55
+    >>> switch_delay(64 * MiB, 0, 8 * MiB, 20 * MiB, 100 * MiB, 0.1)
+    0.62
+    >>> switch_delay(64 * MiB, 0, 16 * MiB, 20 * MiB, 100 * MiB, 0.1) is None
+    True
+    >>> switch_delay(64 * MiB, 0, 64 * MiB, 200 * MiB, 100 * MiB, 0.1) is None  # D > rate
+    True
+    >>> switch_delay(5 * MiB, 0, 0, 0, 100 * MiB, 0.1, not_before=0.02)  # waits the window
+    0.02
+    """
+    if rate <= 0:
+        return None
+    end = remaining / rate
+    if not_before > end:
+        return None
+    threshold = rate * max_downtime
+
+    def pending(t: float) -> float:
+        return remaining - rate * t + min(working_set, dirtied + dirty_rate * t)
+
+    if pending(not_before) <= threshold:
+        return not_before
+    full = (working_set - dirtied) / dirty_rate if dirty_rate > 0 else math.inf
+    candidates = []
+    if dirty_rate < rate:  # first piece falls: remaining + dirtied - (rate - D) t
+        t = (remaining + dirtied - threshold) / (rate - dirty_rate)
+        if not_before <= t <= full:
+            candidates.append(t)
+    t = (remaining + working_set - threshold) / rate  # second piece
+    if t >= full and t >= not_before:
+        candidates.append(t)
+    if not candidates:
+        return None
+    first = min(candidates)
+    return first if first <= end else None
+
+
+def plan_qemu(
+    used_memory: float,
+    working_set: float,
+    dirty_rate: float,
+    bandwidth: float,
+    max_downtime: float,
+    *,
+    flush_speed: float,
+    startup_cost: float = 0.0,
+    switchover_cost: float = 0.0,
+    bandwidth_window: float = 0.0,
+    max_rounds: int = DEFAULT_MAX_ROUNDS,
+    auto_converge: bool = False,
+    throttle_response: float = 1.0,
+) -> PrecopyPlan:
+    """Plan one migration as QEMU runs it, at constant ``bandwidth`` (the cap, or the
+    uncapped speed ``link_speed``); units bytes, B/s, s.
+
+    * ``startup_cost`` seconds pass before the first byte (libvirt's ``time_elapsed``
+      counts them).
+    * Pass 0 sends the non-zero memory ``U``; pass ``i+1`` what the guest dirtied
+      during pass ``i``, ``min(W, D_eff * t_i)``.
+    * Inside every pass QEMU checks continuously (:func:`switch_delay`): the guest
+      pauses at the first instant the pending bytes fit in ``bandwidth * max_downtime``,
+      once ``bandwidth_window`` seconds of transfer have been measured. The pass is
+      cut there (``rounds[-1]`` is the part sent) and the pending bytes (``remaining``)
+      are flushed at ``flush_speed``, not at the cap: ``downtime = remaining /
+      flush_speed + switchover_cost``.
+    * ``iterations`` counts dirty-bitmap syncs as libvirt's ``memory_iteration`` does:
+      one when the migration starts, one at the end of each full pass, and, when it
+      converges, one for the check that let it pause and one at completion.
+    * Auto-converge, QEMU's rule: at a pass-end sync at least ``THROTTLE_PERIOD`` (1 s)
+      after the period began, if the bytes dirtied in the period exceed
+      ``THROTTLE_TRIGGER`` (50 %) of those sent, a counter goes up; at 2 the throttle
+      steps (20 %, then +10 %, at most 99 %) and the counter restarts. The guest then
+      dirties at ``responsive_dirty_rate(D, throttle, throttle_response)``.
+    * It gives up as :func:`plan` does (not shrinking, with no throttle left to add;
+      or ``max_rounds`` passes).
+
+    The lab guest: 128 MiB RAM, 80 MiB non-zero, rewriting 16 MiB at 24 MiB/s, capped at
+    50 MiB/s, limit 300 ms (threshold 15 MiB), QEMU 10's costs, flushed at 330 MiB/s.
+    Pass 0 (1.6 s) leaves the whole working set dirty; pass 1 resends it and the guest
+    pauses inside it, as soon as ``16 - 50 t + 24 t = 15``: at t = 0.0385 s, 1.92 MiB
+    sent; the 15 MiB pending flush in 45.5 ms, plus 20 ms.
+
+    >>> MiB = 2**20
+    >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 50 * MiB, 0.3, flush_speed=330 * MiB,
+    ...               startup_cost=0.285, switchover_cost=0.02, bandwidth_window=0.1)
+    >>> p.converged, p.iterations, [round(r / MiB, 3) for r in p.rounds]
+    (True, 4, [80.0, 1.923])
+    >>> round(p.remaining / MiB, 3), round(p.downtime * 1000, 1), round(p.total_time, 4)
+    (15.0, 65.5, 1.9889)
+
+    Uncapped (330 MiB/s, limit 300 ms: 99 MiB) the guest pauses inside pass 0, as soon
+    as QEMU has measured a window: at 0.1 s, 33 MiB sent, 47 + 2.4 MiB pending.
+
+    >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=330 * MiB,
+    ...               startup_cost=0.285, switchover_cost=0.02, bandwidth_window=0.1)
+    >>> p.iterations, [round(r / MiB, 3) for r in p.rounds], round(p.remaining / MiB, 3)
+    (3, [33.0], 49.4)
+    >>> round(p.downtime * 1000, 1), round(p.total_time, 4)
+    (169.7, 0.5547)
+
+    The same guest dirtying 60 MiB/s capped at 50 MiB/s never converges at 100 ms.
+    With auto-converge, CPU-bound, it is throttled 20 % after about 3 s (the second
+    period of at least 1 s that dirtied more than half of what it sent), 30 % two periods
+    later; dirtying 42 MiB/s its passes shrink until one fits, at 7.22 s. Paced by the
+    clock (its writing needs 10 % of its CPU) it keeps dirtying 60 MiB/s until the
+    throttle passes 90 %: converged at 99 %, after 24.9 s.
+
+    >>> cpu = plan_qemu(80 * MiB, 16 * MiB, 60 * MiB, 50 * MiB, 0.1, flush_speed=330 * MiB,
+    ...                 bandwidth_window=0.1, auto_converge=True, max_rounds=1000)
+    >>> paced = plan_qemu(80 * MiB, 16 * MiB, 60 * MiB, 50 * MiB, 0.1, flush_speed=330 * MiB,
+    ...                   bandwidth_window=0.1, auto_converge=True, max_rounds=1000,
+    ...                   throttle_response=0.1)
+    >>> cpu.converged, cpu.throttles[-1], cpu.iterations, round(cpu.total_time, 2)
+    (True, 30, 24, 7.22)
+    >>> paced.converged, paced.throttles[-1], round(paced.total_time, 2)
+    (True, 99, 24.91)
+    """
+    _check_non_negative("used_memory", used_memory, "B")
+    _check_non_negative("working_set", working_set, "B")
+    _check_non_negative("dirty_rate", dirty_rate, "B/s")
+    _check_non_negative("max_downtime", max_downtime, "s")
+    _check_non_negative("switchover_cost", switchover_cost, "s")
+    _check_non_negative("startup_cost", startup_cost, "s")
+    _check_non_negative("bandwidth_window", bandwidth_window, "s")
+    for name, speed in (("bandwidth", bandwidth), ("flush_speed", flush_speed)):
+        if not (speed > 0 and math.isfinite(speed)):
+            raise ValueError(f"{name}(={speed} B/s) must be > 0")
+    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
+        raise ValueError(f"max_rounds(={max_rounds!r}) must be an int >= 1")
+
+    rounds: list[float] = []
+    times: list[float] = []
+    throttles: list[int] = []
+    size: float = used_memory
+    elapsed = 0.0  # since the first byte
+    throttle = high = 0
+    period_start, period_dirty, period_sent = 0.0, 0.0, 0.0
+    syncs = 1  # the sync that starts the migration
+    pending = 0.0
+    while True:
+        rate = responsive_dirty_rate(dirty_rate, throttle, throttle_response)
+        throttles.append(throttle)
+        not_before = max(0.0, bandwidth_window - elapsed)
+        if size == 0:  # nothing to send: pause once QEMU has a measurement
+            delay: float | None = not_before
+        else:
+            delay = switch_delay(size, 0.0, working_set, rate, bandwidth, max_downtime,
+                                 not_before)
+        if delay is not None:
+            sent = min(size, bandwidth * delay)
+            pending = size - sent + min(working_set, rate * delay)
+            rounds.append(sent)
+            times.append(delay)
+            reason = StopReason.CONVERGED
+            break
+        seconds = size / bandwidth
+        rounds.append(size)
+        times.append(seconds)
+        elapsed += seconds
+        syncs += 1
+        dirty = min(working_set, rate * seconds)
+        pending = dirty
+        in_force = throttle
+        if auto_converge:
+            period_dirty += dirty
+            period_sent += size
+            if elapsed - period_start > THROTTLE_PERIOD:
+                if period_dirty > period_sent * THROTTLE_TRIGGER / 100:
+                    high += 1
+                    if high >= 2:
+                        high = 0
+                        throttle = throttle_step(throttle)
+                period_start, period_dirty, period_sent = elapsed, 0.0, 0.0
+        if dirty >= size and (not auto_converge or in_force >= THROTTLE_MAX):
+            reason = StopReason.NOT_SHRINKING
+            break
+        if len(rounds) >= max_rounds:
+            reason = StopReason.MAX_ROUNDS
+            break
+        size = dirty
+
+    precopy_time = math.fsum(times)
+    precopy_bytes = math.fsum(rounds)
+    if reason is StopReason.CONVERGED:
+        flush = pending / flush_speed
+        downtime: float | None = flush + switchover_cost
+        total_time = startup_cost + precopy_time + flush + switchover_cost
+        transferred = precopy_bytes + pending
+        syncs += 2  # the check's sync, and the one at completion
+    else:
+        downtime = None
+        total_time = startup_cost + precopy_time
+        transferred = precopy_bytes
+    return PrecopyPlan(
+        rounds=tuple(rounds),
+        round_times=tuple(times),
+        remaining=pending,
+        downtime=downtime,
+        total_time=total_time,
+        iterations=syncs,
         converged=reason is StopReason.CONVERGED,
         reason=reason,
         data_transferred=transferred,

@@ -2,7 +2,17 @@
 
 One SimPy process per job, driven by the guest's memory model
 (:mod:`livemig.drivers.precopy`) over fluid flows
-(:mod:`livemig.drivers.network`):
+(:mod:`livemig.drivers.network`). The model's ``startup_cost`` passes first (nothing
+on the wire; an abort or a post-copy request is taken as during the disk copy). With
+the **qemu** model (``precopy.plan_qemu``) pre-copy runs passes whose switchover is
+checked continuously: whenever the pass's rate changes (its flow's ``on_rate``), the
+guest's pause or the limit changes, the instant the pending bytes fit in ``rate *
+max_downtime`` is recomputed (``precopy.switch_delay``) and a timer armed; when it
+fires the pass is cut, the guest held, the pending bytes flushed at ``flush_speed`` /
+``link_speed`` (not the cap), then ``switchover_cost``. Iterations count bitmap syncs and
+auto-converge follows QEMU's rule (``plan_qemu``'s docstring). What follows describes
+the **textbook** model; disk copy, post-copy and the end of a job are the same for both
+(post-copy pulls at ``link_speed`` when the qemu model has one).
 
 1. **Disk** (block migration): the allocated disk as one flow.
 2. **Pre-copy**: round 0 sends the used memory; every later round what the
@@ -12,7 +22,11 @@ One SimPy process per job, driven by the guest's memory model
    each round the switchover test uses the bandwidth measured over that round
    (as QEMU does). Without ``VIR_MIGRATE_LIVE`` the guest is held paused for the
    whole job, so round 0 is the only one. A job that cannot converge iterates
-   until the core acts (timeout, abort, force-complete).
+   until the core acts (timeout, abort, force-complete), or until it has sent
+   :data:`MAX_PRECOPY_ROUNDS` rounds: it then fails (the simulator's bound, not
+   QEMU's; a working set just above what ``max_downtime`` allows, rewritten in
+   about a millisecond per round, would otherwise cost millions of rounds), and
+   the guest stays on its source.
 3. **Auto-converge** (``VIR_MIGRATE_AUTO_CONVERGE``): after the n-th round that
    did not allow the switchover, the guest's CPU is throttled by
    ``throttle_after(n)`` percent (20, 30, ... 99), and a CPU-bound guest dirties
@@ -53,11 +67,21 @@ from typing import Any
 import simpy
 
 from livemig.core.flags import AUTO_CONVERGE, LIVE
-from livemig.core.model import VmSpec
-from livemig.core.policy import throttle_after, throttled_dirty_rate
+from livemig.core.model import MigrationModel, VmSpec
+from livemig.core.policy import (
+    THROTTLE_PERIOD,
+    THROTTLE_TRIGGER,
+    responsive_dirty_rate,
+    throttle_after,
+    throttle_step,
+    throttled_dirty_rate,
+)
+from livemig.core.profile import TEXTBOOK_DEFAULTS, ModelParams
 from livemig.drivers.base import JobInfo, JobType
 from livemig.drivers.network import Flow, FlowCancelled, FluidNetwork
-from livemig.drivers.precopy import can_switch_over, dirty_after
+from livemig.drivers.precopy import can_switch_over, dirty_after, switch_delay
+
+TEXTBOOK = ModelParams(model=MigrationModel.TEXTBOOK, **TEXTBOOK_DEFAULTS)  # type: ignore[arg-type]
 
 Process = Generator[simpy.Event, Any, None]
 
@@ -110,6 +134,7 @@ class Guest:
 
 
 class Phase(Enum):
+    STARTUP = "start-up"  # the model's startup_cost: nothing on the wire yet
     DISK = "disk"
     PRECOPY = "pre-copy"
     SWITCHOVER = "switchover"  # held paused, the remainder on the wire
@@ -119,6 +144,24 @@ class Phase(Enum):
 
 
 POSTCOPY_REQUESTED = "post-copy requested"  # the interrupt cause of start_postcopy
+MAX_PRECOPY_ROUNDS = 100_000  # a job still iterating after this many rounds fails
+NOT_CONVERGED = ("operation failed: migration did not converge in {rounds} pre-copy "
+                 "iterations (the simulator's bound)")
+
+
+_DIRTYING = (Phase.STARTUP, Phase.DISK, Phase.PRECOPY)  # the guest runs and dirties
+SWITCH = "switch"  # the value of a pass's wake-up event when the guest is to pause
+
+
+def _pass_sent(wake: simpy.Event) -> Callable[[simpy.Event], None]:
+    """A callback of a pass's flow: wake the job when its last byte arrived (a cancelled
+    flow wakes nobody: whoever cancelled it interrupts the job)."""
+
+    def done(event: simpy.Event) -> None:
+        if event.ok and not wake.triggered:
+            wake.succeed(None)
+
+    return done
 
 
 class MigrationJob:
@@ -142,6 +185,7 @@ class MigrationJob:
         disk_total: int,
         switch_over: Callable[[MigrationJob], None],
         source_row: int = 0,
+        params: ModelParams = TEXTBOOK,
     ) -> None:
         assert guest.host is not None
         self.env = env
@@ -154,10 +198,17 @@ class MigrationJob:
         self.cap = cap
         self.max_downtime = max_downtime
         self.switchover_cost = switchover_cost
+        self.params = params
+        self.qemu = params.model is MigrationModel.QEMU
+        if self.qemu and params.link_speed is not None:  # QEMU's own speed bounds it
+            self.cap = params.link_speed if cap is None else min(cap, params.link_speed)
+        self._uncapped = params.link_speed if self.qemu else None  # post-copy pull
+        flush = params.flush_speed or params.link_speed
+        self._flush_cap = flush if self.qemu else cap  # the stop-and-copy's limit
         self._switch_over = switch_over
         self.started = env.now
         self.type = JobType.UNBOUNDED
-        self.phase = Phase.DISK
+        self.phase = Phase.STARTUP if params.startup_cost else Phase.DISK
         self.ended: float | None = None
         self.memory_total = guest.spec.used_memory
         self.disk_total = disk_total
@@ -175,6 +226,10 @@ class MigrationJob:
         self.postcopy_requested = False
         self._round_start = 0.0
         self._round_paused = 0.0
+        # qemu: the continuous switchover check of the pass under way
+        self._measured_at = 0.0  # when QEMU has its first bandwidth measurement
+        self._switch: simpy.Event | None = None  # succeeds when the guest is to pause
+        self._check = 0  # bumped whenever the pending switch time is recomputed
         # keepalive: silent while a link of source or dest is down
         self.silent_since: float | None = None
         self.silence = 0  # bumped whenever a silence starts or ends
@@ -193,14 +248,10 @@ class MigrationJob:
     def info(self) -> JobInfo:
         """The job's reading now (the poll's hot path: no further calls)."""
         guest, phase, flow = self.guest, self.phase, self.flow
-        if guest.user_paused or guest.held or (
-            phase is not Phase.PRECOPY and phase is not Phase.DISK
-        ):
+        if guest.user_paused or guest.held or phase not in _DIRTYING:
             rate = 0.0
         else:
-            rate = guest.spec.dirty_rate
-            if self.throttle:
-                rate = throttled_dirty_rate(rate, self.throttle)
+            rate = self._dirty_rate()
         in_flight = flow.delivered() if flow is not None else 0.0
         disk_flow = self.flow_is_disk
         memory = self.memory_done + (0.0 if disk_flow else in_flight)
@@ -239,16 +290,26 @@ class MigrationJob:
     def request_postcopy(self) -> None:
         """Switch to post-copy now (pre-copy), after the disk copy, or not at all
         (already switching over, or in post-copy). The caller checked the flag."""
-        if self.phase is Phase.DISK:
+        if self.phase in (Phase.STARTUP, Phase.DISK):
             self.postcopy_requested = True
         elif self.phase is Phase.PRECOPY:
             self.postcopy_requested = True
             self._enter_postcopy()
             self.process.interrupt(POSTCOPY_REQUESTED)
 
+    def set_max_downtime(self, seconds: float) -> None:
+        self.max_downtime = seconds
+        self.recheck()
+
+    def recheck(self) -> None:
+        """The guest's pause, or the limit, changed: recompute when it can switch over."""
+        if self.flow is not None and self._switch is not None:
+            self._arm_switch(self.flow)
+
     def end(self, kind: JobType, error: str) -> None:
         """End the job now (CANCELLED or FAILED): the transfer under way stops and the
         job's pause of the guest ends. Where the guest is left is the caller's call."""
+        self._check += 1
         self._settle_flow()
         self.type = kind
         self.error = error
@@ -276,10 +337,16 @@ class MigrationJob:
         live = bool(self.flags & LIVE)
         if not live:
             self.guest.set_paused(now, held=True)
+        if self.params.startup_cost:
+            yield self.env.timeout(self.params.startup_cost)
+            self.phase = Phase.DISK
         if self.disk_total:
             yield from self._send(self.disk_total, disk=True)
-        if self.postcopy_requested:  # asked for during the disk copy
+        if self.postcopy_requested:  # asked for during the start-up or the disk copy
             self._enter_postcopy()
+            return
+        if self.qemu:
+            yield from self._precopy_qemu()
             return
         self.phase = Phase.PRECOPY
         self.iteration = 1
@@ -291,6 +358,9 @@ class MigrationJob:
             self.dirty = dirty
             if t == 0 or not live or can_switch_over(dirty, sent / t, self.max_downtime):
                 break
+            if self.iteration >= MAX_PRECOPY_ROUNDS:
+                self.end(JobType.FAILED, NOT_CONVERGED.format(rounds=self.iteration))
+                return
             if converge:
                 self.not_converged += 1
                 self.throttle = throttle_after(self.not_converged)
@@ -310,18 +380,122 @@ class MigrationJob:
         self._switch_over(self)
         self._complete()
 
+    def _precopy_qemu(self) -> Process:
+        """Passes with QEMU's continuous switchover check (drivers/precopy.plan_qemu)."""
+        spec = self.guest.spec
+        self.phase = Phase.PRECOPY
+        self.iteration = 1  # the sync that starts the migration
+        start = self.env.now
+        self._measured_at = start + self.params.bandwidth_window
+        converge = bool(self.flags & AUTO_CONVERGE)
+        high = 0
+        period_start, period_dirty, period_sent = start, 0.0, 0.0
+        size = float(spec.used_memory)
+        while True:
+            self._round_start = self.env.now
+            self._round_paused = self.guest.paused_seconds(self.env.now)
+            if size <= 0:  # nothing to send: pause once QEMU has a measurement
+                wait = self._measured_at - self.env.now
+                if wait > 0:
+                    yield self.env.timeout(wait)
+                break
+            # one event for both ends of a pass: its last byte, or the guest's pause
+            self._switch = wake = self.env.event()
+            flow = self.flow = self.network.transfer(self.source, self.dest, size, cap=self.cap)
+            self.flow_is_disk = False
+            flow.on_rate = self._arm_switch
+            flow.done.callbacks.append(_pass_sent(wake))
+            if (yield wake) is SWITCH:
+                break
+            self._switch = None
+            self.flow = None
+            self.memory_done += size
+            self.iteration += 1  # the sync at the end of the pass
+            dirty = self._dirtied()
+            self.dirty = dirty
+            if converge:
+                period_dirty += dirty
+                period_sent += size
+                if self.env.now - period_start > THROTTLE_PERIOD:
+                    if period_dirty > period_sent * THROTTLE_TRIGGER / 100:
+                        high += 1
+                        if high >= 2:
+                            high = 0
+                            self.throttle = throttle_step(self.throttle)
+                    period_start, period_dirty, period_sent = self.env.now, 0.0, 0.0
+            if self.iteration >= MAX_PRECOPY_ROUNDS:  # counted in syncs, as libvirt does
+                self.end(JobType.FAILED, NOT_CONVERGED.format(rounds=self.iteration))
+                return
+            size = dirty
+        # the guest pauses: what is pending is flushed at the link's speed, not the cap
+        self._check += 1
+        pending = self.flow.remaining() + self._dirtied() if self.flow is not None else 0.0
+        self._settle_flow()
+        self._switch = None
+        self.iteration += 1  # the sync of the check that let it pause
+        self.phase = Phase.SWITCHOVER
+        pause = self.guest.paused_since(self.env.now)
+        self.guest.set_paused(self.env.now, held=True)
+        self.dirty = pending
+        yield from self._send(pending, cap=self._flush_cap)
+        self.dirty = 0.0
+        self.iteration += 1  # the sync at completion
+        self.downtime = self.env.now - pause + self.switchover_cost
+        if self.switchover_cost:
+            yield self.env.timeout(self.switchover_cost)
+        self._switch_over(self)
+        self._complete()
+
+    def _arm_switch(self, flow: Flow) -> None:
+        """(Re)compute when the guest can pause inside the pass under way, from the rate
+        the pass gets now (QEMU's measured bandwidth: the rate is constant between
+        recomputations, so a window's average is the current rate but within a window
+        of a change, which this ignores)."""
+        self._check += 1
+        switch = self._switch
+        if flow is not self.flow or switch is None or switch.triggered:
+            return
+        now = self.env.now
+        guest = self.guest
+        rate = 0.0 if guest.user_paused or guest.held else self._dirty_rate()
+        delay = switch_delay(flow.remaining(), self._dirtied(), guest.spec.working_set, rate,
+                             flow.rate, self.max_downtime, max(0.0, self._measured_at - now))
+        if delay is None:
+            return
+        check = self._check
+
+        def fire(_event: simpy.Event) -> None:
+            if check == self._check and not switch.triggered:
+                switch.succeed(SWITCH)
+
+        if delay == 0:
+            switch.succeed(SWITCH)
+        else:
+            self.env.timeout(delay).callbacks.append(fire)
+
+    def _dirty_rate(self) -> float:
+        """The guest's dirty rate under the throttle in force (while it runs)."""
+        rate = self.guest.spec.dirty_rate
+        if not self.throttle:
+            return rate
+        if self.qemu:
+            return responsive_dirty_rate(rate, self.throttle, self.guest.spec.throttle_response)
+        return throttled_dirty_rate(rate, self.throttle)
+
     def _postcopy(self) -> Process:
         if self.switchover_cost:
             yield self.env.timeout(self.switchover_cost)
         self._switch_over(self)
         self.postcopy = True
         self.phase = Phase.POSTCOPY
-        yield from self._send(self.dirty, capped=False)
+        yield from self._send(self.dirty, cap=self._uncapped)
         self._complete()
 
     def _enter_postcopy(self) -> None:
         """Stop the round under way; what dest still lacks is its unsent part plus what
         the guest dirtied since it began (at most the used memory)."""
+        self._check += 1  # no switchover check any more
+        self._switch = None
         unsent = self.flow.remaining() if self.flow is not None else 0.0
         if self.iteration == 0:
             unsent = float(self.memory_total)  # nothing of the memory was sent
@@ -343,26 +517,22 @@ class MigrationJob:
         seconds = (now - self._round_start) - (
             self.guest.paused_seconds(now) - self._round_paused
         )
-        rate = self.guest.spec.dirty_rate
-        if self.throttle:
-            rate = throttled_dirty_rate(rate, self.throttle)
-        return dirty_after(max(0.0, seconds), self.guest.spec.working_set, rate)
+        return dirty_after(max(0.0, seconds), self.guest.spec.working_set, self._dirty_rate())
 
     def _round(self, nbytes: float) -> Generator[simpy.Event, Any, float]:
         self._round_start = self.env.now
         self._round_paused = self.guest.paused_seconds(self.env.now)
         return (yield from self._send(nbytes))
 
-    def _send(self, nbytes: float, *, disk: bool = False, capped: bool = True) -> Generator[
-        simpy.Event, Any, float
-    ]:
-        """Send ``nbytes`` source -> dest as one flow (at most the job's bandwidth limit
-        unless ``capped`` is False); returns the seconds it took."""
+    def _send(self, nbytes: float, *, disk: bool = False,
+              cap: float | bool | None = True) -> Generator[simpy.Event, Any, float]:
+        """Send ``nbytes`` source -> dest as one flow, at most ``cap`` B/s (True: the job's
+        bandwidth limit; None: uncapped); returns the seconds it took."""
         start = self.env.now
         if nbytes <= 0:
             return 0.0
         self.flow = self.network.transfer(
-            self.source, self.dest, nbytes, cap=self.cap if capped else None
+            self.source, self.dest, nbytes, cap=self.cap if cap is True else cap
         )
         self.flow_is_disk = disk
         yield self.flow.done

@@ -54,6 +54,7 @@ from livemig.core.errors import HypervisorUnavailable, MigrationError
 from livemig.core.flags import NON_SHARED_DISK, NON_SHARED_INC, POSTCOPY
 from livemig.core.model import CPU_MODELS, FaultKind, Scenario, Storage, VmSpec
 from livemig.core.policy import keepalive_timeout
+from livemig.core.profile import model_params
 from livemig.core.units import GiB, MiB
 from livemig.drivers.base import (
     DomainFact,
@@ -86,6 +87,7 @@ class SimulatedDriver:
     def __init__(self, env: simpy.Environment, scenario: Scenario) -> None:
         self.env = env
         self._policy = scenario.policy.migration
+        self._model = model_params(self._policy)
         specs = scenario.hosts
         self._specs = {h.name: h for h in specs}
         self._books = books = HostBooks(specs, self._policy)
@@ -191,7 +193,8 @@ class SimulatedDriver:
 
     def world(self) -> WorldFacts:
         """Every live guest on a reachable host, open claims, unreachable and
-        overcommitted hosts (a running job's guest is reported where it runs)."""
+        overcommitted hosts (a running job's guest is reported where it runs), and the
+        hosts that are down (powered off: the simulator knows they run nothing)."""
         b = self._books
         unreachable = tuple(n for i, n in enumerate(b.names) if not b.reachable(i))
         hidden = set(unreachable)
@@ -207,6 +210,7 @@ class SimulatedDriver:
             claims={name: b.names[c.row] for name, c in b.claims.items()},
             unreachable=unreachable,
             overcommitted=tuple(b.names[i] for i in b.overcommitted()),
+            powered_off=tuple(n for i, n in enumerate(b.names) if not b.up[i]),
         )
 
     # -- actions ----------------------------------------------------------
@@ -278,7 +282,8 @@ class SimulatedDriver:
             flags=flags,
             cap=bandwidth_mib * MiB if bandwidth_mib > 0 else None,
             max_downtime=self._policy.max_downtime,
-            switchover_cost=self._policy.switchover_cost,
+            switchover_cost=self._model.switchover_cost,
+            params=self._model,
             disk_total=_allocated(vm.spec) if block and not vm.spec.volume_backed else 0,
             switch_over=self._switch_over,
             source_row=self._row[vm.host],
@@ -287,7 +292,7 @@ class SimulatedDriver:
     def set_max_downtime(self, instance: str, seconds: float) -> None:
         job = self._job(instance)
         self._ask(job.source)
-        job.max_downtime = seconds
+        job.set_max_downtime(seconds)
 
     def job_info(self, instance: str) -> JobInfo:
         job = self._jobs.get(instance)
@@ -323,12 +328,20 @@ class SimulatedDriver:
         assert vm.host is not None
         self._ask(vm.host)
         vm.set_paused(self.env.now, user=True)
+        self._recheck(instance)
 
     def resume(self, instance: str) -> None:
         vm = self._guest(instance)
         assert vm.host is not None
         self._ask(vm.host)
         vm.set_paused(self.env.now, user=False)
+        self._recheck(instance)
+
+    def _recheck(self, instance: str) -> None:
+        """The guest's dirtying changed: its job's switchover check must know."""
+        job = self._jobs.get(instance)
+        if job is not None and job.running:
+            job.recheck()
 
     def attach_job(self, instance: str, source: str, dest: str) -> None:
         """The job of an earlier controller: the simulated world kept it going."""

@@ -6,6 +6,8 @@
   test that goes through :func:`run_scenario` can inspect the driver's facts
   afterwards, or register ``sim_drivers.on_start`` hooks that get each new
   driver (e.g. to start a SimPy process that aborts a job at a given time).
+* without libvirt-python, lab modules that import it are collected as one ``lab`` item
+  each (``needs_libvirt.py``), so ``-m "not lab"`` collects without errors.
 * ``status_history``: every status each migration record went through, in
   order (``accepted`` first), observed by wrapping the state store.
 """
@@ -21,6 +23,8 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from needs_libvirt import pytest_collect_file  # noqa: E402, F401 - a collection hook
 
 from livemig.core.model import MigrationStatus  # noqa: E402
 from livemig.core.state import StateStore  # noqa: E402

@@ -28,6 +28,7 @@ from livemig.core.model import (
     FaultKind,
     HostSpec,
     LiveMigrateEvent,
+    MigrationModel,
     MigrationPolicy,
     NetworkSpec,
     Policy,
@@ -90,9 +91,15 @@ def scenario(
     network: NetworkSpec | None = None,
     seed: int = 0,
     name: str = "test",
+    model: MigrationModel | None = MigrationModel.TEXTBOOK,
 ) -> Scenario:
-    policy = Policy(scheduler=scheduler or SchedulerPolicy(),
-                    migration=migration or MigrationPolicy())
+    """A scenario; its pre-copy model is the textbook one unless ``model`` says otherwise
+    (None: the policy's own). The unit tests pin the textbook's arithmetic, which is
+    simple to compute by hand; tests/test_qemu_model.py covers the qemu model."""
+    migration = migration or MigrationPolicy()
+    if model is not None:
+        migration = dataclasses.replace(migration, model=model)
+    policy = Policy(scheduler=scheduler or SchedulerPolicy(), migration=migration)
     return Scenario(name=name, seed=seed, hosts=tuple(hosts), vms=tuple(vms),
                     events=tuple(events), policy=policy, network=network or NetworkSpec())
 

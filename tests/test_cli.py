@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fakelibvirt.driver import driver_modules
 
 import livemig
 from livemig.core import cli, plots, runner
@@ -88,11 +92,27 @@ def test_existing_out_dir_needs_force(
     # --force replaces earlier results only, never a directory of other files
     assert cli.main(["run", str(tiny), "--out", str(out), "--force"]) == 2
     assert one_error_line(capsys.readouterr().err) == (
-        f"livemig: error: {out} holds files but no livemig results (no summary.json or "
-        "run.json); not replacing it")
-    (out / "summary.json").write_text("{}")
+        f"livemig: error: {out} holds 1 file(s) that livemig did not write ('old'); not "
+        "replacing it (expected a directory of earlier results only)")
+    (out / "old").unlink()
     assert cli.main(["run", str(tiny), "--out", str(out), "--force"]) == 0
-    assert not (out / "old").exists() and (out / "migrations.csv").exists()
+    assert (out / "migrations.csv").exists()
+
+
+@pytest.mark.usefixtures("no_plots")
+def test_force_keeps_a_user_file_in_earlier_results(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's case: notes.txt added to a results directory; --force must not delete it."""
+    out = tmp_path / "out"
+    assert cli.main(["run", str(tiny), "--out", str(out)]) == 0
+    (out / "notes.txt").write_text("my notes")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert cli.main(["run", str(tiny), "--out", str(out), "--force", "--seed", "9"]) == 2
+    assert "'notes.txt'" in one_error_line(capsys.readouterr().err)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing changed
+    assert [p.name for p in tmp_path.iterdir() if p.name != "tiny.yaml"] == ["out"]
 
 
 @pytest.mark.parametrize(
@@ -184,7 +204,9 @@ def test_progress_bar_on_a_tty_only(
     monkeypatch.setattr(sys, "stderr", tty)
     assert cli.main(["run", str(tiny), "--out", str(tmp_path / "a")]) == 0
     drawn = tty.getvalue()
-    assert "\r[" in drawn and drawn.endswith("2/2 migrations finished (1 not completed)\n")
+    # the qemu model's start-up cost (0.285 s) ends the migration after the poll at 1 s
+    assert "\r[" in drawn and drawn.endswith(
+        "2/2 migrations finished (1 not completed), at 1.5 s of 24 h\n")
 
     tty.seek(0)
     tty.truncate()
@@ -281,9 +303,12 @@ hosts:
 
 @pytest.mark.parametrize("inventory", [INVENTORY, "not: [an inventory", "- 1\n"])
 def test_a_real_run_whose_hosts_do_not_match_its_inventory_leaves_nothing(
-    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], inventory: str
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], inventory: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Checked before any connection: one line naming the problem, no run directory."""
+    """Checked before any connection: one line naming the problem, no run directory.
+    The real driver is bound to the fake libvirt: no libvirt-python needed."""
+    monkeypatch.setitem(sys.modules, "livemig.drivers.libvirt_real", driver_modules().real)
     inv = tmp_path / "inventory.yaml"
     inv.write_text(inventory)
     out = tmp_path / "out"
@@ -297,3 +322,167 @@ def test_a_real_run_whose_hosts_do_not_match_its_inventory_leaves_nothing(
         assert str(inv) in line
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "tiny.yaml"]
+
+
+# -- output that cannot be written: one line or a quiet exit, never a traceback -----------
+def run_livemig(*args: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+    """The command in a fresh interpreter (its real stdout, its imports from scratch)."""
+    return subprocess.run([sys.executable, "-m", "livemig.core.cli", *args], text=True,
+                          stderr=subprocess.PIPE, timeout=120, check=False, **kwargs)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.parametrize("args", [["validate", "TINY"], ["--help"], ["run", "--help"],
+                                  ["--version"]])
+def test_stdout_on_a_full_disk_is_one_error_line(tiny: Path, args: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        done = run_livemig(*[str(tiny) if a == "TINY" else a for a in args], stdout=full)
+    assert done.returncode == 2
+    assert one_error_line(done.stderr) == (
+        "livemig: error: cannot write to standard output: No space left on device")
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_closed_pipe_ends_quietly(tiny: Path, tmp_path: Path, command: str) -> None:
+    """``livemig run ... | true``: exit 141 (128 + SIGPIPE), no traceback, results complete."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before anything is written
+    out = tmp_path / "out"
+    args = ["run", str(tiny), "--out", str(out), "--no-progress"] if command == "run" \
+        else ["validate", str(tiny)]
+    try:
+        done = run_livemig(*args, stdout=write_end)
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")  # cli.EXIT_CLOSED_PIPE
+    if command == "run":  # written before the summary was printed: complete
+        assert json.loads((out / "summary.json").read_text())["migrations"] == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny.yaml"]
+
+
+def remove_deep(top: Path) -> None:
+    """Remove a deep tree of directories without recursion (os.walk, rmtree recurse)."""
+    dirs, stack = [], [str(top)]
+    while stack:
+        path = stack.pop()
+        dirs.append(path)
+        for entry in os.scandir(path):
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            else:
+                os.unlink(entry.path)
+    for path in reversed(dirs):  # every directory after its parent: children first
+        os.rmdir(path)
+
+
+@pytest.mark.usefixtures("no_plots")
+def test_out_nested_a_thousand_directories_deep(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    top = tmp_path / "d"
+    out = Path(str(top), *["d"] * 999, "out")  # 2,000 characters: the system takes it
+    try:
+        assert cli.main(["run", str(tiny), "--out", str(out)]) == 0
+        assert json.loads((out / "summary.json").read_text())["migrations"] == 2
+    finally:
+        remove_deep(top)
+    capsys.readouterr()
+    too_long = Path(str(top), *["abcde"] * 1000, "out")  # 6,000 characters: PATH_MAX is 4,096
+    assert cli.main(["run", str(tiny), "--out", str(too_long)]) == 2
+    assert "File name too long" in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]  # nothing made
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory nobody may write to: mode 0555, or for root a read-only tmpfs."""
+    path = tmp_path / "ro"
+    path.mkdir()
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        yield path
+        path.chmod(0o755)
+        return
+    mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
+                           capture_output=True, text=True, check=False)
+    if mount.returncode != 0:
+        pytest.skip(f"root cannot be refused a write without a read-only mount: {mount.stderr}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
+
+
+@pytest.mark.parametrize("below", ["out", "new/out"])
+def test_read_only_out_fails_before_the_run_naming_the_users_path(
+    tiny: Path, read_only_dir: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str], below: str,
+) -> None:
+    def no_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the scenario ran before the output directory was checked")
+
+    monkeypatch.setattr(runner, "run_scenario", no_run)
+    out = read_only_dir / below
+    assert cli.main(["run", str(tiny), "--out", str(out), "--no-progress"]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert line.startswith(f"livemig: error: {out}: cannot write the results here ")
+    assert ".tmp" not in line and ".probe" not in line
+    assert list(read_only_dir.iterdir()) == []
+
+
+# -- what a command imports ------------------------------------------------------------
+HEAVY = ("simpy", "numpy", "pandas", "matplotlib", "networkx")
+IMPORTS = """\
+import json, sys
+from livemig.core import cli
+code = cli.main(sys.argv[1:])
+print(json.dumps([code, sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[0:0]
+      or {HEAVY}))]), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize("args", [["validate", "TINY"], ["--help"], ["run", "--help"]])
+def test_validate_and_help_import_no_simulator_or_plotting(tiny: Path, args: list[str]) -> None:
+    code = IMPORTS.replace("{HEAVY}", repr(set(HEAVY)))
+    done = subprocess.run(
+        [sys.executable, "-c", code, *[str(tiny) if a == "TINY" else a for a in args]],
+        capture_output=True, text=True, timeout=120, check=True)
+    status, heavy = json.loads(done.stderr.splitlines()[-1])
+    assert (status, heavy) == (0, [])
+
+
+def test_resume_refuses_a_run_directory_holding_a_users_file_before_resuming(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its results would replace the directory at the end: refused up front, not after."""
+    def no_resume(*args: object, **kwargs: object) -> None:
+        raise AssertionError("resumed a run whose results could not be written")
+
+    monkeypatch.setattr(runner, "resume_run", no_resume)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "state.sqlite").write_bytes(b"")
+    (run_dir / "run.json").write_text(json.dumps({
+        "scenario_source": str(tiny), "scenario_text": TINY, "driver": "sim", "seed": 3,
+        "started_at_wall": 0.0, "driver_options": {}}))
+    (run_dir / "notes.txt").write_text("mine")
+    assert cli.main(["resume", str(run_dir), "--no-progress"]) == 2
+    assert "'notes.txt'" in one_error_line(capsys.readouterr().err)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["notes.txt", "run.json", "state.sqlite"]
+
+
+def test_a_write_failing_during_the_results_names_the_users_directory(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The disk fills up while the plots are drawn: the hidden folder is not in the message."""
+    def full(result: object, directory: Path) -> None:
+        raise OSError(28, "No space left on device", str(directory / "timeline.png"))
+
+    monkeypatch.setattr(plots, "write_plots", full)
+    out = tmp_path / "out"
+    assert cli.main(["run", str(tiny), "--out", str(out), "--no-progress"]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"livemig: error: {out}: cannot write the results: No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.yaml"]

@@ -646,3 +646,17 @@ def test_flows_never_finish_early() -> None:
         # no flow can beat its own host link
         assert f.finished_at - f.started_at >= f.nbytes / LINK * (1 - 1e-12)
     assert len(net._heap) <= 64  # stale completion entries do not pile up
+
+
+def test_on_rate_is_called_with_the_current_rate_after_each_change() -> None:
+    """The qemu model's switchover check listens: 1.25e9 alone, 6.25e8 while a second
+    flow shares the link, 1.25e9 again once it ends; no call when the rate is unchanged."""
+    env = simpy.Environment()
+    net = FluidNetwork(env, build_topology([("a", None), ("b", None)], host_link=1.25e9))
+    seen: list[tuple[float, float]] = []
+    flow = net.transfer("a", "b", 5e9)
+    flow.on_rate = lambda f: seen.append((env.now, f.rate))
+    env.run(until=1.0)
+    net.transfer("a", "b", 6.25e8)
+    env.run(until=5.0)
+    assert seen == [(0.0, 1.25e9), (1.0, 6.25e8), (2.0, 1.25e9)]

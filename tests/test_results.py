@@ -291,11 +291,36 @@ def test_existing_directory_refused_then_replaced(result: RunResult, tmp_path: P
         results.write_results(result, target)
     assert (target / "old.txt").exists()
 
-    with pytest.raises(FileExistsError, match="no livemig results"):
+    with pytest.raises(FileExistsError, match="did not write"):
         results.write_results(result, target, force=True)  # not a results directory
+    (target / "old.txt").unlink()
     (target / "summary.json").write_text("{}")  # earlier results: those may be replaced
+    (target / "timeline.png").write_text("old plot")
     results.write_results(result, target, force=True)
-    assert not (target / "old.txt").exists() and (target / "summary.json").exists()
+    assert json.loads((target / "summary.json").read_text())["migrations"] == 4
+    assert not (target / "timeline.png").exists()  # no_plots: the old one went with the rest
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+@pytest.mark.parametrize("foreign", ["notes.txt", "sub/", "summary.json/"])
+def test_force_never_deletes_files_livemig_did_not_write(
+    result: RunResult, tmp_path: Path, foreign: str
+) -> None:
+    """Earlier results plus a user's file (or folder): --force refuses, nothing changes."""
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "migrations.csv").write_text("old")
+    if foreign.endswith("/"):
+        (target / foreign).mkdir()
+    else:
+        (target / foreign).write_text("mine")
+    if foreign != "summary.json/":
+        (target / "summary.json").write_text("{}")
+    before = sorted((p.name, p.is_dir()) for p in target.iterdir())
+    with pytest.raises(FileExistsError, match=f"did not write .*{foreign.rstrip('/')}"):
+        results.write_results(result, target, force=True)
+    assert sorted((p.name, p.is_dir()) for p in target.iterdir()) == before
+    assert (target / "migrations.csv").read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
@@ -304,7 +329,7 @@ def test_failed_forced_write_keeps_the_old_directory(
 ) -> None:
     target = tmp_path / "out"
     target.mkdir()
-    (target / "old.txt").write_text("old")
+    (target / "migrations.csv").write_text("old")
     (target / "summary.json").write_text("{}")
 
     def broken(*args: object, **kwargs: object) -> None:
@@ -314,7 +339,7 @@ def test_failed_forced_write_keeps_the_old_directory(
     with pytest.raises(KeyboardInterrupt):
         results.write_results(result, target, force=True)
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
-    assert (target / "old.txt").read_text() == "old"
+    assert (target / "migrations.csv").read_text() == "old"
 
 
 def test_file_in_the_way_is_not_replaced(result: RunResult, tmp_path: Path) -> None:
@@ -428,11 +453,13 @@ def test_results_keep_the_run_records(tmp_path: Path) -> None:
     store = run_directory(out)
     inode = (out / "state.sqlite").stat().st_ino
     run = synthetic([], store=store)
-    (out / "stale.csv").write_text("from an older write\n")
+    (out / "instances.csv").write_text("from an older write\n")
+    (out / "timeline.png").write_text("from an older write\n")
     results.write_results(run, out, force=True)
     names = {p.name for p in out.iterdir()}
     assert set(RESULT_FILES) | {"run.json", "state.sqlite"} <= names
-    assert "stale.csv" not in names and [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert "timeline.png" not in names and [p.name for p in tmp_path.iterdir()] == ["run"]
+    assert (out / "instances.csv").read_text().startswith("instance,")
     assert (out / "run.json").read_text() == RUN_JSON
     assert (out / "state.sqlite").stat().st_ino == inode  # the same file, not a copy
     # the open store goes on writing to the file in the run directory
@@ -521,3 +548,71 @@ def test_timeline_marks_the_switch_to_post_copy(tmp_path: Path) -> None:
     plots.plot_timeline(run, tmp_path / "without.png")
     assert png_size(tmp_path / "with.png") == png_size(tmp_path / "without.png")
     assert (tmp_path / "with.png").read_bytes() != (tmp_path / "without.png").read_bytes()
+
+
+# -- plots stay linear: a bounded number of artists ---------------------------------
+def busy_run(n: int) -> RunResult:
+    """``n`` migrations on 4 source hosts: every kind of mark the timeline draws."""
+    store = StateStore(lambda: 0.0)
+    statuses = [MigrationStatus.COMPLETED, MigrationStatus.FAILED, MigrationStatus.CANCELLED]
+    for i in range(n):
+        record = store.add_migration(instance=f"vm{i}", source=f"h{i % 4:02d}", dest="h04",
+                                     block_migration=False, disk_over_commit=False,
+                                     requested_at=float(i))
+        if i % 10 == 9:  # rejected before the transfer
+            store.update_migration(record.id, status=MigrationStatus.ERROR,
+                                   finished_at=float(i), error="NoValidHost")
+            continue
+        status = statuses[i % 3]
+        done = {"total_time": 5.0, "downtime": 0.2} if status is MigrationStatus.COMPLETED else {}
+        store.update_migration(record.id, status=status, started_at=float(i),
+                               finished_at=i + 5.0, postcopy_at=i + 4.0 if i % 7 == 0 else None,
+                               **done)
+    return run_result(scenario=synthetic([], hosts=5).scenario, driver="sim", seed=0,
+                      store=store, final_hosts={}, sim_time=n + 5.0, wall_time=0.0,
+                      sim_events=0)
+
+
+def timeline_artists(run: RunResult, path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
+    figures: list[Any] = []
+    real_save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, p: (figures.append(fig), real_save(fig, p)))
+    plots.plot_timeline(run, path)
+    (ax,) = figures[0].axes
+    return len(ax.get_children())
+
+
+def test_timeline_artists_do_not_grow_with_the_migrations(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    few = timeline_artists(busy_run(30), tmp_path / "few.png", monkeypatch)
+    many = timeline_artists(busy_run(600), tmp_path / "many.png", monkeypatch)
+    assert many == few  # one collection per kind of mark, not one artist per migration
+    assert png_size(tmp_path / "many.png")[0] > 0
+
+
+def first_fit_lanes(spans: list[tuple[float, float]]) -> list[int]:
+    """The reference: the lowest lane whose last span ended by the start, by scanning."""
+    ends: list[float] = []
+    lanes = []
+    for start, end in spans:
+        free = [k for k, busy_until in enumerate(ends) if busy_until <= start]
+        if free:
+            ends[free[0]] = end
+            lanes.append(free[0])
+        else:
+            ends.append(end)
+            lanes.append(len(ends) - 1)
+    return lanes
+
+
+def test_lanes_are_first_fit() -> None:
+    import random
+
+    rng = random.Random(5)
+    for _ in range(50):
+        starts = sorted(rng.choice([0.0, 1.0, 2.5, rng.uniform(0, 20)]) for _ in range(40))
+        spans = [(s, s + rng.choice([0.0, 1.0, rng.uniform(0, 8)])) for s in starts]
+        lanes, count = plots._lanes(spans)
+        assert lanes == first_fit_lanes(spans)
+        assert count == max(1, max(lanes, default=0) + 1)

@@ -23,6 +23,7 @@ from livemig.core.model import (
     ForceCompleteEvent,
     Heuristic,
     LiveMigrateEvent,
+    MigrationModel,
     MigrationPolicy,
     NetworkSpec,
     Policy,
@@ -30,6 +31,8 @@ from livemig.core.model import (
     Storage,
     TimeoutAction,
 )
+from livemig.core.profile import load_profile
+from livemig.core.results import model_block
 from livemig.core.scenario import (
     MIGRATE_FLAG_NAMES,
     ScenarioError,
@@ -128,8 +131,10 @@ def test_defaults() -> None:
     )
     vm = loaded.vms[0]
     assert (vm.ram, vm.vcpus, vm.disk, vm.disk_allocated) == (2 * GiB, 1, 0, None)
-    assert (vm.used_memory, vm.working_set, vm.dirty_rate) == (2 * GiB, GiB // 2, 0.0)
-    assert vm.volume_backed is False
+    # qemu model: the working set (a quarter of RAM) plus the guest OS's own footprint
+    assert (vm.used_memory, vm.working_set, vm.dirty_rate) == (GiB // 2 + 64 * MiB, GiB // 2,
+                                                               0.0)
+    assert vm.volume_backed is False and vm.throttle_response == 1.0
     assert parse_scenario(BASE).name == "scenario"
 
 
@@ -1127,3 +1132,121 @@ def test_fuzz_random_text(text: str) -> None:
 def test_valid_document_loads() -> None:
     loaded = parse_scenario(yaml.safe_dump(VALID), "fuzz.yaml")
     assert len(loaded.hosts) == 4 and len(loaded.vms) == 5 and len(loaded.events) == 6 + 6
+
+
+# -- invisible characters in names ------------------------------------------------------
+INVISIBLE = [("\\0", "U+0000"), ("\\e", "U+001B"), ("\\u202E", "U+202E"), ("\\x7f", "U+007F"),
+             ("\\u200B", "U+200B"), ("\\u2028", "U+2028")]
+NAMED = """\
+name: "{scenario}"
+hosts:
+  - {{name: "{host}", ram: 16GiB, vcpus: 4, rack: "{rack}"}}
+  - {{prefix: "{prefix}", count: 2, ram: 16GiB, vcpus: 4, rack: r1}}
+vms:
+  - {{name: "{vm}", host: a, ram: 2GiB}}
+network: {{uplink: 10Gbit/s}}
+events:
+  - {{at: 1s, live_migrate: {{instance: "{ref}", dest: "{dest}"}}}}
+"""
+CLEAN = {"scenario": "s 1", "host": "a", "rack": "r1", "prefix": "n-", "vm": "v", "ref": "v",
+         "dest": "a"}
+WHERE = {"scenario": (1, "name", "scenario"), "host": (3, "hosts[0].name", "host"),
+         "rack": (3, "hosts[0].rack", "rack"), "prefix": (4, "hosts[1].prefix", "host"),
+         "vm": (6, "vms[0].name", "VM"), "ref": (9, "events[0].live_migrate.instance", "VM"),
+         "dest": (9, "events[0].live_migrate.dest", "host")}
+
+
+def test_names_without_invisible_characters_load() -> None:
+    scenario = load(NAMED.format(**CLEAN))
+    assert scenario.name == "s 1" and [h.name for h in scenario.hosts] == ["a", "n-1", "n-2"]
+
+
+@pytest.mark.parametrize("field", list(WHERE))
+@pytest.mark.parametrize(("escape", "code"), INVISIBLE)
+def test_invisible_characters_in_names_are_refused(field: str, escape: str, code: str) -> None:
+    """Controls (NUL, ESC, DEL), format characters (bidi override U+202E, zero-width space)
+    and line separators in any name: one line naming file, line and field."""
+    names = dict(CLEAN)
+    names[field] = "x" + escape + "y"
+    line, path, what = WHERE[field]
+    fails(NAMED.format(**names), line, path, f"invisible character {code}",
+          f"expected a {what} name of visible characters")
+
+
+# -- the pre-copy model: model, profile, used_memory default, throttle_response ---------------
+
+
+def test_used_memory_default_follows_the_model() -> None:
+    """qemu: working_set + 64 MiB, capped at RAM; textbook (earlier releases): RAM."""
+    qemu = load(BASE.replace("ram: 2GiB}", "ram: 2GiB, working_set: 100MiB}"))
+    assert (qemu.vms[0].used_memory, qemu.vms[0].working_set) == (164 * MiB, 100 * MiB)
+    full = load(BASE.replace("ram: 2GiB}", "ram: 2GiB, working_set: 2000MiB}"))
+    assert full.vms[0].used_memory == 2 * GiB  # capped at RAM
+    text = BASE + "policy: {migration: {model: textbook}}\n"
+    old = load(text)
+    assert (old.vms[0].used_memory, old.vms[0].working_set) == (2 * GiB, GiB // 2)
+    given = load(BASE.replace("ram: 2GiB}", "ram: 2GiB, used_memory: 1GiB}"))
+    assert (given.vms[0].used_memory, given.vms[0].working_set) == (GiB, GiB // 4)
+
+
+@pytest.mark.parametrize(("written", "share"), [
+    ("cpu_bound", 1.0), ("clock_paced", 0.1), ("0.25", 0.25), ("0", 0.0), ("1", 1.0)])
+def test_throttle_response(written: str, share: float) -> None:
+    loaded = load(BASE.replace("ram: 2GiB}", f"ram: 2GiB, throttle_response: {written}}}"))
+    assert loaded.vms[0].throttle_response == share
+
+
+def test_throttle_response_errors() -> None:
+    fails(BASE.replace("ram: 2GiB}", "ram: 2GiB, throttle_response: clock}"), 5,
+          "vms[0].throttle_response", "unknown throttle response 'clock'", "clock_paced")
+    fails(BASE.replace("ram: 2GiB}", "ram: 2GiB, throttle_response: 1.5}"), 5,
+          "vms[0].throttle_response", "1.5 is not valid here", "a number in [0, 1]")
+
+
+def test_model_and_profile(tmp_path: Path) -> None:
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "lab.yaml").write_text(
+        "name: lab-q10\nstartup_cost: 300ms\nswitchover_cost: 7ms\nlink_speed: 330MiB/s\n"
+        "x-fit: {cases: 4}\n")
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(BASE + "policy:\n  migration: {profile: profiles/lab.yaml, "
+                        "switchover_cost: 9ms, bandwidth_window: 50ms}\n")
+    m = load_scenario(scenario).policy.migration
+    assert m.model is MigrationModel.QEMU
+    assert (m.profile, m.profile_name) == (str(tmp_path / "profiles" / "lab.yaml"), "lab-q10")
+    assert m.startup_cost == pytest.approx(0.3) and m.link_speed == 330 * MiB  # the profile's
+    assert (m.switchover_cost, m.bandwidth_window) == pytest.approx((0.009, 0.05))  # scenario
+    assert m.flush_speed is None  # neither: the model's default applies
+    assert load(BASE).policy.migration.profile is None
+    block = model_block(m)  # what summary.json records
+    assert (block["name"], block["profile"]) == ("qemu", "lab-q10")
+    assert block["params"]["flush_speed"] is None and block["params"]["link_speed"] == 330 * MiB
+
+
+def test_profile_errors(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(BASE + "policy: {migration: {profile: missing.yaml}}\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario)
+    message = str(info.value)
+    assert message.startswith(f"{scenario}:6: policy.migration.profile: cannot read profile")
+    assert "missing.yaml" in message and len(message.splitlines()) == 1
+    profile = tmp_path / "p.yaml"
+    profile.write_text("name: p\nstartup_cost: 285ms\nlink_sped: 1Gbit/s\n")
+    scenario.write_text(BASE + "policy: {migration: {profile: p.yaml}}\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario)
+    assert str(info.value).startswith(f"{profile}:3: unknown key 'link_sped'")
+    profile.write_text("startup_cost: -1s\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario)
+    assert str(info.value).startswith(f"{profile}:1: startup_cost: ")
+    fails(BASE + "policy: {migration: {model: qemu10}}\n", 6, "policy.migration.model",
+          "unknown migration model 'qemu10'", "qemu, textbook")
+
+
+def test_shipped_profile_loads() -> None:
+    profile = load_profile(SCENARIOS.parent / "profiles" / "qemu10-lab.yaml")
+    assert profile.name == "qemu10-lab"
+    assert profile.values["startup_cost"] == pytest.approx(0.285)
+    assert profile.values["link_speed"] == 330 * MiB

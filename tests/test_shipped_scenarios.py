@@ -1,4 +1,4 @@
-"""Every shipped scenario runs on the simulator with the outcome its header promises."""
+"""Every shipped scenario runs on the simulator with the outcome its ``expect:`` promises."""
 
 from __future__ import annotations
 
@@ -7,48 +7,49 @@ from pathlib import Path
 
 import pytest
 
-from livemig.core.model import DrainEvent, MigrationStatus, VmState
-from livemig.core.runner import run_scenario
+from livemig.core.expectations import evaluate
+from livemig.core.model import DrainEvent, LiveMigrateEvent, MigrationStatus, VmState
+from livemig.core.runner import expected_migrations, run_scenario
 from livemig.core.scenario import load_scenario
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 
-# file -> (status, error) of each requested migration, in request order
-EXPECTED: dict[str, list[tuple[str, str | None]]] = {
-    "seed-explicit-dest": [("completed", None)],
-    "seed-scheduler-retry": [("completed", None)],
-    "seed-self": [("error", "UnableToMigrateToSelf")],
-    "seed-no-service": [("error", "ComputeServiceUnavailable")],
-    "seed-hypervisor-type": [("error", "InvalidHypervisorType")],
-    "seed-hypervisor-too-old": [("error", "DestinationHypervisorTooOld")],
-    "seed-memory": [("error", "MigrationPreCheckError")],
-    "seed-cpu": [("error", "InvalidCPUInfo")],
-    "seed-block-on-shared": [("error", "InvalidLocalStorage")],
-    "seed-live-on-local": [("error", "InvalidSharedStorage")],
-    "seed-volume-backed": [("completed", None)],
-    "seed-block-migration": [("completed", None)],
-    "seed-disk-space": [("error", "MigrationPreCheckError"), ("completed", None)],
-    "seed-no-valid-host": [("error", "NoValidHost")],
-}
+SHIPPED = sorted(p.stem for p in SCENARIOS.glob("*.yaml"))
 
 
-def outcomes(name: str) -> tuple[list[tuple[str, str | None]], object]:
-    result = run_scenario(load_scenario(SCENARIOS / f"{name}.yaml"))
-    return [(m.status.value, m.error) for m in result.store.migrations()], result
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_scenario_meets_the_expectations_it_carries(name: str) -> None:
+    """Each file's ``expect:`` section is its promise (``livemig check scenarios/``)."""
+    scenario = load_scenario(SCENARIOS / f"{name}.yaml")
+    result = run_scenario(scenario)
+    failed = [str(v) for v in evaluate(scenario.expect, result) if not v.met]
+    assert failed == []
+    for m in result.store.migrations():
+        inst = result.store.instance(m.instance)
+        # every instance ends with no task; it runs where its record says, or (ERROR,
+        # its host died) nowhere
+        assert inst.task_state is None
+        running = inst.vm_state is VmState.ACTIVE
+        assert result.final_hosts[m.instance] == (inst.host if running else None)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_seed_scenario_outcome(name: str) -> None:
-    got, result = outcomes(name)
-    assert got == EXPECTED[name]
-    last = {m.instance: m for m in result.store.migrations()}  # type: ignore[attr-defined]
-    for m in last.values():
-        inst = result.store.instance(m.instance)  # type: ignore[attr-defined]
-        # every instance ends usable, on the host its last migration says; the driver agrees
-        assert inst.vm_state is VmState.ACTIVE and inst.task_state is None
-        expected_host = m.dest if m.status is MigrationStatus.COMPLETED else m.source
-        assert inst.host == expected_host
-        assert result.final_hosts[m.instance] == inst.host  # type: ignore[attr-defined]
+def test_every_shipped_scenario_promises_its_migrations_and_their_outcome() -> None:
+    """The expectations cannot quietly shrink: each file counts all the migrations its
+    events request, and the status of every VM an event migrates (by name, or all
+    completed)."""
+    for name in SHIPPED:
+        scenario = load_scenario(SCENARIOS / f"{name}.yaml")
+        expect = scenario.expect
+        assert expect is not None, name
+        totals = [c.count for c in expect.outcomes if c.status == "total"]
+        assert totals == [expected_migrations(scenario)], name
+        counts = {c.status: c.count for c in expect.outcomes}
+        if counts.get("completed") == counts["total"]:
+            continue
+        with_status = {c.pattern for c in expect.instances if c.field == "status"}
+        for event in scenario.events:
+            if isinstance(event, LiveMigrateEvent):
+                assert event.instance in with_status, (name, event.instance)
 
 
 def test_seed_retry_records_the_rejected_host() -> None:
@@ -70,42 +71,39 @@ def test_scenario_completes_and_drains_empty_their_hosts(name: str) -> None:
 
 
 # The fault and policy scenarios (both drivers; tests/lab runs them on real hosts):
-# file -> per VM: (migration status, error, the host it ends on, its vm_state)
-FAULTS_AND_POLICIES: dict[str, dict[str, tuple[str, str | None, str, str]]] = {
-    "lab-abort": {"lab-vm1": ("cancelled", "LiveMigrationFailed", "lab1", "active")},
-    "lab-downtime-steps": {"lab-vm1": ("completed", None, "lab2", "active")},
-    "lab-force-pause": {"lab-vm1": ("completed", None, "lab2", "active")},
-    "lab-postcopy": {"lab-vm1": ("completed", None, "lab2", "active")},
-    "lab-auto-converge": {"lab-vm1": ("completed", None, "lab2", "active")},
-    "lab-operator-abort": {"lab-vm1": ("cancelled", "LiveMigrationFailed", "lab1", "active")},
-    "lab-operator-force": {"lab-vm1": ("completed", None, "lab2", "active")},
-    "lab-queued-abort": {"lab-vm1": ("completed", None, "lab2", "active"),
-                         "lab-vm2": ("cancelled", "MigrationAborted", "lab1", "active")},
-    "lab-dest-down": {"lab-vm1": ("failed", "LiveMigrationFailed", "lab1", "active")},
-    "lab-source-down": {"lab-vm1": ("failed", "LiveMigrationFailed", "lab1", "error")},
-    # the job failed (keepalive); lab2, still cut off, could not be cleaned: not clean
-    "lab-link-cut": {"lab-vm1": ("error", "LiveMigrationFailed", "lab1", "active")},
-    "lab-link-blip": {"lab-vm1": ("completed", None, "lab2", "active")},
-    "lab-service-down": {"lab-vm1": ("error", "HypervisorUnavailable", "lab1", "active")},
-    "lab-controller-restart": {"lab-vm1": ("completed", None, "lab2", "active")},
-    "lab-resume": {"lab-vm1": ("completed", None, "lab2", "active")},
-    "lab-tls": {"lab-vm1": ("completed", None, "lab2", "active")},
-}
+# file -> per VM: (migration status, error, the host it ends on, its vm_state), as the
+# file's expect.instances promises it
+FAULT_AND_POLICY_SCENARIOS = (
+    "lab-abort", "lab-downtime-steps", "lab-force-pause", "lab-postcopy", "lab-auto-converge",
+    "lab-operator-abort", "lab-operator-force", "lab-queued-abort", "lab-dest-down",
+    "lab-source-down", "lab-link-cut", "lab-link-blip", "lab-service-down",
+    "lab-controller-restart", "lab-resume", "lab-tls",
+)
 
 
-@pytest.mark.parametrize("name", sorted(FAULTS_AND_POLICIES))
-def test_fault_and_policy_scenario_outcome(name: str) -> None:
-    result = run_scenario(load_scenario(SCENARIOS / f"{name}.yaml"))
-    got = {}
-    for m in result.store.migrations():
-        inst = result.store.instance(m.instance)
-        got[m.instance] = (m.status.value, m.error, inst.host, inst.vm_state.value)
-        assert inst.task_state is None
-        running = inst.vm_state is VmState.ACTIVE
-        assert result.final_hosts[m.instance] == (inst.host if running else None)
-    assert got == FAULTS_AND_POLICIES[name]
-    assert result.invariants.violations == ()
-    assert result.invariants.unverifiable == ()
+def promised_outcomes(name: str) -> dict[str, tuple[str, str | None, str, str]]:
+    """``{vm: (status, error, host, vm_state)}`` from the instances of a file's expect:."""
+    expect = load_scenario(SCENARIOS / f"{name}.yaml").expect
+    assert expect is not None, name
+    fields: dict[str, dict[str, str | None]] = {}
+    for check in expect.instances:
+        fields.setdefault(check.pattern, {})[check.field] = check.value
+    return {vm: (f["status"], f["error"], f["host"], f["vm_state"])  # type: ignore[misc]
+            for vm, f in fields.items()}
+
+
+FAULTS_AND_POLICIES = {name: promised_outcomes(name) for name in FAULT_AND_POLICY_SCENARIOS}
+
+
+def test_fault_and_policy_scenarios_promise_every_field_of_every_vm() -> None:
+    """tests/lab compares real hosts with these promises: each names all four fields."""
+    for name, promised in FAULTS_AND_POLICIES.items():
+        scenario = load_scenario(SCENARIOS / f"{name}.yaml")
+        assert set(promised) == {vm.name for vm in scenario.vms}, name
+        for vm, (status, _, host, vm_state) in promised.items():
+            assert status and host and vm_state, (name, vm)
+        assert [c.what for c in scenario.expect.invariants] == [  # type: ignore[union-attr]
+            "violations", "unverifiable"], name
 
 
 def test_policy_scenarios_show_their_mechanism() -> None:
@@ -115,7 +113,9 @@ def test_policy_scenarios_show_their_mechanism() -> None:
         return run_scenario(load_scenario(SCENARIOS / f"{name}.yaml")).store.migration(1)
 
     steps = first("lab-downtime-steps")
-    assert steps.max_downtime >= 2.05 and steps.downtime >= 1.9  # type: ignore[attr-defined]
+    # the last step (2.05 s) let it switch over; QEMU then flushes the 16 MiB at the
+    # link's speed, not the 8 MiB/s cap (the lab showed 26-41 ms)
+    assert steps.max_downtime >= 2.05 and steps.downtime < 0.1  # type: ignore[attr-defined]
     pause = first("lab-force-pause")
     assert (pause.timeout_action, pause.paused_guest, pause.postcopy_at) == (  # type: ignore[attr-defined]
         "force_complete", True, None)
@@ -155,11 +155,3 @@ def test_rack_drain_under_random_faults_keeps_every_invariant() -> None:
     again = run_scenario(scenario)
     assert [dataclasses.astuple(m) for m in again.store.migrations()] == [
         dataclasses.astuple(m) for m in result.store.migrations()]
-
-
-def test_every_shipped_scenario_is_covered() -> None:
-    shipped = {p.stem for p in SCENARIOS.glob("*.yaml")}
-    covered = set(EXPECTED) | set(FAULTS_AND_POLICIES) | {
-        "quickstart", "rack-drain", "rack-drain-faults", "lab-explicit", "lab-scheduler",
-        "lab-block", "lab-precheck", "lab-precheck-shared"}
-    assert shipped <= covered

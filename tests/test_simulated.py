@@ -568,7 +568,8 @@ def test_idle_vms_cost_no_simulation_events() -> None:
 
 
 def test_waiting_costs_no_events_per_second() -> None:
-    soon, late = run_scenario(crowd(100, at=10.0)), run_scenario(crowd(100, at=1e6))
+    late_crowd = dataclasses.replace(crowd(100, at=1e6), until=2e6)  # beyond the default 24 h
+    soon, late = run_scenario(crowd(100, at=10.0)), run_scenario(late_crowd)
     assert soon.sim_events == late.sim_events
     assert late.sim_time > 1e6
 

@@ -6,6 +6,10 @@ scenario (two hosts with shared storage, one small idle VM on the first) plus
 the names the test needs. The fixture is parametrised over :data:`TARGETS`
 (this module), so each contract test runs once per registered driver.
 
+Three targets: ``sim`` (the simulator) and ``libvirt-fake`` (the real driver on the
+fake libvirt of ``tests/fakelibvirt``: seconds, no root) are registered below; the real
+driver on a namespace lab is ``test_libvirt_contract.py`` (marked ``lab``).
+
 Adding a driver (e.g. the real libvirt one)
 --------------------------------------------
 Write a factory that takes the canonical :class:`~livemig.core.model.Scenario`
@@ -36,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import simpy
@@ -86,8 +91,26 @@ def make_sim(scenario: Scenario) -> Driver:
     return SimulatedDriver(simpy.Environment(), scenario)
 
 
+def make_fake_libvirt(scenario: Scenario) -> Driver:
+    """The real driver on the fake libvirt (``tests/fakelibvirt``): no root, no lab, and
+    its clock ten times faster than real time; the inventory lives in a temporary
+    directory removed with the driver."""
+    import tempfile
+    import weakref
+
+    from fakelibvirt.driver import fake_driver, two_host_world
+
+    tmp = tempfile.TemporaryDirectory(prefix="livemig-fakelibvirt-")
+    driver = fake_driver(two_host_world(FAKE_HOSTS), scenario, Path(tmp.name))
+    weakref.finalize(driver, tmp.cleanup)
+    return driver
+
+
+FAKE_HOSTS = ("lab1", "lab2")
+
 TARGETS: dict[str, ContractTarget] = {
     "sim": ContractTarget(make=make_sim),
+    "libvirt-fake": ContractTarget(make=make_fake_libvirt, hosts=FAKE_HOSTS, timeout=60.0),
 }
 
 

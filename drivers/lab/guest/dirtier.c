@@ -9,9 +9,18 @@
  * did not run are not made up for.
  *
  * Once per second it prints on stdout (the serial console):
- *   tick N uptime=S.SS dirtied_mib=D behind_ms=B
+ *   tick N uptime=S.SS dirtied_mib=D behind_ms=B rate_mibps=W nonzero_mib=Z memfree_mib=F
  * N counts up by one per line; a test reads these lines to see that the guest is alive
- * (and, after a migration, that it kept running on the destination).
+ * (and, after a migration, that it kept running on the destination). The fields after
+ * behind_ms are the guest's own truth for calibration (livemig calibrate):
+ *   rate_mibps   MiB really written per second since the previous line (4 KiB per page
+ *                write: what QEMU's dirty tracking sees), over the elapsed monotonic time;
+ *   nonzero_mib  MemTotal - MemFree from /proc/meminfo: memory the guest kernel has in use
+ *                (kernel data, initramfs files, the working set), an estimate of the
+ *                non-zero memory QEMU sends in round 0 (pages never touched are zero);
+ *   memfree_mib  MemFree itself, so that RAM - MemFree (which also counts the memory the
+ *                kernel reserved before MemTotal) can be used instead.
+ * Both memory figures are -1 when /proc/meminfo cannot be read.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -23,6 +32,24 @@
 #define PAGE 4096UL
 #define TICK_NS 10000000L /* 10 ms */
 #define NS 1000000000L
+
+/* MemTotal and MemFree of /proc/meminfo in KiB; -1 each when unreadable. */
+static void meminfo_kib(long *total, long *free_kib)
+{
+    char line[128];
+    *total = -1;
+    *free_kib = -1;
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (f == NULL)
+        return;
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strncmp(line, "MemTotal:", 9) == 0)
+            *total = strtol(line + 9, NULL, 10);
+        else if (strncmp(line, "MemFree:", 8) == 0)
+            *free_kib = strtol(line + 8, NULL, 10);
+    }
+    fclose(f);
+}
 
 static long now_ns(void)
 {
@@ -76,8 +103,9 @@ int main(void)
     double credit = 0.0;
     size_t cursor = 0;
     uint8_t stamp = 1;
-    unsigned long long dirtied = 0, tick_line = 0;
+    unsigned long long dirtied = 0, tick_line = 0, dirtied_at_print = 0;
     long start = now_ns();
+    long last_print = start;
     long next_tick = start + TICK_NS;
     long next_print = start + NS;
 
@@ -103,10 +131,19 @@ int main(void)
         next_tick = behind > TICK_NS ? now + TICK_NS : next_tick + TICK_NS;
         if (now >= next_print) {
             tick_line++;
-            printf("tick %llu uptime=%.2f dirtied_mib=%.1f behind_ms=%ld\n", tick_line,
+            long total_kib, free_kib;
+            meminfo_kib(&total_kib, &free_kib);
+            double rate = (double)(dirtied - dirtied_at_print) * PAGE / (1024.0 * 1024.0) /
+                          ((double)(now - last_print) / NS);
+            double nonzero = total_kib < 0 || free_kib < 0 ? -1.0 : (total_kib - free_kib) / 1024.0;
+            double memfree = free_kib < 0 ? -1.0 : free_kib / 1024.0;
+            printf("tick %llu uptime=%.2f dirtied_mib=%.1f behind_ms=%ld rate_mibps=%.2f "
+                   "nonzero_mib=%.1f memfree_mib=%.1f\n", tick_line,
                    (double)(now - start) / NS, (double)dirtied * PAGE / (1024.0 * 1024.0),
-                   behind / 1000000L);
+                   behind / 1000000L, rate, nonzero, memfree);
             fflush(stdout);
+            dirtied_at_print = dirtied;
+            last_print = now;
             next_print += NS;
             if (now >= next_print)
                 next_print = now + NS;

@@ -1,5 +1,6 @@
-"""The real driver's bookkeeping without a lab: libvirt-python is imported, but no
-libvirtd is reached (the driver's connection calls are replaced by scripted answers).
+"""The real driver's bookkeeping without a lab or libvirt-python: the driver's modules
+bound to the fake libvirt (``tests/fakelibvirt``), its connection calls replaced by
+scripted answers, so these run in the sim lane.
 
 * A ``migrateToURI`` that returns (with "canceled by client") between the two looks of
   one poll is the job's end as that error says, not "the domain still runs on the
@@ -14,15 +15,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from fakelibvirt import libvirt
+from fakelibvirt.driver import driver_modules
 
-libvirt = pytest.importorskip("libvirt", reason="libvirt-python comes with scripts/setup-lab")
+from livemig.core.errors import MigrationError
+from livemig.drivers.base import JobType
 
-from livemig.core.errors import MigrationError  # noqa: E402
-from livemig.drivers.base import JobType  # noqa: E402
-from livemig.drivers.libvirt_conn import Connections, HostUnreachable  # noqa: E402
-from livemig.drivers.libvirt_domains import DomainInfo  # noqa: E402
-from livemig.drivers.libvirt_jobs import Job  # noqa: E402
-from livemig.drivers.libvirt_real import LibvirtDriver  # noqa: E402
+_mods = driver_modules()  # the real driver's modules, bound to the fake libvirt
+Connections, HostUnreachable = _mods.conn.Connections, _mods.conn.HostUnreachable
+DomainInfo, Job, LibvirtDriver = _mods.domains.DomainInfo, _mods.jobs.Job, _mods.real.LibvirtDriver
 
 SECRET_URI = "qemu+tls://198.18.0.12/system?pkipath=/var/tmp/livemig-lab/x/pki/client"
 ABORTED = "operation aborted: job 'migration out' canceled by client"

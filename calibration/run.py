@@ -1,0 +1,320 @@
+"""``livemig calibrate``: run the matrix's cases on real hosts, record them, fit a profile.
+
+Each case is a scenario (:func:`~livemig.calibration.matrix.case_scenario_text`) run with
+:func:`~livemig.core.runner.run_scenario` on the ``libvirt`` driver, through the same Nova
+flow as any run, its domains kept until the figures are read. Per case, into
+``OUT_DIR``:
+
+* ``real/CASE/``: the run's results directory (``migrations.csv``, ``summary.json`` ...);
+* ``scenarios/CASE.yaml``: the case as a scenario whose VM has the guest's measured
+  non-zero memory and write rate (to replay it on the simulator, then ``livemig compare``);
+* a row of ``cases.csv``: what was asked, the record's figures, libvirt's completed-job
+  statistics on the destination (``time_elapsed``, ``setup_time``, ``memory_bps`` ...) and
+  the guest's truth from its console (real write rate, MemTotal - MemFree, MemFree).
+
+Then :func:`~livemig.calibration.fit.fit_profile` fits the parameters and the profile
+file is written (``profile_document``). The guest's non-zero memory as QEMU sees it is
+MemTotal - MemFree plus memory the kernel reserved before MemTotal (its image, page
+structures), the ``hidden_memory``: measured from the idle cases (dirty rate 0, where
+round 0 is nearly all that is sent) as ``memory_normal_bytes`` minus the guest's figure.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import median
+from typing import Any
+
+import yaml
+
+from livemig.calibration.fit import (
+    CaseMeasurement,
+    Profile,
+    completion_timeout,
+    fit_profile,
+    predict,
+)
+from livemig.calibration.matrix import Case, case_scenario_text
+from livemig.calibration.truth import GuestTruth, guest_truth
+
+MiB = 2**20
+CASE_COLUMNS = (
+    "case", "ram_mib", "working_set_mib", "dirty_rate_mibps", "bandwidth_mibps",
+    "max_downtime_ms", "completion_timeout", "status", "error", "total_time_s", "downtime_ms",
+    "iterations", "data_transferred_bytes", "time_elapsed_ms", "setup_time_ms",
+    "memory_processed_bytes", "memory_normal_bytes", "memory_bps", "guest_rate_mibps",
+    "guest_nonzero_mib", "guest_memfree_mib", "guest_ticks", "wall_s", "load1",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaseResult:
+    """One case as recorded (a row of ``cases.csv``)."""
+
+    case: Case
+    status: str
+    error: str | None
+    record: dict[str, Any]  # total_time_s, downtime_ms, iterations, data_transferred_bytes
+    stats: dict[str, Any]  # libvirt's completed-job statistics ({} when none)
+    truth: GuestTruth
+    wall_s: float
+    load1: float
+
+    @property
+    def completed(self) -> bool:
+        return self.status == "completed" and bool(self.stats)
+
+    def row(self) -> dict[str, Any]:
+        c, s, t = self.case, self.stats, self.truth
+        return {
+            "case": c.name, "ram_mib": c.ram // MiB, "working_set_mib": c.working_set / MiB,
+            "dirty_rate_mibps": c.dirty_rate / MiB, "bandwidth_mibps": c.bandwidth / MiB,
+            "max_downtime_ms": c.max_downtime * 1000, "completion_timeout": c.completion_timeout,
+            "status": self.status, "error": self.error, **self.record,
+            "time_elapsed_ms": s.get("time_elapsed"), "setup_time_ms": s.get("setup_time"),
+            "memory_processed_bytes": s.get("memory_processed"),
+            "memory_normal_bytes": s.get("memory_normal_bytes"), "memory_bps": s.get("memory_bps"),
+            "guest_rate_mibps": t.rate_mibps, "guest_nonzero_mib": t.nonzero_mib,
+            "guest_memfree_mib": t.memfree_mib, "guest_ticks": t.ticks,
+            "wall_s": round(self.wall_s, 2), "load1": self.load1,
+        }
+
+
+def hidden_memory(results: Sequence[CaseResult]) -> float:
+    """Bytes of non-zero memory the guest does not count (see the module docstring):
+    median over completed idle cases of ``memory_normal_bytes - nonzero``; 0 without one."""
+    values = [
+        r.stats["memory_normal_bytes"] - r.truth.nonzero_mib * MiB
+        for r in results
+        if r.completed and r.case.dirty_rate == 0 and r.truth.nonzero_mib is not None
+        and "memory_normal_bytes" in r.stats
+    ]
+    return max(0.0, median(values)) if values else 0.0
+
+
+def non_zero(result: CaseResult, hidden: float) -> float:
+    """The case's non-zero memory in bytes: the guest's figure plus ``hidden``, at most its
+    RAM (the working set plus 64 MiB when the guest reported nothing)."""
+    if result.truth.nonzero_mib is None:
+        return float(result.case.working_set + 64 * MiB)
+    return min(float(result.case.ram), result.truth.nonzero_mib * MiB + hidden)
+
+
+def measurement(result: CaseResult, hidden: float) -> CaseMeasurement:
+    s = result.stats
+    return CaseMeasurement(
+        name=result.case.name, capped=result.case.capped, bandwidth=result.case.bandwidth,
+        max_downtime=result.case.max_downtime, completed=result.completed,
+        time_elapsed=s.get("time_elapsed", 0) / 1000.0, downtime=s.get("downtime", 0) / 1000.0,
+        memory_processed=float(s.get("memory_processed", 0)),
+        memory_bps=float(s.get("memory_bps", 0)), non_zero=non_zero(result, hidden),
+    )
+
+
+def prediction_for(result: CaseResult, profile: Profile, hidden: float) -> Any:
+    """The closed form (:func:`~livemig.calibration.fit.predict`) for a recorded case, with
+    the guest's measured write rate (the asked one when it reported none)."""
+    c = result.case
+    rate = c.dirty_rate if result.truth.rate_mibps is None else result.truth.rate_mibps * MiB
+    return predict(
+        profile, non_zero=non_zero(result, hidden), working_set=c.working_set,
+        dirty_rate=rate, bandwidth=c.bandwidth, max_downtime=c.max_downtime,
+        timeout=completion_timeout(c.completion_timeout, c.ram),
+    )
+
+
+# -- running the cases on real hosts -------------------------------------------------------
+
+
+def _stats(inventory: Any, host: str, vm: str) -> dict[str, Any]:
+    """libvirt's completed-job statistics of ``vm`` on ``host`` ({} when there are none)."""
+    import libvirt
+
+    flags = libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED | libvirt.VIR_DOMAIN_JOB_STATS_KEEP_COMPLETED
+    conn = libvirt.open(inventory.host(host).uri)
+    try:
+        stats = conn.lookupByName(vm).jobStats(flags)
+    except libvirt.libvirtError:
+        return {}
+    finally:
+        conn.close()
+    return dict(stats) if stats.get("type") == libvirt.VIR_DOMAIN_JOB_COMPLETED else {}
+
+
+def versions(inventory_path: str | Path) -> dict[str, str]:
+    """QEMU and libvirt versions of the inventory's first host."""
+    import libvirt
+
+    from livemig.drivers.lab.inventory import load_inventory
+
+    inv = load_inventory(inventory_path)
+    conn = libvirt.open(inv.hosts[0].uri)
+    try:
+        def text(v: int) -> str:
+            return f"{v // 1_000_000}.{v // 1000 % 1000}.{v % 1000}"
+
+        return {"qemu": text(conn.getVersion()), "libvirt": text(conn.getLibVersion())}
+    finally:
+        conn.close()
+
+
+def run_case(case: Case, inventory_path: str | Path, out_dir: Path) -> CaseResult:
+    """Run one case on the inventory's first two hosts; its results into ``out_dir/real``."""
+    import simpy.rt
+
+    from livemig.core import results
+    from livemig.core.runner import run_scenario
+    from livemig.core.scenario import parse_scenario
+    from livemig.drivers.lab.inventory import load_inventory
+    from livemig.drivers.libvirt_real import LibvirtDriver
+
+    inv = load_inventory(inventory_path)
+    if len(inv.hosts) < 2:
+        raise ValueError(f"{inventory_path}: calibration needs two hosts (it has "
+                         f"{len(inv.hosts)})")
+    source, dest = inv.hosts[0].name, inv.hosts[1].name
+    text = case_scenario_text(case, source, dest)
+    scenario = parse_scenario(text, source=f"calibration case {case.name}")
+    load1 = os.getloadavg()[0]
+    t0 = time.monotonic()
+    try:
+        result = run_scenario(scenario, "libvirt", driver_options={
+            "inventory": str(inventory_path), "keep_domains": True})
+        wall = time.monotonic() - t0
+        (m,) = result.store.migrations()
+        stats = _stats(inv, m.dest, case.name) if m.dest else {}
+        log = Path(inv.console_dir) / f"{case.name}.log"
+        truth = guest_truth(log.read_text(errors="replace") if log.exists() else "")
+        results.write_results(result, out_dir / "real" / case.name, force=True)
+    finally:
+        env = simpy.rt.RealtimeEnvironment(strict=False)
+        LibvirtDriver(env, scenario, inventory=inventory_path, boot=False).close()
+    record = {
+        "total_time_s": m.total_time, "downtime_ms": None if m.downtime is None
+        else m.downtime * 1000, "iterations": m.iterations,
+        "data_transferred_bytes": m.data_transferred,
+    }
+    return CaseResult(case=case, status=m.status.value, error=m.error, record=record,
+                      stats=stats, truth=truth, wall_s=wall, load1=load1)
+
+
+def write_cases(path: Path, results: Sequence[CaseResult]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=CASE_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for r in results:
+            writer.writerow({k: "" if v is None else v for k, v in r.row().items()})
+
+
+def replay_scenario(result: CaseResult, hidden: float, source: str, dest: str) -> str:
+    """The case as a scenario with the guest's truth (for the simulator)."""
+    rate = None if result.truth.rate_mibps is None else result.truth.rate_mibps * MiB
+    return case_scenario_text(result.case, source, dest,
+                              non_zero=round(non_zero(result, hidden)), dirty_rate=rate)
+
+
+def profile_document(
+    name: str, profile: Profile, results: Sequence[CaseResult], fitted_on: Sequence[str],
+    hidden: float, provenance: dict[str, Any],
+) -> dict[str, Any]:
+    """The profile file's content: the parameters in units, and how they were measured.
+
+    >>> p = Profile(startup_cost=0.2854, switchover_cost=0.005, link_speed=330 * MiB)
+    >>> doc = profile_document("lab", p, [], [], 0.0, {})
+    >>> [doc[k] for k in ("startup_cost", "switchover_cost", "link_speed", "bandwidth_window")]
+    ['285.4ms', '5.0ms', '330.0MiB/s', '100ms']
+    """
+    residuals = []
+    for r in results:
+        if not r.completed:
+            continue
+        pred = prediction_for(r, profile, hidden)
+        real_t, real_d = r.stats["time_elapsed"] / 1000.0, r.stats["downtime"] / 1000.0
+        residuals.append({
+            "case": r.case.name, "fitted": r.case.name in fitted_on,
+            "total_time_s": [round(real_t, 3), round(pred.total_time, 3)],
+            "downtime_ms": [round(real_d * 1000, 1), round(pred.downtime * 1000, 1)],
+        })
+    capped = [r.stats["memory_bps"] / r.case.bandwidth for r in results
+              if r.completed and r.case.capped and r.stats.get("memory_bps")]
+    return {
+        "name": name,
+        "startup_cost": f"{profile.startup_cost * 1000:.1f}ms",
+        "switchover_cost": f"{profile.switchover_cost * 1000:.1f}ms",
+        "link_speed": f"{profile.link_speed / MiB:.1f}MiB/s",
+        "bandwidth_window": f"{profile.bandwidth_window * 1000:g}ms",
+        "measured": {
+            **provenance,
+            "cases": len(results),
+            "completed": sum(1 for r in results if r.completed),
+            "fitted_on": list(fitted_on),
+            "hidden_memory": f"{hidden / MiB:.1f}MiB",
+            "capped_rate_ratio": round(median(capped), 4) if capped else None,
+            "residuals": residuals,
+        },
+    }
+
+
+def calibrate(
+    inventory_path: str | Path,
+    cases: Sequence[Case],
+    out_dir: Path,
+    profile_path: Path,
+    *,
+    name: str | None = None,
+    fit_names: Sequence[str] | None = None,
+    on_case: Callable[[CaseResult], None] | None = None,
+) -> tuple[list[CaseResult], Profile]:
+    """Run ``cases``, write ``out_dir/cases.csv`` and the profile; ``fit_names``: the cases
+    the fit may use (default all; the others are held out, their residuals reported)."""
+    from livemig.drivers.lab.inventory import load_inventory
+
+    inv = load_inventory(inventory_path)
+    started = datetime.datetime.now(datetime.UTC)
+    provenance: dict[str, Any] = {"date": started.isoformat(timespec="seconds"),
+                                  "inventory": str(inventory_path), **versions(inventory_path),
+                                  "load_average_start": list(os.getloadavg())}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done: list[CaseResult] = []
+    for case in cases:
+        result = run_case(case, inventory_path, out_dir)
+        done.append(result)
+        write_cases(out_dir / "cases.csv", done)  # after every case: a crash keeps the rest
+        if on_case is not None:
+            on_case(result)
+    provenance["load_average_end"] = list(os.getloadavg())
+    fitted = [r for r in done if fit_names is None or r.case.name in fit_names]
+    hidden = hidden_memory(fitted)
+    profile = fit_profile([measurement(r, hidden) for r in fitted])
+    scen_dir = out_dir / "scenarios"
+    scen_dir.mkdir(exist_ok=True)
+    for r in done:
+        (scen_dir / f"{r.case.name}.yaml").write_text(
+            replay_scenario(r, hidden, inv.hosts[0].name, inv.hosts[1].name))
+    doc = profile_document(name or f"calibrated-{inv.lab}", profile, done,
+                           [r.case.name for r in fitted], hidden, provenance)
+    tmp = profile_path.with_name(profile_path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
+    tmp.replace(profile_path)
+    return done, profile
+
+
+def replay_on_simulator(cases_dir: Path) -> tuple[str, dict[str, Any]]:
+    """Run every ``cases_dir/scenarios/*.yaml`` on the simulator into ``cases_dir/sim/CASE``
+    and compare them with ``cases_dir/real`` into ``cases_dir/compare`` (``--replay``);
+    returns the error table and its summary (:func:`livemig.calibration.compare.compare`)."""
+    from livemig.calibration.compare import compare
+    from livemig.core import results
+    from livemig.core.runner import run_scenario
+    from livemig.core.scenario import load_scenario
+
+    for path in sorted((cases_dir / "scenarios").glob("*.yaml")):
+        result = run_scenario(load_scenario(path), "sim")
+        results.write_results(result, cases_dir / "sim" / path.stem, force=True)
+    return compare(cases_dir / "real", cases_dir / "sim", cases_dir / "compare")

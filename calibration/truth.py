@@ -1,0 +1,64 @@
+"""The guest's own truth, read from the lab guest's serial console.
+
+The lab's dirtier (``drivers/lab/guest/dirtier.c``) prints once a second::
+
+    tick N uptime=S dirtied_mib=D behind_ms=B rate_mibps=W nonzero_mib=Z memfree_mib=F
+
+``rate_mibps`` is what it really wrote over the last second; ``nonzero_mib`` is
+MemTotal - MemFree, the memory the guest kernel has in use. Pages the kernel reserved
+before MemTotal (its image, the page structures) are outside both; the calibration
+measures that hidden part from idle cases (see :mod:`livemig.calibration.run`).
+
+>>> log = '''livemig-dirtier: ready ws_mib=16 rate_mib=8 pages=4096
+... tick 1 uptime=1.00 dirtied_mib=8.0 behind_ms=1 rate_mibps=7.99 nonzero_mib=90.7 memfree_mib=115
+... tick 2 uptime=2.00 dirtied_mib=16.0 behind_ms=1 rate_mibps=8.00 nonzero_mib=90.7 memfree_mib=115
+... tick 3 uptime=3.00 dirtied_mib=23.0 behind_ms=0 rate_mibps=7.00 nonzero_mib=90.9 memfree_mib=114
+... '''
+>>> t = guest_truth(log)
+>>> t.ticks, t.rate_mibps, t.nonzero_mib, t.memfree_mib
+(3, 7.99, 90.7, 115.0)
+
+Ticks of the old format (no truth fields) count, but give no figures:
+
+>>> guest_truth("tick 1 uptime=1.00 dirtied_mib=0.0 behind_ms=0\\n")
+GuestTruth(ticks=1, rate_mibps=None, nonzero_mib=None, memfree_mib=None)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from statistics import median
+
+TICK_RE = re.compile(r"^tick (\d+) (.*)$", re.MULTILINE)
+FIELD_RE = re.compile(r"(\w+)=(-?[0-9.]+)")
+
+
+@dataclass(frozen=True, kw_only=True)
+class GuestTruth:
+    """Medians over the tick lines (robust to the second of the switchover, when the
+    paused guest writes less)."""
+
+    ticks: int
+    rate_mibps: float | None
+    nonzero_mib: float | None
+    memfree_mib: float | None
+
+
+def _median(values: list[float]) -> float | None:
+    return round(median(values), 3) if values else None
+
+
+def guest_truth(console: str, *, first_tick: int = 1, last_tick: int | None = None) -> GuestTruth:
+    """Medians of the truth fields over the tick lines numbered ``first_tick..last_tick``."""
+    fields: dict[str, list[float]] = {"rate_mibps": [], "nonzero_mib": [], "memfree_mib": []}
+    ticks = 0
+    for number, rest in TICK_RE.findall(console):
+        n = int(number)
+        if n < first_tick or (last_tick is not None and n > last_tick):
+            continue
+        ticks += 1
+        for key, value in FIELD_RE.findall(rest):
+            if key in fields and float(value) >= 0:  # -1: /proc/meminfo unreadable
+                fields[key].append(float(value))
+    return GuestTruth(ticks=ticks, **{k: _median(v) for k, v in fields.items()})

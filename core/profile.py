@@ -1,0 +1,121 @@
+"""Pre-copy model profiles: the parameters of the simulator's migration model.
+
+A *profile* is a small YAML file (``policy.migration.profile: FILE`` in a scenario,
+relative to the scenario file) holding what a calibration measured on real hosts::
+
+    name: qemu10-lab            text (= the file name without extension)
+    startup_cost: 285ms         before the first memory byte (begin, prepare, dest QEMU)
+    switchover_cost: 20ms       fixed part of every downtime (device state, resume)
+    link_speed: 330MiB/s        an uncapped migration's effective speed (= the host link)
+    flush_speed: 400MiB/s       the stop-and-copy flush's speed (= link_speed)
+    bandwidth_window: 100ms     how long a transfer must have run before QEMU has a
+                                bandwidth measurement (and so a switchover threshold)
+    description: text           free text (ignored); keys x-* are ignored too
+
+Every key is optional. A scenario's explicit ``policy.migration.<key>`` wins over the
+profile, the profile over the model's built-in default (:data:`QEMU_DEFAULTS`, the
+figures measured on this lab's QEMU 10.0.2 / libvirt 11.3.0, see
+``../shared/docs/qemu-migration-facts.md``; the textbook model's are all 0).
+
+>>> from livemig.core.model import MigrationModel, MigrationPolicy
+>>> p = model_params(MigrationPolicy())
+>>> p.model.value, p.startup_cost, p.switchover_cost, p.link_speed, p.bandwidth_window
+('qemu', 0.285, 0.02, None, 0.1)
+>>> p = model_params(MigrationPolicy(model=MigrationModel.TEXTBOOK, switchover_cost=0.05))
+>>> p.startup_cost, p.switchover_cost
+(0.0, 0.05)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .model import MigrationModel, MigrationPolicy
+from .yaml_nodes import Field, Reader, ScenarioError, compose, duration, rate, string
+
+PARAMETERS = ("startup_cost", "switchover_cost", "link_speed", "flush_speed",
+              "bandwidth_window")
+"""The model parameters a profile (or a scenario's ``policy.migration``) may set."""
+
+READERS: dict[str, Reader] = {
+    "startup_cost": duration(non_negative=True),
+    "switchover_cost": duration(non_negative=True),
+    "link_speed": rate(positive=True),
+    "flush_speed": rate(positive=True),
+    "bandwidth_window": duration(non_negative=True),
+}
+
+QEMU_DEFAULTS: dict[str, float | None] = {
+    "startup_cost": 0.285,  # median of 0.25-0.35 s before the first byte
+    # capped downtime was 23-35 ms whatever the limit; the flush of cap x limit (1-5 MiB)
+    # at ~330 MiB/s takes 3-15 ms of it: about 20 ms are fixed
+    "switchover_cost": 0.020,
+    "link_speed": None,  # the host link (a profile gives the measured speed)
+    "flush_speed": None,  # link_speed
+    "bandwidth_window": 0.1,  # QEMU's BUFFER_DELAY: bandwidth measured every 100 ms
+}
+TEXTBOOK_DEFAULTS: dict[str, float | None] = {
+    "startup_cost": 0.0, "switchover_cost": 0.0, "link_speed": None, "flush_speed": None,
+    "bandwidth_window": 0.0,
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelParams:
+    """The resolved parameters of one run's pre-copy model (units: s, B/s)."""
+
+    model: MigrationModel
+    startup_cost: float
+    switchover_cost: float
+    link_speed: float | None  # None: the host link decides
+    flush_speed: float | None  # None: link_speed
+    bandwidth_window: float
+
+    def as_dict(self) -> dict[str, Any]:
+        values = asdict(self)
+        values["model"] = self.model.value
+        return values
+
+
+@dataclass(frozen=True, kw_only=True)
+class Profile:
+    name: str
+    path: str
+    values: dict[str, float]  # the parameters the file sets
+
+
+def model_params(policy: MigrationPolicy) -> ModelParams:
+    """The parameters in force: the policy's (scenario or profile), else the model's."""
+    defaults = QEMU_DEFAULTS if policy.model is MigrationModel.QEMU else TEXTBOOK_DEFAULTS
+    values = {key: getattr(policy, key) for key in PARAMETERS}
+    for key, value in values.items():
+        if value is None:
+            values[key] = defaults[key]
+    return ModelParams(model=policy.model, **values)
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read a profile file; :class:`ScenarioError` (``FILE:LINE: field: problem``) if it
+    is not one, ``OSError`` if it cannot be read."""
+    path = Path(path)
+    data = path.read_bytes()
+    source = str(path)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ScenarioError(source, line, "", "not UTF-8 text; expected a YAML file") from None
+    node = compose(text, source)
+    if node is None:
+        raise ScenarioError(source, 1, "", "no content; expected a mapping of model "
+                            f"parameters ({', '.join(PARAMETERS)})")
+    top = Field(node, "", source).mapping(
+        ("name", "description", *PARAMETERS, "x-*"),
+        f"a mapping with keys name, {', '.join(PARAMETERS)}",
+    )
+    top.value("description", string("free text"), None)
+    name = top.value("name", string("a profile name"), path.stem)
+    values = {key: value for key, value in top.read(READERS).items() if value is not None}
+    return Profile(name=name, path=source, values=values)

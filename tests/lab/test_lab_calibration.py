@@ -1,0 +1,185 @@
+"""``livemig calibrate`` on a real namespace lab: a small matrix, a fitted profile, and its
+predictions on cases the fit did not see; then ``livemig compare`` against the simulator.
+
+Six real migrations (TCG guests, 20-30 s each with the boot): the fit sees an uncapped
+idle case and a capped one; held out are two capped cases with other RAM, working set,
+dirty rate and limit, an uncapped one with a dirtying guest, and a case that cannot
+converge (aborted by its completion timeout).
+
+Tolerances, from the spread measured on this 2-core machine under load 1.5-5.8 (see the
+branch's report). The lab guest busy-waits (a CPU-bound writer), so each TCG guest holds a
+core, and QEMU's migration thread competes with it and with everything else on the
+machine: an uncapped transfer ran at 17.8 to 304 MB/s from one run to the next (the same
+uncapped case, 256 MiB with 64 MiB at 8 MiB/s, took 0.64 to 2.37 s of ``time_elapsed``;
+the idle 128 MiB one 0.50 to 5.77 s), start-up costs were 0.19-0.96 s. No tolerance
+would hold for an uncapped case predicted from another one under such load, so uncapped
+held-out errors are printed, not asserted. A capped case is paced by its cap: the same one
+took 4.60-5.53 s, and held-out capped predictions were off by -8.5 to +6.1 % over four
+calibrations. So: every outcome (converges or not) right, and capped held-out cases within
+25 % of the real ``time_elapsed`` (two start-up regimes 0.5 s apart, each way, on a 5-8 s
+case). The guest's reported write rate is what it really wrote: a CPU-starved vCPU loses
+ticks (7.27 of 8 MiB/s at load 5.4), so it must be at most the asked rate and more than
+half of it. The predictions are the closed form of :mod:`livemig.calibration.fit` (the
+simulator's QEMU model lives on another branch): the test checks that the estimators
+measure what the cases need.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from labcheck import virsh
+from lablock import lab_lock
+
+from livemig.calibration.fit import Profile, completion_timeout, predict
+from livemig.calibration.matrix import load_matrix
+from livemig.core.cli import main
+from livemig.core.units import parse_bytes, parse_duration, parse_rate
+from livemig.drivers.lab.inventory import Inventory, load_inventory
+from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
+
+pytestmark = pytest.mark.lab
+
+LAB = "tcalib"
+MiB = 2**20
+MATRIX = """\
+cases:
+  - {name: fit-u128-idle, ram: 128MiB, working_set: 16MiB, dirty_rate: 0MiB/s,
+     max_downtime: 300ms}
+  - {name: fit-c20-128-r4, ram: 128MiB, working_set: 16MiB, dirty_rate: 4MiB/s,
+     bandwidth: 20MiB/s, max_downtime: 300ms}
+  - {name: held-c20-192-r8, ram: 192MiB, working_set: 32MiB, dirty_rate: 8MiB/s,
+     bandwidth: 20MiB/s, max_downtime: 100ms}
+  - {name: held-c20-256-idle, ram: 256MiB, working_set: 64MiB, dirty_rate: 0MiB/s,
+     bandwidth: 20MiB/s, max_downtime: 300ms}
+  - {name: held-u256-r8, ram: 256MiB, working_set: 64MiB, dirty_rate: 8MiB/s,
+     max_downtime: 100ms}
+  - {name: held-no-converge, ram: 192MiB, working_set: 32MiB, dirty_rate: 24MiB/s,
+     bandwidth: 8MiB/s, max_downtime: 100ms, completion_timeout: 4s}
+"""
+FIT = ("fit-u128-idle", "fit-c20-128-r4")
+CAPPED_TOLERANCE = 0.25  # relative error of time_elapsed (module docstring)
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Inventory]:
+    if os.geteuid() != 0:
+        pytest.fail("the lab tests need root (run them as root after scripts/setup-lab)")
+    with lab_lock(LAB):
+        lab_down(LAB)
+        try:
+            path = lab_up(LAB, hosts=2, storage="shared")
+        except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
+            pytest.fail(f"lab {LAB!r} could not start: {exc}")
+        try:
+            yield load_inventory(path)
+        finally:
+            lab_down(LAB)
+    assert lab_status(LAB)["state"] == "down"
+
+
+@pytest.fixture(scope="module")
+def calibrated(lab: Inventory, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("calibration")
+    (out / "matrix.yaml").write_text(MATRIX)
+    inventory = Path(lab.lab_dir) / "inventory.yaml"
+    code = main(["calibrate", "--inventory", str(inventory), "--out", str(out / "profile.yaml"),
+                 "--matrix", str(out / "matrix.yaml"), "--fit", ",".join(FIT),
+                 "--no-progress"])
+    assert code == 0
+    with (out / "cases.csv").open() as fh:
+        rows = {r["case"]: r for r in csv.DictReader(fh)}
+    return {"dir": out, "rows": rows, "profile": yaml.safe_load((out / "profile.yaml").read_text()),
+            "cases": {c.name: c for c in load_matrix(out / "matrix.yaml")}}
+
+
+def test_every_case_ran_and_left_nothing_behind(lab: Inventory, calibrated: dict) -> None:
+    rows = calibrated["rows"]
+    assert list(rows) == [c for c in calibrated["cases"]]
+    for name, row in rows.items():
+        expected = "cancelled" if name == "held-no-converge" else "completed"
+        assert row["status"] == expected, row
+        assert (calibrated["dir"] / "real" / name / "migrations.csv").is_file()
+    for host in lab.hosts:  # every case's domain was removed after its figures were read
+        assert not set(virsh(host.uri, "list", "--all", "--name").split()) & set(rows)
+
+
+def test_the_guest_reports_its_truth(calibrated: dict) -> None:
+    for name, row in calibrated["rows"].items():
+        case = calibrated["cases"][name]
+        assert int(row["guest_ticks"]) >= 3, row
+        asked, rate = case.dirty_rate / MiB, float(row["guest_rate_mibps"])
+        # the median over whole seconds of what it wrote: never more than asked, and a
+        # starved vCPU loses ticks (module docstring)
+        assert (rate == 0) if asked == 0 else (asked / 2 < rate <= asked * 1.01), row
+        nonzero = float(row["guest_nonzero_mib"])
+        assert case.working_set / MiB < nonzero < case.ram / MiB, row
+        assert float(row["guest_memfree_mib"]) > 0
+
+
+def profile_of(doc: dict[str, Any]) -> Profile:
+    return Profile(startup_cost=parse_duration(doc["startup_cost"]),
+                   switchover_cost=parse_duration(doc["switchover_cost"]),
+                   link_speed=parse_rate(doc["link_speed"]),
+                   bandwidth_window=parse_duration(doc["bandwidth_window"]))
+
+
+def test_the_profile_file_has_the_agreed_keys_and_its_provenance(calibrated: dict) -> None:
+    doc = calibrated["profile"]
+    p = profile_of(doc)
+    assert 0.05 < p.startup_cost < 3.0 and 0 <= p.switchover_cost < 0.5
+    assert 10 * MiB < p.link_speed < 2000 * MiB
+    measured = doc["measured"]
+    assert measured["fitted_on"] == list(FIT) and measured["cases"] == 6
+    assert measured["qemu"] and measured["libvirt"] and measured["date"]
+    assert 0 < parse_bytes(measured["hidden_memory"]) < 128 * MiB
+
+
+def test_held_out_predictions_are_within_the_measured_spread(calibrated: dict) -> None:
+    profile = profile_of(calibrated["profile"])
+    hidden = parse_bytes(calibrated["profile"]["measured"]["hidden_memory"])
+    report = []
+    checked = 0
+    for name, row in calibrated["rows"].items():
+        if name in FIT:
+            continue
+        case = calibrated["cases"][name]
+        pred = predict(
+            profile, non_zero=min(case.ram, float(row["guest_nonzero_mib"]) * MiB + hidden),
+            working_set=case.working_set, dirty_rate=float(row["guest_rate_mibps"]) * MiB,
+            bandwidth=case.bandwidth, max_downtime=case.max_downtime,
+            timeout=completion_timeout(case.completion_timeout, case.ram),
+        )
+        converged = row["status"] == "completed"
+        assert pred.converges == converged, (name, pred, row)
+        if not converged:
+            continue
+        real = float(row["time_elapsed_ms"]) / 1000.0
+        error = (pred.total_time - real) / real
+        report.append(f"{name}: real {real:.3f} s, predicted {pred.total_time:.3f} s "
+                      f"({error:+.1%})")
+        if case.capped:
+            assert abs(error) <= CAPPED_TOLERANCE, report
+            checked += 1
+    print("\n".join(report))
+    assert checked == 2  # the capped ones: the test never passes on outcomes alone
+
+
+def test_compare_against_the_simulator_replaying_the_cases(calibrated: dict) -> None:
+    out = calibrated["dir"]
+    for name in calibrated["rows"]:
+        assert main(["run", str(out / "scenarios" / f"{name}.yaml"), "--out",
+                     str(out / "sim" / name), "--no-progress"]) == 0
+    assert main(["compare", str(out / "real"), str(out / "sim"), "--out",
+                 str(out / "compare")]) == 0
+    with (out / "compare" / "compare.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert sorted(r["instance"] for r in rows) == sorted(calibrated["rows"])
+    assert all(r["outcome_match"] == "True" for r in rows), rows
+    assert (out / "compare" / "compare.png").stat().st_size > 0

@@ -1,0 +1,422 @@
+"""``livemig calibrate``'s pure parts and ``livemig compare`` (sim lane: no lab, no libvirt).
+
+The estimators are checked on cases made from known parameters (they must find them
+again), the matrix's scenarios are run on the simulator, the guest's tick format is the
+one the parser reads, and compare runs on synthetic run directories and on real ones
+written by ``livemig run``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from livemig.calibration import compare as cmp
+from livemig.calibration.fit import (
+    CaseMeasurement,
+    Profile,
+    completion_timeout,
+    fit_profile,
+    predict,
+)
+from livemig.calibration.matrix import (
+    DEFAULT_MATRIX,
+    MIGRATE_AT,
+    case_scenario_text,
+    load_matrix,
+)
+from livemig.calibration.run import (
+    CASE_COLUMNS,
+    CaseResult,
+    hidden_memory,
+    non_zero,
+    profile_document,
+    replay_on_simulator,
+    write_cases,
+)
+from livemig.calibration.truth import GuestTruth, guest_truth
+from livemig.core.cli import main
+from livemig.core.results import write_results
+from livemig.core.runner import run_scenario
+from livemig.core.scenario import parse_scenario
+from livemig.core.units import parse_duration, parse_rate
+from livemig.core.yaml_nodes import ScenarioError
+
+MiB = 2**20
+DIRTIER = Path(__file__).resolve().parents[1] / "drivers" / "lab" / "guest" / "dirtier.c"
+TRUE = Profile(startup_cost=0.3, switchover_cost=0.025, link_speed=150 * MiB)
+
+
+# -- the estimators find known parameters again -------------------------------------------
+
+
+def synthetic(name: str, *, cap: float, limit: float, nz: float, profile: Profile,
+              rate: float = 0.0, ws: float = 16 * MiB) -> CaseMeasurement:
+    """A completed case as real QEMU would report it if ``profile`` were the truth:
+    time_elapsed = start-up + bytes / memory_bps, downtime = cost + remainder / link."""
+    pred = predict(profile, non_zero=nz, working_set=ws, dirty_rate=rate, bandwidth=cap,
+                   max_downtime=limit)
+    assert pred.converges
+    bps = cap if cap else profile.link_speed
+    remainder = min((cap or profile.link_speed) * limit, nz)
+    return CaseMeasurement(
+        name=name, capped=cap > 0, bandwidth=cap, max_downtime=limit, completed=True,
+        time_elapsed=profile.startup_cost + pred.transferred / bps,
+        downtime=profile.switchover_cost + remainder / profile.link_speed,
+        memory_processed=pred.transferred, memory_bps=bps, non_zero=nz,
+    )
+
+
+def test_fit_recovers_the_parameters_that_made_the_cases() -> None:
+    cases = [
+        synthetic("u1", cap=0, limit=0.1, nz=90 * MiB, profile=TRUE),
+        synthetic("u2", cap=0, limit=0.3, nz=300 * MiB, profile=TRUE, rate=8 * MiB),
+        synthetic("c1", cap=20 * MiB, limit=0.3, nz=120 * MiB, profile=TRUE, rate=4 * MiB),
+        synthetic("c2", cap=10 * MiB, limit=0.1, nz=80 * MiB, profile=TRUE),
+    ]
+    fitted = fit_profile(cases)
+    assert fitted.startup_cost == pytest.approx(TRUE.startup_cost, rel=1e-9)
+    assert fitted.link_speed == pytest.approx(TRUE.link_speed, rel=1e-9)
+    # the smallest downtime: the cost plus c2's remainder (1 MiB at 150 MiB/s)
+    assert fitted.switchover_cost == pytest.approx(TRUE.switchover_cost + 1 / 150, rel=1e-9)
+    flushed_nothing = synthetic("c3", cap=10 * MiB, limit=0.1, nz=0.0, profile=TRUE)
+    assert fit_profile([*cases, flushed_nothing]).switchover_cost == TRUE.switchover_cost
+    other = Profile(startup_cost=0.7, switchover_cost=0.005, link_speed=60 * MiB)
+    refit = fit_profile([synthetic(c.name, cap=c.bandwidth, limit=c.max_downtime,
+                                   nz=c.non_zero, profile=other) for c in cases])
+    assert (refit.startup_cost, refit.link_speed) == pytest.approx((0.7, 60 * MiB))
+    assert refit.switchover_cost == pytest.approx(0.005 + 1 / 60)
+
+
+def test_fit_ignores_cases_that_did_not_complete() -> None:
+    good = synthetic("u1", cap=0, limit=0.1, nz=90 * MiB, profile=TRUE)
+    aborted = CaseMeasurement(name="x", capped=True, bandwidth=8 * MiB, max_downtime=0.1,
+                              completed=False, time_elapsed=0, downtime=0, memory_processed=0,
+                              memory_bps=0, non_zero=90 * MiB)
+    assert fit_profile([good, aborted]) == fit_profile([good])
+
+
+def test_prediction_follows_the_cap_the_rate_and_the_timeout() -> None:
+    base = dict(non_zero=100 * MiB, working_set=32 * MiB, max_downtime=0.3)
+    slow = predict(TRUE, **base, dirty_rate=4 * MiB, bandwidth=10 * MiB)
+    fast = predict(TRUE, **base, dirty_rate=4 * MiB, bandwidth=50 * MiB)
+    assert slow.converges and fast.converges
+    assert slow.total_time > fast.total_time > TRUE.startup_cost
+    # the remainder is flushed at link speed, whatever the cap: downtime < limit + cost
+    assert slow.downtime <= 10 * MiB * 0.3 / TRUE.link_speed + TRUE.switchover_cost + 1e-12
+    hot = predict(TRUE, **base, dirty_rate=24 * MiB, bandwidth=8 * MiB,
+                  timeout=completion_timeout(4.0, 192 * MiB))
+    assert (hot.converges, hot.total_time) == (False, 8.0)
+    # an idle guest whose whole non-zero memory is below the threshold switches at once
+    tiny = predict(TRUE, non_zero=10 * MiB, working_set=1 * MiB, dirty_rate=0,
+                   bandwidth=0, max_downtime=0.3)
+    assert tiny.passes == 1
+    assert tiny.downtime == pytest.approx(TRUE.switchover_cost + 10 * MiB / TRUE.link_speed)
+
+
+# -- the matrix and its scenarios ------------------------------------------------------------
+
+
+def test_the_default_matrix_spans_the_space_and_has_one_case_that_cannot_converge() -> None:
+    m = DEFAULT_MATRIX
+    assert 10 <= len(m) <= 14 and len({c.name for c in m}) == len(m)
+    assert {c.capped for c in m} == {True, False}
+    assert {c.max_downtime for c in m} == {0.1, 0.3}
+    assert min(c.ram for c in m) == 128 * MiB and max(c.ram for c in m) == 512 * MiB
+    assert any(c.dirty_rate == 0 for c in m) and max(c.dirty_rate for c in m) >= 24 * MiB
+    outcomes = {}
+    for c in m:
+        p = predict(TRUE, non_zero=c.working_set + 64 * MiB, working_set=c.working_set,
+                    dirty_rate=c.dirty_rate, bandwidth=c.bandwidth, max_downtime=c.max_downtime,
+                    timeout=completion_timeout(c.completion_timeout, c.ram))
+        outcomes[c.name] = p.converges
+    assert [n for n, ok in outcomes.items() if not ok] == ["no-converge"]
+
+
+@pytest.mark.parametrize("case", [DEFAULT_MATRIX[0], DEFAULT_MATRIX[4], DEFAULT_MATRIX[-1]],
+                         ids=lambda c: c.name)
+def test_a_case_is_a_scenario_that_runs_on_the_simulator(case) -> None:
+    scenario = parse_scenario(case_scenario_text(case, "lab1", "lab2"), source=case.name)
+    (vm,) = scenario.vms
+    assert (vm.name, vm.host, vm.ram, vm.working_set) == (case.name, "lab1", case.ram,
+                                                         case.working_set)
+    assert vm.dirty_rate == case.dirty_rate
+    assert scenario.policy.migration.bandwidth == case.bandwidth
+    assert scenario.policy.migration.max_downtime == case.max_downtime
+    assert scenario.events[0].at == MIGRATE_AT
+    result = run_scenario(scenario, "sim")
+    (m,) = result.store.migrations()
+    if case.name == "no-converge":
+        # aborted by the completion timeout (Nova's abort: the job is cancelled), VM kept
+        assert (m.status.value, m.error, m.timeout_action) == (
+            "cancelled", "LiveMigrationFailed", "abort")
+        assert result.final_hosts[case.name] == "lab1"
+    else:
+        assert m.status.value == "completed" and result.final_hosts[case.name] == "lab2"
+
+
+def test_replay_scenario_carries_the_guest_truth() -> None:
+    case = DEFAULT_MATRIX[1]
+    text = case_scenario_text(case, "a", "b", non_zero=123 * MiB, dirty_rate=7.5 * MiB)
+    (vm,) = parse_scenario(text, source="x").vms
+    assert (vm.used_memory, vm.dirty_rate) == (123 * MiB, 7.5 * MiB)
+
+
+def test_a_matrix_file_is_read_and_its_errors_name_file_line_and_field(tmp_path: Path) -> None:
+    good = tmp_path / "m.yaml"
+    good.write_text("cases:\n  - {name: a, ram: 256MiB, working_set: 32MiB, dirty_rate: 8MiB/s,\n"
+                    "     bandwidth: 20MiB/s, max_downtime: 100ms, completion_timeout: 4s}\n")
+    (case,) = load_matrix(good)
+    assert (case.ram, case.bandwidth, case.max_downtime, case.completion_timeout) == (
+        256 * MiB, 20 * MiB, 0.1, 4.0)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("cases:\n  - name: a\n    ram: 256MiB\n    working_set: 32MiB\n"
+                   "    dirty_rate: 8MiB/s\n    max_downtime: 100ms\n    bandwith: 2MiB/s\n")
+    with pytest.raises(ScenarioError, match=r"bad.yaml:7: cases\[0\]: unknown key 'bandwith'"):
+        load_matrix(bad)
+
+
+# -- the guest's truth -------------------------------------------------------------------------
+
+
+def test_the_dirtier_prints_the_truth_fields_that_the_parser_reads() -> None:
+    source = DIRTIER.read_text()
+    start = source.index('printf("tick %llu') + len('printf("')
+    literal = source[start:source.index('", tick_line', start)]
+    fmt = re.sub(r'"\s*"', "", literal).removesuffix("\\n")  # adjacent C literals joined
+    line = (fmt.replace("%llu", "7").replace("%.2f", "1.50").replace("%.1f", "90.5")
+            .replace("%ld", "0"))
+    assert re.match(r"^tick (\d+) ", line)  # the lab tests' tick pattern still matches
+    truth = guest_truth(line + "\n")
+    assert truth == GuestTruth(ticks=1, rate_mibps=1.5, nonzero_mib=90.5, memfree_mib=90.5)
+
+
+def test_a_changed_dirtier_source_gives_a_new_image_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guest image is cached by a hash of its inputs: a new dirtier.c builds a new one."""
+    from types import SimpleNamespace
+
+    from livemig.drivers.lab import image
+
+    src = tmp_path / "guest"
+    src.mkdir()
+    for name in ("init", "dirtier.c"):
+        (src / name).write_bytes((DIRTIER.parent / name).read_bytes())
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"busybox")
+    monkeypatch.setattr(image, "GUEST_SRC", src)
+    monkeypatch.setattr(image, "BUSYBOX", busybox)
+    monkeypatch.setattr(image, "_kernel_package", lambda cache: ("linux-image-x", "1"))
+    monkeypatch.setattr(image, "run", lambda *a, **k: SimpleNamespace(stdout="12.2.0\n"))
+    before = image.image_key(tmp_path)
+    assert image.image_key(tmp_path) == before
+    (src / "dirtier.c").write_text((src / "dirtier.c").read_text() + "/* changed */\n")
+    assert image.image_key(tmp_path) != before
+
+
+def test_truth_takes_medians_over_a_tick_range_and_skips_unreadable_memory() -> None:
+    lines = "".join(f"tick {i} uptime={i}.00 dirtied_mib=0 behind_ms=0 rate_mibps={r} "
+                    f"nonzero_mib={z} memfree_mib=50\n"
+                    for i, (r, z) in enumerate([(8, -1), (8, 90), (2, 91), (8, 92)], start=1))
+    assert guest_truth(lines).rate_mibps == 8
+    assert guest_truth(lines).nonzero_mib == 91  # the -1 (unreadable) is left out
+    assert guest_truth(lines, first_tick=3).rate_mibps == 5
+    assert guest_truth(lines, last_tick=1) == GuestTruth(ticks=1, rate_mibps=8,
+                                                         nonzero_mib=None, memfree_mib=50)
+
+
+# -- cases.csv and the profile file ------------------------------------------------------------
+
+
+def case_result(case, *, nonzero: float | None, normal: int, status: str = "completed",
+                elapsed: int = 2000, downtime: int = 40, bps: int = 100 * MiB) -> CaseResult:
+    stats = {"time_elapsed": elapsed, "downtime": downtime, "memory_processed": normal,
+             "memory_normal_bytes": normal, "memory_bps": bps, "setup_time": 2}
+    return CaseResult(
+        case=case, status=status, error=None if status == "completed" else "timeout",
+        record={"total_time_s": elapsed / 1000, "downtime_ms": float(downtime),
+                "iterations": 3, "data_transferred_bytes": normal},
+        stats=stats if status == "completed" else {},
+        truth=GuestTruth(ticks=5, rate_mibps=case.dirty_rate / MiB, nonzero_mib=nonzero,
+                         memfree_mib=30.0),
+        wall_s=20.0, load1=3.5,
+    )
+
+
+def test_hidden_memory_comes_from_idle_cases_and_non_zero_adds_it() -> None:
+    idle, busy = DEFAULT_MATRIX[0], DEFAULT_MATRIX[1]
+    results = [case_result(idle, nonzero=40.0, normal=75 * MiB),
+               case_result(busy, nonzero=90.0, normal=200 * MiB)]
+    assert hidden_memory(results) == 35 * MiB  # only the idle case measures it
+    assert non_zero(results[1], 35 * MiB) == 125 * MiB
+    assert non_zero(case_result(idle, nonzero=120.0, normal=1), 35 * MiB) == idle.ram  # capped
+    assert hidden_memory(results[1:]) == 0.0
+
+
+def test_cases_csv_and_profile_document(tmp_path: Path) -> None:
+    results = [case_result(DEFAULT_MATRIX[0], nonzero=40.0, normal=75 * MiB),
+               case_result(DEFAULT_MATRIX[-1], nonzero=60.0, normal=0, status="error")]
+    write_cases(tmp_path / "cases.csv", results)
+    with (tmp_path / "cases.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert tuple(rows[0]) == CASE_COLUMNS
+    assert [(r["case"], r["status"], r["time_elapsed_ms"]) for r in rows] == [
+        ("u128-idle", "completed", "2000"), ("no-converge", "error", "")]
+    assert rows[0]["guest_nonzero_mib"] == "40.0" and rows[0]["setup_time_ms"] == "2"
+    doc = profile_document("p", TRUE, results, ["u128-idle"], 35 * MiB, {"qemu": "10.0.2"})
+    assert parse_duration(doc["startup_cost"]) == pytest.approx(0.3)
+    assert parse_rate(doc["link_speed"]) == pytest.approx(150 * MiB)
+    assert doc["measured"]["completed"] == 1 and doc["measured"]["qemu"] == "10.0.2"
+    (res,) = doc["measured"]["residuals"]
+    assert res["case"] == "u128-idle" and res["fitted"] and res["total_time_s"][0] == 2.0
+
+
+# -- compare -----------------------------------------------------------------------------------
+
+FIELDS = ("id", "instance", "status", "error", "total_time_s", "downtime_ms", "iterations",
+          "data_transferred_bytes")
+
+
+def run_dir(path: Path, rows: list[tuple]) -> Path:
+    path.mkdir(parents=True)
+    with (path / "migrations.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(FIELDS)
+        for i, r in enumerate(rows, start=1):
+            w.writerow((i, *r))
+    return path
+
+
+def test_compare_matches_by_instance_and_order_and_writes_table_csv_plot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = tmp_path / "real"
+    run_dir(real / "case-a", [("a", "completed", "", 2.0, 40.0, 4, 100)])
+    run_dir(real / "case-b", [("b", "completed", "", 10.0, 30.0, 6, 200),
+                              ("b", "error", "timeout", "", "", "", "")])
+    run_dir(tmp_path / "sim", [("b", "completed", "", 11.0, 60.0, 3, 210),
+                               ("a", "completed", "", 1.5, 40.0, 4, 100),
+                               ("b", "completed", "", 8.0, 20.0, 5, 50),
+                               ("c", "completed", "", 1.0, 1.0, 1, 1)])
+    out = tmp_path / "cmp"
+    assert main(["compare", str(real), str(tmp_path / "sim"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    with (out / "compare.csv").open() as fh:
+        rows = {(r["instance"], r["n"]): r for r in csv.DictReader(fh)}
+    assert set(rows) == {("a", "1"), ("b", "1"), ("b", "2"), ("c", "1")}
+    assert float(rows[("a", "1")]["total_time_s_err"]) == pytest.approx(-0.25)
+    assert float(rows[("b", "1")]["total_time_s_err"]) == pytest.approx(0.1)
+    assert float(rows[("b", "1")]["downtime_ms_err"]) == pytest.approx(1.0)
+    assert (rows[("b", "2")]["real_outcome"], rows[("b", "2")]["outcome_match"]) == (
+        "error:timeout", "False")
+    assert rows[("c", "1")]["real_outcome"] == "missing"
+    summ = json.loads((out / "compare.json").read_text())
+    assert summ["total_time_s"] == {"n": 2, "median": pytest.approx(0.175),
+                                    "p90": pytest.approx(0.235)}
+    assert summ["outcome"] == {"n": 4, "matched": 2}
+    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "median |error|" in printed and "outcomes matched: 2/4" in printed
+    assert re.search(r"b#2\s+error:timeout/completed !", printed)
+
+
+def test_compare_on_run_directories_written_by_livemig_run(tmp_path: Path) -> None:
+    """Two runs of the same case on the simulator, one told a slower link: compare sees
+    the difference in total time and the same outcome."""
+    case = DEFAULT_MATRIX[4]  # capped at 20 MiB/s
+    text = case_scenario_text(case, "lab1", "lab2")
+    (tmp_path / "a.yaml").write_text(text)
+    (tmp_path / "b.yaml").write_text(text.replace("bandwidth: 20MiB/s", "bandwidth: 10MiB/s"))
+    for name in ("a", "b"):
+        assert main(["run", str(tmp_path / f"{name}.yaml"), "--out", str(tmp_path / name),
+                     "--no-progress"]) == 0
+    _, summ = cmp.compare(tmp_path / "a", tmp_path / "b", tmp_path / "cmp")
+    assert summ["outcome"] == {"n": 1, "matched": 1}
+    assert summ["total_time_s"]["median"] > 0.5  # half the cap: much longer
+
+
+def test_replay_runs_the_case_scenarios_on_the_simulator_and_compares(tmp_path: Path) -> None:
+    """``calibrate --replay``'s second half: scenarios/ on the simulator into sim/, then
+    compare/ against real/ (here stand-in real runs: the simulator with half the cap)."""
+    (tmp_path / "scenarios").mkdir()
+    for case in (DEFAULT_MATRIX[4], DEFAULT_MATRIX[-1]):  # capped 20 MiB/s; no-converge
+        text = case_scenario_text(case, "lab1", "lab2")
+        (tmp_path / "scenarios" / f"{case.name}.yaml").write_text(text)
+        slower = text.replace(f"bandwidth: {case.bandwidth / MiB:g}MiB/s",
+                              f"bandwidth: {case.bandwidth / MiB / 2:g}MiB/s")
+        result = run_scenario(parse_scenario(slower, source=case.name), "sim")
+        write_results(result, tmp_path / "real" / case.name)
+    table, summ = replay_on_simulator(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "sim").iterdir()) == [
+        "c20-128-w16-r4", "no-converge"]
+    assert summ["outcome"] == {"n": 2, "matched": 2}
+    with (tmp_path / "compare" / "compare.csv").open() as fh:
+        rows = {r["instance"]: r for r in csv.DictReader(fh)}
+    assert float(rows["c20-128-w16-r4"]["total_time_s_err"]) < -0.3  # twice the cap: faster
+    assert "outcomes matched: 2/2" in table
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "{tmp}/nothing", "{tmp}"], "not a directory"),
+    (["compare", "{tmp}", "{tmp}"], "no migrations.csv in it"),
+    (["calibrate", "--inventory", "{tmp}/none.yaml", "--out", "{tmp}/p.yaml"],
+     "inventory file not found"),
+])
+def test_bad_input_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def fake_inventory(tmp_path: Path) -> Path:
+    """An inventory file of two hosts that nobody serves (enough for the input checks)."""
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(
+        "lab: x\nlab_dir: /nowhere\nstorage: shared\ninstances_path: /i\nconsole_dir: /c\n"
+        "storage_pool: instances\nnetwork: 198.18.0.0/24\nbridge: {name: b, address: 198.18.0.1}\n"
+        "image: null\nhosts:\n"
+        + "".join(f"- {{name: h{i}, address: 198.18.0.1{i}, uri: 'qemu+tcp://198.18.0.1{i}/system',"
+                  f" netns: n{i}, host_uuid: u{i}, instances_dir: /i}}\n" for i in (1, 2)))
+    return inv
+
+
+def test_calibrate_refuses_a_bad_matrix_before_running_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inv = fake_inventory(tmp_path)
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text("cases:\n  - {name: a, ram: 128MiB, working_set: 100MiB, "
+                      "dirty_rate: 0MiB/s, max_downtime: 1s}\n")
+    code = main(["calibrate", "--inventory", str(inv), "--out", str(tmp_path / "p.yaml"),
+                 "--matrix", str(matrix)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "m.yaml:2: cases[0].working_set: 100 MiB is too large" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "m.yaml"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--fit", "u128-idle,nope"], "--fit u128-idle,nope: expected names of the matrix's cases"),
+    (["--fit", "c20-128-w16-r4,no-converge"], "the cases to fit include no uncapped case"),
+    (["--out", "{tmp}/missing/p.yaml"], "expected a file in an existing directory"),
+    (["--out", "{tmp}/old.yaml"], "old.yaml already exists (use --force"),
+])
+def test_calibrate_checks_its_options_before_running_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    inv = fake_inventory(tmp_path)
+    (tmp_path / "old.yaml").write_text("name: old\n")
+    argv = ["calibrate", "--inventory", str(inv), "--out", str(tmp_path / "p.yaml"),
+            *[a.format(tmp=tmp_path) for a in extra]]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "old.yaml"]
+    assert (tmp_path / "old.yaml").read_text() == "name: old\n"

@@ -1,0 +1,102 @@
+"""Every doctest of ``livemig.core``, ``livemig.drivers`` (with ``drivers.lab``) and
+``livemig.calibration`` runs here.
+
+pytest's ``--doctest-modules`` only collects modules under ``testpaths`` (``tests/``), so the
+package's own examples would not run without this module. Each module is imported by
+name and its doctests run with :func:`doctest.testmod`, one test per module. The modules
+that import libvirt-python (``drivers/libvirt_*.py``) are taken bound to the fake libvirt
+(``tests/fakelibvirt``), so they run in the sim lane without libvirt-python.
+:data:`WITH_DOCTESTS` lists the modules that have examples: a module that loses them, or
+gains them, fails :func:`test_the_modules_with_doctests_are_the_expected_ones` until the
+list is updated.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from fakelibvirt.driver import MODULES as LIBVIRT_MODULES
+from fakelibvirt.driver import fake_bound_modules
+
+import livemig.calibration
+import livemig.core
+import livemig.drivers
+
+#: ``python -m livemig.drivers.lab`` runs the lab command when imported.
+NOT_IMPORTED = {"livemig.drivers.lab.__main__"}
+WITH_DOCTESTS = {
+    *(f"livemig.core.{m}" for m in (
+        "check_suite", "checks", "cli", "expectations", "flags", "invariants",
+        "orchestrator", "plots", "policy", "profile", "progress", "results", "scenario",
+        "scenario_events", "scheduler", "state", "units")),
+    *(f"livemig.drivers.{m}" for m in (
+        "libvirt_conn", "libvirt_jobs", "network", "precopy", "sim_hosts")),
+    "livemig.drivers",
+    *(f"livemig.drivers.lab.{m}" for m in (
+        "daemons", "firewall", "guest", "lab", "layout", "pki", "statedir")),
+    *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "run", "truth")),
+}
+
+
+def module_names() -> list[str]:
+    """The packages and every module under them, by name."""
+    names = ["livemig.core", "livemig.drivers", "livemig.calibration"]
+    for package in (livemig.core, livemig.drivers, livemig.calibration):
+        names += [m.name for m in pkgutil.walk_packages(package.__path__,
+                                                        package.__name__ + ".")]
+    return sorted(set(names) - NOT_IMPORTED)
+
+
+@contextmanager
+def loaded(name: str) -> Iterator[ModuleType]:
+    """The module ``name``; a libvirt one bound to the fake, and in ``sys.modules`` while
+    used (doctest finds a function's module by its ``__module__``)."""
+    short = name.rpartition(".")[2]
+    if name.startswith("livemig.drivers.") and short in LIBVIRT_MODULES:
+        with fake_bound_modules() as mods:
+            yield getattr(mods, short.removeprefix("libvirt_"))
+    else:
+        yield importlib.import_module(name)
+
+
+def doctest_count(module: ModuleType) -> int:
+    return sum(len(t.examples) for t in doctest.DocTestFinder().find(module))
+
+
+@pytest.mark.parametrize("name", module_names())
+def test_doctests_pass(name: str) -> None:
+    with loaded(name) as module:
+        result = doctest.testmod(module, name=name, report=True)
+        examples = doctest_count(module)
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
+    assert result.attempted == examples
+
+
+def test_the_modules_with_doctests_are_the_expected_ones() -> None:
+    found = set()
+    for name in module_names():
+        with loaded(name) as module:
+            if doctest_count(module) > 0:
+                found.add(name)
+    assert found == WITH_DOCTESTS
+
+
+def test_every_module_is_visited() -> None:
+    """Each ``.py`` file of the packages (but ``__main__``) is one module name above."""
+    expected = set()
+    for package in (livemig.core, livemig.drivers, livemig.calibration):
+        root = Path(package.__path__[0])
+        for path in root.rglob("*.py"):
+            parts = path.relative_to(root).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            expected.add(".".join((package.__name__, *parts)))
+    assert set(module_names()) == expected - NOT_IMPORTED
+    assert len(expected) > 40

@@ -1,0 +1,452 @@
+"""The qemu pre-copy model: its closed form by hand, and the simulator against it.
+
+One isolated migration must reproduce :func:`livemig.drivers.precopy.plan_qemu` (total
+time, downtime, iterations, bytes) within 0.1 %, capped and uncapped, with start-up
+cost, switchover cost, bandwidth window, link and flush speeds, with and without
+auto-converge; when another flow changes a pass's rate, the switchover instant follows.
+"""
+
+from __future__ import annotations
+
+import pytest
+import simpy
+from fakes import GiB, MiB, host, migrate, scenario, vm
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from livemig.core.flags import POSTCOPY, parse_flags
+from livemig.core.model import MigrationModel, MigrationPolicy, MigrationStatus, NetworkSpec
+from livemig.core.results import summarize
+from livemig.core.runner import run_scenario
+from livemig.core.state import MigrationRecord
+from livemig.drivers.base import JobType
+from livemig.drivers.precopy import PrecopyPlan, plan, plan_qemu, switch_delay
+from livemig.drivers.simulated import SimulatedDriver
+
+LINK = 1.25e9
+REL = 1e-3  # 0.1 %
+QEMU = MigrationModel.QEMU
+BASE = parse_flags(MigrationPolicy().live_migration_flag)
+
+
+def qemu_policy(**fields: object) -> MigrationPolicy:
+    fields.setdefault("completion_timeout", 0.0)
+    return MigrationPolicy(model=QEMU, **fields)  # type: ignore[arg-type]
+
+
+def one_migration(used: int, ws: int, dirty: float, *, link: float = LINK, cap: float = 0.0,
+                  max_downtime: float = 0.3, share: float = 1.0, auto_converge: bool = False,
+                  **params: float | None) -> MigrationRecord:
+    sc = scenario(
+        [host("h1", ram=64 * GiB), host("h2", ram=64 * GiB)],
+        [vm("vm1", "h1", ram=max(used, GiB), used_memory=used, working_set=ws,
+            dirty_rate=dirty, throttle_response=share)],
+        [migrate("vm1", "h2")],
+        migration=qemu_policy(max_downtime=max_downtime, bandwidth=cap,
+                              permit_auto_converge=auto_converge, **params),
+        network=NetworkSpec(host_link=link), model=None,
+    )
+    (record,) = run_scenario(sc).store.migrations()
+    assert record.status is MigrationStatus.COMPLETED, record
+    return record
+
+
+def assert_matches(record: MigrationRecord, expected: PrecopyPlan) -> None:
+    assert record.iterations == expected.iterations
+    assert record.total_time == pytest.approx(expected.total_time, rel=REL)
+    assert record.downtime == pytest.approx(expected.downtime, rel=REL, abs=1e-9)
+    assert record.data_transferred == pytest.approx(expected.data_transferred, rel=REL)
+
+
+# -- the closed form by hand --------------------------------------------------------------------
+
+
+def test_capped_lab_guest_by_hand() -> None:
+    """80 MiB non-zero, 16 MiB rewritten at 24 MiB/s, cap 50 MiB/s, limit 300 ms: pass 0
+    takes 1.6 s and leaves the working set dirty; in pass 1 the pending bytes are
+    16 - 50 t + 24 t, 15 MiB (the threshold) at t = 1/26 s; flushed at 330 MiB/s."""
+    p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 50 * MiB, 0.3, flush_speed=330 * MiB,
+                  startup_cost=0.285, switchover_cost=0.02, bandwidth_window=0.1)
+    t1 = 1 / 26
+    assert p.converged and p.rounds == pytest.approx((80 * MiB, 50 * MiB * t1))
+    assert p.round_times == pytest.approx((1.6, t1))
+    assert p.remaining == pytest.approx(15 * MiB)
+    assert p.downtime == pytest.approx(15 / 330 + 0.02)
+    assert p.total_time == pytest.approx(0.285 + 1.6 + t1 + 15 / 330 + 0.02)
+    assert p.data_transferred == pytest.approx((80 + 50 * t1 + 15) * MiB)
+    # syncs: at the start, after pass 0, for the check that passed, at completion
+    assert p.iterations == 4
+    # the textbook says: 2 rounds, downtime 15.4 MiB / 50 MiB/s (the cap), no start-up
+    old = plan(80 * MiB, 16 * MiB, 24 * MiB, 50 * MiB, 0.3)
+    assert old.iterations == 2 and old.downtime == pytest.approx(16 * 24 / 50 / 50)
+
+
+def test_pause_inside_round_zero_waits_for_the_first_measurement() -> None:
+    """Uncapped, the 99 MiB threshold exceeds the whole guest: QEMU pauses it as soon as it
+    has measured a window (0.1 s), with 80 - 33 + 2.4 MiB pending."""
+    p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=330 * MiB,
+                  bandwidth_window=0.1)
+    assert p.rounds == pytest.approx((33 * MiB,)) and p.round_times == (0.1,)
+    assert p.remaining == pytest.approx(49.4 * MiB) and p.iterations == 3
+    assert p.downtime == pytest.approx(49.4 / 330)
+    # without the window it would pause at the very start and flush everything
+    p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=330 * MiB)
+    assert p.round_times == (0.0,) and p.remaining == 80 * MiB
+
+
+def test_switch_delay_pieces() -> None:
+    # first piece: R + d0 - (r - D) t = theta
+    assert switch_delay(100.0, 10.0, 50.0, 5.0, 20.0, 2.0) == pytest.approx((110 - 40) / 15)
+    # second piece once W is all dirty: R + W - r t = theta
+    assert switch_delay(100.0, 0.0, 5.0, 50.0, 20.0, 1.0) == pytest.approx((105 - 20) / 20)
+    assert switch_delay(100.0, 0.0, 5.0, 50.0, 20.0, 0.2) is None  # 5 B left > 4 B
+    assert switch_delay(100.0, 0.0, 5.0, 50.0, 0.0, 1.0) is None  # stalled: no rate
+    assert switch_delay(10.0, 0.0, 5.0, 0.0, 20.0, 1.0) == 0.0  # fits at once
+
+
+def test_no_memory_pauses_after_the_window() -> None:
+    p = plan_qemu(0, 0, 0.0, LINK, 0.3, flush_speed=LINK, startup_cost=0.2,
+                  switchover_cost=0.01, bandwidth_window=0.1)
+    assert p.converged and p.remaining == 0 and p.downtime == 0.01
+    assert p.total_time == pytest.approx(0.2 + 0.1 + 0.01)
+
+
+def test_not_converging_without_auto_converge() -> None:
+    p = plan_qemu(80 * MiB, 16 * MiB, 60 * MiB, 50 * MiB, 0.1, flush_speed=330 * MiB)
+    assert not p.converged and str(p.reason) == "not shrinking" and p.downtime is None
+    assert p.iterations == 1 + len(p.rounds)  # no check passed, no completion
+
+
+def test_auto_converge_follows_qemu_rule_by_hand() -> None:
+    """60 MiB/s into a 16 MiB working set, cap 50 MiB/s: passes of 16 MiB (0.32 s) after
+    the 1.6 s of pass 0. Periods of > 1 s: pass 0 alone (1.6 s, dirtied 16 of 80 MiB:
+    20 % <= 50 %, no trigger), then 4 passes (1.28 s, 64 of 64 MiB: trigger 1), 4 more
+    (trigger 2: throttle 20 %), ... each period triggers, so the throttle steps every
+    second period (2.56 s): 20 % at 4.16 s, 30 % at 6.72 s."""
+    p = plan_qemu(80 * MiB, 16 * MiB, 60 * MiB, 50 * MiB, 0.1, flush_speed=330 * MiB,
+                  auto_converge=True, max_rounds=1000)
+    assert p.throttles[:10] == (0,) * 9 + (20,)  # pass 9 begins at 1.6 + 8 * 0.32 = 4.16 s
+    assert p.throttles[17] == 30 and p.throttles[16] == 20
+    assert p.converged and p.throttles[-1] == 30
+
+
+def test_clock_paced_guest_needs_a_high_throttle() -> None:
+    common = dict(flush_speed=330 * MiB, auto_converge=True, max_rounds=1000)
+    cpu = plan_qemu(80 * MiB, 16 * MiB, 60 * MiB, 50 * MiB, 0.1, **common)  # type: ignore[arg-type]
+    paced = plan_qemu(80 * MiB, 16 * MiB, 60 * MiB, 50 * MiB, 0.1, throttle_response=0.1,
+                      **common)  # type: ignore[arg-type]
+    assert paced.converged and paced.throttles[-1] > 90 >= cpu.throttles[-1]
+    assert paced.total_time > 3 * cpu.total_time
+
+
+# -- the simulator reproduces the closed form -----------------------------------------------------
+
+
+def near_threshold(used: float, ws: float, dirty: float, bandwidth: float,
+                   downtime: float, window: float) -> bool:
+    """Cases whose switchover falls within rounding of a pass's end, or whose pass ends
+    within rounding of the threshold, where the event order may rightly differ from the
+    arithmetic."""
+    size, elapsed = used, 0.0
+    for _ in range(200):
+        t_end = size / bandwidth
+        delay = switch_delay(size, 0.0, ws, dirty, bandwidth, downtime,
+                             max(0.0, window - elapsed))
+        if delay is not None and abs(delay - t_end) <= 1e-9 * max(1.0, t_end):
+            return True
+        end = min(ws, dirty * t_end)
+        if abs(end - bandwidth * downtime) <= 1e-6 * bandwidth * downtime:
+            return True
+        if delay is not None:
+            return False
+        elapsed += t_end
+        size = end
+    return False
+
+
+def _grid() -> list[tuple]:
+    cases = []
+    for used in (80 * MiB, 2 * GiB):
+        for ws in (16 * MiB, 512 * MiB):
+            for dirty in (0.0, 24 * MiB, 400 * MiB):
+                for link, cap, link_speed in ((LINK, 0.0, None), (LINK, 50 * MiB, None),
+                                              (LINK, 0.0, 330 * MiB), (1.25e8, 0.0, None)):
+                    for downtime in (0.3, 0.02):
+                        for startup, cost, window, flush in ((0.0, 0.0, 0.0, None),
+                                                             (0.285, 0.02, 0.1, None),
+                                                             (0.285, 0.005, 0.1, 600 * MiB)):
+                            ws_ = min(ws, used)
+                            bandwidth = min(x for x in (cap or link, link_speed or link))
+                            if flush is not None and link_speed is None:
+                                continue
+                            if near_threshold(used, ws_, dirty, bandwidth, downtime, window):
+                                continue
+                            expected = expect(used, ws_, dirty, link, cap, link_speed, downtime,
+                                              startup, cost, window, flush)
+                            if expected.converged:
+                                cases.append((used, ws_, dirty, link, cap, link_speed,
+                                              downtime, startup, cost, window, flush))
+    return cases
+
+
+def expect(used: float, ws: float, dirty: float, link: float, cap: float,
+           link_speed: float | None, downtime: float, startup: float, cost: float,
+           window: float, flush: float | None, **kwargs: object) -> PrecopyPlan:
+    speed = link_speed or link
+    return plan_qemu(used, ws, dirty, min(cap or speed, speed), downtime,
+                     flush_speed=min(flush or speed, link), startup_cost=startup,
+                     switchover_cost=cost, bandwidth_window=window, **kwargs)  # type: ignore[arg-type]
+
+
+GRID = _grid()
+
+
+def test_grid_covers_the_new_phases() -> None:
+    plans = [expect(*case) for case in GRID]
+    assert len(GRID) > 100
+    inside_round_0 = [p for p in plans if len(p.rounds) == 1]
+    later = [p for p in plans if len(p.rounds) >= 3]
+    at_window = [p for c, p in zip(GRID, plans, strict=True)
+                 if c[9] and len(p.rounds) == 1 and p.round_times[0] == c[9]]
+    assert inside_round_0 and later and at_window
+    assert max(p.iterations for p in plans) >= 5
+
+
+@pytest.mark.parametrize(
+    "used, ws, dirty, link, cap, link_speed, downtime, startup, cost, window, flush", GRID)
+def test_isolated_migration_reproduces_plan_qemu(
+    used: int, ws: int, dirty: float, link: float, cap: float, link_speed: float | None,
+    downtime: float, startup: float, cost: float, window: float, flush: float | None,
+) -> None:
+    record = one_migration(used, ws, dirty, link=link, cap=cap, max_downtime=downtime,
+                           link_speed=link_speed, startup_cost=startup, switchover_cost=cost,
+                           bandwidth_window=window, flush_speed=flush)
+    assert_matches(record, expect(used, ws, dirty, link, cap, link_speed, downtime, startup,
+                                  cost, window, flush))
+
+
+def _auto_converge_grid() -> list[tuple]:
+    cases = []
+    for ws in (16 * MiB, 64 * MiB):
+        for dirty in (60 * MiB, 200 * MiB):
+            for cap in (20 * MiB, 50 * MiB):
+                for share in (1.0, 0.3, 0.1):
+                    p = plan_qemu(128 * MiB, ws, dirty, cap, 0.1, flush_speed=LINK,
+                                  startup_cost=0.285, switchover_cost=0.02,
+                                  bandwidth_window=0.1, auto_converge=True, max_rounds=5000,
+                                  throttle_response=share)
+                    if p.converged and not near_threshold(128 * MiB, ws, dirty, cap, 0.1, 0.1):
+                        cases.append((ws, dirty, cap, share))
+    return cases
+
+
+AUTO_CONVERGE_GRID = _auto_converge_grid()
+
+
+def test_auto_converge_grid_needs_the_throttle() -> None:
+    assert len(AUTO_CONVERGE_GRID) >= 16
+    for ws, dirty, cap, _ in AUTO_CONVERGE_GRID:
+        assert not plan_qemu(128 * MiB, ws, dirty, cap, 0.1, flush_speed=LINK).converged
+
+
+@pytest.mark.parametrize("ws, dirty, cap, share", AUTO_CONVERGE_GRID)
+def test_auto_converge_job_reproduces_plan_qemu(ws: int, dirty: float, cap: float,
+                                                share: float) -> None:
+    expected = plan_qemu(128 * MiB, ws, dirty, cap, 0.1, flush_speed=LINK, startup_cost=0.285,
+                         switchover_cost=0.02, bandwidth_window=0.1, auto_converge=True,
+                         max_rounds=5000, throttle_response=share)
+    record = one_migration(128 * MiB, ws, dirty, cap=cap, max_downtime=0.1, share=share,
+                           auto_converge=True)
+    assert_matches(record, expected)
+    assert record.auto_converge_throttle == expected.throttles[-1]
+
+
+# -- what only the simulator shows ------------------------------------------------------------
+
+
+def start(sc: object, flags: int = BASE) -> tuple[simpy.Environment, SimulatedDriver]:
+    env = simpy.Environment()
+    drv = SimulatedDriver(env, sc)  # type: ignore[arg-type]
+    drv.pre_live_migration("vm1", "h2", False)
+    drv.start_migration("vm1", "h2", uri="qemu+tcp://h2/system", flags=flags, bandwidth_mib=0)
+    return env, drv
+
+
+def test_startup_cost_comes_before_the_first_byte_and_can_be_aborted() -> None:
+    sc = scenario([host("h1"), host("h2")], [vm("vm1", "h1", used_memory=GiB)],
+                  migration=qemu_policy(), model=None)
+    env, drv = start(sc)
+    env.run(until=0.2)
+    info = drv.job_info("vm1")
+    assert info.type is JobType.UNBOUNDED and info.memory_processed == 0
+    assert info.memory_iteration == 0 and info.memory_remaining == GiB
+    assert info.time_elapsed == pytest.approx(0.2)
+    env.run(until=0.285 + 0.5)
+    assert drv.job_info("vm1").memory_processed == pytest.approx(0.5 * LINK, abs=2)
+    env, drv = start(sc)
+    env.run(until=0.1)
+    drv.abort_job("vm1")
+    env.run(until=5.0)
+    info = drv.job_info("vm1")
+    assert info.type is JobType.CANCELLED and info.memory_processed == 0
+    assert drv.instance_host("vm1") == "h1"
+
+
+def test_a_second_flow_halves_the_threshold_and_moves_the_switchover() -> None:
+    """vm1 (1 GiB, 64 MiB working set at 200 MiB/s, 300 ms) alone would pause at
+    switch_delay(...) from its first byte. At 0.3 s vm2 starts from the same host: both
+    get half the link, the threshold halves with it, and vm1 pauses later, when its
+    pending bytes fit in 0.3 s at LINK / 2."""
+    policy = qemu_policy(max_downtime=0.3, startup_cost=0.0, switchover_cost=0.0,
+                         bandwidth_window=0.0, max_concurrent_per_host=2)
+    vms = [vm("vm1", "h1", used_memory=GiB, working_set=64 * MiB, dirty_rate=200 * MiB),
+           vm("vm2", "h1", used_memory=2 * GiB, working_set=0)]
+    sc = scenario([host("h1"), host("h2")], vms,
+                  [migrate("vm1", "h2"), migrate("vm2", "h2", at=0.3)], migration=policy,
+                  model=None)
+    records = {r.instance: r for r in run_scenario(sc).store.migrations()}
+    d = 200 * MiB
+    alone = switch_delay(GiB, 0.0, 64 * MiB, d, LINK, 0.3)
+    assert alone is not None and alone > 0.3  # the change comes first
+    # vm2's job starts at the first poll after 0.3 s that finds it accepted: read it
+    started = records["vm2"].started_at
+    t0 = records["vm1"].started_at
+    assert started is not None and t0 is not None and started - t0 < alone
+    at = started - t0
+    later = switch_delay(GiB - LINK * at, min(64 * MiB, d * at), 64 * MiB, d, LINK / 2, 0.3)
+    assert later is not None
+    pending = (GiB - LINK * at - LINK / 2 * later) + min(64 * MiB, d * (at + later))
+    assert records["vm1"].downtime == pytest.approx(pending / (LINK / 2), rel=1e-6)
+    assert pending == pytest.approx(LINK / 2 * 0.3, rel=1e-9)
+    assert records["vm1"].total_time == pytest.approx(at + later + 0.3, rel=1e-6)
+
+
+def test_textbook_stays_selectable_and_summary_records_the_model() -> None:
+    def run(model: MigrationModel) -> tuple[MigrationRecord, dict]:
+        sc = scenario([host("h1"), host("h2")],
+                      [vm("vm1", "h1", used_memory=GiB, working_set=64 * MiB,
+                          dirty_rate=24 * MiB)],
+                      [migrate("vm1", "h2")], migration=MigrationPolicy(
+                          bandwidth=50 * MiB, max_downtime=0.3, completion_timeout=0.0),
+                      model=model)
+        result = run_scenario(sc)
+        (record,) = result.store.migrations()
+        return record, summarize(result)
+
+    old, old_summary = run(MigrationModel.TEXTBOOK)
+    expected = plan(GiB, 64 * MiB, 24 * MiB, 50 * MiB, 0.3)
+    assert old.iterations == expected.iterations
+    assert old.total_time == pytest.approx(expected.total_time, rel=1e-9)
+    assert old.downtime == pytest.approx(expected.downtime, rel=1e-9)
+    assert old_summary["model"] == {"name": "textbook", "profile": None, "profile_path": None,
+                                    "params": {"startup_cost": 0.0, "switchover_cost": 0.0,
+                                               "link_speed": None, "flush_speed": None,
+                                               "bandwidth_window": 0.0}}
+    new, new_summary = run(MigrationModel.QEMU)
+    assert new.downtime < old.downtime / 5  # flushed at the link's speed
+    assert new_summary["model"]["name"] == "qemu"
+    assert new_summary["model"]["params"]["startup_cost"] == 0.285
+
+
+def hopeless_qemu(**policy: object) -> object:
+    """2 GiB non-zero, its 1 GiB working set rewritten at 2e9 B/s, faster than the link:
+    what is pending never falls below the working set, more than 0.5 s at 1.25e9 B/s."""
+    return scenario([host("h1"), host("h2")],
+                    [vm("vm1", "h1", ram=4 * GiB, used_memory=2 * GiB, working_set=GiB,
+                        dirty_rate=2e9)],
+                    migration=qemu_policy(**policy), model=None)
+
+
+def test_abort_and_postcopy_in_the_middle_of_a_pass() -> None:
+    env, drv = start(hopeless_qemu())
+    env.run(until=3.0)  # several passes in: a pass's flow and switchover check are live
+    assert drv.job_info("vm1").memory_iteration >= 3
+    drv.abort_job("vm1")
+    env.run(until=10.0)  # no stale switchover timer or pass event may fire
+    info = drv.job_info("vm1")
+    assert info.type is JobType.CANCELLED and info.downtime is None
+    assert drv.instance_host("vm1") == "h1"
+
+    env, drv = start(hopeless_qemu(), BASE | POSTCOPY)
+    env.run(until=3.0)
+    drv.start_postcopy("vm1")
+    env.run()
+    info = drv.job_info("vm1")
+    assert info.type is JobType.COMPLETED and info.postcopy
+    assert info.downtime == pytest.approx(0.02) and drv.instance_host("vm1") == "h2"
+
+
+def test_a_link_down_stalls_the_check_and_a_suspend_lets_it_pause() -> None:
+    """The hopeless guest cannot pause while it runs; cut off, nothing moves and it does
+    not pause either; suspended, it dirties nothing, so it pauses once the rest of the
+    pass fits in 0.5 s at the link's rate: downtime counts from the suspension."""
+    env, drv = start(hopeless_qemu())
+    env.run(until=2.0)
+    drv.inject_fault("link_down", "h1")
+    before = drv.job_info("vm1").memory_processed
+    env.run(until=4.0)
+    assert drv.job_info("vm1").memory_processed == before
+    drv.inject_fault("link_up", "h1")
+    env.run(until=5.0)
+    assert drv.job_info("vm1").type is JobType.UNBOUNDED
+    drv.suspend("vm1")
+    env.run()
+    info = drv.job_info("vm1")
+    assert info.type is JobType.COMPLETED and drv.instance_host("vm1") == "h2"
+    assert info.downtime == pytest.approx(info.time_elapsed - 5.0, rel=1e-9)
+
+
+# -- properties -----------------------------------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    used=st.integers(0, 8 * GiB), ws_fraction=st.floats(0.0, 1.0),
+    dirty=st.floats(0.0, 3e9), bandwidth=st.floats(1e6, 3e9), flush=st.floats(1e6, 3e9),
+    downtime=st.floats(0.001, 1.0), startup=st.floats(0.0, 1.0), cost=st.floats(0.0, 0.1),
+    window=st.floats(0.0, 0.5), auto=st.booleans(), share=st.floats(0.0, 1.0),
+)
+def test_plan_qemu_properties(used: int, ws_fraction: float, dirty: float, bandwidth: float,
+                              flush: float, downtime: float, startup: float, cost: float,
+                              window: float, auto: bool, share: float) -> None:
+    ws = int(used * ws_fraction)
+    p = plan_qemu(used, ws, dirty, bandwidth, downtime, flush_speed=flush, startup_cost=startup,
+                  switchover_cost=cost, bandwidth_window=window, auto_converge=auto,
+                  throttle_response=share, max_rounds=60)
+    assert len(p.rounds) == len(p.round_times) == len(p.throttles) >= 1
+    assert p.rounds[0] <= used
+    assert all(0 <= r <= max(used, ws) for r in p.rounds)
+    assert list(p.throttles) == sorted(p.throttles) and max(p.throttles) <= 99
+    if not auto:
+        assert set(p.throttles) == {0}
+    if p.converged:
+        assert p.remaining <= bandwidth * downtime * (1 + 1e-9) + 1e-6
+        assert p.downtime == pytest.approx(p.remaining / flush + cost, rel=1e-12, abs=1e-15)
+        assert p.iterations == len(p.rounds) + 2
+        assert p.total_time == pytest.approx(startup + sum(p.round_times) + p.downtime,
+                                             rel=1e-9, abs=1e-12)
+        assert p.round_times[-1] >= max(0.0, window - sum(p.round_times[:-1])) - 1e-12
+    else:
+        assert p.downtime is None and p.iterations == len(p.rounds) + 1
+        assert p.total_time == pytest.approx(startup + sum(p.round_times), rel=1e-9, abs=1e-12)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    used=st.integers(16, 4096).map(lambda m: m * MiB), ws_fraction=st.floats(0.01, 1.0),
+    dirty=st.floats(0.0, 1.2e9), link=st.sampled_from([1.25e8, 1.25e9]),
+    cap=st.sampled_from([0.0, 20 * MiB, 200 * MiB]), downtime=st.floats(0.005, 1.0),
+    startup=st.sampled_from([0.0, 0.285]), window=st.sampled_from([0.0, 0.1]),
+)
+def test_isolated_migration_reproduces_plan_qemu_property(
+    used: int, ws_fraction: float, dirty: float, link: float, cap: float, downtime: float,
+    startup: float, window: float,
+) -> None:
+    ws = max(1, int(used * ws_fraction))
+    bandwidth = min(cap or link, link)
+    assume(not near_threshold(used, ws, dirty, bandwidth, downtime, window))
+    expected = expect(used, ws, dirty, link, cap, None, downtime, startup, 0.02, window, None)
+    assume(expected.converged)
+    record = one_migration(used, ws, dirty, link=link, cap=cap, max_downtime=downtime,
+                           startup_cost=startup, switchover_cost=0.02, bandwidth_window=window)
+    assert_matches(record, expected)
