@@ -26,6 +26,7 @@ the guest has printed a couple of truth lines), through the same Nova flow as an
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,10 +136,11 @@ def parse_matrix(text: str, source: str) -> list[Case]:
 
 
 def case_scenario_text(case: Case, source: str, dest: str, *, non_zero: int | None = None,
-                       dirty_rate: float | None = None) -> str:
+                       dirty_rate: float | None = None, profile: str | None = None) -> str:
     """The scenario YAML of ``case``: its VM (named as the case) on ``source``, migrated
     to ``dest``. ``non_zero``/``dirty_rate`` replace the VM's ``used_memory`` (default:
-    working set + 64 MiB) and dirty rate, e.g. with the guest's measured truth.
+    working set + 64 MiB) and dirty rate, e.g. with the guest's measured truth;
+    ``profile`` names a model profile file (relative to the scenario file).
 
     >>> c = DEFAULT_MATRIX[4]
     >>> text = case_scenario_text(c, "lab1", "lab2")
@@ -153,6 +155,8 @@ def case_scenario_text(case: Case, source: str, dest: str, *, non_zero: int | No
         for h in (source, dest)
     )
     cap = f"\n    bandwidth: {case.bandwidth / MiB:g}MiB/s" if case.capped else ""
+    if profile is not None:
+        cap += f"\n    profile: {json.dumps(profile)}"
     return f"""\
 # livemig calibrate: case {case.name}
 name: {case.name}

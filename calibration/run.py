@@ -212,10 +212,12 @@ def write_cases(path: Path, results: Sequence[CaseResult]) -> None:
             writer.writerow({k: "" if v is None else v for k, v in r.row().items()})
 
 
-def replay_scenario(result: CaseResult, hidden: float, source: str, dest: str) -> str:
-    """The case as a scenario with the guest's truth (for the simulator)."""
+def replay_scenario(result: CaseResult, hidden: float, source: str, dest: str,
+                    profile: str | None = None) -> str:
+    """The case as a scenario with the guest's truth (for the simulator), naming the
+    fitted ``profile`` (a path relative to the scenario file)."""
     rate = None if result.truth.rate_mibps is None else result.truth.rate_mibps * MiB
-    return case_scenario_text(result.case, source, dest,
+    return case_scenario_text(result.case, source, dest, profile=profile,
                               non_zero=round(non_zero(result, hidden)), dirty_rate=rate)
 
 
@@ -294,9 +296,10 @@ def calibrate(
     profile = fit_profile([measurement(r, hidden) for r in fitted])
     scen_dir = out_dir / "scenarios"
     scen_dir.mkdir(exist_ok=True)
+    relative_profile = os.path.relpath(profile_path.resolve(), scen_dir.resolve())
     for r in done:
-        (scen_dir / f"{r.case.name}.yaml").write_text(
-            replay_scenario(r, hidden, inv.hosts[0].name, inv.hosts[1].name))
+        (scen_dir / f"{r.case.name}.yaml").write_text(replay_scenario(
+            r, hidden, inv.hosts[0].name, inv.hosts[1].name, relative_profile))
     doc = profile_document(name or f"calibrated-{inv.lab}", profile, done,
                            [r.case.name for r in fitted], hidden, provenance)
     tmp = profile_path.with_name(profile_path.name + ".tmp")

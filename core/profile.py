@@ -11,6 +11,7 @@ relative to the scenario file) holding what a calibration measured on real hosts
     bandwidth_window: 100ms     how long a transfer must have run before QEMU has a
                                 bandwidth measurement (and so a switchover threshold)
     description: text           free text (ignored); keys x-* are ignored too
+    measured: {...}             how ``livemig calibrate`` measured it (provenance; ignored)
 
 Every key is optional. A scenario's explicit ``policy.migration.<key>`` wins over the
 profile, the profile over the model's built-in default (:data:`QEMU_DEFAULTS`, the
@@ -112,7 +113,7 @@ def load_profile(path: str | Path) -> Profile:
         raise ScenarioError(source, 1, "", "no content; expected a mapping of model "
                             f"parameters ({', '.join(PARAMETERS)})")
     top = Field(node, "", source).mapping(
-        ("name", "description", *PARAMETERS, "x-*"),
+        ("name", "description", "measured", *PARAMETERS, "x-*"),
         f"a mapping with keys name, {', '.join(PARAMETERS)}",
     )
     top.value("description", string("free text"), None)

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from livemig.calibration import compare as cmp
 from livemig.calibration.fit import (
@@ -40,9 +41,10 @@ from livemig.calibration.run import (
 )
 from livemig.calibration.truth import GuestTruth, guest_truth
 from livemig.core.cli import main
-from livemig.core.results import write_results
+from livemig.core.profile import load_profile
+from livemig.core.results import summarize, write_results
 from livemig.core.runner import run_scenario
-from livemig.core.scenario import parse_scenario
+from livemig.core.scenario import load_scenario, parse_scenario
 from livemig.core.units import parse_duration, parse_rate
 from livemig.core.yaml_nodes import ScenarioError
 
@@ -274,6 +276,26 @@ def test_cases_csv_and_profile_document(tmp_path: Path) -> None:
     assert doc["measured"]["completed"] == 1 and doc["measured"]["qemu"] == "10.0.2"
     (res,) = doc["measured"]["residuals"]
     assert res["case"] == "u128-idle" and res["fitted"] and res["total_time_s"][0] == 2.0
+
+
+def test_a_calibrated_profile_is_what_a_replayed_case_simulates_with(tmp_path: Path) -> None:
+    """The profile calibrate writes loads as a model profile (its ``measured:`` block is
+    provenance), and a replay scenario naming it runs the qemu model with its figures."""
+    results = [case_result(DEFAULT_MATRIX[0], nonzero=40.0, normal=75 * MiB)]
+    doc = profile_document("p", TRUE, results, ["u128-idle"], 35 * MiB, {"qemu": "10.0.2"})
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    loaded = load_profile(tmp_path / "profile.yaml")
+    assert loaded.name == "p"
+    assert loaded.values["startup_cost"] == pytest.approx(0.3)
+    assert loaded.values["link_speed"] == pytest.approx(150 * MiB, rel=1e-3)
+    scen = tmp_path / "scenarios" / "case.yaml"
+    scen.parent.mkdir()
+    scen.write_text(case_scenario_text(DEFAULT_MATRIX[0], "lab1", "lab2",
+                                       profile="../profile.yaml"))
+    result = run_scenario(load_scenario(scen), "sim")
+    model = summarize(result)["model"]
+    assert model["profile"] == "p"
+    assert model["params"]["startup_cost"] == pytest.approx(0.3)
 
 
 # -- compare -----------------------------------------------------------------------------------
