@@ -442,3 +442,17 @@ def test_calibrate_checks_its_options_before_running_anything(
     assert message in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "old.yaml"]
     assert (tmp_path / "old.yaml").read_text() == "name: old\n"
+
+
+def test_the_shipped_trust_matrix_holds_out_at_least_twenty_cases() -> None:
+    """calibration/trust-matrix.yaml (the README's table) loads; its header's --fit names
+    six of its cases, and at least 20 others (one that cannot converge) are held out."""
+    path = Path(__file__).resolve().parents[1] / "calibration" / "trust-matrix.yaml"
+    cases = load_matrix(path)
+    fit = re.search(r"--fit (\S+)", path.read_text()).group(1).split(",")
+    names = [c.name for c in cases]
+    assert set(fit) <= set(names) and len(fit) == 6
+    held_out = [c for c in cases if c.name not in fit]
+    assert len(held_out) >= 20
+    assert any(c.name.startswith("no-converge") for c in held_out)
+    assert {c.capped for c in held_out} == {True, False}
