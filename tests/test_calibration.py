@@ -456,3 +456,35 @@ def test_the_shipped_trust_matrix_holds_out_at_least_twenty_cases() -> None:
     assert len(held_out) >= 20
     assert any(c.name.startswith("no-converge") for c in held_out)
     assert {c.capped for c in held_out} == {True, False}
+
+
+def test_the_same_cases_replayed_under_every_model(tmp_path: Path) -> None:
+    """models.replay_models: each model's runs and comparison against real/ (stand-in real
+    runs: the simulator); CloudSim completes a case that cannot converge and has no downtime."""
+    from livemig.calibration import models
+
+    capped, stuck = DEFAULT_MATRIX[4], DEFAULT_MATRIX[-1]
+    (tmp_path / "scenarios").mkdir()
+    doc = profile_document("p", TRUE, [], [], 0.0, {})
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    for case in (capped, stuck):
+        text = case_scenario_text(case, "lab1", "lab2", profile="../profile.yaml")
+        (tmp_path / "scenarios" / f"{case.name}.yaml").write_text(text)
+        result = run_scenario(load_scenario(tmp_path / "scenarios" / f"{case.name}.yaml"), "sim")
+        write_results(result, tmp_path / "real" / case.name)
+    rows = models.replay_models(tmp_path, [capped, stuck], link_speed=150 * MiB)
+    assert set(rows) == set(models.MODELS)
+    by_case = {m: {r["instance"]: r for r in rs} for m, rs in rows.items()}
+    assert by_case["qemu"][capped.name]["total_time_s_err"] == pytest.approx(0, abs=1e-9)
+    assert by_case["qemu"][stuck.name]["outcome_match"]
+    textbook = json.loads((tmp_path / "models" / "textbook" / "runs" / capped.name
+                           / "summary.json").read_text())
+    assert textbook["model"]["name"] == "textbook"
+    cloud = by_case["cloudsim"]
+    assert not cloud[stuck.name]["outcome_match"]
+    assert cloud[capped.name]["sim_total_time_s"] == pytest.approx(
+        models.cloudsim_time(ram=capped.ram, bandwidth=capped.bandwidth))
+    assert cloud[capped.name]["downtime_ms_err"] == pytest.approx(-1.0)
+    table = models.summary_table(rows, {capped.name, stuck.name})
+    assert table.count("\n") == 1 + len(models.MODELS)
+    assert "| cloudsim |" in table and "1/2 |" in table

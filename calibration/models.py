@@ -1,0 +1,170 @@
+"""One calibration, several models: how far each prediction is from the real runs.
+
+``livemig calibrate --replay`` compares the real cases with the default model, using the
+fitted profile and the guest's measured truth. This module replays the same cases under
+every model a reader may want to see next to it. Each one is written as its own run
+directories in ``CASES_DIR/models/MODEL/`` and compared with ``CASES_DIR/real/``:
+
+* ``qemu``: the default model, with the fitted profile and the guest's measured non-zero
+  memory and write rate (``scenarios/CASE.yaml``, as ``--replay`` runs them);
+* ``qemu-default-inputs``: the default model as a scenario author would use it. There is
+  no profile; ``used_memory`` takes its default and ``dirty_rate`` the rate asked of the
+  guest (the matrix's own case);
+* ``textbook``: the earlier model (``policy.migration.model: textbook``), with the
+  measured truth;
+* ``cloudsim``: CloudSim's accounting, ``RAM / (bandwidth / 2)``, with no downtime and
+  no pre-copy. The bandwidth is the cap, or the fitted link speed when uncapped. Every
+  migration completes, so a case that cannot converge comes out wrong.
+
+    python -m livemig.calibration.models CASES_DIR --matrix MATRIX.yaml
+
+prints one line per model: the median and p90 absolute errors of total time and
+downtime, split into capped and uncapped cases, plus bytes and outcomes.
+
+>>> cloudsim_time(ram=256 * MiB, bandwidth=20 * MiB)
+25.6
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from livemig.calibration.matrix import Case, case_scenario_text, load_matrix
+
+MiB = 2**20
+MODELS = ("qemu", "qemu-default-inputs", "textbook", "cloudsim")
+
+
+def cloudsim_time(*, ram: float, bandwidth: float) -> float:
+    """CloudSim's migration time in seconds: the RAM over half the bandwidth (bytes/s)."""
+    return ram / (bandwidth / 2)
+
+
+def _textbook(text: str) -> str:
+    return text.replace("\n  migration:", "\n  migration:\n    model: textbook", 1)
+
+
+def _profile_made_absolute(text: str, scenario_dir: Path) -> str:
+    """The scenario text with its ``profile: "PATH"`` resolved against ``scenario_dir``
+    (so the text can be written anywhere)."""
+    def absolute(match: re.Match[str]) -> str:
+        path = (scenario_dir / json.loads(match.group(1))).resolve()
+        return f"profile: {json.dumps(str(path))}"
+
+    return re.sub(r'profile: ("[^"\n]*")', absolute, text)
+
+
+def _run(scenario_text: str, path: Path, out: Path) -> None:
+    from livemig.core import results
+    from livemig.core.runner import run_scenario
+    from livemig.core.scenario import load_scenario
+
+    path.write_text(scenario_text)
+    results.write_results(run_scenario(load_scenario(path), "sim"), out, force=True)
+
+
+def _cloudsim_run(case: Case, link_speed: float, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    bandwidth = case.bandwidth if case.capped else link_speed
+    with (out / "migrations.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(("instance", "status", "error", "total_time_s", "downtime_ms",
+                    "data_transferred_bytes", "iterations"))
+        w.writerow((case.name, "completed", "",
+                    cloudsim_time(ram=case.ram, bandwidth=bandwidth), 0.0, case.ram, 1))
+
+
+def replay_models(cases_dir: Path, matrix: Sequence[Case], link_speed: float,
+                  models: Sequence[str] = MODELS) -> dict[str, list[dict[str, Any]]]:
+    """Run the cases of ``matrix`` that have a real run under each of ``models`` and
+    compare them with ``cases_dir/real``; returns each model's per-migration rows."""
+    from livemig.calibration.compare import compare, pair_rows, read_migrations
+
+    real = cases_dir / "real"
+    done = [c for c in matrix if (real / c.name / "migrations.csv").is_file()]
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for model in models:
+        base = cases_dir / "models" / model
+        (base / "scenarios").mkdir(parents=True, exist_ok=True)
+        for case in done:
+            out = base / "runs" / case.name
+            measured = _profile_made_absolute(
+                (cases_dir / "scenarios" / f"{case.name}.yaml").read_text(),
+                cases_dir / "scenarios")
+            scen = base / "scenarios" / f"{case.name}.yaml"
+            if model == "qemu":
+                _run(measured, scen, out)
+            elif model == "textbook":
+                _run(_textbook(measured), scen, out)
+            elif model == "qemu-default-inputs":
+                _run(case_scenario_text(case, "lab1", "lab2"), scen, out)
+            else:
+                _cloudsim_run(case, link_speed, out)
+        compare(real, base / "runs", base / "compare")
+        rows[model] = pair_rows(read_migrations(real), read_migrations(base / "runs"))
+    return rows
+
+
+def _stat(values: list[float], q: float) -> str:
+    if not values:
+        return "-"
+    values = sorted(abs(v) for v in values)
+    if q == 0.5:
+        return f"{statistics.median(values) * 100:.1f} %"
+    k = max(0, min(len(values) - 1, round(q * (len(values) - 1))))
+    return f"{values[k] * 100:.1f} %"
+
+
+def summary_table(rows: dict[str, list[dict[str, Any]]], capped: set[str]) -> str:
+    """One line per model: median / p90 |error| of total time and downtime (capped,
+    uncapped), median |error| of bytes, outcomes right."""
+    head = ("| model | total time capped (median / p90) | total time uncapped | "
+            "downtime capped | downtime uncapped | bytes (median) | outcomes |")
+    lines = [head, "|" + "---|" * 7]
+    for model, model_rows in rows.items():
+        def errors(metric: str, want_capped: bool, rs: list[dict[str, Any]] = model_rows
+                   ) -> list[float]:
+            return [r[f"{metric}_err"] for r in rs if r.get(f"{metric}_err") is not None
+                    and (r["instance"] in capped) == want_capped]
+
+        cells = [model]
+        for metric in ("total_time_s", "downtime_ms"):
+            for want in (True, False):
+                e = errors(metric, want)
+                cells.append(f"{_stat(e, 0.5)} / {_stat(e, 0.9)}")
+        cells.append(_stat(errors("data_transferred_bytes", True)
+                           + errors("data_transferred_bytes", False), 0.5))
+        matched = sum(1 for r in model_rows if r["outcome_match"])
+        cells.append(f"{matched}/{len(model_rows)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from livemig.core.profile import load_profile
+
+    parser = argparse.ArgumentParser(prog="python -m livemig.calibration.models",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("cases_dir", type=Path, help="a calibration's directory (real/, "
+                        "scenarios/, profile beside it)")
+    parser.add_argument("--matrix", required=True, help="the matrix the calibration ran")
+    parser.add_argument("--profile", type=Path, help="the fitted profile (default: "
+                        "CASES_DIR/profile.yaml)")
+    args = parser.parse_args(argv)
+    matrix = load_matrix(args.matrix)
+    profile = load_profile(args.profile or args.cases_dir / "profile.yaml")
+    link = float(profile.values.get("link_speed", 330 * MiB))
+    rows = replay_models(args.cases_dir, matrix, link)
+    print(summary_table(rows, {c.name for c in matrix if c.capped}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
