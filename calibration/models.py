@@ -84,8 +84,9 @@ def _cloudsim_run(case: Case, link_speed: float, out: Path) -> None:
 def replay_models(cases_dir: Path, matrix: Sequence[Case], link_speed: float,
                   models: Sequence[str] = MODELS) -> dict[str, list[dict[str, Any]]]:
     """Run the cases of ``matrix`` that have a real run under each of ``models`` and
-    compare them with ``cases_dir/real``; returns each model's per-migration rows."""
-    from livemig.calibration.compare import compare, pair_rows, read_migrations
+    compare them with their real runs in ``cases_dir/real`` (into ``models/MODEL/compare``);
+    returns each model's per-migration rows."""
+    from livemig.calibration.compare import pair_rows, plot, read_migrations, write_csv
 
     real = cases_dir / "real"
     done = [c for c in matrix if (real / c.name / "migrations.csv").is_file()]
@@ -107,8 +108,12 @@ def replay_models(cases_dir: Path, matrix: Sequence[Case], link_speed: float,
                 _run(case_scenario_text(case, "lab1", "lab2"), scen, out)
             else:
                 _cloudsim_run(case, link_speed, out)
-        compare(real, base / "runs", base / "compare")
-        rows[model] = pair_rows(read_migrations(real), read_migrations(base / "runs"))
+        names = {c.name for c in done}
+        real_rows = [r for r in read_migrations(real) if r["instance"] in names]
+        rows[model] = pair_rows(real_rows, read_migrations(base / "runs"))
+        (base / "compare").mkdir(exist_ok=True)
+        write_csv(base / "compare" / "compare.csv", rows[model])
+        plot(base / "compare" / "compare.png", rows[model])
     return rows
 
 
@@ -147,6 +152,14 @@ def summary_table(rows: dict[str, list[dict[str, Any]]], capped: set[str]) -> st
     return "\n".join(lines)
 
 
+def fitted_on(profile_path: Path) -> list[str]:
+    """The cases a calibrated profile was fitted on (its ``measured.fitted_on``)."""
+    import yaml
+
+    doc = yaml.safe_load(Path(profile_path).read_text()) or {}
+    return list((doc.get("measured") or {}).get("fitted_on") or [])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from livemig.core.profile import load_profile
 
@@ -157,9 +170,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--matrix", required=True, help="the matrix the calibration ran")
     parser.add_argument("--profile", type=Path, help="the fitted profile (default: "
                         "CASES_DIR/profile.yaml)")
+    parser.add_argument("--held-out", action="store_true", help="only the cases the fit "
+                        "did not use (the profile's measured.fitted_on)")
     args = parser.parse_args(argv)
     matrix = load_matrix(args.matrix)
-    profile = load_profile(args.profile or args.cases_dir / "profile.yaml")
+    profile_path = args.profile or args.cases_dir / "profile.yaml"
+    profile = load_profile(profile_path)
+    if args.held_out:
+        fitted = set(fitted_on(profile_path))
+        matrix = [c for c in matrix if c.name not in fitted]
     link = float(profile.values.get("link_speed", 330 * MiB))
     rows = replay_models(args.cases_dir, matrix, link)
     print(summary_table(rows, {c.name for c in matrix if c.capped}))
