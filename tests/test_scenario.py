@@ -1250,3 +1250,13 @@ def test_shipped_profile_loads() -> None:
     assert profile.name == "qemu10-lab"
     assert profile.values["startup_cost"] == pytest.approx(0.285)
     assert profile.values["link_speed"] == 330 * MiB
+
+
+def test_every_shipped_profile_loads_and_the_calibrated_one_says_how_it_was_fitted() -> None:
+    profiles = sorted((SCENARIOS.parent / "profiles").glob("*.yaml"))
+    assert len(profiles) >= 2
+    for path in profiles:
+        assert load_profile(path).values["startup_cost"] > 0
+    calibrated = yaml.safe_load((SCENARIOS.parent / "profiles" / "lab-calibrated.yaml")
+                                .read_text())
+    assert calibrated["measured"]["cases"] == 26 and len(calibrated["measured"]["fitted_on"]) == 6
