@@ -11,6 +11,9 @@ could have written:
 * every directory above it: owned by root, and writable by group or others only with
   the sticky bit (``/tmp``, ``/var/tmp``: nobody may rename or remove what root put there).
 
+"Root" is root or the user livemig runs as (:func:`trusted_owners`): the lab runs as
+root, where that is root alone; a user's own files can only mislead that user.
+
 The lab makes its directories 0755 and its files 0644 whatever the umask.
 
 >>> writable_by_others(0o40777), writable_by_others(0o41777), writable_by_others(0o40755)
@@ -42,6 +45,11 @@ def ancestor_ok(mode: int) -> bool:
     return not writable_by_others(mode) or bool(mode & stat.S_ISVTX)
 
 
+def trusted_owners() -> frozenset[int]:
+    """The uids whose files the lab believes: root, and the user livemig runs as."""
+    return frozenset({0, os.geteuid()})
+
+
 def _refuse(path: Path, why: str) -> LabError:
     return LabError(f"refusing to trust the lab's state at {path}: {why} (only root may "
                     f"have written it; remove it or choose another --base-dir)")
@@ -66,7 +74,7 @@ def require_trusted(path: Path | str, *, strict_levels: int = 1) -> None:
             if strict:
                 raise _refuse(component, "it is a symbolic link")
             st = os.stat(component)
-        if st.st_uid != 0:
+        if st.st_uid not in trusted_owners():
             raise _refuse(component, f"it is owned by uid {st.st_uid}, not root")
         if strict and writable_by_others(st.st_mode):
             raise _refuse(component, f"mode {stat.S_IMODE(st.st_mode):04o} lets group or "

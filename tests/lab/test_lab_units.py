@@ -302,6 +302,7 @@ def test_lab_down_refuses_a_state_dir_others_may_write(tmp_path: Path) -> None:
         lab_down("t", base_dir=base)
 
 
+@pytest.mark.root  # chown to another user, /etc/netns
 def test_lab_down_refuses_a_state_dir_not_owned_by_root(tmp_path: Path) -> None:
     base = tmp_path / "base"
     (base / "t").mkdir(parents=True)
@@ -310,6 +311,7 @@ def test_lab_down_refuses_a_state_dir_not_owned_by_root(tmp_path: Path) -> None:
         lab_down("t", base_dir=base)
 
 
+@pytest.mark.root  # chown to another user, /etc/netns
 def test_pid_files_others_could_have_written_are_refused(tmp_path: Path) -> None:
     host = lab_layout("t", hosts=1, base_dir=tmp_path / "base").hosts[0]
     me = track(os.getpid())
@@ -336,6 +338,7 @@ def test_pid_files_others_could_have_written_are_refused(tmp_path: Path) -> None
         load_pids(host)
 
 
+@pytest.mark.root  # chown to another user, /etc/netns
 def test_a_sticky_shared_parent_is_fine_a_plain_writable_one_is_not(tmp_path: Path) -> None:
     shared = tmp_path / "vartmp"
     shared.mkdir()
