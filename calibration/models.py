@@ -16,7 +16,8 @@ directories in ``CASES_DIR/models/MODEL/`` and compared with ``CASES_DIR/real/``
   no pre-copy. The bandwidth is the cap, or the fitted link speed when uncapped. Every
   migration completes, so a case that cannot converge comes out wrong.
 
-    python -m livemig.calibration.models CASES_DIR --matrix MATRIX.yaml
+    python -m livemig.calibration.models CASES_DIR [--matrix MATRIX.yaml] [--profile FILE]
+                                         [--held-out]
 
 prints one line per model: the median and p90 absolute errors of total time and
 downtime, split into capped and uncapped cases, plus bytes and outcomes.
@@ -36,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from livemig.calibration.matrix import Case, case_scenario_text, load_matrix
+from livemig.calibration.matrix import DEFAULT_MATRIX, Case, case_scenario_text, load_matrix
 
 MiB = 2**20
 MODELS = ("qemu", "qemu-default-inputs", "textbook", "cloudsim")
@@ -110,7 +111,8 @@ def replay_models(cases_dir: Path, matrix: Sequence[Case], link_speed: float,
                 _cloudsim_run(case, link_speed, out)
         names = {c.name for c in done}
         real_rows = [r for r in read_migrations(real) if r["instance"] in names]
-        rows[model] = pair_rows(real_rows, read_migrations(base / "runs"))
+        sim_rows = [r for r in read_migrations(base / "runs") if r["instance"] in names]
+        rows[model] = pair_rows(real_rows, sim_rows)  # runs/ may hold an earlier, wider call's
         (base / "compare").mkdir(exist_ok=True)
         write_csv(base / "compare" / "compare.csv", rows[model])
         plot(base / "compare" / "compare.png", rows[model])
@@ -167,13 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("cases_dir", type=Path, help="a calibration's directory (real/, "
                         "scenarios/, profile beside it)")
-    parser.add_argument("--matrix", required=True, help="the matrix the calibration ran")
+    parser.add_argument("--matrix", help="the matrix the calibration ran (default: the "
+                        "built-in one)")
     parser.add_argument("--profile", type=Path, help="the fitted profile (default: "
                         "CASES_DIR/profile.yaml)")
     parser.add_argument("--held-out", action="store_true", help="only the cases the fit "
                         "did not use (the profile's measured.fitted_on)")
     args = parser.parse_args(argv)
-    matrix = load_matrix(args.matrix)
+    matrix = load_matrix(args.matrix) if args.matrix else list(DEFAULT_MATRIX)
     profile_path = args.profile or args.cases_dir / "profile.yaml"
     profile = load_profile(profile_path)
     if args.held_out:

@@ -488,3 +488,6 @@ def test_the_same_cases_replayed_under_every_model(tmp_path: Path) -> None:
     table = models.summary_table(rows, {capped.name, stuck.name})
     assert table.count("\n") == 1 + len(models.MODELS)
     assert "| cloudsim |" in table and "1/2 |" in table
+    # a narrower call (--held-out) after a wider one: only its own cases, though runs/ has both
+    narrow = models.replay_models(tmp_path, [capped], link_speed=150 * MiB)
+    assert {r["instance"] for rs in narrow.values() for r in rs} == {capped.name}
