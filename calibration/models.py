@@ -32,10 +32,11 @@ import argparse
 import csv
 import json
 import re
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from livemig.calibration.matrix import DEFAULT_MATRIX, Case, case_scenario_text, load_matrix
 
@@ -119,37 +120,34 @@ def replay_models(cases_dir: Path, matrix: Sequence[Case], link_speed: float,
     return rows
 
 
-def _stat(values: list[float], q: float) -> str:
-    if not values:
-        return "-"
-    values = sorted(abs(v) for v in values)
-    if q == 0.5:
-        return f"{statistics.median(values) * 100:.1f} %"
-    k = max(0, min(len(values) - 1, round(q * (len(values) - 1))))
-    return f"{values[k] * 100:.1f} %"
+def error_frame(rows: dict[str, list[dict[str, Any]]], capped: set[str]) -> pd.DataFrame:
+    """Every model's per-migration rows as one DataFrame, with ``model`` and ``capped``."""
+    frame = pd.DataFrame([{**r, "model": m} for m, rs in rows.items() for r in rs])
+    frame["capped"] = frame["instance"].isin(capped)
+    return frame
+
+
+def _pct(errors: pd.Series, q: float) -> str:
+    errors = errors.dropna().astype(float).abs()
+    return "-" if errors.empty else f"{errors.quantile(q) * 100:.1f} %"
 
 
 def summary_table(rows: dict[str, list[dict[str, Any]]], capped: set[str]) -> str:
     """One line per model: median / p90 |error| of total time and downtime (capped,
-    uncapped), median |error| of bytes, outcomes right."""
+    uncapped), median |error| of bytes, outcomes right (p90 by linear interpolation, as
+    :func:`livemig.core.results.percentile`)."""
     head = ("| model | total time capped (median / p90) | total time uncapped | "
             "downtime capped | downtime uncapped | bytes (median) | outcomes |")
     lines = [head, "|" + "---|" * 7]
-    for model, model_rows in rows.items():
-        def errors(metric: str, want_capped: bool, rs: list[dict[str, Any]] = model_rows
-                   ) -> list[float]:
-            return [r[f"{metric}_err"] for r in rs if r.get(f"{metric}_err") is not None
-                    and (r["instance"] in capped) == want_capped]
-
-        cells = [model]
-        for metric in ("total_time_s", "downtime_ms"):
+    frame = error_frame(rows, capped)
+    for model, of_model in frame.groupby("model", sort=False):
+        cells = [str(model)]
+        for metric in ("total_time_s_err", "downtime_ms_err"):
             for want in (True, False):
-                e = errors(metric, want)
-                cells.append(f"{_stat(e, 0.5)} / {_stat(e, 0.9)}")
-        cells.append(_stat(errors("data_transferred_bytes", True)
-                           + errors("data_transferred_bytes", False), 0.5))
-        matched = sum(1 for r in model_rows if r["outcome_match"])
-        cells.append(f"{matched}/{len(model_rows)}")
+                errors = of_model.loc[of_model["capped"] == want, metric]
+                cells.append(f"{_pct(errors, 0.5)} / {_pct(errors, 0.9)}")
+        cells.append(_pct(of_model["data_transferred_bytes_err"], 0.5))
+        cells.append(f"{int(of_model['outcome_match'].sum())}/{len(of_model)}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
