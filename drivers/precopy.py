@@ -100,6 +100,22 @@ def _check_non_negative(name: str, value: float, unit: str) -> None:
         raise ValueError(f"{name}(={value} {unit}) must be a finite number >= 0")
 
 
+def _check_plan_inputs(*, used_memory: float, working_set: float, dirty_rate: float,
+                       max_downtime: float, switchover_cost: float,
+                       speeds: dict[str, float], max_rounds: int) -> None:
+    """The argument checks :func:`plan` and :func:`plan_qemu` share (ValueError)."""
+    _check_non_negative("used_memory", used_memory, "B")
+    _check_non_negative("working_set", working_set, "B")
+    _check_non_negative("dirty_rate", dirty_rate, "B/s")
+    _check_non_negative("max_downtime", max_downtime, "s")
+    _check_non_negative("switchover_cost", switchover_cost, "s")
+    for name, speed in speeds.items():
+        if not (speed > 0 and math.isfinite(speed)):
+            raise ValueError(f"{name}(={speed} B/s) must be > 0")
+    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
+        raise ValueError(f"max_rounds(={max_rounds!r}) must be an int >= 1")
+
+
 def dirty_after(round_seconds: float, working_set: float, dirty_rate: float) -> float:
     """Bytes dirtied while a round of ``round_seconds`` was being sent.
 
@@ -210,15 +226,10 @@ def plan(
     ...
     ValueError: bandwidth(=0 B/s) must be > 0
     """
-    _check_non_negative("used_memory", used_memory, "B")
-    _check_non_negative("working_set", working_set, "B")
-    _check_non_negative("dirty_rate", dirty_rate, "B/s")
-    _check_non_negative("max_downtime", max_downtime, "s")
-    _check_non_negative("switchover_cost", switchover_cost, "s")
-    if not (bandwidth > 0 and math.isfinite(bandwidth)):
-        raise ValueError(f"bandwidth(={bandwidth} B/s) must be > 0")
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
-        raise ValueError(f"max_rounds(={max_rounds!r}) must be an int >= 1")
+    _check_plan_inputs(used_memory=used_memory, working_set=working_set,
+                       dirty_rate=dirty_rate, max_downtime=max_downtime,
+                       switchover_cost=switchover_cost, speeds={"bandwidth": bandwidth},
+                       max_rounds=max_rounds)
 
     rounds: list[float] = []
     times: list[float] = []
@@ -418,18 +429,13 @@ def plan_qemu(
     >>> paced.converged, paced.throttles[-1], round(paced.total_time, 2)
     (True, 99, 24.91)
     """
-    _check_non_negative("used_memory", used_memory, "B")
-    _check_non_negative("working_set", working_set, "B")
-    _check_non_negative("dirty_rate", dirty_rate, "B/s")
-    _check_non_negative("max_downtime", max_downtime, "s")
-    _check_non_negative("switchover_cost", switchover_cost, "s")
+    _check_plan_inputs(used_memory=used_memory, working_set=working_set,
+                       dirty_rate=dirty_rate, max_downtime=max_downtime,
+                       switchover_cost=switchover_cost,
+                       speeds={"bandwidth": bandwidth, "flush_speed": flush_speed},
+                       max_rounds=max_rounds)
     _check_non_negative("startup_cost", startup_cost, "s")
     _check_non_negative("bandwidth_window", bandwidth_window, "s")
-    for name, speed in (("bandwidth", bandwidth), ("flush_speed", flush_speed)):
-        if not (speed > 0 and math.isfinite(speed)):
-            raise ValueError(f"{name}(={speed} B/s) must be > 0")
-    if isinstance(max_rounds, bool) or not isinstance(max_rounds, int) or max_rounds < 1:
-        raise ValueError(f"max_rounds(={max_rounds!r}) must be an int >= 1")
 
     rounds: list[float] = []
     times: list[float] = []
