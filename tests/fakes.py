@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -353,3 +354,18 @@ def body(dest: str | None = None, *, block: bool = False, over_commit: bool = Fa
 
 def replace(obj: Any, **changes: Any) -> Any:
     return dataclasses.replace(obj, **changes)
+
+
+def poll_job(drv: Any, vm: str, until: Callable[[JobInfo], bool], *, timeout: float,
+             step: float) -> list[JobInfo]:
+    """A real-time driver's ``job_info(vm)`` every ``step`` seconds until ``until(reading)``;
+    every reading, in order. Fails the test after ``timeout`` seconds."""
+    seen: list[JobInfo] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        info = drv.job_info(vm)
+        seen.append(info)
+        if until(info):
+            return seen
+        assert time.monotonic() < deadline, f"{vm}: still {info} after {timeout} s"
+        time.sleep(step)

@@ -16,6 +16,7 @@ import pytest
 from fakelibvirt import libvirt as fake
 from fakelibvirt.driver import driver_modules, fake_driver, two_host_world
 from fakelibvirt.world import World
+from fakes import poll_job
 
 from livemig.core.errors import HypervisorUnavailable, MigrationError
 from livemig.core.flags import AUTO_CONVERGE, POSTCOPY, parse_flags
@@ -76,15 +77,7 @@ def migrate(drv: Any, *, cap: int = 0, extra: int = 0) -> None:
 
 def poll(drv: Any, until: Callable[[JobInfo], bool], timeout: float = 10.0) -> list[JobInfo]:
     """``job_info`` every 20 ms (real time) until ``until`` holds; every reading."""
-    seen: list[JobInfo] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        info = drv.job_info(VM)
-        seen.append(info)
-        if until(info):
-            return seen
-        assert time.monotonic() < deadline, f"still waiting after {timeout} s: {info}"
-        time.sleep(0.02)
+    return poll_job(drv, VM, until, timeout=timeout, step=0.02)
 
 
 def ended(info: JobInfo) -> bool:

@@ -26,6 +26,7 @@ from pathlib import Path
 import libvirt
 import pytest
 import simpy.rt
+from fakes import poll_job
 from labcheck import wait_transfer_under_way
 from lablock import lab_lock
 
@@ -170,15 +171,7 @@ def rt_env() -> simpy.rt.RealtimeEnvironment:
 def poll(drv: LibvirtDriver, vm: str, until: Callable[[JobInfo], bool],
          timeout: float = JOB_TIMEOUT, step: float = 0.5) -> list[JobInfo]:
     """Readings of ``job_info`` every ``step`` until ``until(reading)``; fails on timeout."""
-    seen: list[JobInfo] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        info = drv.job_info(vm)
-        seen.append(info)
-        if until(info):
-            return seen
-        assert time.monotonic() < deadline, f"{vm}: still {info} after {timeout} s"
-        time.sleep(step)
+    return poll_job(drv, vm, until, timeout=timeout, step=step)
 
 
 def ended(info: JobInfo) -> bool:
