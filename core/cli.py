@@ -4,8 +4,8 @@
 ``livemig validate FILE...`` check scenario files without running them
 ``livemig check PATH...``    run scenario files on the simulator and gate on their ``expect:``
 ``livemig resume RUN_DIR``   a new controller for a real run whose controller died
-``livemig calibrate ...``    run a matrix of real migrations, fit a profile (livemig.calibration)
-``livemig compare REAL SIM`` per-migration errors of a prediction against real runs
+``livemig calibrate ...``    run a matrix of real migrations, fit a profile (calibration.commands)
+``livemig compare REAL SIM`` per-migration errors of a prediction against real runs (idem)
 ``livemig lab ...``          the namespace lab (when ``livemig.drivers.lab.commands`` exists)
 
 A problem with the input (scenario file, driver name, inventory, output
@@ -45,13 +45,16 @@ EXIT_INTERRUPTED = 130
 EXIT_CLOSED_PIPE = 141  # 128 + SIGPIPE
 RESULTS_ROOT = Path("results")
 LAB_COMMANDS_MODULE = "livemig.drivers.lab.commands"
+# Command families in modules of their own, each with ``add_commands(subparsers)``
+# (light at import: a command imports what it needs when it runs).
+COMMAND_MODULES = ("livemig.calibration.commands",)
 
 
 class CliError(Exception):
     """A problem with the user's input: reported as one line, exit code 2."""
 
 
-def _print(text: str) -> None:
+def echo(text: str) -> None:
     """``text`` and a newline on stdout, flushed: a write error surfaces here.
 
     A closed pipe propagates as ``BrokenPipeError`` (see :func:`main`); any other
@@ -87,7 +90,7 @@ def _scenario_module() -> Any:
     return scenario
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The message of ``exc`` on one line (OSErrors as ``path: reason``)."""
     if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
         text = f"{printable(str(exc.filename))}: {exc.strerror}"
@@ -102,7 +105,7 @@ def load(path: str) -> Scenario:
     try:
         return scenario.load_scenario(path)
     except (scenario.ScenarioError, UnitError, OSError) as exc:
-        raise CliError(_one_line(exc)) from exc
+        raise CliError(one_line(exc)) from exc
 
 
 def default_out_dir(name: str) -> Path:
@@ -139,13 +142,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         driver_class(args.driver)
     except ValueError as exc:
-        raise CliError(_one_line(exc)) from exc
+        raise CliError(one_line(exc)) from exc
     except ImportError as exc:
-        raise CliError(f"driver {args.driver!r} is not available: {_one_line(exc)}") from exc
+        raise CliError(f"driver {args.driver!r} is not available: {one_line(exc)}") from exc
     options: dict[str, Any] = {}
     if args.inventory is not None:
         inventory = Path(args.inventory)
-        if not _is_file(inventory):
+        if not is_file(inventory):
             raise CliError(f"{printable(str(inventory))}: inventory file not found")
         options["inventory"] = str(inventory)
     out = Path(args.out) if args.out is not None else default_out_dir(scenario.name)
@@ -153,7 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         results.check_output_dir(out, force=args.force)
         results.check_writable(out)  # before the run, not after it
     except OSError as exc:  # exists (no --force), may not be replaced, a bad name, read-only
-        raise CliError(_one_line(exc)) from exc
+        raise CliError(one_line(exc)) from exc
     run_dir: Path | None = None
     if getattr(driver_class(args.driver), "REALTIME", False):
         # a real run keeps its records in the run directory while it runs (for resume)
@@ -162,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             results.make_dirs(results.missing_parents(out))
         except OSError as exc:
-            raise CliError(_one_line(exc)) from exc
+            raise CliError(one_line(exc)) from exc
         run_dir = out
 
     bar = _progress(args, runner.expected_migrations(scenario), scenario.until)
@@ -174,7 +177,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except DriverSetupError as exc:  # nothing ran: leave nothing behind
         if run_dir is not None:
             shutil.rmtree(run_dir, ignore_errors=True)
-        raise CliError(_one_line(exc)) from exc
+        raise CliError(one_line(exc)) from exc
     finally:
         if bar is not None:
             bar.close()
@@ -197,13 +200,13 @@ def _write(result: Any, out: Path, *, force: bool) -> int:
     try:
         written = results.write_results(result, out, force=force)
     except OSError as exc:  # appeared while the scenario ran, or cannot be replaced
-        raise CliError(_one_line(exc)) from exc
-    _print(results.summary_table(result))
-    _print(f"\nresults written to {written}")
+        raise CliError(one_line(exc)) from exc
+    echo(results.summary_table(result))
+    echo(f"\nresults written to {written}")
     return EXIT_OK
 
 
-def _is_file(path: Path) -> bool:
+def is_file(path: Path) -> bool:
     try:
         return path.is_file()
     except OSError:  # e.g. a name too long for the system
@@ -219,27 +222,27 @@ def cmd_resume(args: argparse.Namespace) -> int:
     try:
         info = runner.read_run_file(run_dir)
     except ValueError as exc:
-        raise CliError(_one_line(exc)) from exc
+        raise CliError(one_line(exc)) from exc
     try:  # the results replace the directory's files at the end: may they?
         results.check_output_dir(run_dir, force=True)
         results.check_writable(run_dir)
     except OSError as exc:
-        raise CliError(_one_line(exc)) from exc
+        raise CliError(one_line(exc)) from exc
     options: dict[str, Any] = {}
     if args.inventory is not None:
-        if not _is_file(Path(args.inventory)):
+        if not is_file(Path(args.inventory)):
             raise CliError(f"{printable(args.inventory)}: inventory file not found")
         options["inventory"] = str(args.inventory)
     try:
         driver_class(info["driver"])
     except (ValueError, ImportError) as exc:
-        raise CliError(f"{run_dir}: driver {info['driver']!r}: {_one_line(exc)}") from exc
+        raise CliError(f"{run_dir}: driver {info['driver']!r}: {one_line(exc)}") from exc
     bar = _progress(args, 0)
     try:
         result = runner.resume_run(run_dir, driver_options=options or None,
                                    on_finish=bar.on_finish if bar is not None else None)
     except (ValueError, DriverSetupError) as exc:
-        raise CliError(_one_line(exc)) from exc
+        raise CliError(one_line(exc)) from exc
     finally:
         if bar is not None:
             bar.close()
@@ -256,7 +259,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             _error(str(exc))
             status = EXIT_USAGE
             continue
-        _print(
+        echo(
             f"OK {path} ({len(scenario.hosts)} hosts, {len(scenario.vms)} vms, "
             f"{len(scenario.events)} events)"
         )
@@ -281,7 +284,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     try:
         files = check_suite.discover(args.paths)
     except ValueError as exc:
-        raise CliError(_one_line(exc)) from exc
+        raise CliError(one_line(exc)) from exc
     start = time.perf_counter()
     reports = check_suite.run_suite(files, args.jobs, args.driver)
     wall = time.perf_counter() - start
@@ -290,112 +293,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             check_suite.write_junit(args.junit, reports, wall)
         except OSError as exc:
-            raise CliError(_one_line(exc)) from exc
+            raise CliError(one_line(exc)) from exc
     return check_suite.exit_code(reports)
-
-
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    """``livemig calibrate``: real migrations of a matrix on an inventory's hosts, a profile."""
-    from livemig.calibration import matrix as matrix_mod
-    from livemig.core.yaml_nodes import ScenarioError
-
-    inventory = Path(args.inventory)
-    if not _is_file(inventory):
-        raise CliError(f"{printable(args.inventory)}: inventory file not found")
-    try:
-        from livemig.drivers.lab.errors import LabError
-        from livemig.drivers.lab.inventory import load_inventory
-
-        inv = load_inventory(inventory)
-    except LabError as exc:
-        raise CliError(_one_line(exc)) from exc
-    if len(inv.hosts) < 2:
-        raise CliError(f"{printable(args.inventory)}: calibration needs two hosts (the "
-                       f"inventory has {len(inv.hosts)})")
-    if args.matrix is None:
-        cases = list(matrix_mod.DEFAULT_MATRIX)
-    else:
-        try:
-            cases = matrix_mod.load_matrix(args.matrix)
-        except (ScenarioError, UnitError, OSError, UnicodeDecodeError) as exc:
-            raise CliError(_one_line(exc)) from exc
-    fit_names = None
-    if args.fit is not None:
-        fit_names = [n.strip() for n in args.fit.split(",") if n.strip()]
-        unknown = [n for n in fit_names if n not in {c.name for c in cases}]
-        if unknown or not fit_names:
-            raise CliError(f"--fit {printable(args.fit)}: expected names of the matrix's cases "
-                           f"({', '.join(c.name for c in cases)})")
-    if not any(not c.capped for c in cases if fit_names is None or c.name in fit_names):
-        raise CliError("the cases to fit include no uncapped case: the link speed cannot be "
-                       "measured (add a case without bandwidth)")
-    profile = Path(args.out)
-    cases_dir = Path(args.cases_dir) if args.cases_dir else profile.parent
-    if profile.is_dir() or not profile.parent.is_dir():
-        raise CliError(f"--out {printable(args.out)}: expected a file in an existing directory")
-    existing = [p for p in (profile, cases_dir / "cases.csv", cases_dir / "real",
-                            cases_dir / "scenarios", cases_dir / "sim", cases_dir / "compare")
-                if p.exists()]
-    if existing and not args.force:
-        raise CliError(f"{printable(str(existing[0]))} already exists (use --force to replace "
-                       "the profile and the calibration's files)")
-    if not os.access(profile.parent, os.W_OK):
-        raise CliError(f"{printable(str(profile.parent))}: not writable")
-    try:
-        from livemig.calibration import run as run_mod
-    except ImportError as exc:
-        raise CliError(f"calibrate needs libvirt-python: {_one_line(exc)}") from exc
-    from livemig.core.progress import ProgressBar
-    from livemig.drivers.base import DriverSetupError
-
-    bar = None
-    if not args.no_progress and sys.stderr.isatty():
-        bar = ProgressBar(len(cases), sys.stderr, label="calibration cases")
-        bar.draw()
-    try:
-        results, fitted = run_mod.calibrate(
-            inventory, cases, cases_dir, profile, name=args.name, fit_names=fit_names,
-            on_case=(lambda r: bar.advance(ok=r.completed)) if bar is not None else None,
-        )
-    except (DriverSetupError, ValueError) as exc:
-        raise CliError(_one_line(exc)) from exc
-    finally:
-        if bar is not None:
-            bar.close()
-    for r in results:
-        row = r.row()
-        _print(f"{row['case']:<20} {row['status']:<10} time_elapsed={row['time_elapsed_ms']} ms "
-               f"downtime={row['downtime_ms']} ms guest_rate={row['guest_rate_mibps']} MiB/s "
-               f"guest_nonzero={row['guest_nonzero_mib']} MiB")
-    _print(f"\nstartup_cost {fitted.startup_cost * 1000:.1f} ms, switchover_cost "
-           f"{fitted.switchover_cost * 1000:.1f} ms, link_speed "
-           f"{fitted.link_speed / 2**20:.1f} MiB/s")
-    _print(f"profile written to {profile}; cases in {cases_dir / 'cases.csv'}")
-    if args.replay:
-        text, _ = run_mod.replay_on_simulator(cases_dir)
-        _print("\nthe simulator replaying the cases (sim/), against the real runs (real/):")
-        _print(text)
-        _print(f"\nwritten to {cases_dir / 'compare'} (compare.csv, compare.png)")
-    return EXIT_OK
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """``livemig compare``: the error table of SIM against REAL, compare.csv/.png."""
-    import json
-
-    from livemig.calibration import compare as compare_mod
-
-    out = Path(args.out) if args.out else RESULTS_ROOT / "compare"
-    try:
-        text, summ = compare_mod.compare(Path(args.real), Path(args.sim), out)
-        (out / "compare.json").write_text(json.dumps(summ, indent=2) + "\n")
-    except compare_mod.CompareError as exc:
-        raise CliError(printable(str(exc))) from exc
-    except OSError as exc:
-        raise CliError(_one_line(exc)) from exc
-    _print(text)
-    _print(f"\nwritten to {out} (compare.csv, compare.png, compare.json)")
-    return EXIT_OK
 
 
 def _jobs(text: str) -> int:
@@ -511,46 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--no-progress", action="store_true", help="no progress bar")
     resume.set_defaults(func=cmd_resume)
 
-    calibrate = sub.add_parser(
-        "calibrate", help="run real migrations and fit a profile",
-        description="Run a matrix of real migrations (default: a dozen cases) between the "
-        "first two hosts of an inventory, record each case's completed-job statistics and "
-        "the guest's own truth in cases.csv, fit the profile's parameters (start-up cost, "
-        "switchover cost, link speed) and write the profile file.",
-    )
-    calibrate.add_argument("--inventory", metavar="FILE", required=True,
-                           help="host inventory (e.g. the lab's inventory.yaml)")
-    calibrate.add_argument("--out", metavar="PROFILE", required=True,
-                           help="profile file to write (YAML)")
-    calibrate.add_argument("--matrix", metavar="FILE", help="the cases (default: built in)")
-    calibrate.add_argument("--cases-dir", metavar="DIR",
-                           help="where cases.csv, real/ and scenarios/ go (default: beside "
-                           "the profile)")
-    calibrate.add_argument("--name", help="the profile's name (default: calibrated-<lab>)")
-    calibrate.add_argument("--fit", metavar="CASE,...",
-                           help="fit on these cases only; the others are held out (their "
-                           "prediction errors are reported in the profile's measured block)")
-    calibrate.add_argument("--replay", action="store_true",
-                           help="then run the cases on the simulator (sim/) and compare them "
-                           "with the real runs (compare/)")
-    calibrate.add_argument("--force", action="store_true",
-                           help="replace an existing profile and calibration files")
-    calibrate.add_argument("--no-progress", action="store_true", help="no progress bar")
-    calibrate.set_defaults(func=cmd_calibrate)
+    import importlib
 
-    compare = sub.add_parser(
-        "compare", help="per-migration errors of predicted runs against real ones",
-        description="Match the migrations of SIM with those of REAL (by instance and order; "
-        "each a run directory or a directory of run directories), print the error table "
-        "(total time, downtime, bytes, iterations, outcome) with the median and p90 of the "
-        "absolute relative errors, and write compare.csv, compare.json and compare.png.",
-    )
-    compare.add_argument("real", metavar="REAL_RUN_DIR", help="the real runs")
-    compare.add_argument("sim", metavar="SIM_RUN_DIR", help="the predicted (simulated) runs")
-    compare.add_argument("--out", metavar="DIR", help="output directory (default: "
-                         "results/compare)")
-    compare.set_defaults(func=cmd_compare)
-
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_commands(sub)
     _add_lab_commands(sub)
     return parser
 
