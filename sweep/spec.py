@@ -226,8 +226,8 @@ def _values(f: Field) -> tuple[AxisValue, ...]:
     for value in values:
         text = json.dumps(value.value)
         if text in seen:
-            f.fail(f"duplicate value {text} (lines {seen[text]} and {value.line}); expected "
-                   "each value once")
+            raise SweepError(f.source, value.line, f.path, f"duplicate value {text} (first at "
+                             f"line {seen[text]}); expected each value once")
         seen[text] = value.line
     return tuple(values)
 
