@@ -91,8 +91,10 @@ metrics: [outcomes, completed_downtime_ms.p95]
      "s.yaml:4: axes: duplicate axis 'until' (first at line 3)"),
     ("scenarios: [a.yaml]\naxes:\n  policy.migration: [{}]\n  policy.migration.bandwidth: [0]\n",
      "s.yaml:4: axes: axis 'policy.migration.bandwidth' overlaps axis 'policy.migration' (line 3)"),
-    ("scenarios: [a.yaml]\naxes:\n  vms[].ram: [1GiB]\n", "s.yaml:3: axes: 'vms[].ram' is not a field path"),
-    ("scenarios: [a.yaml]\naxes:\n  policy..x: [1]\n", "s.yaml:3: axes: 'policy..x' is not a field path"),
+    ("scenarios: [a.yaml]\naxes:\n  vms[].ram: [1GiB]\n",
+     "s.yaml:3: axes: 'vms[].ram' is not a field path"),
+    ("scenarios: [a.yaml]\naxes:\n  policy..x: [1]\n",
+     "s.yaml:3: axes: 'policy..x' is not a field path"),
     ("scenarios: [a.yaml]\naxes:\n  until: 1h\n",
      "s.yaml:3: axes.until: '1h' is not valid here; expected a list of values or a range"),
     ("scenarios: [a.yaml]\naxes:\n  until: {from: 1, to: 2}\n",
@@ -150,7 +152,8 @@ def test_set_path_copies_the_nodes_on_its_way_and_keeps_aliases_apart() -> None:
     ("vms[nope].ram", r"vms\[nope\]: no entry has name or prefix 'nope'; expected one of web-,"),
     ("name.x", r"name is the value 'base', not a mapping"),
     ("policy[0]", r"policy is a mapping, not a list"),
-    ("network.x[0]", r"network.x is not written in this scenario; expected a list to select \[0\] from"),
+    ("network.x[0]",
+     r"network.x is not written in this scenario; expected a list to select \[0\] from"),
 ])
 def test_a_path_that_leads_nowhere_says_where_it_stops(path: str, expected: str) -> None:
     with pytest.raises(PathError, match=expected):
@@ -253,10 +256,12 @@ def test_a_cell_the_scenario_loader_refuses_is_blamed_on_the_sweep_line(
 
 
 def test_a_missing_or_broken_base_scenario_is_reported(base: Path, tmp_path: Path) -> None:
-    with pytest.raises(SweepError, match=r"sweep.yaml:1: scenarios: cannot read scenario 'nope.yaml'"):
+    with pytest.raises(SweepError,
+                       match=r"sweep.yaml:1: scenarios: cannot read scenario 'nope.yaml'"):
         resolve_text(tmp_path, "scenarios: [base.yaml, nope.yaml]\n")
     (tmp_path / "broken.yaml").write_text(BASE.replace("count: 3", "count: zero"))
-    with pytest.raises(ScenarioError, match=r"broken.yaml:6: hosts\[0\].count: .zero. is not valid"):
+    with pytest.raises(ScenarioError,
+                       match=r"broken.yaml:6: hosts\[0\].count: .zero. is not valid"):
         resolve_text(tmp_path, "scenarios: [broken.yaml]\n")
 
 
