@@ -335,7 +335,7 @@ def _client(scheduler: str | None, workers: int | None) -> Iterator[tuple[Any, i
         return
     n = workers or os.cpu_count() or 1
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+                      dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
             Client(cluster) as client:
         yield client, _ready(client, "the local cluster")
 
