@@ -1,5 +1,5 @@
-"""Every doctest of ``livemig.core``, ``livemig.drivers`` (with ``drivers.lab``) and
-``livemig.calibration`` runs here.
+"""Every doctest of ``livemig.core``, ``livemig.drivers`` (with ``drivers.lab``),
+``livemig.calibration`` and ``livemig.sweep`` run here.
 
 pytest's ``--doctest-modules`` only collects modules under ``testpaths`` (``tests/``), so the
 package's own examples would not run without this module. Each module is imported by
@@ -28,6 +28,7 @@ from fakelibvirt.driver import fake_bound_modules
 import livemig.calibration
 import livemig.core
 import livemig.drivers
+import livemig.sweep
 
 #: ``python -m livemig.drivers.lab`` runs the lab command when imported.
 NOT_IMPORTED = {"livemig.drivers.lab.__main__"}
@@ -42,13 +43,14 @@ WITH_DOCTESTS = {
     *(f"livemig.drivers.lab.{m}" for m in (
         "daemons", "firewall", "guest", "lab", "layout", "pki", "statedir")),
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
+    *(f"livemig.sweep.{m}" for m in ("cells", "paths", "progress", "spec", "table")),
 }
 
 
 def module_names() -> list[str]:
     """The packages and every module under them, by name."""
-    names = ["livemig.core", "livemig.drivers", "livemig.calibration"]
-    for package in (livemig.core, livemig.drivers, livemig.calibration):
+    names = ["livemig.core", "livemig.drivers", "livemig.calibration", "livemig.sweep"]
+    for package in (livemig.core, livemig.drivers, livemig.calibration, livemig.sweep):
         names += [m.name for m in pkgutil.walk_packages(package.__path__,
                                                         package.__name__ + ".")]
     return sorted(set(names) - NOT_IMPORTED)
@@ -91,7 +93,7 @@ def test_the_modules_with_doctests_are_the_expected_ones() -> None:
 def test_every_module_is_visited() -> None:
     """Each ``.py`` file of the packages (but ``__main__``) is one module name above."""
     expected = set()
-    for package in (livemig.core, livemig.drivers, livemig.calibration):
+    for package in (livemig.core, livemig.drivers, livemig.calibration, livemig.sweep):
         root = Path(package.__path__[0])
         for path in root.rglob("*.py"):
             parts = path.relative_to(root).with_suffix("").parts
