@@ -15,6 +15,10 @@ A cell's identity (:func:`cell_key`) is a hash of its resolved scenario (every f
 of the loaded :class:`~livemig.core.model.Scenario` but the file it came from) and its
 seed: what decides the run's results, so a finished cell is never run again.
 
+The scenario a cell runs is loaded from the YAML of its base with the axes applied, so
+the lines of its ``expect:`` verdicts in ``summary.json`` are those of that text, not of
+the base file.
+
 >>> from livemig.core.model import HostSpec, Scenario
 >>> a = Scenario(name="a", hosts=(HostSpec(name="h", ram=1, vcpus=1, disk=0),), vms=())
 >>> cell_key(a, 1) == cell_key(a, 1), cell_key(a, 1) == cell_key(a, 2), len(cell_key(a, 1))
@@ -58,10 +62,11 @@ class Cell:
 
 
 def canonical(value: Any) -> Any:
-    """``value`` as plain JSON data, the same for equal values in any process.
+    """``value`` as plain JSON data, the same for equal values in any process (a
+    function or class by its name, never by its address).
 
-    >>> canonical((1.0, {"b": {2, 1}}, None))
-    ['1.0', {'b': [1, 2]}, None]
+    >>> canonical((1.0, {"b": {2, 1}}, None, len))
+    ['1.0', {'b': [1, 2]}, None, 'builtins.len']
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {"__type__": type(value).__name__,
@@ -78,6 +83,10 @@ def canonical(value: Any) -> Any:
         return repr(value)  # exact
     if value is None or isinstance(value, bool | int | str):
         return value
+    if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__")):
+        return f"{getattr(value, '__module__', '')}.{value.__qualname__}"  # not its address
+    if hasattr(value, "__dict__"):
+        return {"__type__": type(value).__qualname__, **canonical(vars(value))}
     return repr(value)
 
 

@@ -418,6 +418,11 @@ def _record(out: Path, cell: Cell, result: dict[str, Any]) -> bool:
         "wall_s": result.get("wall_s"), "worker": result.get("worker"),
         "finished_at": _now(), "run_dir": run_dir,
     }
-    data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False, default=str)
+    try:
+        data = json.dumps(record, indent=1, sort_keys=True, allow_nan=False, default=str)
+    except ValueError as exc:  # NaN or infinity in a summary: a bug, not the sweep's end
+        record.update(status=table.STATUS_FAILED, summary=None,
+                      error=f"the summary is not valid JSON: {_one_line(exc)}")
+        data = json.dumps(record, indent=1, sort_keys=True, default=str)
     write_atomic(record_path(out, cell.key), (data + "\n").encode())
     return record["status"] == table.STATUS_OK
