@@ -245,3 +245,16 @@ seeds: {{from: 1, to: 8}}
     assert len(df) == total and df["cell"].is_unique and set(df["status"]) == {"ok"}
     assert len(list(cells_dir.glob("*.json"))) == total
     assert not list(cells_dir.glob(".*"))
+
+
+def test_a_summary_that_is_not_json_is_recorded_as_a_failed_cell(tmp_path: Path) -> None:
+    path = sweep_file(tmp_path, SWEEP.replace("[1, 2, 3]", "[1]"))
+    cell = cells_mod.resolve(load_sweep(path))[0]
+    out = tmp_path / "out"
+    (out / "cells").mkdir(parents=True)
+    result = {"status": "ok", "error": None, "summary": {"x": float("nan")}, "files": None,
+              "wall_s": 0.1, "worker": "w:1"}
+    assert execute._record(out, cell, result) is False
+    record = records(out)[cell.key]
+    assert record["status"] == "failed" and record["summary"] is None
+    assert record["error"].startswith("the summary is not valid JSON: ValueError: Out of range")
