@@ -65,8 +65,11 @@ def canonical(value: Any) -> Any:
     """``value`` as plain JSON data, the same for equal values in any process (a
     function or class by its name, never by its address).
 
-    >>> canonical((1.0, {"b": {2, 1}}, None, len))
+    >>> import numpy as np
+    >>> canonical((1.0, {"b": {2, 1}}, None, len, np.arange(2000)))[:4]
     ['1.0', {'b': [1, 2]}, None, 'builtins.len']
+    >>> len(canonical(np.arange(2000)))  # all of it, not numpy's "0 1 2 ... 1999"
+    2000
     """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {"__type__": type(value).__name__,
@@ -83,6 +86,10 @@ def canonical(value: Any) -> Any:
         return repr(value)  # exact
     if value is None or isinstance(value, bool | int | str):
         return value
+    if isinstance(value, bytes | bytearray):
+        return hashlib.sha256(value).hexdigest()
+    if hasattr(value, "tolist") and callable(value.tolist):  # a NumPy array: every element
+        return canonical(value.tolist())
     if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__")):
         return f"{getattr(value, '__module__', '')}.{value.__qualname__}"  # not its address
     if hasattr(value, "__dict__"):
