@@ -37,12 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import Node
+from yaml.nodes import Node, ScalarNode
 
-from livemig.core.model import Scenario
-from livemig.core.scenario import load_scenario, parse_scenario
-from livemig.core.yaml_nodes import ScenarioError, compose, show
+from livemig.core.yaml_nodes import TAG, ScenarioError, compose, show
 
+from . import kinds
 from .paths import PathError, set_path
 from .spec import Axis, AxisValue, ScenarioRef, Sweep, SweepError
 
@@ -54,11 +53,12 @@ KEY_DIGITS = 16
 class Cell:
     """One run of a sweep."""
 
-    key: str  # identity: cell_key(scenario, seed)
+    key: str  # identity: cell_key(scenario, seed, kind)
     scenario_file: str  # the base scenario as written in the sweep file
     seed: int  # the run's seed
     axes: tuple[tuple[str, Any], ...]  # (path, value as written) per axis
-    scenario: Scenario
+    scenario: Any  # the loaded scenario (a core.model.Scenario for the kind nova)
+    kind: str = "nova"  # livemig.sweep.kinds
 
 
 def canonical(value: Any) -> Any:
@@ -97,14 +97,19 @@ def canonical(value: Any) -> Any:
     return repr(value)
 
 
-def cell_key(scenario: Scenario, seed: int) -> str:
+def cell_key(scenario: Any, seed: int, kind: str = "nova") -> str:
     """The identity of a run: the first 16 hex digits of the SHA-256 of its resolved
-    scenario (without ``source``, the file it came from), seed and driver."""
-    return _key(_scenario_text(scenario), seed)
+    scenario (without ``source``, the file it came from; with what else its kind says
+    the run reads, e.g. a trace's content), seed, kind and driver."""
+    return _key(_scenario_text(scenario, kinds.by_name(kind)), seed)
 
 
-def _scenario_text(scenario: Scenario) -> str:
-    data = canonical(dataclasses.replace(scenario, source=""))
+def _scenario_text(scenario: Any, kind: Any) -> str:
+    if dataclasses.is_dataclass(scenario) and any(
+            f.name == "source" for f in dataclasses.fields(scenario)):
+        scenario = dataclasses.replace(scenario, source="")
+    data = {"kind": kind.name, "scenario": canonical(scenario),
+            "reads": canonical(kind.identity(scenario))}
     return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
 
@@ -120,14 +125,13 @@ def resolve(sweep: Sweep) -> list[Cell]:
     cells: list[Cell] = []
     seen: dict[str, Cell] = {}
     for ref in sweep.scenarios:
-        root = _base(sweep, ref)
+        root, kind = _base(sweep, ref)
         for combination in itertools.product(*(axis.values for axis in sweep.axes)):
-            scenario = _cell_scenario(sweep, ref, root, combination)
             axes = tuple((axis.path, value.value)
                          for axis, value in zip(sweep.axes, combination, strict=True))
-            text = _scenario_text(scenario)
-            for seed in sweep.seeds or (scenario.seed,):
-                cell = Cell(_key(text, seed), ref.written, seed, axes, scenario)
+            for seed, scenario in _seeded(sweep, ref, root, kind, combination):
+                text = _scenario_text(scenario, kind)
+                cell = Cell(_key(text, seed), ref.written, seed, axes, scenario, kind.name)
                 if cell.key in seen:
                     raise SweepError(sweep.source, sweep.axes_line, "axes",
                                      f"{_describe(seen[cell.key])} and {_describe(cell)} are the "
@@ -143,11 +147,28 @@ def _describe(cell: Cell) -> str:
     return f"{cell.scenario_file} with {axes or 'no axes'}, seed {cell.seed}"
 
 
-def _base(sweep: Sweep, ref: ScenarioRef) -> Node:
-    """The base scenario's YAML document, after checking the scenario itself loads."""
+def _seeded(sweep: Sweep, ref: ScenarioRef, root: Node, kind: Any,
+            combination: tuple[AxisValue, ...]) -> list[tuple[int, Any]]:
+    """``(seed, scenario)`` of each seed: one scenario for all, or, for a kind whose seed
+    is read with the file, one with each ``seed:`` written in."""
+    if not kind.seed_in_file:
+        scenario = _cell_scenario(sweep, ref, root, kind, combination)
+        return [(seed, scenario) for seed in sweep.seeds or (scenario.seed,)]
+    if sweep.seeds is None:
+        scenario = _cell_scenario(sweep, ref, root, kind, combination)
+        return [(scenario.seed, scenario)]
+    out = []
+    for seed in sweep.seeds:
+        node = ScalarNode(TAG + "int", str(seed), root.start_mark, root.end_mark)
+        out.append((seed, _cell_scenario(sweep, ref, set_path(root, "seed", node), kind,
+                                         combination)))
+    return out
+
+
+def _base(sweep: Sweep, ref: ScenarioRef) -> tuple[Node, Any]:
+    """The base scenario's YAML document and kind, after checking the scenario loads."""
     try:
-        load_scenario(ref.path)
-        text = ref.path.read_text(encoding="utf-8")
+        data = ref.path.read_bytes()
     except FileNotFoundError:
         raise SweepError(sweep.source, ref.line, "scenarios",
                          f"cannot read scenario {show(ref.written)} ({ref.path}): no such "
@@ -156,9 +177,17 @@ def _base(sweep: Sweep, ref: ScenarioRef) -> Node:
         raise SweepError(sweep.source, ref.line, "scenarios",
                          f"{show(ref.written)} ({ref.path}) is a directory; expected a "
                          "scenario file") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ScenarioError(str(ref.path), line, "", "not UTF-8 text; expected a YAML "
+                            "file") from None
+    kind = kinds.kind_of(text)
+    kind.parse(text, str(ref.path), _stem(ref.path))  # its own errors, at its own lines
     root = compose(text, str(ref.path))
-    assert root is not None  # load_scenario refuses an empty file
-    return root
+    assert root is not None  # the loader refuses an empty file
+    return root, kind
 
 
 def _apply(sweep: Sweep, ref: ScenarioRef, root: Node,
@@ -172,33 +201,33 @@ def _apply(sweep: Sweep, ref: ScenarioRef, root: Node,
     return root
 
 
-def _load(ref: ScenarioRef, root: Node) -> Scenario:
+def _load(ref: ScenarioRef, root: Node, kind: Any) -> Any:
     text = yaml.serialize(root, Dumper=yaml.SafeDumper, allow_unicode=True, width=1 << 30)
-    return parse_scenario(text, source=str(ref.path), default_name=_stem(ref.path))
+    return kind.parse(text, str(ref.path), _stem(ref.path))
 
 
 def _stem(path: Path) -> str:
     return path.stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def _cell_scenario(sweep: Sweep, ref: ScenarioRef, root: Node,
-                   combination: tuple[AxisValue, ...]) -> Scenario:
+def _cell_scenario(sweep: Sweep, ref: ScenarioRef, root: Node, kind: Any,
+                   combination: tuple[AxisValue, ...]) -> Any:
     pairs = tuple(zip(sweep.axes, combination, strict=True))
     try:
-        return _load(ref, _apply(sweep, ref, root, pairs))
+        return _load(ref, _apply(sweep, ref, root, pairs), kind)
     except ScenarioError as err:
         if isinstance(err, SweepError):
             raise
-        raise _blame(sweep, ref, root, pairs, err) from None
+        raise _blame(sweep, ref, root, kind, pairs, err) from None
 
 
-def _blame(sweep: Sweep, ref: ScenarioRef, root: Node,
+def _blame(sweep: Sweep, ref: ScenarioRef, root: Node, kind: Any,
            pairs: tuple[tuple[Axis, AxisValue], ...], err: ScenarioError) -> SweepError:
     """The sweep's own error for a cell the scenario loader refused (``err``)."""
     where = f"{err.path}: {err.problem}" if err.path else err.problem
     for axis, value in pairs:  # one value alone enough to break it?
         try:
-            _load(ref, _apply(sweep, ref, root, ((axis, value),)))
+            _load(ref, _apply(sweep, ref, root, ((axis, value),)), kind)
         except ScenarioError as alone:
             if isinstance(alone, SweepError):
                 return alone

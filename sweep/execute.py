@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import socket
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import livemig
-from livemig.core.model import Scenario
 
 from . import table
 from .cells import DRIVER, Cell
@@ -56,46 +54,29 @@ class SweepSetupError(Exception):
     """The sweep cannot start: its directory, or the cluster (one line, nothing ran)."""
 
 
-CellFunction = Callable[[Scenario, int, bool], dict[str, Any]]
+CellFunction = Callable[[str, Any, int, bool], dict[str, Any]]
 
 
-def run_cell(scenario: Scenario, seed: int, keep_run: bool) -> dict[str, Any]:
+def run_cell(kind: str, scenario: Any, seed: int, keep_run: bool) -> dict[str, Any]:
     """Run one cell (on a worker): its summary, and its run files when ``keep_run``.
 
-    Never raises: an exception of the run is returned as ``status: failed`` with its
-    one-line ``error`` and ``traceback``.
+    ``kind`` names the scenario's kind (:mod:`livemig.sweep.kinds`). Never raises: an
+    exception of the run is returned as ``status: failed`` with its one-line ``error``
+    and ``traceback``.
     """
-    from livemig.core import results
-    from livemig.core.runner import run_scenario
+    from .kinds import by_name
 
     start = time.perf_counter()
     out: dict[str, Any] = {"status": table.STATUS_OK, "error": None, "traceback": None,
                            "summary": None, "files": None}
     try:
-        result = run_scenario(scenario, DRIVER, seed=seed)
-        try:
-            out["summary"] = results.summarize(result)
-            if keep_run:
-                out["files"] = _run_files(result)
-        finally:
-            result.store.close()
+        out["summary"], out["files"] = by_name(kind).run(scenario, seed, keep_run)
     except Exception as exc:  # a crashed cell is a result of the sweep
         out.update(status=table.STATUS_FAILED, error=_one_line(exc),
                    traceback=traceback.format_exc())
     out["wall_s"] = time.perf_counter() - start
     out["worker"] = f"{socket.gethostname()}:{os.getpid()}"
     return out
-
-
-def _run_files(result: Any) -> dict[str, bytes]:
-    """The files ``livemig run`` writes for ``result`` ({relative path: content})."""
-    from livemig.core import results
-
-    with tempfile.TemporaryDirectory(prefix="livemig-cell-") as tmp:
-        root = Path(tmp)
-        results.write_files(result, root)
-        return {str(p.relative_to(root)): p.read_bytes()
-                for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -108,6 +89,7 @@ def _warm() -> str:
     import livemig.core.results  # noqa: F401
     import livemig.core.runner  # noqa: F401
     import livemig.drivers.simulated  # noqa: F401
+    import livemig.sweep.kinds  # noqa: F401
 
     return livemig.__version__
 
@@ -361,7 +343,7 @@ def _run(client: Any, threads: int, todo: Sequence[Cell], out: Path, outcome: Sw
     live: dict[str, Any] = {}  # future key -> future, until it is recorded
     by_key: dict[str, Cell] = {}
     for cell in todo:
-        future = client.submit(cell_function, cell.scenario, cell.seed, keep_runs,
+        future = client.submit(cell_function, cell.kind, cell.scenario, cell.seed, keep_runs,
                                key=f"livemig-cell-{cell.key}", retries=0)
         by_key[future.key] = cell
         live[future.key] = future
@@ -414,6 +396,7 @@ def _record(out: Path, cell: Cell, result: dict[str, Any]) -> bool:
     record = {
         "cell": cell.key, "status": result["status"], "error": result["error"],
         "traceback": result.get("traceback"), "scenario": cell.scenario_file,
+        "kind": cell.kind,
         "seed": cell.seed, "axes": dict(cell.axes), "summary": result.get("summary"),
         "wall_s": result.get("wall_s"), "worker": result.get("worker"),
         "finished_at": _now(), "run_dir": run_dir,

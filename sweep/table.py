@@ -54,8 +54,8 @@ FIRST_COLUMNS = ("cell", "status", "error", "scenario", "seed")
 LAST_COLUMNS = ("wall_s", "worker", "finished_at", "run_dir")
 AXIS_PREFIX, METRIC_PREFIX = "axis.", "metric."
 STATUS_OK, STATUS_FAILED = "ok", "failed"
-RECORD_KEYS = ("cell", "status", "error", "traceback", "scenario", "seed", "axes", "summary",
-               "wall_s", "worker", "finished_at", "run_dir")
+RECORD_KEYS = ("cell", "status", "error", "traceback", "scenario", "kind", "seed", "axes",
+               "summary", "wall_s", "worker", "finished_at", "run_dir")
 TABLE_FILE = "cells.parquet"
 
 

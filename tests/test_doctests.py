@@ -43,7 +43,7 @@ WITH_DOCTESTS = {
     *(f"livemig.drivers.lab.{m}" for m in (
         "daemons", "firewall", "guest", "lab", "layout", "pki", "statedir")),
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
-    *(f"livemig.sweep.{m}" for m in ("cells", "paths", "progress", "spec", "table")),
+    *(f"livemig.sweep.{m}" for m in ("cells", "kinds", "paths", "progress", "spec", "table")),
 }
 
 
