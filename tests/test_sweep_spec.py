@@ -4,6 +4,7 @@ one-line errors (FILE:LINE: FIELD: ...) for every way a sweep can be wrong."""
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from livemig.core import cli
 from livemig.core.model import Heuristic
 from livemig.core.yaml_nodes import ScenarioError
 from livemig.sweep import cells as cells_mod
+from livemig.sweep import kinds
 from livemig.sweep.paths import PathError, parse_path, set_path
 from livemig.sweep.spec import MAX_CELLS, SweepError, load_sweep, parse_sweep
 
@@ -306,3 +308,43 @@ def test_workers_and_scheduler_are_exclusive(base: Path, tmp_path: Path,
     path = write_sweep(tmp_path, "scenarios: [base.yaml]\n")
     assert cli.main(["sweep", str(path), "--workers", "2", "--scheduler", "tcp://h:1"]) == 2
     assert "--workers starts a local cluster" in capsys.readouterr().err
+
+
+@dataclass(frozen=True)
+class FakeSpec:
+    source: str
+    seed: int
+    size: int
+
+
+class FakeKind:
+    """A kind whose seed is read with the file (as consolidation's): ``fake: {size: N}``."""
+
+    name = "fake"
+    seed_in_file = True
+
+    def handles(self, text: str) -> bool:
+        return text.startswith("fake:")
+
+    def parse(self, text: str, source: str, default_name: str) -> FakeSpec:
+        data = yaml.safe_load(text)
+        if set(data) - {"fake", "seed"} or set(data["fake"]) - {"size"}:
+            raise ScenarioError(source, 1, "fake", "unknown key; expected size")
+        return FakeSpec(source, data.get("seed", 0), data["fake"]["size"])
+
+    def identity(self, spec: FakeSpec) -> dict:
+        return {}
+
+
+def test_a_kind_that_reads_its_seed_with_the_file_gets_each_seed_written_in(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kinds, "KINDS", (FakeKind(), *kinds.KINDS))
+    (tmp_path / "f.yaml").write_text("fake: {size: 1}\nseed: 9\n")
+    cells = resolve_text(tmp_path, "scenarios: [f.yaml]\naxes:\n  fake.size: [2, 3]\n"
+                                   "seeds: [4, 5]\n")
+    assert [(c.kind, c.seed, c.scenario.seed, c.scenario.size) for c in cells] == [
+        ("fake", 4, 4, 2), ("fake", 5, 5, 2), ("fake", 4, 4, 3), ("fake", 5, 5, 3)]
+    assert len({c.key for c in cells}) == 4
+    assert [c.seed for c in resolve_text(tmp_path, "scenarios: [f.yaml]\n")] == [9]
+    with pytest.raises(SweepError, match=r"sweep.yaml:3: axes.fake.colour: "):
+        resolve_text(tmp_path, "scenarios: [f.yaml]\naxes:\n  fake.colour: [red]\n")
