@@ -9,7 +9,8 @@ the sweep makes, and whether its axes are fields of its scenarios, is
 Schema (``*`` required, ``=`` default)::
 
     name: text                 = the file name without extension
-    scenarios:*                base scenario files, relative to this file (a list, or one)
+    scenarios:*                base scenario files, relative to this file (a list, or one):
+                               Nova-flow scenarios, or consolidation ones (sweep/kinds.py)
       - ../scenarios/quickstart.yaml
     axes:                      (= none) field path -> its values; every combination is a
                                cell, per scenario and seed (the first axis varies slowest)
@@ -23,7 +24,9 @@ Schema (``*`` required, ``=`` default)::
                                (its name or prefix) or all with [*] (sweep/paths.py)
     seeds: [1, 2, 3]           (= each scenario's own seed) the run's seed, as `livemig run
                                --seed`; or a range {from: 1, to: 10}. To vary the scenario's
-                               own seed (which also seeds random_faults), use the axis `seed`
+                               own seed (which also seeds random_faults), use the axis `seed`.
+                               A consolidation scenario's seeds are its seed: key
+                               (sweep/kinds.py)
     metrics: [outcomes, completed_downtime_ms.p95]
                                (= all) the keys of summary.json to keep: a key keeps what is
                                below it; nested keys joined with "."
