@@ -1,7 +1,7 @@
 """Sweep benchmark: cells per second with 1 and 2 workers, per-cell overhead, 200 cells.
 
     python benchmarks/bench_sweep.py                  # 16 cells of a ~1 s drain, 200 quick cells
-    python benchmarks/bench_sweep.py --hosts 120 --cells 8 --many 0   # smaller, no 200-cell run
+    python benchmarks/bench_sweep.py --hosts 120 --cells 8 --many 0 --repeat 1  # smaller
 
 Each measure is a real ``livemig sweep`` (:func:`livemig.sweep.execute.run_sweep`) on a
 fresh LocalCluster (processes, 1 thread each) into a fresh directory:
@@ -9,7 +9,8 @@ fresh LocalCluster (processes, 1 thread each) into a fresh directory:
 * **cells/s** with 1 and 2 workers, on ``--cells`` cells of one generated drain scenario
   (``--hosts`` hosts, a drain of every 5th host; only the seed differs, so every cell
   does the same work), from the first submit to the last record written (the cluster's
-  start is reported apart). Target: 2 workers >= 1.8 x one.
+  start is reported apart). Target: 2 workers >= 1.8 x one. The two are alternated
+  ``--repeat`` times: on a shared machine other jobs take CPUs from one or the other.
 * **per-cell overhead** with 1 worker: sweep time per cell minus the mean time of the run
   itself (``summary.json``'s ``wall_time_s``, measured inside the worker), i.e. the
   summary, the transfers, dask's scheduling and the record written. Target: < 0.2 s.
@@ -81,6 +82,8 @@ def main() -> None:
     parser.add_argument("--hosts", type=int, default=240, help="hosts of the drain scenario")
     parser.add_argument("--cells", type=int, default=16, help="cells of the 1/2-worker runs")
     parser.add_argument("--many", type=int, default=200, help="cells of the big sweep (0: none)")
+    parser.add_argument("--repeat", type=int, default=2,
+                        help="1- and 2-worker runs, alternated, this many times each")
     args = parser.parse_args()
     print(f"load before: {uptime()}  (CPUs: {os.cpu_count()})")
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
@@ -97,21 +100,28 @@ def main() -> None:
               f"migrations; one run in this process: median {statistics.median(alone):.3f} s")
         (root / "sweep.yaml").write_text(
             f"scenarios: [drain.yaml]\nseeds: {{from: 1, to: {args.cells}}}\n")
-        rates = {}
-        for workers in (1, 2):
-            outcome, _ = sweep(root / "sweep.yaml", root / f"out-{workers}", workers)
-            df = pd.read_parquet(root / f"out-{workers}" / "cells.parquet")
-            run_mean = df["metric.wall_time_s"].mean()
-            rates[workers] = args.cells / outcome.run_s
-            print(f"{workers} worker(s): {args.cells} cells in {outcome.run_s:.2f} s = "
-                  f"{rates[workers]:.2f} cells/s (cluster start {outcome.setup_s:.1f} s); "
-                  f"run itself {run_mean:.3f} s mean, cell on its worker "
-                  f"{df['wall_s'].mean():.3f} s mean")
-            if workers == 1:
-                overhead = outcome.run_s / args.cells - run_mean
-                print(f"  per-cell overhead over the run itself: {overhead:.3f} s "
-                      "(target < 0.2 s)")
-        print(f"speed-up 2 workers / 1: {rates[2] / rates[1]:.2f}x (target >= 1.8x)")
+        rates: dict[int, list[float]] = {1: [], 2: []}
+        for repeat in range(args.repeat):
+            for workers in (1, 2):
+                out = root / f"out-{workers}-{repeat}"
+                outcome, _ = sweep(root / "sweep.yaml", out, workers)
+                df = pd.read_parquet(out / "cells.parquet")
+                run_mean = df["metric.wall_time_s"].mean()
+                rates[workers].append(args.cells / outcome.run_s)
+                print(f"{workers} worker(s): {args.cells} cells in {outcome.run_s:.2f} s = "
+                      f"{rates[workers][-1]:.2f} cells/s (cluster start {outcome.setup_s:.1f} "
+                      f"s); run itself {run_mean:.3f} s mean, cell on its worker "
+                      f"{df['wall_s'].mean():.3f} s mean; load {os.getloadavg()[0]:.1f}")
+                if workers == 1:
+                    overhead = outcome.run_s / args.cells - run_mean
+                    print(f"  per-cell overhead over the run itself: {overhead:.3f} s "
+                          "(target < 0.2 s)")
+                else:
+                    print(f"  speed-up over the 1-worker run just before: "
+                          f"{rates[2][-1] / rates[1][-1]:.2f}x")
+        rates = {w: [max(r)] for w, r in rates.items()}  # the least disturbed of each
+        print(f"speed-up 2 workers / 1 (best of {args.repeat} each): "
+              f"{rates[2][0] / rates[1][0]:.2f}x (target >= 1.8x)")
         if args.many:
             quick = REPO / "scenarios" / "quickstart.yaml"
             (root / "many.yaml").write_text(
