@@ -51,6 +51,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                                     progress_stream=stream)
     except execute.SweepSetupError as exc:
         raise CliError(printable(str(exc))) from exc
+    except OSError as exc:  # a record or the table could not be written (a full disk, ...)
+        raise CliError(f"{printable(str(out))}: {one_line(exc)} (the cells recorded so far "
+                       "are kept; run the same command again to go on)") from exc
     return _report(outcome, out)
 
 

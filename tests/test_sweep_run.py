@@ -258,3 +258,18 @@ def test_a_summary_that_is_not_json_is_recorded_as_a_failed_cell(tmp_path: Path)
     record = records(out)[cell.key]
     assert record["status"] == "failed" and record["summary"] is None
     assert record["error"].startswith("the summary is not valid JSON: ValueError: Out of range")
+
+
+def test_a_record_that_cannot_be_written_is_one_line_and_exit_2(
+        cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def full(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(execute, "write_atomic", full)
+    out = tmp_path / "out"
+    assert cli.main(["sweep", str(sweep_file(tmp_path)), "--out", str(out),
+                     "--scheduler", cluster]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"livemig: error: {out}: ") and "No space left on device" in err
+    assert err.count("\n") == 1
