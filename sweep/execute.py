@@ -328,10 +328,14 @@ def _ready(client: Any, name: str) -> int:
     if threads == 0:
         raise SweepSetupError(f"the dask cluster at {name} has no workers")
     try:
-        client.run(_warm)
+        versions = client.run(_warm)
     except Exception as exc:
         raise SweepSetupError(f"the dask workers of {name} cannot run livemig: "
                               f"{_one_line(exc)}") from exc
+    for worker, version in sorted(versions.items()):
+        if version != livemig.__version__:  # results would not be this version's
+            raise SweepSetupError(f"the dask worker {worker} of {name} has livemig {version}; "
+                                  f"expected {livemig.__version__}, as here")
     return threads
 
 

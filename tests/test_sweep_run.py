@@ -20,6 +20,7 @@ import pytest
 import sweep_cells
 from distributed import LocalCluster
 
+import livemig
 from livemig.core import cli, results
 from livemig.core.runner import run_scenario
 from livemig.sweep import cells as cells_mod
@@ -273,3 +274,13 @@ def test_a_record_that_cannot_be_written_is_one_line_and_exit_2(
     err = capsys.readouterr().err
     assert err.startswith(f"livemig: error: {out}: ") and "No space left on device" in err
     assert err.count("\n") == 1
+
+
+def test_workers_with_another_livemig_version_are_refused(
+        cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(livemig, "__version__", "0.0.0-here")
+    out = tmp_path / "out"
+    with pytest.raises(execute.SweepSetupError, match=r"the dask worker tcp://.* has livemig "
+                       r"\S+; expected 0.0.0-here, as here"):
+        run(sweep_file(tmp_path), out, cluster)
+    assert not out.exists()
