@@ -284,3 +284,31 @@ def test_workers_with_another_livemig_version_are_refused(
                        r"\S+; expected 0.0.0-here, as here"):
         run(sweep_file(tmp_path), out, cluster)
     assert not out.exists()
+
+
+def test_an_interrupted_sweep_keeps_its_finished_cells_in_the_table(tmp_path: Path) -> None:
+    text = f"""\
+scenarios: [{REPO / 'scenarios' / 'rack-drain.yaml'}]
+axes:
+  policy.scheduler.heuristic: [weighed, first_fit, best_fit, worst_fit]
+seeds: {{from: 1, to: 8}}
+"""
+    path, out = sweep_file(tmp_path, text), tmp_path / "out"
+    command = [sys.executable, "-m", "livemig.core.cli", "sweep", str(path), "--out", str(out),
+               "--workers", "2"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cells_dir = out / "cells"
+    try:
+        wait_for(lambda: cells_dir.is_dir() and len(list(cells_dir.glob("*.json"))) >= 2
+                 or proc.poll() is not None, 120, "2 finished cells")
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert err == "livemig: error: interrupted\n"
+    df = pd.read_parquet(out / "cells.parquet")
+    assert 2 <= len(df) < 32 and set(df["status"]) == {"ok"}
+    assert sorted(df["cell"]) == sorted(p.stem for p in cells_dir.glob("*.json"))
