@@ -11,6 +11,8 @@ fresh LocalCluster (processes, 1 thread each) into a fresh directory:
   does the same work), from the first submit to the last record written (the cluster's
   start is reported apart). Target: 2 workers >= 1.8 x one. The two are alternated
   ``--repeat`` times: on a shared machine other jobs take CPUs from one or the other.
+  After each pair, the same runs in a plain process pool of 1 and 2 processes (no dask)
+  show what speed-up the machine itself gives at that moment.
 * **per-cell overhead** with 1 worker: sweep time per cell minus the mean time of the run
   itself (``summary.json``'s ``wall_time_s``, measured inside the worker), i.e. the
   summary, the transfers, dask's scheduling and the record written. Target: < 0.2 s.
@@ -29,6 +31,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -64,6 +67,21 @@ events:
 {drains}"""
 
 
+def _plain_run(path: str, seed: int) -> float:
+    result = run_scenario(load_scenario(path), seed=seed)
+    result.store.close()
+    return result.wall_time
+
+
+def plain_rate(path: Path, cells: int, workers: int) -> float:
+    """Cells/s of the same runs in a plain process pool (no dask): what the machine allows."""
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_plain_run, [str(path)] * workers, range(workers)))  # warm: imports
+        start = time.perf_counter()
+        list(pool.map(_plain_run, [str(path)] * cells, range(1, cells + 1)))
+        return cells / (time.perf_counter() - start)
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -84,6 +102,8 @@ def main() -> None:
     parser.add_argument("--many", type=int, default=200, help="cells of the big sweep (0: none)")
     parser.add_argument("--repeat", type=int, default=2,
                         help="1- and 2-worker runs, alternated, this many times each")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the plain process pool's 1- and 2-process rates")
     args = parser.parse_args()
     print(f"load before: {uptime()}  (CPUs: {os.cpu_count()})")
     with tempfile.TemporaryDirectory(prefix="bench-sweep-") as tmp:
@@ -119,6 +139,10 @@ def main() -> None:
                 else:
                     print(f"  speed-up over the 1-worker run just before: "
                           f"{rates[2][-1] / rates[1][-1]:.2f}x")
+            if args.baseline:
+                one, two = (plain_rate(root / "drain.yaml", args.cells, w) for w in (1, 2))
+                print(f"  baseline, a plain process pool (no dask): {one:.2f} cells/s with 1, "
+                      f"{two:.2f} with 2 = {two / one:.2f}x (what the machine gives now)")
         rates = {w: [max(r)] for w, r in rates.items()}  # the least disturbed of each
         print(f"speed-up 2 workers / 1 (best of {args.repeat} each): "
               f"{rates[2][0] / rates[1][0]:.2f}x (target >= 1.8x)")
