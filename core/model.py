@@ -135,6 +135,10 @@ class VmSpec:
     # proportion to an auto-converge throttle; small: paced by the clock, barely slows
     # until the throttle leaves less than that share); see policy.throttled_dirty_rate
     throttle_response: float = 1.0
+    # real hosts only (the simulator ignores both): boot from this disk image, a volume of
+    # the host's instances pool; or adopt the existing domain of this name (never destroyed)
+    image: str | None = None
+    adopt: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

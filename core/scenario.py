@@ -45,6 +45,9 @@ Schema (``*`` required, ``=`` default)::
         throttle_response: cpu_bound | clock_paced | 0.3   (= cpu_bound = 1; clock_paced =
                                0.1) the share of its CPU the guest's writing needs: how much
                                an auto-converge throttle slows it (core/policy.py)
+        image: debian-12.qcow2 real hosts: boot from this volume of the instances pool
+                               (a qcow2 overlay per VM); adopt: true: migrate the existing
+                               domain of this name, never destroy it (both: --driver libvirt)
     network:
       host_link: 10Gbit/s      (= 10Gbit/s; each host's link, each direction; > 0)
       hosts_per_rack: 10       puts hosts without a rack into racks of this size, in order,
@@ -619,6 +622,8 @@ _VM: dict[str, Reader] = {
     "dirty_rate": rate(non_negative=True),
     "volume_backed": boolean,
     "throttle_response": lambda f: _throttle_response(f),
+    "image": string("a disk image: a volume of the host's instances pool, e.g. debian-12.qcow2"),
+    "adopt": boolean,
 }
 
 
@@ -657,6 +662,10 @@ def _vms(list_field: Field, hosts: _Hosts, migration: MigrationPolicy) -> list[V
         targets = matching_hosts(host_field, hosts)
         entry.require("ram", "the VM's RAM, e.g. 4GiB")
         values = {"vcpus": 1, "disk": 0, "dirty_rate": 0.0, **entry.read(_VM)}
+        if values.get("adopt") and "image" in values:
+            entry.require("image", "").fail(
+                "a VM adopts an existing domain or boots from an image; expected image or "
+                "adopt: true, not both")
         if migration.model is MigrationModel.TEXTBOOK or "used_memory" in values:
             values.setdefault("used_memory", values["ram"])  # earlier releases' default
             values.setdefault("working_set", int(values["used_memory"] * WORKING_SET_FRACTION))

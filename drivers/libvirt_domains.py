@@ -21,7 +21,6 @@ from livemig.drivers.libvirt_jobs import ACTIVE_JOB_TYPES, domain_state
 POOL = "instances"
 
 
-
 def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
     return ignore_vanished(conn.lookupByName, name)
 
@@ -150,3 +149,16 @@ def host_usage(
 def host_cpu_model(capabilities: str) -> str:
     model = ET.fromstring(capabilities).find("host/cpu/model")
     return model.text or "" if model is not None else ""
+
+
+def has_kvm(capabilities: str) -> bool:
+    """Whether libvirt offers KVM for x86_64 guests on the host (``/dev/kvm`` usable).
+
+    >>> caps = ("<capabilities><guest><arch name='x86_64'><domain type='qemu'/>"
+    ...         "<domain type='kvm'/></arch></guest></capabilities>")
+    >>> has_kvm(caps), has_kvm(caps.replace("'kvm'", "'xen'"))
+    (True, False)
+    """
+    root = ET.fromstring(capabilities)
+    return any(d.get("type") == "kvm" for arch in root.iterfind("guest/arch")
+               if arch.get("name") == "x86_64" for d in arch.iterfind("domain"))

@@ -58,6 +58,8 @@ class Pool:
 
     capacity: int = 100 << 30
     volumes: dict[str, int] = field(default_factory=dict)  # name -> allocated bytes
+    xml: dict[str, str] = field(default_factory=dict)  # name -> the volume's XML
+    path: str = "/var/lib/libvirt/instances"
 
     @property
     def allocation(self) -> int:
@@ -108,6 +110,7 @@ class Host:
     cpu_model: str
     pools: dict[str, Pool]
     hv_version: int = 10_000_000  # QEMU 10.0.0
+    kvm: bool = False  # libvirt offers domain type kvm (/dev/kvm)
     domains: dict[str, DomainRecord] = field(default_factory=dict)
     service_up: bool = True
     service_epoch: int = 0  # +1 each time libvirtd starts again
