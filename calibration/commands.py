@@ -33,11 +33,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not is_file(inventory):
         raise CliError(f"{printable(args.inventory)}: inventory file not found")
     try:
-        from livemig.drivers.lab.errors import LabError
-        from livemig.drivers.lab.inventory import load_inventory
+        from livemig.drivers.hosts_inventory import InventoryError, load_hosts_inventory
 
-        inv = load_inventory(inventory)
-    except LabError as exc:
+        inv = load_hosts_inventory(inventory)
+    except InventoryError as exc:
         raise CliError(one_line(exc)) from exc
     if len(inv.hosts) < 2:
         raise CliError(f"{printable(args.inventory)}: calibration needs two hosts (the "

@@ -151,9 +151,9 @@ def versions(inventory_path: str | Path) -> dict[str, str]:
     """QEMU and libvirt versions of the inventory's first host."""
     import libvirt
 
-    from livemig.drivers.lab.inventory import load_inventory
+    from livemig.drivers.hosts_inventory import load_hosts_inventory
 
-    inv = load_inventory(inventory_path)
+    inv = load_hosts_inventory(inventory_path)
     conn = libvirt.open(inv.hosts[0].uri)
     try:
         def text(v: int) -> str:
@@ -171,13 +171,18 @@ def run_case(case: Case, inventory_path: str | Path, out_dir: Path) -> CaseResul
     from livemig.core import results
     from livemig.core.runner import run_scenario
     from livemig.core.scenario import parse_scenario
-    from livemig.drivers.lab.inventory import load_inventory
+    from livemig.drivers.guests import target_for
+    from livemig.drivers.hosts_inventory import load_hosts_inventory
     from livemig.drivers.libvirt_real import LibvirtDriver
 
-    inv = load_inventory(inventory_path)
+    inv = load_hosts_inventory(inventory_path)
     if len(inv.hosts) < 2:
         raise ValueError(f"{inventory_path}: calibration needs two hosts (it has "
                          f"{len(inv.hosts)})")
+    guests = target_for(inv).guests
+    if guests is None or guests.console_log(case.name) is None:
+        raise ValueError(f"{inventory_path}: calibration needs the namespace lab's guest "
+                         "(its console tells the guest's own truth)")
     source, dest = inv.hosts[0].name, inv.hosts[1].name
     text = case_scenario_text(case, source, dest)
     scenario = parse_scenario(text, source=f"calibration case {case.name}")
@@ -189,7 +194,7 @@ def run_case(case: Case, inventory_path: str | Path, out_dir: Path) -> CaseResul
         wall = time.monotonic() - t0
         (m,) = result.store.migrations()
         stats = _stats(inv, m.dest, case.name) if m.dest else {}
-        log = Path(inv.console_dir) / f"{case.name}.log"
+        log = guests.console_log(case.name)
         truth = guest_truth(log.read_text(errors="replace") if log.exists() else "")
         results.write_results(result, out_dir / "real" / case.name, force=True)
     finally:
@@ -275,9 +280,9 @@ def calibrate(
 ) -> tuple[list[CaseResult], Profile]:
     """Run ``cases``, write ``out_dir/cases.csv`` and the profile; ``fit_names``: the cases
     the fit may use (default all; the others are held out, their residuals reported)."""
-    from livemig.drivers.lab.inventory import load_inventory
+    from livemig.drivers.hosts_inventory import load_hosts_inventory
 
-    inv = load_inventory(inventory_path)
+    inv = load_hosts_inventory(inventory_path)
     started = datetime.datetime.now(datetime.UTC)
     provenance: dict[str, Any] = {"date": started.isoformat(timespec="seconds"),
                                   "inventory": str(inventory_path), **versions(inventory_path),
@@ -300,7 +305,7 @@ def calibrate(
     for r in done:
         (scen_dir / f"{r.case.name}.yaml").write_text(replay_scenario(
             r, hidden, inv.hosts[0].name, inv.hosts[1].name, relative_profile))
-    doc = profile_document(name or f"calibrated-{inv.lab}", profile, done,
+    doc = profile_document(name or f"calibrated-{inv.lab or inv.path.stem}", profile, done,
                            [r.case.name for r in fitted], hidden, provenance)
     tmp = profile_path.with_name(profile_path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))

@@ -516,6 +516,9 @@ class LibvirtDriver:
             return dom
 
         self._call(source, lookup)
+        vm = self._vms.get(instance)
+        if vm is not None and vm.adopt:  # its definition goes with it (as Nova always asks)
+            flags |= libvirt.VIR_MIGRATE_PERSIST_DEST
         # migrateToURI blocks for the whole job: on a connection of its own, so that the
         # polls' calls never share one with it (see Connections.open_private)
         conn = self._conns.open_private(source)

@@ -37,7 +37,8 @@ WITH_DOCTESTS = {
         "orchestrator", "plots", "policy", "profile", "progress", "results", "scenario",
         "scenario_events", "scheduler", "state", "units")),
     *(f"livemig.drivers.{m}" for m in (
-        "libvirt_conn", "libvirt_jobs", "network", "precopy", "sim_hosts")),
+        "ansible_faults", "guests", "libvirt_conn", "libvirt_domains", "libvirt_jobs",
+        "network", "precopy", "sim_hosts")),
     "livemig.drivers",
     *(f"livemig.drivers.lab.{m}" for m in (
         "daemons", "firewall", "guest", "lab", "layout", "pki", "statedir")),
