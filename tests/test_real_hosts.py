@@ -380,3 +380,28 @@ def test_a_scenario_vm_names_an_image_or_adopts_not_both() -> None:
     with pytest.raises(ScenarioError, match=r"s.yaml:4: .*expected image or adopt: true, "
                                             r"not both"):
         parse_scenario(text % "adopt: true, image: debian.qcow2", source="s.yaml")
+
+
+# -- the lab's inventory in Ansible's form -------------------------------------------------------
+
+
+def test_the_labs_ansible_inventory_reads_as_the_same_hosts_with_the_labs_guest(
+        tmp_path: Path) -> None:
+    from fakelibvirt.driver import fake_inventory
+
+    from livemig.drivers.guests import target_for
+    from livemig.drivers.lab.inventory import load_inventory, write_ansible_inventory
+
+    world = two_host_world((SRC, DEST))
+    record_path = fake_inventory(world, tmp_path)
+    record = load_inventory(record_path)
+    path = write_ansible_inventory(record, record_path, tmp_path / "hosts.yml")
+    inv = load_hosts_inventory(path)
+    assert [(h.name, h.uri, h.address) for h in inv.hosts] == [
+        (h.name, h.uri, h.address) for h in record.hosts]
+    assert {(h.storage, h.instances_path) for h in inv.hosts} == {
+        (record.storage, record.instances_path)}
+    assert inv.lab_record == record_path and inv.faults == "lab" and inv.accel == "qemu"
+    target = target_for(inv)
+    assert type(target.guests).__name__ == "LabGuests" and target.faults is not None
+    assert target.guests.console_log("vm1") == Path(record.console_dir) / "vm1.log"
