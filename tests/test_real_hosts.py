@@ -405,3 +405,28 @@ def test_the_labs_ansible_inventory_reads_as_the_same_hosts_with_the_labs_guest(
     target = target_for(inv)
     assert type(target.guests).__name__ == "LabGuests" and target.faults is not None
     assert target.guests.console_log("vm1") == Path(record.console_dir) / "vm1.log"
+
+
+def test_the_readmes_inventory_example_reads(tmp_path: Path) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (example,) = re.findall(r"```ini\n(.*?)```", readme, re.S)
+    (tmp_path / "hosts.ini").write_text(example)
+    inv = load_hosts_inventory(tmp_path / "hosts.ini")
+    assert [(h.name, h.storage) for h in inv.hosts] == [("compute-1", "shared"),
+                                                        ("compute-2", "shared")]
+
+
+def test_a_bad_inventory_is_one_line_and_exit_2_on_the_command_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from livemig.core.cli import main
+
+    bad = tmp_path / "hosts.ini"
+    bad.write_text("[kvm_hosts]\nkvm1 libvirt_uri=qemu+tcp://kvm1/system storage=nfs "
+                   "instances_path=/x\n")
+    code = main(["calibrate", "--inventory", str(bad), "--out", str(tmp_path / "p.yaml")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"livemig: error: {bad}:2: host kvm1: storage='nfs'; expected shared or local\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hosts.ini"]  # nothing written
