@@ -173,6 +173,10 @@ class LibvirtDriver:
         self._markers = 0
         if boot:
             self._boot(scenario)
+        else:  # a controller restart: the adopted domains' UUIDs, where they run now
+            for vm in scenario.vms:
+                if vm.adopt:
+                    self._remember_uuid(vm.name)
         if isinstance(env, simpy.rt.RealtimeEnvironment):
             # Booting took real time: without this, the scenario's clock would start behind
             # the wall clock and its timeouts (event times, the 0.5 s poll) fire back to back.
@@ -255,6 +259,14 @@ class LibvirtDriver:
                 "expected the domain to adopt running on the VM's host"
             )
         self._uuids[vm.name] = state.dom.UUIDString()
+
+    def _remember_uuid(self, name: str) -> None:
+        for host in self._hosts:
+            with contextlib.suppress(HostUnreachable, libvirt.libvirtError):
+                state = self._call(host, lambda c: domain_info(c, name))
+                if state is not None and state.active:
+                    self._uuids[name] = state.dom.UUIDString()
+                    return
 
     def _accel(self, host: str) -> str:
         """``kvm`` or ``qemu`` (TCG): the inventory's ``livemig_accel``, else what libvirt

@@ -430,3 +430,17 @@ def test_a_bad_inventory_is_one_line_and_exit_2_on_the_command_line(
     assert code == 2
     assert err == f"livemig: error: {bad}:2: host kvm1: storage='nfs'; expected shared or local\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hosts.ini"]  # nothing written
+
+
+def test_after_a_controller_restart_a_rollback_removes_the_adopted_domains_own_copy_only(
+        world: World, make: Callable[..., Any]) -> None:
+    rec = existing_domain(world, SRC)
+    drv = make(scenario(vm(adopt=True)), boot=False)  # as livemig resume builds it
+    shell = world.define(world.hosts[DEST], rec.xml)  # the migration's incoming side
+    with world.cond:
+        world.start(shell)
+        shell.state, shell.reason = fake.VIR_DOMAIN_PAUSED, fake.VIR_DOMAIN_PAUSED_MIGRATION
+    drv.rollback_live_migration("web1", SRC, DEST, False)
+    assert "web1" not in world.hosts[DEST].domains  # same UUID: the adopted domain's copy
+    drv.close()
+    assert world.hosts[SRC].domains["web1"] is rec and rec.active

@@ -174,7 +174,7 @@ def test_an_image_vm_gets_an_overlay_migrates_and_is_cleaned_up(
         result = run_scenario(load_scenario(scenario), "libvirt", driver_options={
             "inventory": str(lab.ansible), "keep_domains": True})
         (record,) = result.store.migrations()
-        assert (record.status, record.dest) == (MigrationStatus.COMPLETED, "lab2")
+        assert (record.status, record.dest) == (MigrationStatus.COMPLETED, "lab2"), record.error
         assert hosts_running(lab, "rh-img1") == ["lab2"]
         info = subprocess.run(["qemu-img", "info", "-U", str(pool_dir / "rh-img1.qcow2")],
                               capture_output=True, text=True, check=True).stdout
