@@ -28,6 +28,7 @@ through (``ansible_host``), or ``link_up`` cannot reach the host to bring it bac
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sys
@@ -78,16 +79,19 @@ def fault_command(kind: str | FaultKind, host_vars: dict[str, Any]) -> str:
 
 
 def runner_kwargs(inventory: Path, host: str, command: str, run_dir: Path) -> dict[str, Any]:
-    """The arguments of ``ansible_runner.run`` for one ad-hoc shell task on ``host``."""
-    binary = Path(sys.executable).parent / "ansible"
+    """The arguments of ``ansible_runner.run`` for one ad-hoc shell task on ``host``.
+
+    ansible-runner runs ``ansible`` found on the ``PATH`` it is given (a ``binary`` would
+    make it drop the module and host): this Python's own bin directory comes first.
+    """
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     return {
         "private_data_dir": str(run_dir),
         "inventory": str(inventory.resolve()),
         "host_pattern": host,
         "module": "ansible.builtin.shell",
         "module_args": command,
-        "binary": str(binary) if binary.exists() else shutil.which("ansible") or "ansible",
-        "envvars": {"ANSIBLE_PIPELINING": "True"},
+        "envvars": {"ANSIBLE_PIPELINING": "True", "PATH": path},
         "timeout": TIMEOUT,
         "quiet": True,
     }

@@ -4,6 +4,7 @@ faults refused unless the inventory asks Ansible to make them."""
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -365,7 +366,8 @@ def test_the_ansible_run_uses_the_inventory_and_the_venvs_ansible(tmp_path: Path
     kwargs = ansible_faults.runner_kwargs(Path("hosts.ini"), "kvm2", "true", tmp_path)
     assert kwargs["inventory"] == str(Path("hosts.ini").resolve())
     assert kwargs["private_data_dir"] == str(tmp_path) and kwargs["timeout"] > 0
-    assert Path(kwargs["binary"]).name == "ansible" and Path(kwargs["binary"]).exists()
+    first = kwargs["envvars"]["PATH"].split(os.pathsep)[0]
+    assert (Path(first) / "ansible").exists()  # this venv's ansible, found first
 
 
 # -- the scenario fields -------------------------------------------------------------------------
@@ -444,3 +446,25 @@ def test_after_a_controller_restart_a_rollback_removes_the_adopted_domains_own_c
     assert "web1" not in world.hosts[DEST].domains  # same UUID: the adopted domain's copy
     drv.close()
     assert world.hosts[SRC].domains["web1"] is rec and rec.active
+
+
+def test_an_ansible_fault_runs_its_command_on_the_host_through_ansible_runner(
+        tmp_path: Path) -> None:
+    """For real, through ansible-runner and ``ansible``, on this machine over Ansible's
+    ``local`` connection (over SSH it is the lab's, once its hosts run sshd)."""
+    import sys
+
+    marker = tmp_path / "marker"
+    (tmp_path / "hosts.ini").write_text(
+        "[kvm_hosts]\n"
+        f"kvm1 ansible_connection=local ansible_python_interpreter={sys.executable} "
+        "libvirt_uri=qemu+tcp://kvm1/system\n"
+        "[kvm_hosts:vars]\nstorage=shared\ninstances_path=/x\nlivemig_faults=ansible\n"
+        f"livemig_fault_service_down='echo down $(hostname) > {marker}'\n"
+        "livemig_fault_link_up='exit 3'\n")
+    faults = ansible_faults.AnsibleFaults(load_hosts_inventory(tmp_path / "hosts.ini"))
+    faults.inject("service_down", "kvm1")
+    assert marker.read_text().startswith("down ")
+    with pytest.raises(ansible_faults.AnsibleFaultError, match=r"link_up on kvm1 through "
+                                                               r"Ansible: failed"):
+        faults.inject("link_up", "kvm1")
