@@ -468,3 +468,19 @@ def test_an_ansible_fault_runs_its_command_on_the_host_through_ansible_runner(
     with pytest.raises(ansible_faults.AnsibleFaultError, match=r"link_up on kvm1 through "
                                                                r"Ansible: failed"):
         faults.inject("link_up", "kvm1")
+
+
+def test_the_real_driver_does_not_import_the_lab() -> None:
+    """The lab plugs its guest and faults in through ``guests.target_for``; the driver's
+    modules never import ``livemig.drivers.lab``."""
+    import ast
+
+    drivers = Path(__file__).resolve().parents[1] / "drivers"
+    files = [*drivers.glob("libvirt_*.py"), drivers / "guests.py",
+             drivers / "hosts_inventory.py", drivers / "ansible_faults.py"]
+    assert len(files) == 7
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not [n for n in names if n.startswith("livemig.drivers.lab")], path.name
