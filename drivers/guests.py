@@ -84,7 +84,11 @@ def target_for(inventory: HostsInventory) -> Target:
 
 
 class ImageGuests:
-    """Guests booted from a disk image: an overlay disk, KVM or TCG, a pty console."""
+    """Guests booted from a disk image: an overlay disk, KVM or TCG; the serial console
+    in ``console_dir/VM.log`` on the host when a directory is given, else on a pty."""
+
+    def __init__(self, console_dir: Path | None = None) -> None:
+        self.console_dir = console_dir
 
     def domain_xml(self, vm: VmSpec, *, disk: Path | None, accel: str) -> str:
         if disk is None:
@@ -109,10 +113,16 @@ class ImageGuests:
         ET.SubElement(d, "driver", name="qemu", type="qcow2", cache="none")
         ET.SubElement(d, "source", file=str(disk))
         ET.SubElement(d, "target", dev="vda", bus="virtio")
-        serial = ET.SubElement(devices, "serial", type="pty")
-        ET.SubElement(serial, "target", port="0")
-        console = ET.SubElement(devices, "console", type="pty")
-        ET.SubElement(console, "target", type="serial", port="0")
+        log = self.console_log(vm.name)
+        kind = "pty" if log is None else "file"
+        if log is not None:
+            log.unlink(missing_ok=True)
+        for tag, target in (("serial", {"port": "0"}),
+                            ("console", {"type": "serial", "port": "0"})):
+            el = ET.SubElement(devices, tag, type=kind)
+            if log is not None:
+                ET.SubElement(el, "source", path=str(log), append="on")
+            ET.SubElement(el, "target", target)
         ET.SubElement(devices, "memballoon", model="none")
         ET.indent(dom)
         return ET.tostring(dom, encoding="unicode")
@@ -121,7 +131,7 @@ class ImageGuests:
         return True  # a real guest's insides are its owner's: a running domain is up
 
     def console_log(self, name: str) -> Path | None:
-        return None
+        return None if self.console_dir is None else self.console_dir / f"{name}.log"
 
 
 def mark_owned(xml: str) -> str:

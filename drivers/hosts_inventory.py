@@ -15,21 +15,23 @@ each needs these variables (set on the host or inherited from a group)::
     instances_path=/var/lib/libvirt/instances   # the ``instances`` storage pool's path
     storage=shared               # shared | local
 
-=====================  ====================================================================
-variable               meaning
-=====================  ====================================================================
-``libvirt_uri``        required; the URI livemig opens (``qemu+tcp://``, ``qemu+tls://``,
-                       ``qemu+ssh://``)
-``instances_path``     required; where the host's ``instances`` pool keeps disks and images
-``storage``            required; ``shared`` (one pool seen by every host) or ``local``
-``ansible_host``       the address Ansible reaches (default: the host name)
-``migration_address``  where QEMU's migration stream goes (default: ``ansible_host``)
-``livemig_faults``     ``ansible``: faults through Ansible (see ``drivers/ansible_faults.py``);
-                       ``lab``: the namespace lab's own; unset: faults are refused
-``livemig_accel``      ``auto`` (KVM where libvirt offers it, else TCG), ``kvm`` or ``qemu``
-``livemig_lab``,       the namespace lab's name and the lab's own record (pids, guest image,
-``livemig_lab_record`` console directory); written by ``livemig lab up``
-=====================  ====================================================================
+=======================  ==================================================================
+variable                 meaning
+=======================  ==================================================================
+``libvirt_uri``          required; the URI livemig opens (``qemu+tcp://``, ``qemu+tls://``,
+                         ``qemu+ssh://``)
+``instances_path``       required; where the host's ``instances`` pool keeps disks and images
+``storage``              required; ``shared`` (one pool seen by every host) or ``local``
+``ansible_host``         the address Ansible reaches (default: the host name)
+``migration_address``    where QEMU's migration stream goes (default: ``ansible_host``)
+``livemig_faults``       ``ansible``: faults through Ansible (see ``drivers/ansible_faults.py``);
+                         ``lab``: the namespace lab's own; unset: faults are refused
+``livemig_accel``        ``auto`` (KVM where libvirt offers it, else TCG), ``kvm`` or ``qemu``
+``livemig_console_dir``  image guests' serial consoles go to ``DIR/VM.log`` on the host
+                         (default: a pty)
+``livemig_lab``,         the namespace lab's name and the lab's own record (pids, guest image,
+``livemig_lab_record``   console directory); written by ``livemig lab up``
+=======================  ==================================================================
 
 The YAML file that ``lab up`` wrote before (``inventory.yaml``, a mapping with ``lab``,
 ``lab_dir`` and a ``hosts:`` list) still reads: it is the lab's own record, and
@@ -140,7 +142,8 @@ def _from_lab_record(path: Path, data: dict[str, Any]) -> HostsInventory:
             raise InventoryError(f"{path}: hosts[{index}]: expected a mapping with name, "
                                  "address and uri (the lab's record)")
         lab_vars = {"livemig_lab": data["lab"], "livemig_lab_record": str(path),
-                    "livemig_faults": "lab", "livemig_accel": "qemu"}
+                    "livemig_faults": "lab", "livemig_accel": "qemu",
+                    "livemig_console_dir": str(data.get("console_dir", ""))}
         hosts.append(InventoryHost(
             name=str(entry["name"]), uri=str(entry["uri"]), address=str(entry["address"]),
             migration_address=str(entry["address"]),

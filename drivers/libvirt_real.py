@@ -144,7 +144,8 @@ class LibvirtDriver:
             self._target = target if target is not None else target_for(self.inventory)
         except (InventoryError, RuntimeError, OSError) as exc:
             raise DriverSetupError(" ".join(str(exc).split())) from exc
-        self._image_guests = ImageGuests()
+        console_dir = self.inventory.var("livemig_console_dir")
+        self._image_guests = ImageGuests(Path(console_dir) if console_dir else None)
         self._uuids: dict[str, str] = {}  # adopted VM -> its domain's UUID
         self._policy = scenario.policy.migration
         self._keep = keep_domains
@@ -196,7 +197,9 @@ class LibvirtDriver:
     def console_log(self, instance: str) -> Path | None:
         """The guest's console file, if its target writes one (the lab's guests)."""
         vm = self._vms[instance]
-        if vm.adopt or vm.image or self._target.guests is None:
+        if vm.image:
+            return self._image_guests.console_log(instance)
+        if vm.adopt or self._target.guests is None:
             return None
         return self._target.guests.console_log(instance)
 

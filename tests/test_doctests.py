@@ -41,7 +41,8 @@ WITH_DOCTESTS = {
         "network", "precopy", "sim_hosts")),
     "livemig.drivers",
     *(f"livemig.drivers.lab.{m}" for m in (
-        "daemons", "firewall", "guest", "inventory", "lab", "layout", "pki", "statedir")),
+        "boot_disk", "daemons", "firewall", "guest", "inventory", "lab", "layout", "pki",
+        "statedir")),
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
 }
 

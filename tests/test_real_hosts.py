@@ -239,6 +239,21 @@ def test_an_image_vm_gets_kvm_where_the_host_offers_it_unless_the_inventory_says
     assert ET.fromstring(world.hosts[SRC].domains["web1"].xml).get("type") == "qemu"
 
 
+def test_an_image_guests_console_goes_to_the_inventorys_console_dir(
+        world: World, make: Callable[..., Any], tmp_path: Path) -> None:
+    drv = make(scenario(vm(image=IMAGE)), group_vars={"livemig_console_dir": str(tmp_path)})
+    root = ET.fromstring(world.hosts[SRC].domains["web1"].xml)
+    serial = root.find("devices/serial")
+    assert serial.get("type") == "file"
+    assert serial.find("source").get("path") == str(tmp_path / "web1.log")
+    assert drv.console_log("web1") == tmp_path / "web1.log"
+    drv.close()
+    drv = make(scenario(vm(image=IMAGE)))  # no directory: a pty
+    assert ET.fromstring(world.hosts[SRC].domains["web1"].xml).find(
+        "devices/serial").get("type") == "pty"
+    assert drv.console_log("web1") is None
+
+
 def test_an_image_missing_from_the_pool_or_a_vm_with_no_guest_stops_the_start(
         world: World, make: Callable[..., Any]) -> None:
     with pytest.raises(DriverSetupError, match=r"VM web1: no image 'nope.qcow2' in the "

@@ -128,6 +128,7 @@ def ansible_inventory(inv: Inventory, record_path: Path) -> dict[str, Any]:
         "libvirt_tls": inv.tls, "livemig_lab": inv.lab,
         "livemig_lab_record": str(record_path), "livemig_faults": "lab",
         "livemig_accel": "qemu",  # a Linux guest does not boot under this machine's KVM
+        "livemig_console_dir": inv.console_dir,  # image guests' consoles, as the lab's
     }
     return {"all": {"children": {"kvm_hosts": {"hosts": hosts, "vars": group_vars}}}}
 

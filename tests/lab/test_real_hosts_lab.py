@@ -1,7 +1,7 @@
 """Real hosts as a lab engineer has them, on the namespace lab (lab ``rh``, shared storage):
 the lab's Ansible inventory (``hosts.yml``) given to ``livemig run``, a domain that
-existed before livemig adopted, migrated and left alive, and a VM booted from a disk
-image of the ``instances`` pool (a qcow2 overlay under TCG).
+existed before livemig adopted, migrated and left alive, and a VM booted from a bootable
+disk image in the ``instances`` pool (a qcow2 overlay under TCG).
 
 What is asked after each run is asked of libvirt itself (``virsh``) and, for the lab's
 guests, of the guest (its console keeps ticking). A lab that cannot start fails.
@@ -21,14 +21,22 @@ from types import SimpleNamespace
 
 import libvirt
 import pytest
-from labcheck import SCENARIOS, assert_guest_keeps_ticking, hosts_running, virsh
+from labcheck import (
+    SCENARIOS,
+    assert_guest_keeps_ticking,
+    hosts_running,
+    virsh,
+    wait_tick_above,
+)
 from lablock import lab_lock
 
 from livemig.core.model import MigrationStatus
 from livemig.core.runner import run_scenario
 from livemig.core.scenario import load_scenario
 from livemig.drivers.guests import is_owned
+from livemig.drivers.lab.boot_disk import build_boot_disk
 from livemig.drivers.lab.guest import domain_xml
+from livemig.drivers.lab.image import build_image
 from livemig.drivers.lab.inventory import load_inventory
 from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
 
@@ -153,27 +161,31 @@ name: rh-image
 hosts:
   - {prefix: lab, count: 2, ram: 4GiB, vcpus: 2, disk: 20GiB, storage: shared}
 vms:
-  - {name: rh-img1, host: lab1, ram: 128MiB, used_memory: 64MiB, image: rh-base.qcow2}
+  - {name: rh-img1, host: lab1, ram: 128MiB, used_memory: 64MiB, working_set: 8MiB,
+     dirty_rate: 1MiB/s, image: rh-base.qcow2}
 policy:
   migration:   # UNSAFE: libvirt cannot tell that the lab's bind-mounted directory is shared
     live_migration_flag: "VIR_MIGRATE_UNDEFINE_SOURCE, VIR_MIGRATE_PEER2PEER, VIR_MIGRATE_LIVE,
       VIR_MIGRATE_UNSAFE"
+    bandwidth: 32MiB/s
 events:
   - at: 1s
     live_migrate: {instance: rh-img1, dest: lab2}
 """
 
 
-def test_an_image_vm_gets_an_overlay_migrates_and_is_cleaned_up(
+def test_an_image_vm_boots_from_its_overlay_migrates_and_is_cleaned_up(
         lab: SimpleNamespace, tmp_path: Path) -> None:
-    """The image is a blank 64 MiB qcow2 (no OS: only PyPI and Debian mirrors are reachable
-    here, no cloud image), so the guest is SeaBIOS finding no boot disk: the domain runs
-    and migrates; what is checked is the overlay, the domain and the clean-up."""
+    """The image is a bootable disk of the lab guest (SYSLINUX, the lab's kernel and
+    initrd: no cloud image can be downloaded here), put in the instances pool as an
+    engineer puts a cloud image. livemig boots an overlay of it under TCG (the lab's
+    inventory says qemu), the guest ticks on its console before and after the migration,
+    and livemig removes its domain and overlay at the end, never the image."""
     pool_dir = Path(lab.inventory.hosts[0].instances_dir)
-    base = pool_dir / "rh-base.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(base), "64M"], check=True)
+    base = build_boot_disk(build_image(), pool_dir / "rh-base.qcow2")
     scenario = tmp_path / "image.yaml"
     scenario.write_text(IMAGE_SCENARIO)
+    log = Path(lab.inventory.console_dir) / "rh-img1.log"
     try:
         result = run_scenario(load_scenario(scenario), "libvirt", driver_options={
             "inventory": str(lab.ansible), "keep_domains": True})
@@ -186,11 +198,17 @@ def test_an_image_vm_gets_an_overlay_migrates_and_is_cleaned_up(
         assert "backing file: /var/lib/libvirt/instances/rh-base.qcow2" in info, info
         dom = ET.fromstring(virsh(lab.inventory.host("lab2").uri, "dumpxml", "rh-img1"))
         assert dom.get("type") == "qemu"  # the lab's inventory says TCG
+        assert dom.find("os/kernel") is None  # booted from its disk, not by libvirt
         assert dom.find("devices/disk/source").get("file").endswith("/rh-img1.qcow2")
+        assert "SYSLINUX" in log.read_text(errors="replace")  # the disk's boot loader ran
+        # the migration came while it booted (livemig waits for no OS it does not know):
+        # it goes on booting on lab2, then keeps ticking there
+        wait_tick_above(log, 0, timeout=120)
+        assert_guest_keeps_ticking(lab, "rh-img1")  # inside the guest, after the migration
         cp = livemig("run", str(scenario), "--driver", "libvirt", "--inventory",
                      str(lab.ansible), "--out", str(tmp_path / "again"))
         assert cp.returncode == 0, cp.stderr[-2000:]  # replaces its own leftover, then ends
         assert hosts_running(lab, "rh-img1") == []
         assert not (pool_dir / "rh-img1.qcow2").exists() and base.exists()
     finally:
-        base.unlink(missing_ok=True)
+        (pool_dir / "rh-base.qcow2").unlink(missing_ok=True)
