@@ -515,7 +515,10 @@ class LibvirtDriver:
             )
         self._claims[instance] = (dest, vm)
         if block_migration and self._created(instance):
-            self._create_disk(vm, dest)
+            try:
+                self._create_disk(vm, dest)  # an image VM: an overlay of dest's own image
+            except DriverSetupError as exc:
+                raise MigrationError(reason=str(exc)) from exc
 
     def start_migration(
         self, instance: str, dest: str, *, uri: str, flags: int, bandwidth_mib: int

@@ -17,6 +17,7 @@ from fakelibvirt.driver import fake_ansible_inventory, fake_driver, two_host_wor
 from fakelibvirt.world import World
 from fakes import poll_job
 
+from livemig.core.errors import MigrationError
 from livemig.core.flags import parse_flags
 from livemig.core.model import HostSpec, MigrationPolicy, Policy, Scenario, Storage, VmSpec
 from livemig.core.scenario import parse_scenario
@@ -499,3 +500,35 @@ def test_the_real_driver_does_not_import_the_lab() -> None:
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not [n for n in names if n.startswith("livemig.drivers.lab")], path.name
+
+
+def test_block_migration_of_an_image_vm_creates_its_overlay_on_the_destination(
+        tmp_path: Path) -> None:
+    """Local storage: each host has its pool; the destination needs the image too (the
+    overlay's backing file), and gets an overlay of the same size before the job."""
+    from fakelibvirt.world import Pool
+
+    world = World()
+    for name in (SRC, DEST):
+        world.add_host(name, pool=Pool())
+    image_xml = (f"<volume><name>{IMAGE}</name><capacity>{GiB}</capacity>"
+                 "<target><format type='qcow2'/></target></volume>")
+    world.hosts[SRC].pools["instances"].xml[IMAGE] = image_xml
+    world.hosts[SRC].pools["instances"].volumes[IMAGE] = 0
+    inventory = fake_ansible_inventory(world, tmp_path, storage="local")
+    drv = fake_driver(world, scenario(vm(image=IMAGE, disk=2 * GiB)), tmp_path,
+                      inventory=inventory)
+    try:
+        dest_pool = world.hosts[DEST].pools["instances"]
+        with pytest.raises(MigrationError, match=f"no image '{IMAGE}' in the instances pool "
+                                                 f"of {DEST}"):
+            drv.pre_live_migration("web1", DEST, True)
+        dest_pool.xml[IMAGE], dest_pool.volumes[IMAGE] = image_xml, 0
+        drv.pre_live_migration("web1", DEST, True)
+        overlay = dest_pool.xml["web1.qcow2"]
+        assert f"<capacity unit='bytes'>{2 * GiB}</capacity>" in overlay  # disk > image
+        assert f"<path>{POOL_PATH}/{IMAGE}</path>" in overlay
+        drv.rollback_live_migration("web1", SRC, DEST, True)
+        assert "web1.qcow2" not in dest_pool.volumes and IMAGE in dest_pool.volumes
+    finally:
+        drv.close()
