@@ -20,7 +20,7 @@ was 0.5 s): recorded, but not the estimator.
 device state and resuming, plus the remainder flushed at the flush speed). In a capped
 case the remainder is the switchover threshold, ``cap x limit``: QEMU's own figures say
 so (``memory_bps`` is the bytes over the transfer time, so ``bytes - cap x (bytes /
-memory_bps - downtime)`` is what went during the downtime; it came within 0.1-0.9 MiB of
+memory_bps - downtime)`` is what went during the downtime; it came within 0.9 MiB of
 ``cap x limit`` in every capped dirtying case of the lab's trust calibration). So a
 straight line through the capped cases' ``(model remainder, downtime)``
 (:func:`flush_line`) gives both: its intercept is the switchover cost, its slope one over

@@ -309,34 +309,39 @@ def test_startup_cost_comes_before_the_first_byte_and_can_be_aborted() -> None:
     assert drv.instance_host("vm1") == "h1"
 
 
-def test_a_second_flow_halves_the_threshold_and_moves_the_switchover() -> None:
-    """vm1 (1 GiB, 64 MiB working set at 200 MiB/s, 300 ms) alone would pause at
+@pytest.mark.parametrize("ram", [GiB, 2 * GiB])
+def test_a_second_flow_halves_the_threshold_and_moves_the_switchover(ram: int) -> None:
+    """vm1 (1 GiB used, 64 MiB working set at 200 MiB/s, 300 ms) alone would pause at
     switch_delay(...) from its first byte. At 0.3 s vm2 starts from the same host: both
     get half the link, the threshold halves with it, and vm1 pauses later, when its
-    pending bytes fit in 0.3 s at LINK / 2."""
+    pending bytes fit in 0.3 s at LINK / 2. With 2 GiB of RAM the unsent part of pass 0
+    counts twice (its zero pages) in the check, not in the flush."""
     policy = qemu_policy(max_downtime=0.3, startup_cost=0.0, switchover_cost=0.0,
                          bandwidth_window=0.0, max_concurrent_per_host=2)
-    vms = [vm("vm1", "h1", ram=GiB, used_memory=GiB, working_set=64 * MiB,  # no zero pages
+    vms = [vm("vm1", "h1", ram=ram, used_memory=GiB, working_set=64 * MiB,
               dirty_rate=200 * MiB),
            vm("vm2", "h1", used_memory=2 * GiB, working_set=0)]
     sc = scenario([host("h1"), host("h2")], vms,
                   [migrate("vm1", "h2"), migrate("vm2", "h2", at=0.3)], migration=policy,
                   model=None)
     records = {r.instance: r for r in run_scenario(sc).store.migrations()}
-    d = 200 * MiB
-    alone = switch_delay(GiB, 0.0, 64 * MiB, d, LINK, 0.3)
+    d, w = 200 * MiB, ram / GiB
+    alone = switch_delay(GiB, 0.0, 64 * MiB, d, LINK, 0.3, unsent_weight=w)
     assert alone is not None and alone > 0.3  # the change comes first
     # vm2's job starts at the first poll after 0.3 s that finds it accepted: read it
     started = records["vm2"].started_at
     t0 = records["vm1"].started_at
     assert started is not None and t0 is not None and started - t0 < alone
     at = started - t0
-    later = switch_delay(GiB - LINK * at, min(64 * MiB, d * at), 64 * MiB, d, LINK / 2, 0.3)
+    later = switch_delay(GiB - LINK * at, min(64 * MiB, d * at), 64 * MiB, d, LINK / 2, 0.3,
+                         unsent_weight=w)
     assert later is not None
-    pending = (GiB - LINK * at - LINK / 2 * later) + min(64 * MiB, d * (at + later))
+    unsent = GiB - LINK * at - LINK / 2 * later
+    pending = unsent + min(64 * MiB, d * (at + later))
     assert records["vm1"].downtime == pytest.approx(pending / (LINK / 2), rel=1e-6)
-    assert pending == pytest.approx(LINK / 2 * 0.3, rel=1e-9)
-    assert records["vm1"].total_time == pytest.approx(at + later + 0.3, rel=1e-6)
+    assert w * unsent + pending - unsent == pytest.approx(LINK / 2 * 0.3, rel=1e-9)
+    assert records["vm1"].total_time == pytest.approx(at + later + pending / (LINK / 2),
+                                                      rel=1e-6)
 
 
 def test_textbook_stays_selectable_and_summary_records_the_model() -> None:
