@@ -22,6 +22,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -47,11 +48,12 @@ RAMP = (0.0, 60.0)  # ctr: 0 % to 60 % over RAMP_INTERVAL seconds, then 60 %
 RAMP_INTERVAL = 20.0
 WINDOW_TICKS = 10  # a measured window: 10 of the guests' 1 s console ticks
 TICK_TIMEOUT = 60.0  # seconds for a guest to print its next ticks on this busy machine
-GUEST_TOLERANCE = 3.0  # percent points: the guest's own cpu_pct against its target
+GUEST_TOLERANCE = 5.0  # percent points: the guest's own cpu_pct against its target
 OVERHEAD = 0.05  # share of a vCPU TCG may add on top of the guest's own busy time
-HOST_TOLERANCE = 0.06  # |u + waiting - d|: 3x the largest deviation measured
-TICK_RE = re.compile(
-    r"^tick (\d+) uptime=([\d.]+) .*cpu_pct=([-\d.]+) cpu_target=([\d.]+)$", re.MULTILINE)
+LOST_TOLERANCE = 0.03  # u + waiting below d: the counters' 10 ms steps, the window's edges
+ACCOUNT_TOLERANCE = 0.05  # |u + waiting - the guest's (busy + late wake-ups)|
+TICK_RE = re.compile(r"^tick (\d+) uptime=([\d.]+) .*cpu_pct=([-\d.]+) "
+                     r"cpu_target=([\d.]+) wake_late_pct=([-\d.]+)$", re.MULTILINE)
 
 
 def vm(name: str, trace: tuple[float, ...], interval: float = 1.0) -> VmSpec:
@@ -94,12 +96,12 @@ def driver() -> Iterator[LibvirtDriver]:
 # -- the guests' consoles -------------------------------------------------------------------
 
 
-def ticks(drv: LibvirtDriver, name: str) -> list[tuple[int, float, float, float]]:
-    """(tick, uptime s, cpu_pct, cpu_target) of every console line so far."""
+def ticks(drv: LibvirtDriver, name: str) -> list[tuple[int, float, float, float, float]]:
+    """(tick, uptime s, cpu_pct, cpu_target, wake_late_pct) of every console line so far."""
     text = drv.console_log(name).read_text(errors="replace")
     assert "Kernel panic" not in text and "dirtier exited" not in text, text[-500:]
-    return [(int(n), float(up), float(pct), float(target))
-            for n, up, pct, target in TICK_RE.findall(text)]
+    return [(int(n), float(up), float(pct), float(target), float(late))
+            for n, up, pct, target, late in TICK_RE.findall(text)]
 
 
 def last_tick(drv: LibvirtDriver, name: str) -> int:
@@ -115,9 +117,18 @@ def wait_ticks(drv: LibvirtDriver, name: str, tick: int) -> None:
         time.sleep(0.2)
 
 
-def measure(drv: LibvirtDriver, names: tuple[str, ...]) -> dict[str, tuple[CpuUsage, float]]:
-    """Each guest's usage over a window of WINDOW_TICKS console ticks, with the mean of the
-    guest's own cpu_pct over the ticks printed in that window."""
+@dataclass(frozen=True)
+class Reading:
+    """The driver's usage of a guest over a window, and the guest's own account of it
+    (means of its console's per-second figures, percent)."""
+
+    used: CpuUsage
+    guest_pct: float  # the program did not sleep
+    late_pct: float  # its wake-ups came later than asked: runnable, not yet running
+
+
+def measure(drv: LibvirtDriver, names: tuple[str, ...]) -> dict[str, Reading]:
+    """Each guest's usage over a window of WINDOW_TICKS console ticks."""
     for name in names:
         drv.cpu_usage(name)  # the window starts here (a first reading waits 1 s)
     start = {name: last_tick(drv, name) for name in names}
@@ -126,27 +137,33 @@ def measure(drv: LibvirtDriver, names: tuple[str, ...]) -> dict[str, tuple[CpuUs
     out = {}
     for name in names:
         used = drv.cpu_usage(name)
-        inside = [pct for n, _, pct, _ in ticks(drv, name)
+        inside = [(pct, late) for n, _, pct, _, late in ticks(drv, name)
                   if start[name] < n <= start[name] + WINDOW_TICKS + 1]
-        out[name] = (used, sum(inside) / len(inside))
+        out[name] = Reading(used=used, guest_pct=sum(p for p, _ in inside) / len(inside),
+                            late_pct=sum(late for _, late in inside) / len(inside))
     return out
 
 
-def check(name: str, target: float, used: CpuUsage, guest_pct: float,
-          figures: dict[str, Any]) -> None:
-    """The guest burns its target; the host saw it, allowing for the CPU it could not get."""
+def check(name: str, target: float, reading: Reading, figures: dict[str, Any]) -> None:
+    """The guest burns its target; the host counted every moment its vCPU was runnable as
+    run (the driver's utilisation) or waited (the CPU it could not get)."""
+    used = reading.used
     assert used.waiting is not None, "libvirt gave no vCPU run-queue delay (vcpu.N.delay)"
-    demand = used.utilisation + used.waiting
+    runnable_host = used.utilisation + used.waiting
+    runnable_guest = (reading.guest_pct + reading.late_pct) / 100
+    load = os.getloadavg()[0]
     figures.update({f"{name}_u": used.utilisation, f"{name}_wait": used.waiting,
-                    f"{name}_u+wait": demand, f"{name}_guest_pct": guest_pct,
-                    f"{name}_window_s": used.window})
-    print(f"{name}: target {target:.2f} guest {guest_pct:.1f} % u {used.utilisation:.3f} "
-          f"waiting {used.waiting:.3f} u+waiting {demand:.3f} over {used.window:.1f} s "
-          f"(load {os.getloadavg()[0]:.1f})")
-    assert abs(guest_pct - 100 * target) <= GUEST_TOLERANCE, (name, guest_pct)
+                    f"{name}_guest_pct": reading.guest_pct,
+                    f"{name}_late_pct": reading.late_pct, f"{name}_window_s": used.window,
+                    f"{name}_load1": load})
+    print(f"{name}: target {target:.2f} guest {reading.guest_pct:.1f} % (+{reading.late_pct:.1f}"
+          f" % late wake-ups) u {used.utilisation:.3f} waiting {used.waiting:.3f} u+waiting "
+          f"{runnable_host:.3f} over {used.window:.1f} s (load {load:.1f})")
+    assert abs(reading.guest_pct - 100 * target) <= GUEST_TOLERANCE, (name, reading)
     assert used.window >= WINDOW_TICKS - 1
     assert used.utilisation <= target + OVERHEAD, (name, used)
-    assert abs(demand - target) <= HOST_TOLERANCE, (name, used)
+    assert runnable_host >= target - LOST_TOLERANCE, (name, used)  # no demand lost
+    assert abs(runnable_host - runnable_guest) <= ACCOUNT_TOLERANCE, (name, reading)
 
 
 # -- the tests ------------------------------------------------------------------------------
@@ -160,9 +177,9 @@ def test_utilisation_of_an_80_and_a_20_percent_guest(
         wait_ticks(driver, name, 2)  # past the boot
     readings = measure(driver, ("c80", "c20"))
     for name, target in (("c80", 0.8), ("c20", 0.2)):
-        check(name, target, *readings[name], figures)
+        check(name, target, readings[name], figures)
     # whatever the contention, the busier guest is the busier one
-    assert readings["c80"][0].utilisation > readings["c20"][0].utilisation
+    assert readings["c80"].used.utilisation > readings["c20"].used.utilisation
 
 
 def test_utilisation_survives_a_migration(
@@ -183,7 +200,7 @@ def test_utilisation_survives_a_migration(
     readings = measure(driver, ("c80",))
     process = driver._cpu_samples["c80"].process
     assert process[0] == HOSTS[1] and process != source_process  # the destination's QEMU
-    check("c80", 0.8, *readings["c80"], figures)
+    check("c80", 0.8, readings["c80"], figures)
 
 
 def test_a_guest_follows_its_trace(
@@ -196,18 +213,18 @@ def test_a_guest_follows_its_trace(
         assert time.monotonic() < deadline, "ctr never reached the end of its ramp"
         time.sleep(0.5)
     readings = measure(driver, ("ctr",))
-    check("ctr", RAMP[-1] / 100, *readings["ctr"], figures)
+    check("ctr", RAMP[-1] / 100, readings["ctr"], figures)
     # every second the guest asked itself for the trace's value at its uptime (the target
     # of the 100 ms period that just ran, printed when the guest next runs: a late wake-up
     # on this busy machine puts the line later still, so half a second of the slope)
     slope = (RAMP[1] - RAMP[0]) / RAMP_INTERVAL  # percent per second
     lines = ticks(driver, "ctr")
-    ramp = [(up, target) for _, up, _, target in lines if up <= RAMP_INTERVAL]
+    ramp = [(up, target) for _, up, _, target, _ in lines if up <= RAMP_INTERVAL]
     assert len(ramp) >= RAMP_INTERVAL / 2, lines[:5]
     for up, target in ramp:
         assert abs(target - 100 * utilisation_at(RAMP, RAMP_INTERVAL, up)) <= 0.5 * slope
-    assert all(target == RAMP[-1] for _, up, _, target in lines if up > RAMP_INTERVAL + 1)
+    assert all(target == RAMP[-1] for _, up, _, target, _ in lines if up > RAMP_INTERVAL + 1)
     # and got it: the guest's own busy share tracks the ramp, second by second
-    misses = [(up, pct, target) for _, up, pct, target in lines[2:]
+    misses = [(up, pct, target) for _, up, pct, target, _ in lines[2:]
               if abs(pct - target) > slope + GUEST_TOLERANCE]
     assert len(misses) <= len(lines) // 10, misses

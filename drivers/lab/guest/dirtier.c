@@ -10,7 +10,7 @@
  *
  * Once per second it prints on stdout (the serial console):
  *   tick N uptime=S.SS dirtied_mib=D behind_ms=B rate_mibps=W nonzero_mib=Z memfree_mib=F
- *   ... cpu_pct=C cpu_target=T
+ *   ... cpu_pct=C cpu_target=T wake_late_pct=L
  * N counts up by one per line; a test reads these lines to see that the guest is alive
  * (and, after a migration, that it kept running on the destination). The fields after
  * behind_ms are the guest's own truth for calibration (livemig calibrate):
@@ -24,7 +24,10 @@
  *   cpu_pct      percent of the time since the previous line that the program did not
  *                sleep (busy-waiting or writing), on the guest's monotonic clock: the
  *                CPU utilisation the guest sees (under TCG the host may run the vCPU less);
- *   cpu_target   the utilisation asked for at this moment (percent, see below).
+ *   cpu_target   the utilisation asked for at this moment (percent, see below);
+ *   wake_late_pct  percent of the time the program's wake-ups came later than asked (the
+ *                vCPU was runnable, by the host's account, but the program not yet
+ *                running): cpu_pct + wake_late_pct is the share the vCPU was runnable.
  * Both memory figures are -1 when /proc/meminfo cannot be read.
  *
  * CPU load. "livemig.cpu_trace=P0,P1,..." (percent of the vCPU, 0-100, at most MAX_TRACE
@@ -171,6 +174,7 @@ int main(void)
     uint8_t stamp = 1;
     unsigned long long dirtied = 0, tick_line = 0, dirtied_at_print = 0;
     long slept = 0, slept_at_print = 0; /* ns spent in clock_nanosleep */
+    long late = 0, late_at_print = 0;   /* ns of it past the wake-up time asked for */
     double target = 1.0;
     long start = now_ns();
     long last_print = start;
@@ -208,6 +212,8 @@ int main(void)
                     ; /* EINTR: sleep on */
                 long woke = now_ns();
                 slept += woke - now;
+                if (woke > period_end)
+                    late += woke - period_end;
                 now = woke;
             }
             /* the writes of the ticks slept through are made up for: a trace lowers the
@@ -231,14 +237,18 @@ int main(void)
                           ((double)(now - last_print) / NS);
             double nonzero = total_kib < 0 || free_kib < 0 ? -1.0 : (total_kib - free_kib) / 1024.0;
             double memfree = free_kib < 0 ? -1.0 : free_kib / 1024.0;
-            double cpu = 100.0 * (1.0 - (double)(slept - slept_at_print) / (double)(now - last_print));
+            double elapsed = (double)(now - last_print);
+            double cpu = 100.0 * (1.0 - (double)(slept - slept_at_print) / elapsed);
+            double wake_late = 100.0 * (double)(late - late_at_print) / elapsed;
             printf("tick %llu uptime=%.2f dirtied_mib=%.1f behind_ms=%ld rate_mibps=%.2f "
-                   "nonzero_mib=%.1f memfree_mib=%.1f cpu_pct=%.1f cpu_target=%.1f\n", tick_line,
+                   "nonzero_mib=%.1f memfree_mib=%.1f cpu_pct=%.1f cpu_target=%.1f "
+                   "wake_late_pct=%.1f\n", tick_line,
                    (double)(now - start) / NS, (double)dirtied * PAGE / (1024.0 * 1024.0),
-                   behind / 1000000L, rate, nonzero, memfree, cpu, 100.0 * target);
+                   behind / 1000000L, rate, nonzero, memfree, cpu, 100.0 * target, wake_late);
             fflush(stdout);
             dirtied_at_print = dirtied;
             slept_at_print = slept;
+            late_at_print = late;
             last_print = now;
             next_print += NS;
             if (now >= next_print)
