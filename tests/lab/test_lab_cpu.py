@@ -9,11 +9,13 @@ time by its own clock (``cpu_pct`` on its console, within ``GUEST_TOLERANCE``). 
 runs the vCPU thread for that time only when a host CPU is free: this machine has 2 cores
 shared with other work, so the driver's utilisation u (libvirt's vCPU run time) is d minus
 what the vCPU spent waiting in the host's run queue (``waiting``, libvirt's vCPU delay).
-Hence: u never exceeds d by more than TCG's overhead (``OVERHEAD``), and u + waiting
-equals d within ``HOST_TOLERANCE``; on an idle host waiting is ~0 and u is d itself. The
-tolerances come from measurements (README, "CPU utilisation on real hosts"): an idle guest
-(d = 0) costs 0.009 of a host CPU; u + waiting was within 0.02 of d for d = 0.2, 0.8, 1.0
-at a load average of 3-5 on the 2 cores.
+Hence: u never exceeds d by more than TCG's overhead (``OVERHEAD``), u + waiting is never
+below d (``LOST_TOLERANCE``), and u + waiting equals the time the guest's vCPU was runnable
+by the guest's own account (busy, plus its wake-ups that came late: ``wake_late_pct``)
+within ``ACCOUNT_TOLERANCE``; on an idle host waiting is ~0 and u is d itself. The
+tolerances come from measurements (README, "CPU utilisation on real hosts"): at a load
+average of 9.6-15.9 on the 2 cores an 80 % guest got u = 0.17-0.33 and u + waiting matched
+the guest's account within 0.018.
 """
 
 from __future__ import annotations
@@ -48,10 +50,11 @@ RAMP = (0.0, 60.0)  # ctr: 0 % to 60 % over RAMP_INTERVAL seconds, then 60 %
 RAMP_INTERVAL = 20.0
 WINDOW_TICKS = 10  # a measured window: 10 of the guests' 1 s console ticks
 TICK_TIMEOUT = 60.0  # seconds for a guest to print its next ticks on this busy machine
-GUEST_TOLERANCE = 5.0  # percent points: the guest's own cpu_pct against its target
-OVERHEAD = 0.05  # share of a vCPU TCG may add on top of the guest's own busy time
-LOST_TOLERANCE = 0.03  # u + waiting below d: the counters' 10 ms steps, the window's edges
-ACCOUNT_TOLERANCE = 0.05  # |u + waiting - the guest's (busy + late wake-ups)|
+# tolerances from four runs at load 9.6-15.9 and a probe at load 4.3 (README table)
+GUEST_TOLERANCE = 6.0  # percent points, the guest's cpu_pct against its target (seen: 3.0)
+OVERHEAD = 0.05  # share of a vCPU TCG adds to the guest's busy time (seen: idle guest 0.009)
+LOST_TOLERANCE = 0.03  # u + waiting below d: the counters' 10 ms steps (seen: never below)
+ACCOUNT_TOLERANCE = 0.05  # |u + waiting - (busy + late wake-ups)| (seen: at most 0.018)
 TICK_RE = re.compile(r"^tick (\d+) uptime=([\d.]+) .*cpu_pct=([-\d.]+) "
                      r"cpu_target=([\d.]+) wake_late_pct=([-\d.]+)$", re.MULTILINE)
 
