@@ -135,6 +135,10 @@ class VmSpec:
     # proportion to an auto-converge throttle; small: paced by the clock, barely slows
     # until the throttle leaves less than that share); see policy.throttled_dirty_rate
     throttle_response: float = 1.0
+    # CPU utilisation: percent of its vCPUs, one sample every cpu_trace_interval seconds,
+    # linear between samples, the last holding (core/cpu_trace.py); () = none modelled
+    cpu_trace: tuple[float, ...] = ()
+    cpu_trace_interval: float = 300.0  # seconds
     # real hosts only (the simulator ignores both): boot from this disk image, a volume of
     # the host's instances pool; or adopt the existing domain of this name (never destroyed)
     image: str | None = None

@@ -45,6 +45,11 @@ Schema (``*`` required, ``=`` default)::
         throttle_response: cpu_bound | clock_paced | 0.3   (= cpu_bound = 1; clock_paced =
                                0.1) the share of its CPU the guest's writing needs: how much
                                an auto-converge throttle slows it (core/policy.py)
+        cpu_trace: [80, 20, 50]  CPU utilisation, percent of the VM's vCPUs (0-100), one
+                               sample every cpu_trace_interval, linear between, the last
+                               holding (= none; core/cpu_trace.py); the lab guest burns it
+                               (at most 400 samples there)
+        cpu_trace_interval: 5min  (= 300s; > 0)
         image: debian-12.qcow2 real hosts: boot from this volume of the instances pool
                                (a qcow2 overlay per VM); adopt: true: migrate the existing
                                domain of this name, never destroy it (both: --driver libvirt)
@@ -622,9 +627,25 @@ _VM: dict[str, Reader] = {
     "dirty_rate": rate(non_negative=True),
     "volume_backed": boolean,
     "throttle_response": lambda f: _throttle_response(f),
+    "cpu_trace": lambda f: _cpu_trace(f),
+    "cpu_trace_interval": duration(positive=True),
     "image": string("a disk image: a volume of the host's instances pool, e.g. debian-12.qcow2"),
     "adopt": boolean,
 }
+
+
+def _cpu_trace(f: Field) -> tuple[float, ...]:
+    """A non-empty list of percentages (0-100) of the VM's vCPUs."""
+    expected = "a list of CPU utilisation percentages from 0 to 100, e.g. [80, 20, 50]"
+    samples = []
+    for _, item in f.items(expected):
+        value = item.number()
+        if not 0 <= value <= 100:
+            item.fail(f"{item.describe()} is out of range; expected a percentage from 0 to 100")
+        samples.append(value)
+    if not samples:
+        f.fail(f"empty list; expected {expected}")
+    return tuple(samples)
 
 
 def _throttle_response(f: Field) -> float:

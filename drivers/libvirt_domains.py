@@ -9,6 +9,7 @@ moment of libvirt's choosing) and reads as None.
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import libvirt
 
 from livemig.drivers.base import DomainState
+from livemig.drivers.cpu_stats import CpuSample, sample_from_stats
 from livemig.drivers.libvirt_jobs import ACTIVE_JOB_TYPES, domain_state
 
 POOL = "instances"
@@ -80,6 +82,23 @@ def source_reading(
             if not conn.isAlive():
                 raise
     return domain_info(conn, name), stats
+
+
+CPU_STATS = libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_VCPU
+
+
+def cpu_sample(conn: libvirt.virConnect, name: str, host: str) -> CpuSample | None:
+    """The CPU counters of ``name``'s QEMU process on ``host`` now (see
+    :mod:`livemig.drivers.cpu_stats`); None if the domain is not active there."""
+    dom = lookup(conn, name)
+    if dom is None or not ignore_vanished(dom.isActive):
+        return None
+    records = ignore_vanished(conn.domainListGetStats, [dom], CPU_STATS)
+    at = time.monotonic()
+    domain_id = ignore_vanished(dom.ID)
+    if not records or domain_id is None or domain_id < 0:
+        return None
+    return sample_from_stats(records[0][1], at, (host, domain_id))
 
 
 def abort_if_running(conn: libvirt.virConnect, name: str) -> None:

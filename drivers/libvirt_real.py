@@ -26,6 +26,9 @@ Nova-style:
   event; completed-job statistics from the destination; ``abortJob()`` to cancel;
 * ``suspend``/``resume``: ``virDomainSuspend``/``virDomainResume`` where the guest runs
   now (libvirt keeps a paused guest paused across a migration);
+* CPU (``cpu_utilisation``, ``cpu_usage``): libvirt's per-vCPU run time and run-queue
+  delay (``domainListGetStats``) between two samples of the domain's QEMU process,
+  :mod:`livemig.drivers.cpu_stats`; the scenario's ``cpu_trace`` is burnt by the lab guest;
 * ``world()``: every scenario domain on every reachable host, the claims, the hosts
   that cannot be reached and those whose memory is overcommitted;
 * faults (``inject_fault``): a capability of the target (:mod:`livemig.drivers.guests`):
@@ -85,6 +88,7 @@ from livemig.drivers.base import (
     JobType,
     WorldFacts,
 )
+from livemig.drivers.cpu_stats import CpuSample, CpuUsage, usage
 from livemig.drivers.guests import ImageGuests, Target, is_owned, mark_owned, target_for
 from livemig.drivers.hosts_inventory import HostsInventory, InventoryError, load_hosts_inventory
 from livemig.drivers.libvirt_conn import Connections, HostUnreachable, redact_uris
@@ -92,6 +96,7 @@ from livemig.drivers.libvirt_domains import (
     POOL,
     DomainInfo,
     abort_if_running,
+    cpu_sample,
     domain_info,
     has_kvm,
     host_usage,
@@ -115,6 +120,8 @@ from livemig.drivers.libvirt_jobs import (
 
 __all__ = ["DriverSetupError", "HostUnreachable", "LibvirtDriver"]
 
+CPU_WINDOW = 1.0  # seconds: the shortest window a CPU utilisation is measured over
+CPU_ATTEMPTS = 3  # windows tried when the guest moves during one
 BOOT_TIMEOUT = 90.0  # seconds for a guest to come up (the lab's: ticking on its console)
 AMBIGUOUS_GRACE = 30.0  # seconds a domain may sit on both hosts with no job before FAILED
 POSTCOPY_FAILED = libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
@@ -172,6 +179,8 @@ class LibvirtDriver:
         self._claims: dict[str, tuple[str, VmSpec]] = {}
         self._jobs: dict[str, Job] = {}
         self._markers = 0
+        self._cpu_samples: dict[str, CpuSample] = {}  # instance -> its latest CPU sample
+        self.cpu_window = CPU_WINDOW
         if boot:
             self._boot(scenario)
         else:  # a controller restart: the adopted domains' UUIDs, where they run now
@@ -413,6 +422,48 @@ class LibvirtDriver:
         """Is the domain active on ``host``? :class:`HostUnreachable` if it cannot be asked."""
         state = self._call(host, lambda c: domain_info(c, instance))
         return state is not None and state.active
+
+    # -- CPU ------------------------------------------------------------------
+    def cpu_utilisation(self, instance: str) -> float:
+        """The share of its vCPUs the guest used since the previous call (see
+        :meth:`cpu_usage`)."""
+        return self.cpu_usage(instance).utilisation
+
+    def cpu_usage(self, instance: str) -> CpuUsage:
+        """The guest's CPU over the window since the previous reading of its QEMU process:
+        libvirt's vCPU run time and run-queue delay (:mod:`livemig.drivers.cpu_stats`),
+        read where its vCPUs run (:meth:`instance_host`).
+
+        The window is at least ``cpu_window`` seconds: the first reading of a process (the
+        first call, or the first after a migration: the counters start again on the
+        destination) waits that long between its two samples, and so does a call that
+        comes sooner after the previous one. A guest that runs nowhere reads 0 over no
+        window. ``KeyError`` if it is no scenario VM; :class:`HostUnreachable` if its host
+        cannot be asked.
+        """
+        if instance not in self._vms:
+            raise KeyError(instance)
+        for _ in range(CPU_ATTEMPTS):
+            host = self.instance_host(instance)
+            if host is None:
+                self._cpu_samples.pop(instance, None)
+                return CpuUsage(utilisation=0.0, waiting=None, window=0.0)
+            latest = self._call(host, lambda c, h=host: cpu_sample(c, instance, h))
+            if latest is None:
+                continue  # it left the host between the two questions
+            base = self._cpu_samples.get(instance)
+            if base is None or base.process != latest.process:
+                base = self._cpu_samples[instance] = latest  # a new QEMU process
+            wait = base.at + self.cpu_window - latest.at
+            if wait > 0:
+                time.sleep(wait)
+                latest = self._call(host, lambda c, h=host: cpu_sample(c, instance, h))
+                if latest is None or latest.process != base.process:
+                    continue  # it moved during the window: read the new process
+            self._cpu_samples[instance] = latest
+            return usage(base, latest)
+        raise MigrationError(
+            reason=f"{instance} moved during each of {CPU_ATTEMPTS} CPU sample windows")
 
     def world(self) -> WorldFacts:
         domains: list[DomainFact] = []

@@ -33,12 +33,12 @@ import livemig.drivers
 NOT_IMPORTED = {"livemig.drivers.lab.__main__"}
 WITH_DOCTESTS = {
     *(f"livemig.core.{m}" for m in (
-        "check_suite", "checks", "cli", "expectations", "flags", "invariants",
+        "check_suite", "checks", "cli", "cpu_trace", "expectations", "flags", "invariants",
         "orchestrator", "plots", "policy", "profile", "progress", "results", "scenario",
         "scenario_events", "scheduler", "state", "units")),
     *(f"livemig.drivers.{m}" for m in (
-        "ansible_faults", "guests", "libvirt_conn", "libvirt_domains", "libvirt_jobs",
-        "network", "precopy", "sim_hosts")),
+        "ansible_faults", "cpu_stats", "guests", "libvirt_conn", "libvirt_domains",
+        "libvirt_jobs", "network", "precopy", "sim_hosts")),
     "livemig.drivers",
     *(f"livemig.drivers.lab.{m}" for m in (
         "boot_disk", "daemons", "firewall", "guest", "inventory", "lab", "layout", "pki",

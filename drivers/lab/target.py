@@ -39,7 +39,8 @@ class LabGuests:
         log.unlink(missing_ok=True)
         return domain_xml(vm.name, vm.ram // MiB, vm.vcpus, Path(image["kernel"]),
                           Path(image["initrd"]),
-                          max(1, round(vm.working_set / MiB)), vm.dirty_rate / MiB, log, disk)
+                          max(1, round(vm.working_set / MiB)), vm.dirty_rate / MiB, log, disk,
+                          cpu_trace=vm.cpu_trace, cpu_trace_interval=vm.cpu_trace_interval)
 
     def booted(self, vm: VmSpec) -> bool:
         try:

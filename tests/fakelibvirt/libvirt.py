@@ -54,6 +54,9 @@ VIR_DOMAIN_SHUTOFF_MIGRATED = 4
 
 VIR_DOMAIN_EVENT_ID_JOB_COMPLETED = 21
 
+VIR_DOMAIN_STATS_CPU_TOTAL = 2
+VIR_DOMAIN_STATS_VCPU = 8
+
 VIR_DOMAIN_JOB_NONE = 0
 VIR_DOMAIN_JOB_BOUNDED = 1
 VIR_DOMAIN_JOB_UNBOUNDED = 2
@@ -260,6 +263,19 @@ class virConnect:  # noqa: N801 - libvirt's name
         with self._world.cond:
             return [virDomain(self, rec) for rec in h.domains.values()]
 
+    def domainListGetStats(  # noqa: N802
+        self, doms: list[virDomain], stats: int = 0, flags: int = 0
+    ) -> list[tuple[virDomain, dict[str, Any]]]:
+        """The ``CPU_TOTAL`` and ``VCPU`` groups of each active domain (others: nothing)."""
+        self._enter()
+        with self._world.cond:
+            out = []
+            for dom in doms:
+                rec = dom._rec()
+                if rec.active:
+                    out.append((dom, self._world.cpu_stats(rec, stats)))
+            return out
+
     def defineXML(self, xml: str) -> virDomain:  # noqa: N802
         h = self._enter()
         return virDomain(self, self._world.define(h, xml))
@@ -303,6 +319,11 @@ class virDomain:  # noqa: N801 - libvirt's name
 
     def XMLDesc(self, flags: int = 0) -> str:  # noqa: N802
         return self._rec().xml
+
+    def ID(self) -> int:  # noqa: N802
+        with self._conn._world.cond:
+            rec = self._rec()
+            return rec.domain_id if rec.active else -1
 
     def isActive(self) -> int:  # noqa: N802
         with self._conn._world.cond:
