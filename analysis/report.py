@@ -51,6 +51,7 @@ tr.failed td.verdict { color: #c62828; font-weight: bold; }
 img { max-width: 100%; border: 1px solid #ddd; margin: .4em 0; display: block; }
 pre { background: #f6f6f6; padding: .8em; overflow-x: auto; font-size: 85%; }
 p.note { color: #666; font-size: 90%; }
+div.wide { overflow-x: auto; }
 """
 
 
@@ -99,6 +100,9 @@ def table(header: Sequence[str], rows: Iterable[Sequence[Any]], *,
     attr = f' class="{css_class}"' if css_class else ""
     out = f"<table{attr}><thead><tr>{head}</tr></thead><tbody>\n" + "\n".join(body) \
         + "\n</tbody></table>"
+    if len(header) > 8:  # a wide table scrolls on its own, the page does not
+        out = f'<div class="wide">{out}</div>'
+
     if len(rows) > MAX_ROWS:
         out += f'\n<p class="note">... and {len(rows) - MAX_ROWS} more rows</p>'
     return out
