@@ -43,7 +43,7 @@ WITH_DOCTESTS = {
     *(f"livemig.drivers.lab.{m}" for m in (
         "daemons", "firewall", "guest", "lab", "layout", "pki", "statedir")),
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
-    *(f"livemig.analysis.{m}" for m in ("load", "optimum", "snapshot")),
+    *(f"livemig.analysis.{m}" for m in ("load", "optimum", "report", "snapshot")),
 }
 
 

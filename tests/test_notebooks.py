@@ -17,6 +17,14 @@ EXPECTED = {"quickstart.ipynb", "policy-comparison.ipynb", "fidelity.ipynb"}
 INPUTS = ("LIVEMIG_RUN", "LIVEMIG_SWEEP", "LIVEMIG_CALIBRATION")
 
 
+@pytest.fixture(autouse=True)
+def private_jupyter_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Kernel connection files and IPython's profile in the test's own folder (a user
+    without a writable home runs the lane too)."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "jupyter-runtime"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+
+
 def execute(nb: nbformat.NotebookNode, cwd: Path) -> nbformat.NotebookNode:
     """Run every cell in a fresh kernel; a cell that raises raises CellExecutionError."""
     client = NotebookClient(nb, timeout=600, kernel_name="python3",
