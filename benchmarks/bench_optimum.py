@@ -48,6 +48,24 @@ def planetlab_like(n_hosts: int, n_vms: int, seed: int, *, ram: bool = True) -> 
     return Snapshot(tuple(hosts), tuple(vms))
 
 
+def first_fit(snap: Snapshot, *, decreasing: bool = False, best: bool = False) -> int:
+    """Hosts a static heuristic activates (CPU only, the snapshot's max_utilization): VMs
+    in index order (or by decreasing demand), each on the first host in name order with
+    room (or, ``best``, the fullest host with room: best fit, PABFD's choice when the hosts
+    draw the same power)."""
+    left = {h.name: h.cpu * snap.max_utilization for h in snap.hosts}
+    used: set[str] = set()
+    vms = sorted(snap.vms, key=lambda v: -v.cpu) if decreasing else list(snap.vms)
+    for vm in vms:
+        fits = [h for h in left if left[h] >= vm.cpu]
+        if not fits:
+            raise ValueError(f"{vm.name} fits nowhere")
+        host = min(fits, key=lambda h: (left[h], h)) if best else fits[0]
+        left[host] -= vm.cpu
+        used.add(host)
+    return len(used)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hosts", type=int, default=100)
@@ -58,9 +76,14 @@ def main() -> None:
     parser.add_argument("--deterministic", action="store_true")
     parser.add_argument("--no-ram", action="store_true", help="CPU only")
     parser.add_argument("--write", metavar="FILE", help="write the first seed's snapshot")
+    parser.add_argument("--heuristics", action="store_true",
+                        help="also the gap of first fit and best fit decreasing (CPU only)")
+    parser.add_argument("--max-utilization", type=float, default=1.0)
     args = parser.parse_args()
     for seed in range(args.seeds):
         snap = planetlab_like(args.hosts, args.vms, seed, ram=not args.no_ram)
+        if args.max_utilization != 1.0:
+            snap = Snapshot(snap.hosts, snap.vms, args.max_utilization)
         if args.write and seed == 0:
             dump_snapshot(snap, args.write)
         start = time.perf_counter()
@@ -72,6 +95,10 @@ def main() -> None:
         if args.min_migrations:
             text += (f"; migrations {r.migrations} ({r.migrations_status}, bound "
                      f"{r.migrations_bound})")
+        if args.heuristics:
+            ff, bfd = first_fit(snap), first_fit(snap, decreasing=True, best=True)
+            text += (f"; first fit {ff} (gap <= {ff - r.bound}), best fit decreasing {bfd} "
+                     f"(gap <= {bfd - r.bound})")
         print(f"{text}; {wall:.2f} s", flush=True)
 
 
