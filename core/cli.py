@@ -47,7 +47,7 @@ RESULTS_ROOT = Path("results")
 LAB_COMMANDS_MODULE = "livemig.drivers.lab.commands"
 # Command families in modules of their own, each with ``add_commands(subparsers)``
 # (light at import: a command imports what it needs when it runs).
-COMMAND_MODULES = ("livemig.calibration.commands",)
+COMMAND_MODULES = ("livemig.calibration.commands", "livemig.analysis.commands")
 
 
 class CliError(Exception):

@@ -1,5 +1,5 @@
-"""Every doctest of ``livemig.core``, ``livemig.drivers`` (with ``drivers.lab``) and
-``livemig.calibration`` runs here.
+"""Every doctest of ``livemig.core``, ``livemig.drivers`` (with ``drivers.lab``),
+``livemig.calibration`` and ``livemig.analysis`` runs here.
 
 pytest's ``--doctest-modules`` only collects modules under ``testpaths`` (``tests/``), so the
 package's own examples would not run without this module. Each module is imported by
@@ -25,6 +25,7 @@ import pytest
 from fakelibvirt.driver import MODULES as LIBVIRT_MODULES
 from fakelibvirt.driver import fake_bound_modules
 
+import livemig.analysis
 import livemig.calibration
 import livemig.core
 import livemig.drivers
@@ -44,13 +45,17 @@ WITH_DOCTESTS = {
         "boot_disk", "daemons", "firewall", "guest", "inventory", "lab", "layout", "pki",
         "statedir")),
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
+    *(f"livemig.analysis.{m}" for m in ("load", "optimum", "report", "snapshot")),
 }
+
+
+PACKAGES = (livemig.core, livemig.drivers, livemig.calibration, livemig.analysis)
 
 
 def module_names() -> list[str]:
     """The packages and every module under them, by name."""
-    names = ["livemig.core", "livemig.drivers", "livemig.calibration"]
-    for package in (livemig.core, livemig.drivers, livemig.calibration):
+    names = ["livemig.core", "livemig.drivers", "livemig.calibration", "livemig.analysis"]
+    for package in PACKAGES:
         names += [m.name for m in pkgutil.walk_packages(package.__path__,
                                                         package.__name__ + ".")]
     return sorted(set(names) - NOT_IMPORTED)
@@ -93,7 +98,7 @@ def test_the_modules_with_doctests_are_the_expected_ones() -> None:
 def test_every_module_is_visited() -> None:
     """Each ``.py`` file of the packages (but ``__main__``) is one module name above."""
     expected = set()
-    for package in (livemig.core, livemig.drivers, livemig.calibration):
+    for package in PACKAGES:
         root = Path(package.__path__[0])
         for path in root.rglob("*.py"):
             parts = path.relative_to(root).with_suffix("").parts
