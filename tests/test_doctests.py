@@ -26,6 +26,7 @@ from fakelibvirt.driver import MODULES as LIBVIRT_MODULES
 from fakelibvirt.driver import fake_bound_modules
 
 import livemig.calibration
+import livemig.consolidation
 import livemig.core
 import livemig.drivers
 
@@ -42,13 +43,15 @@ WITH_DOCTESTS = {
     *(f"livemig.drivers.lab.{m}" for m in (
         "daemons", "firewall", "guest", "lab", "layout", "pki", "statedir")),
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
+    *(f"livemig.consolidation.{m}" for m in (
+        "overload", "placement", "power", "reference", "selection", "traces")),
 }
 
 
 def module_names() -> list[str]:
     """The packages and every module under them, by name."""
-    names = ["livemig.core", "livemig.drivers", "livemig.calibration"]
-    for package in (livemig.core, livemig.drivers, livemig.calibration):
+    names = ["livemig.core", "livemig.drivers", "livemig.calibration", "livemig.consolidation"]
+    for package in (livemig.core, livemig.drivers, livemig.calibration, livemig.consolidation):
         names += [m.name for m in pkgutil.walk_packages(package.__path__,
                                                         package.__name__ + ".")]
     return sorted(set(names) - NOT_IMPORTED)
@@ -91,7 +94,7 @@ def test_the_modules_with_doctests_are_the_expected_ones() -> None:
 def test_every_module_is_visited() -> None:
     """Each ``.py`` file of the packages (but ``__main__``) is one module name above."""
     expected = set()
-    for package in (livemig.core, livemig.drivers, livemig.calibration):
+    for package in (livemig.core, livemig.drivers, livemig.calibration, livemig.consolidation):
         root = Path(package.__path__[0])
         for path in root.rglob("*.py"):
             parts = path.relative_to(root).with_suffix("").parts

@@ -1,0 +1,110 @@
+"""The consolidation package: traces, the cloudsim-mode engine's accounting on small
+worlds whose figures are worked out by hand, and the reference experiment's NPA figure."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livemig.consolidation import cloudsim, overload, selection
+from livemig.consolidation.power import MODELS
+from livemig.consolidation.traces import TraceError, load_trace, read_trace_csv
+
+DAY = Path("/work/shared/data/planetlab/20110303.csv")
+
+
+def _experiment(rows: list[list[int]], hosts: int = 2, mips: float = 1000.0,
+                ram: float = 625.0, limit: float = 900.0) -> cloudsim.Experiment:
+    samples = np.array(rows, dtype=float) / 100
+    samples = np.concatenate([samples, samples[:, -1:]], axis=1)
+    n = len(rows)
+    g4 = MODELS["hp-ml110-g4"].watts
+    return cloudsim.Experiment(
+        samples=samples, vm_mips=np.full(n, mips), vm_ram=np.full(n, ram),
+        vm_bw=np.full(n, 100_000.0), host_pe_mips=np.full(hosts, 1860.0),
+        host_pes=np.full(hosts, 2.0), host_ram=np.full(hosts, 4096.0),
+        host_bw=np.full(hosts, 1_000_000.0), host_tables=np.array([g4] * hosts, dtype=float),
+        limit=limit)
+
+
+def test_a_bad_trace_row_names_file_and_line() -> None:
+    with pytest.raises(TraceError, match=r"^x.csv:3: samples: expected integer"):
+        read_trace_csv(io.StringIO("vm,u0,u1\na,1,2\nb,1,z\n"), "x.csv")
+    with pytest.raises(TraceError, match=r"^x.csv:2: samples: expected percentages in 0..100"):
+        read_trace_csv(io.StringIO("vm,u0\na,101\n"), "x.csv")
+
+
+def test_dvfs_energy_is_the_trapezoid_of_each_update_and_skips_the_first_interval() -> None:
+    # one VM at a constant 37 % of 1000 MIPS on a 3720-MIPS G4 host
+    exp = _experiment([[37, 37, 37, 37]], hosts=1, limit=900.0)
+    out = cloudsim.run(exp, cloudsim.Policy(kind="dvfs"))
+    u = 370.0 / 3720
+    watts = MODELS["hp-ml110-g4"].power(u)
+    # updates at 300.1 and 600.1 (900.1 is past the limit): one accounted interval
+    assert out.metrics["updates"] == 2
+    assert out.metrics["energy_kwh"] == pytest.approx(watts * 300 / 3.6e6, rel=1e-12)
+
+
+def test_npa_counts_every_host_at_full_power_from_zero() -> None:
+    exp = _experiment([[10, 10, 10, 10]], hosts=3, limit=900.0)
+    out = cloudsim.run(exp, cloudsim.Policy(kind="npa"))
+    assert out.metrics["energy_kwh"] == pytest.approx(3 * 117 * 600.1 / 3.6e6, rel=1e-12)
+
+
+def test_an_overloaded_host_is_relieved_and_the_migration_costs_ram_over_half_the_link() -> None:
+    # 3 VMs of 1000 MIPS on one G4 host, every one at 100 %: u = 3000/3720 > 0.8 (THR)
+    exp = _experiment([[100] * 4] * 3, hosts=2, ram=625.0, limit=900.0)
+    engine = cloudsim.Engine(exp, cloudsim.Policy(overload="thr", parameter=0.8,
+                                                  selection="mmt"))
+    engine.place_initial()
+    engine.lists = [[0, 1, 2], []]
+    engine.host_of[:] = 0
+    engine._step(300.1)
+    assert engine.migrations == [[0, 0, 1, 300.1, 300.1 + 625 / 62.5]]
+    # in flight: the source counts the VM whole, the destination reserves 10 %
+    assert engine.util_mips.tolist() == pytest.approx([3000.0, 100.0])
+    engine._complete(310.1)
+    assert engine.lists == [[1, 2], [0]]
+    assert engine.util_mips.tolist() == pytest.approx([2000.0, 1000.0])
+    # PDM: 10 % of 1000 MIPS for 10 s, over all requested MIPS-seconds so far
+    assert engine.vm_under_migration == pytest.approx(100.0 * 10)
+
+
+def test_the_underloaded_host_is_emptied_onto_an_active_one() -> None:
+    exp = _experiment([[20] * 4, [20] * 4], hosts=2, limit=900.0)
+    engine = cloudsim.Engine(exp, cloudsim.Policy(overload="thr", parameter=0.8,
+                                                  selection="mmt"))
+    engine.place_initial()
+    engine.lists = [[0], [1]]
+    engine.host_of[:] = [0, 1]
+    engine._step(300.1)
+    # both hosts at 200/3720; the first is the least utilised (first on ties) and moves
+    assert [(m[0], m[1], m[2]) for m in engine.migrations] == [(0, 0, 1)]
+
+
+def test_registries_name_every_policy_of_the_reference() -> None:
+    assert {"thr", "iqr", "mad", "lr", "lrr"} <= set(overload.OVERLOAD)
+    assert {"mmt", "mu", "mc", "rs"} <= set(selection.SELECTION)
+    with pytest.raises(KeyError, match="unknown overload policy 'nope'"):
+        overload.make("nope")
+
+
+@pytest.mark.skipif(not DAY.is_file(), reason="the PlanetLab day is not on this machine")
+def test_the_reference_npa_figure_is_reproduced() -> None:
+    exp = cloudsim.reference_experiment(load_trace(DAY))
+    out = cloudsim.run(exp, cloudsim.Policy(kind="npa"))
+    assert round(out.metrics["energy_kwh"], 2) == 2410.80
+
+
+@pytest.mark.skipif(not DAY.is_file(), reason="the PlanetLab day is not on this machine")
+def test_a_seeded_run_is_deterministic() -> None:
+    trace = load_trace(DAY)
+    small = cloudsim.reference_experiment(trace, hosts=800)
+    small = cloudsim.Experiment(**{**small.__dict__, "limit": 3000.0})
+    policy = cloudsim.Policy(overload="lr", parameter=1.2, selection="rs", seed=3)
+    a, b = cloudsim.run(small, policy), cloudsim.run(small, policy)
+    assert a.metrics == b.metrics and a.migrations == b.migrations
+    assert a.metrics["migrations"] > 0
