@@ -20,6 +20,10 @@ Rules, as ``consolidation-reference.md`` describes them (quirks included):
   when oversubscribed; a VM migrating out gets 90 % (its host counts 100 %), a VM
   migrating in reserves 10 % on its destination (requested counts 100 %).
 * Energy per interval ``(P(u0) + P(u1)) / 2 x dt``, 0 when the host was idle at its start.
+* After each update, a VM whose request is exactly 0 (its trace at 0 on both sides of
+  the current time) and that is not migrating is destroyed for good, as CloudSim's
+  ``getCompletedVms`` does (a quirk the reference document does not list; it takes
+  about a seventh of DVFS's energy away).
 * Each update on the interval grid appends every VM's utilisation to its history (30
   values, newest first; a 0 from its creation first).
 * The consolidation step: overloaded hosts, VM selection, PABFD with ``host.getPower()``
@@ -151,6 +155,8 @@ class Engine:
                           if policy.kind == "migration" else None)
         self.rng = random.Random(policy.seed)
         self.host_of = np.full(self.n_vms, -1, dtype=np.intp)
+        self.alive = np.ones(self.n_vms, dtype=bool)
+        self.removed = 0
         self.lists: list[list[int]] = [[] for _ in range(self.n_hosts)]
         self.in_flight: dict[int, list[int]] = {}
         width = exp.history_length
@@ -223,12 +229,14 @@ class Engine:
 
     # -- the datacenter update -------------------------------------------------
     def _placements(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        pv = np.arange(self.n_vms)
-        ph = self.host_of
-        kind = np.zeros(self.n_vms, dtype=np.int8)
+        """(vm, host, kind) of every live VM on its host, then of each migration's
+        destination copy (kind IN)."""
+        pv = np.flatnonzero(self.alive)
+        ph = self.host_of[pv]
+        kind = np.zeros(len(pv), dtype=np.int8)
         if self.in_flight:
             moving = np.fromiter(self.in_flight, dtype=np.intp)
-            kind[moving] = OUT
+            kind[np.searchsorted(pv, moving)] = OUT
             extra_v = [v for v, ds in self.in_flight.items() for _ in ds]
             extra_h = [d for ds in self.in_flight.values() for d in ds]
             pv = np.concatenate([pv, np.array(extra_v, dtype=np.intp)])
@@ -274,12 +282,31 @@ class Engine:
         self.last_time = t
         self.util_mips = util_mips
         self._record_hosts(t, util_mips, host_req)
-        primary = alloc[: self.n_vms]
-        self._record_vms(t, primary, req, kind[: self.n_vms] == OUT)
+        live = len(np.flatnonzero(self.alive))
+        primary = np.zeros(self.n_vms)
+        primary[pv[:live]] = alloc[:live]
+        migrating = np.zeros(self.n_vms, dtype=bool)
+        migrating[pv[:live]] = kind[:live] == OUT
+        self._record_vms(t, primary, req, migrating)
         self.req, self.u = req, u
         self.alloc_sum = np.bincount(ph, alloc, n_hosts)
         self.avail = np.where(over, 0.0, self.total - reqsum)
         self.host_req = host_req
+        self._remove_idle_vms(req)
+
+    def _remove_idle_vms(self, req: np.ndarray) -> None:
+        """CloudSim's ``getCompletedVms``: a live VM requesting exactly 0 MIPS that is
+        not migrating is destroyed (its records stop; its host's books are freed)."""
+        idle = np.flatnonzero(self.alive & (req == 0))
+        for v in idle.tolist():
+            if v in self.in_flight:
+                continue
+            h = int(self.host_of[v])
+            self.lists[h].remove(v)
+            self.alive[v] = False
+            self.host_of[v] = -1
+            self.vms_rec.time[v] = -1.0  # its last record has no successor: counts nothing
+            self.removed += 1  # it requested 0: the host's MIPS books do not change
 
     def _record_hosts(self, t: float, alloc: np.ndarray, req: np.ndarray) -> None:
         rec = self.hosts_rec
@@ -296,6 +323,8 @@ class Engine:
                     migrating: np.ndarray) -> None:
         rec = self.vms_rec
         has, dt = rec.advance(t)
+        has &= self.alive
+        dt = np.where(has, dt, 0.0)
         self.vm_alloc_total += float((rec.alloc * dt).sum())
         self.vm_req_total += float((rec.req * dt).sum())
         short = has & (dt > 0) & (rec.alloc < rec.req)
@@ -305,7 +334,8 @@ class Engine:
                                           / rec.req[short]).sum())
             mig = short & rec.flag
             self.vm_under_migration += float(((rec.req[mig] - rec.alloc[mig]) * dt[mig]).sum())
-        rec.set(t, alloc.copy(), req.copy(), migrating.copy())
+        rec.time[:] = np.where(self.alive, t, rec.time)
+        rec.alloc, rec.req, rec.flag = alloc.copy(), req.copy(), migrating.copy()
 
     def _append_history(self, t: float) -> None:
         """PowerVm's rule: on the interval grid (``(t - 0.1) % interval == 0``)."""
@@ -395,6 +425,7 @@ class Engine:
             "sla_average": self.shortfalls_sum / self.shortfalls if self.shortfalls else 0.0,
             "migration_time_mean_s": float(np.mean(durations)) if durations else 0.0,
             "updates": self.updates,
+            "vms_removed_idle": self.removed,
             "vms": self.n_vms,
             "hosts": self.n_hosts,
         }
@@ -418,9 +449,11 @@ class Planner:
         total = engine.total
         self.contrib = engine.hist * exp.vm_mips[:, None]  # / host MIPS per host
         self.host_hist = np.zeros((engine.n_hosts, exp.history_length))
-        np.add.at(self.host_hist, engine.host_of, self.contrib / total[engine.host_of][:, None])
+        live = np.flatnonzero(engine.alive)
+        where = engine.host_of[live]
+        np.add.at(self.host_hist, where, self.contrib[live] / total[where][:, None])
         self.max_ram = np.zeros(engine.n_hosts)
-        np.maximum.at(self.max_ram, engine.host_of, exp.vm_ram)
+        np.maximum.at(self.max_ram, where, exp.vm_ram[live])
         self.util_now = engine._utilisation(engine.util_mips)
         self.power_now = power_of(self.util_now, exp.host_tables)
         self.facts = selection_mod.VmFacts(exp.vm_ram, engine.u, engine.hist,
