@@ -25,7 +25,7 @@ Rules, as ``consolidation-reference.md`` describes them (quirks included):
   ``getCompletedVms`` does (a quirk the reference document does not list; it takes
   about a seventh of DVFS's energy away).
 * Each update on the interval grid appends every VM's utilisation to its history (30
-  values, newest first; a 0 from its creation first).
+  values, newest first; nothing at creation, t = 0).
 * The consolidation step: overloaded hosts, VM selection, PABFD with ``host.getPower()``
   as last measured, then the underloaded hosts in increasing utilisation with the
   reference's exclusions (step 3's destinations are not excluded).
@@ -224,8 +224,9 @@ class Engine:
             load[host] += mips
             ram_free[host] -= exp.vm_ram[v]
             bw_free[host] -= exp.vm_bw[v]
-        self.hist_count = 1  # PowerVm records a 0 at creation (no cloudlet yet)
-        self.hist_time = exp.first_update
+        # created at t = 0: PowerVm records nothing then (clock 0, no cloudlet yet)
+        self.hist_count = 0
+        self.hist_time = 0.0
 
     # -- the datacenter update -------------------------------------------------
     def _placements(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

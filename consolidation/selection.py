@@ -87,28 +87,35 @@ class Rs:
         return facts.rng.choice(list(vms)) if vms else None
 
 
-def r_squared(y: np.ndarray, others: np.ndarray) -> float | None:
-    """R^2 of an OLS fit (with intercept) of ``y`` on the columns of ``others``; None when
-    it cannot be fitted (fewer samples than parameters, or an exactly singular design).
+def r_squared_each(data: np.ndarray) -> np.ndarray | None:
+    """For each row of ``data`` (one VM's history per row), R^2 of an OLS fit with
+    intercept of that row on the other rows; None when the fits cannot be made (fewer
+    samples than parameters, or an exactly singular design, e.g. an all-zero history),
+    where commons-math throws and CloudSim falls back.
 
-    >>> round(r_squared(np.array([1.0, 2.0, 3.0, 5.0]), np.array([[2.0], [4.0], [6.0], [9.0]])), 4)
-    0.9936
-    >>> r_squared(np.array([1.0, 2.0]), np.array([[1.0, 2.0], [3.0, 4.0]])) is None
+    >>> r2 = r_squared_each(np.array([[1.0, 2.0, 3.0, 5.0], [2.0, 4.0, 6.0, 9.0]]))
+    >>> [round(float(x), 4) for x in r2]
+    [0.9936, 0.9936]
+    >>> r_squared_each(np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 7.0]])) is None
     True
     """
-    samples, predictors = others.shape
-    if predictors + 1 > samples:
+    n, m = data.shape
+    if n > m:  # n - 1 predictors + intercept
         return None
-    design = np.column_stack([np.ones(samples), others])
+    others = np.array([[j for j in range(n) if j != i] for i in range(n)], dtype=np.intp)
+    design = np.empty((n, m, n))
+    design[:, :, 0] = 1.0
+    if n > 1:
+        design[:, :, 1:] = data[others].transpose(0, 2, 1)
     q, r = np.linalg.qr(design)
-    if np.any(np.diag(r) == 0):
+    if np.any(np.diagonal(r, axis1=1, axis2=2) == 0):
         return None
-    beta = np.linalg.solve(r, q.T @ y)
-    residuals = y - design @ beta
-    ssr = float(residuals @ residuals)
-    sst = float(((y - y.mean()) ** 2).sum())
+    beta = np.linalg.solve(r, np.einsum("kmj,km->kj", q, data)[..., None])[..., 0]
+    residuals = data - np.einsum("kmj,kj->km", design, beta)
+    ssr = (residuals ** 2).sum(axis=1)
+    sst = ((data - data.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return float(1 - np.float64(ssr) / np.float64(sst))
+        return 1 - ssr / sst
 
 
 @register
@@ -130,12 +137,11 @@ class Mc:
     def select(self, vms: Sequence[int], facts: VmFacts) -> int | None:
         if not vms:
             return None
-        data = facts.history[list(vms), : facts.history_size]
-        best, best_metric = 0, 5e-324  # Java's Double.MIN_VALUE
-        for i in range(len(vms)):
-            metric = r_squared(data[i], np.delete(data, i, axis=0).T)
-            if metric is None:
-                return Mmt().select(vms, facts)
+        metrics = r_squared_each(facts.history[list(vms), : facts.history_size])
+        if metrics is None:
+            return Mmt().select(vms, facts)
+        best, best_metric = 0, 5e-324  # Java's Double.MIN_VALUE; NaN never wins
+        for i, metric in enumerate(metrics.tolist()):
             if metric > best_metric:
                 best, best_metric = i, metric
         return vms[best]

@@ -108,3 +108,35 @@ def test_a_seeded_run_is_deterministic() -> None:
     a, b = cloudsim.run(small, policy), cloudsim.run(small, policy)
     assert a.metrics == b.metrics and a.migrations == b.migrations
     assert a.metrics["migrations"] > 0
+
+
+def test_a_vm_whose_request_is_exactly_zero_is_destroyed_for_good() -> None:
+    # CloudSim's getCompletedVms: VM 0 requests 0 at 300.1 (0 % on both sides) and is gone,
+    # even though its trace rises again later; VM 1 stays.
+    exp = _experiment([[0, 0, 0, 50], [10, 10, 10, 10]], hosts=1, limit=1000.0)
+    engine = cloudsim.Engine(exp, cloudsim.Policy(kind="dvfs"))
+    out = engine.run()
+    assert out.metrics["vms_removed_idle"] == 1
+    assert engine.lists == [[1]]
+    # the host only ever carried VM 1's 100 MIPS
+    watts = MODELS["hp-ml110-g4"].power(100 / 3720)
+    assert out.metrics["energy_kwh"] == pytest.approx(2 * 300 * watts / 3.6e6, rel=1e-12)
+
+
+@pytest.mark.skipif(not DAY.is_file(), reason="the PlanetLab day is not on this machine")
+def test_the_reference_dvfs_figure_is_reproduced() -> None:
+    exp = cloudsim.reference_experiment(load_trace(DAY))
+    out = cloudsim.run(exp, cloudsim.Policy(kind="dvfs"))
+    assert round(out.metrics["energy_kwh"], 2) == 802.75
+
+
+@pytest.mark.skipif(not DAY.is_file(), reason="the PlanetLab day is not on this machine")
+def test_lr_mmt_reproduces_the_reference_within_the_issue_tolerances() -> None:
+    """LR 1.2 + MMT on 20110303 (about 10 s): CloudSim 5.0 gives 163.48 kWh, 27,859
+    migrations, SLATAH 5.86 %, SLAV 4.64e-05 (so PDM = SLAV / SLATAH)."""
+    exp = cloudsim.reference_experiment(load_trace(DAY))
+    m = cloudsim.run(exp, cloudsim.Policy(overload="lr", parameter=1.2, selection="mmt")).metrics
+    assert m["energy_kwh"] == pytest.approx(163.48, rel=0.01)
+    assert m["migrations"] == pytest.approx(27859, rel=0.02)
+    assert m["slatah"] == pytest.approx(0.0586, rel=0.05)
+    assert m["pdm"] == pytest.approx(4.64e-05 / 0.0586, rel=0.05)
