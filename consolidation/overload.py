@@ -177,20 +177,30 @@ class Mad:
 
 def lr_prediction(history: np.ndarray, intervals: np.ndarray, points: int = 10) -> np.ndarray:
     """OLS line through the ``points`` newest values (x = 1..points, oldest first),
-    evaluated at ``points + intervals``.
+    evaluated at ``points + intervals``. The prediction is linear in the values:
+    ``y . a + intervals x (y . b)``.
 
     >>> lr_prediction(np.array([[1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]]),
     ...               np.array([1])).round(12).tolist()
     [1.1]
     """
-    y = history[:, :points][:, ::-1]
-    x = np.arange(1, points + 1, dtype=float)
-    x_mean = x.mean()
-    sxx = ((x - x_mean) ** 2).sum()
-    y_mean = y.mean(axis=1)
-    slope = ((x - x_mean)[None, :] * (y - y_mean[:, None])).sum(axis=1) / sxx
-    intercept = y_mean - slope * x_mean
-    return intercept + slope * (points + intervals)
+    a, b = _lr_weights(points)
+    y = history[:, :points]  # newest first: weights reversed in _lr_weights
+    return y @ a + intervals * (y @ b)
+
+
+_LR_WEIGHTS: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _lr_weights(points: int) -> tuple[np.ndarray, np.ndarray]:
+    if points not in _LR_WEIGHTS:
+        x = np.arange(1, points + 1, dtype=float)
+        centred = x - x.mean()
+        sxx = (centred ** 2).sum()
+        a = 1 / points + centred * (points - x.mean()) / sxx
+        b = centred / sxx
+        _LR_WEIGHTS[points] = (a[::-1].copy(), b[::-1].copy())
+    return _LR_WEIGHTS[points]
 
 
 @register
@@ -213,8 +223,7 @@ class Lr:
 
     def overloaded(self, u: np.ndarray, history: np.ndarray,
                    intervals: np.ndarray) -> np.ndarray:
-        lengths = history_length(history)
-        enough = lengths >= self.points
+        enough = history[:, self.points - 1:].any(axis=1)  # >= points values after trim
         predicted = self.safety * lr_prediction(history, intervals, self.points)
         return np.where(enough, predicted >= 1, _fallback(u))
 

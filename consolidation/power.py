@@ -52,18 +52,21 @@ class PowerModel:
 
 
 def power_of(utilisation: np.ndarray, tables: np.ndarray) -> np.ndarray:
-    """Watts for each utilisation with the table of its row (``tables``: (n, 11) or (1, 11)).
+    """Watts for each utilisation in [0, 1] with the table of its row (``tables``:
+    (n, 11), or (1, 11) for one table for all).
 
     >>> float(power_of(np.array([0.25]), np.array([MODELS["hp-ml110-g5"].watts]))[0])
     103.0
     """
     scaled = utilisation * 10.0
-    low = np.clip(np.floor(scaled).astype(np.intp), 0, 10)
-    high = np.clip(np.ceil(scaled).astype(np.intp), 0, 10)
-    rows = np.arange(len(utilisation)) if tables.shape[0] > 1 else np.zeros(len(utilisation),
-                                                                            dtype=np.intp)
-    p_low = tables[rows, low]
-    p_high = tables[rows, high]
+    low = np.minimum(scaled.astype(np.intp), 9)
+    if tables.shape[0] == 1:
+        p_low = tables[0, low]
+        p_high = tables[0, low + 1]
+    else:
+        rows = np.arange(len(utilisation))
+        p_low = tables[rows, low]
+        p_high = tables[rows, low + 1]
     return p_low + (p_high - p_low) * (scaled - low)
 
 
