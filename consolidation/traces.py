@@ -94,3 +94,35 @@ def block_types(count: int, types: int = 4) -> np.ndarray:
     [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]
     """
     return np.arange(count) // math.ceil(count / types)
+
+
+def synthetic_trace(vms: int, samples: int, seed: int) -> list[list[int]]:
+    """A PlanetLab-like trace for small scenarios: each VM a random walk around its own
+    mean (mostly low, a few busy ones), integer percent in 0..100, some idle stretches.
+
+    >>> rows = synthetic_trace(3, 5, seed=1)
+    >>> len(rows), len(rows[0]), all(0 <= v <= 100 for row in rows for v in row)
+    (3, 5, True)
+    >>> synthetic_trace(3, 5, seed=1) == rows
+    True
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(vms):
+        mean = rng.choice([5, 10, 20, 40, 70], p=[0.3, 0.3, 0.2, 0.15, 0.05])
+        level = float(mean)
+        row = []
+        for _ in range(samples):
+            level = min(100.0, max(0.0, level + rng.normal(0, 6) + 0.2 * (mean - level)))
+            row.append(0 if rng.random() < 0.03 else int(round(level)))
+        rows.append(row)
+    return rows
+
+
+def write_trace_csv(path: str | Path, rows: list[list[int]], prefix: str = "vm") -> None:
+    """Write ``rows`` in the trace format (see the module doc)."""
+    with open(path, "w", newline="") as stream:
+        writer = csv.writer(stream)
+        writer.writerow(["vm", *(f"u{k}" for k in range(len(rows[0])))])
+        for i, row in enumerate(rows):
+            writer.writerow([f"{prefix}-{i:04d}", *row])
