@@ -4,14 +4,24 @@ worlds whose figures are worked out by hand, and the reference experiment's NPA 
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from livemig.consolidation import cloudsim, overload, selection
+from livemig.consolidation import commands as consolidation_commands
 from livemig.consolidation.power import MODELS
-from livemig.consolidation.traces import TraceError, load_trace, read_trace_csv
+from livemig.consolidation.scenario import is_consolidation
+from livemig.consolidation.traces import (
+    TraceError,
+    load_trace,
+    read_trace_csv,
+    synthetic_trace,
+    write_trace_csv,
+)
+from livemig.core import cli
 
 DAY = Path("/work/shared/data/planetlab/20110303.csv")
 
@@ -140,3 +150,51 @@ def test_lr_mmt_reproduces_the_reference_within_the_issue_tolerances() -> None:
     assert m["migrations"] == pytest.approx(27859, rel=0.02)
     assert m["slatah"] == pytest.approx(0.0586, rel=0.05)
     assert m["pdm"] == pytest.approx(4.64e-05 / 0.0586, rel=0.05)
+
+
+CONSOLIDATION_SCENARIOS = sorted(
+    p for p in (Path(__file__).resolve().parent.parent / "scenarios").glob("*.yaml")
+    if is_consolidation(p.read_text()))
+
+
+def test_the_shipped_consolidation_scenarios_are_found() -> None:
+    assert len(CONSOLIDATION_SCENARIOS) >= 6
+
+
+@pytest.mark.parametrize("path", CONSOLIDATION_SCENARIOS, ids=lambda p: p.stem)
+def test_shipped_consolidation_scenario_meets_its_expectations(path: Path) -> None:
+    report = consolidation_commands.check_file(str(path))
+    assert report.error is None
+    assert report.verdicts and all(v.met for v in report.verdicts), report.verdicts
+
+
+def test_the_sample_trace_is_the_generator_s_output(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parent.parent / "scenarios/traces/sample-60vms-4h.csv"
+    write_trace_csv(tmp_path / "t.csv", synthetic_trace(60, 48, seed=2011))
+    assert (tmp_path / "t.csv").read_text() == shipped.read_text()
+
+
+def test_a_bad_consolidation_scenario_is_one_line_exit_2(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("consolidation:\n  trace: t.csv\n  policy: {overload: lrx}\n")
+    assert cli.main(["run", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"livemig: error: {bad}:3: consolidation.policy.overload: 'lrx' is not "
+                   "known (did you mean 'lr'?); expected one of iqr, lr, lrr, mad, thr")
+    assert not (tmp_path / "out").exists()
+
+
+def test_livemig_run_writes_the_consolidation_results(tmp_path: Path) -> None:
+    scenario = CONSOLIDATION_SCENARIOS[0]
+    out = tmp_path / "out"
+    assert cli.main(["run", str(scenario), "--out", str(out), "--no-progress"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["active_hosts.png", "hosts.csv", "migrations.csv", "summary.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    rows = (out / "hosts.csv").read_text().splitlines()
+    assert len(rows) == 1 + 47  # the header, then a step at 300.1, ..., 14100.1 s
+    migrations = (out / "migrations.csv").read_text().splitlines()
+    assert len(migrations) == 1 + summary["metrics"]["migrations"]
+    assert summary["kind"] == "consolidation" and summary["expectations"]["failed"] == 0
