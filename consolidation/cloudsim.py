@@ -455,6 +455,11 @@ class Planner:
         np.add.at(self.host_hist, where, self.contrib[live] / total[where][:, None])
         self.max_ram = np.zeros(engine.n_hosts)
         np.maximum.at(self.max_ram, where, exp.vm_ram[live])
+        policy = engine.overload
+        self.by_features = hasattr(policy, "features")
+        if self.by_features:  # additive: kept per host, a VM's added in O(1)
+            self.vm_features = policy.features(self.contrib)  # type: ignore[union-attr]
+            self.host_features = policy.features(self.host_hist)  # type: ignore[union-attr]
         self.util_now = engine._utilisation(engine.util_mips)
         self.power_now = power_of(self.util_now, exp.host_tables)
         self.facts = selection_mod.VmFacts(exp.vm_ram, engine.u, engine.hist,
@@ -467,6 +472,10 @@ class Planner:
 
     def _overloaded(self, hosts: np.ndarray) -> np.ndarray:
         assert self.e.overload is not None
+        if self.by_features:
+            return self.e.overload.overloaded_by_features(  # type: ignore[union-attr]
+                self.req_sum[hosts] / self.e.total[hosts], self.host_features[hosts],
+                self._intervals(self.max_ram[hosts], hosts))
         return self.e.overload.overloaded(self.req_sum[hosts] / self.e.total[hosts],
                                           self.host_hist[hosts],
                                           self._intervals(self.max_ram[hosts], hosts))
@@ -481,6 +490,8 @@ class Planner:
             self.req_sum[h] = 0.0
             self.host_hist[h] = 0.0
             self.max_ram[h] = 0.0
+            if self.by_features:
+                self.host_features[h] = 0.0
             return
         idx = np.array(vms, dtype=np.intp)
         capped = np.minimum(e.req[idx], e.exp.host_pe_mips[h])
@@ -494,6 +505,8 @@ class Planner:
         self.req_sum[h] = e.req[idx].sum()
         self.host_hist[h] = (self.contrib[idx] / total).sum(axis=0)
         self.max_ram[h] = e.exp.vm_ram[idx].max()
+        if self.by_features:
+            self.host_features[h] = (self.vm_features[idx] / total).sum(axis=0)
 
     def _create(self, h: int, v: int) -> None:
         e = self.e
@@ -505,6 +518,8 @@ class Planner:
             self.req_sum[h] += e.req[v]
             self.host_hist[h] += self.contrib[v] / e.total[h]
             self.max_ram[h] = max(self.max_ram[h], e.exp.vm_ram[v])
+            if self.by_features:
+                self.host_features[h] += self.vm_features[v] / e.total[h]
         else:
             self._recompute(h)
 
@@ -520,6 +535,11 @@ class Planner:
         def over_after(idx: np.ndarray) -> np.ndarray:
             assert e.overload is not None
             total = e.total[idx]
+            if self.by_features:
+                return e.overload.overloaded_by_features(  # type: ignore[union-attr]
+                    (self.req_sum[idx] + request) / total,
+                    self.host_features[idx] + self.vm_features[v][None, :] / total[:, None],
+                    self._intervals(np.maximum(self.max_ram[idx], exp.vm_ram[v]), idx))
             return e.overload.overloaded(
                 (self.req_sum[idx] + request) / total,
                 self.host_hist[idx] + self.contrib[v][None, :] / total[:, None],

@@ -20,7 +20,10 @@ them are <= 0, which never happens.
 [False, True]
 
 Adding a policy: a class with ``name`` and ``overloaded(u, history, intervals)``,
-decorated with :func:`register`.
+decorated with :func:`register`. A policy whose test depends on the history only through
+*additive* features (sums over the host's VMs) may also offer ``features(history)`` and
+``overloaded_by_features(u, features, intervals)``: the controller then keeps the features
+per host instead of re-reading whole histories (LR does: its prediction is linear).
 """
 
 from __future__ import annotations
@@ -226,6 +229,25 @@ class Lr:
         enough = history[:, self.points - 1:].any(axis=1)  # >= points values after trim
         predicted = self.safety * lr_prediction(history, intervals, self.points)
         return np.where(enough, predicted >= 1, _fallback(u))
+
+
+    def features(self, history: np.ndarray) -> np.ndarray:
+        """Additive features: the prediction's two dot products, and the sum of the values
+        from the ``points``-th on (> 0 exactly when the trimmed history is long enough).
+
+        >>> h = np.array([[0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4, 0.35]])
+        >>> lr = Lr(1.2)
+        >>> bool(lr.overloaded_by_features(np.array([0.8]), lr.features(h), np.array([1]))[0])
+        True
+        """
+        a, b = _lr_weights(self.points)
+        y = history[:, : self.points]
+        return np.column_stack([y @ a, y @ b, history[:, self.points - 1:].sum(axis=1)])
+
+    def overloaded_by_features(self, u: np.ndarray, features: np.ndarray,
+                               intervals: np.ndarray) -> np.ndarray:
+        predicted = self.safety * (features[:, 0] + intervals * features[:, 1])
+        return np.where(features[:, 2] > 0, predicted >= 1, _fallback(u))
 
 
 @register

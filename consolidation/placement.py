@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from livemig.consolidation.power import power_of
+from livemig.consolidation.power import power_at, power_of  # noqa: F401 - doctest
 
 
 def choose_host(
@@ -68,7 +68,7 @@ def choose_host(
     u_after = (load_mips[idx] + request) / total_mips[idx]
     if np.any(u_after > 1):
         raise ValueError("PABFD: a candidate host would exceed 100 % (free MIPS inconsistent)")
-    diff = power_of(u_after, tables[idx]) - power_now[idx]
+    diff = power_at(u_after, tables, idx) - power_now[idx]
     return int(idx[int(np.argmin(diff))])
 
 
