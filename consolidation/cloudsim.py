@@ -49,6 +49,7 @@ from livemig.consolidation.power import MODELS, energy_joules, power_of
 from livemig.consolidation.traces import Trace, block_types, utilisation_at
 
 NORMAL, OUT, IN = 0, 1, 2
+WATCHER = ("vm_workload_consolidation", "workload_balance")
 MB_KBIT = 8000  # CloudSim: 1 MB = 8000 kbit
 
 
@@ -92,7 +93,9 @@ def reference_experiment(trace: Trace, hosts: int = ref.HOSTS) -> Experiment:
 
 @dataclass(frozen=True)
 class Policy:
-    """``kind``: ``migration`` (overload + selection + PABFD), ``dvfs`` or ``npa``."""
+    """``kind``: ``migration`` (overload + selection + PABFD), ``dvfs``, ``npa``, or one of
+    Watcher's strategies, ``vm_workload_consolidation`` and ``workload_balance``
+    (``parameter``: its threshold in %, 25 by default)."""
 
     kind: str = "migration"
     overload: str = "lr"
@@ -102,6 +105,9 @@ class Policy:
 
     @property
     def label(self) -> str:
+        if self.kind in WATCHER:
+            return f"watcher {self.kind}" + (
+                f" {self.parameter:g} %" if self.parameter is not None else "")
         if self.kind != "migration":
             return self.kind.upper()
         param = "" if self.parameter is None else f" {self.parameter:g}"
@@ -370,6 +376,8 @@ class Engine:
         plan: list[tuple[int, int]] = []
         if self.policy.kind == "migration":
             plan, overloaded = Planner(self, t).plan()
+        elif self.policy.kind in WATCHER:
+            plan = self._watcher_plan()
         for v, dest in plan:
             self._start(t, v, dest)
         if plan:
@@ -379,6 +387,20 @@ class Engine:
             "overloaded_hosts": overloaded, "migrations_started": len(plan),
             "energy_kwh": self.energy / 3.6e6,
         })
+
+    def _watcher_plan(self) -> list[tuple[int, int]]:
+        from livemig.consolidation import watcher
+
+        live = np.flatnonzero(self.alive)
+        hosts = watcher.Hosts(mips=self.total, ram=self.exp.host_ram)
+        vms = watcher.Vms(host=self.host_of[live], demand=self.req[live],
+                          ram=self.exp.vm_ram[live])
+        if self.policy.kind == "workload_balance":
+            threshold = 25.0 if self.policy.parameter is None else self.policy.parameter
+            moves = watcher.workload_balance(hosts, vms, threshold)
+        else:
+            moves = watcher.vm_workload_consolidation(hosts, vms)
+        return [(int(live[i]), dest) for i, dest in moves]
 
     def _start(self, t: float, v: int, dest: int) -> None:
         exp = self.exp

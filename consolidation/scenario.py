@@ -13,7 +13,8 @@
       host_models: [hp-ml110-g4, hp-ml110-g5]
       interval: 300s            # consolidation period and trace sample spacing
       until: 24h                # the run's limit (CloudSim's SIMULATION_LIMIT)
-      policy: {overload: lr, parameter: 1.2, selection: mmt}   # or {power: dvfs | npa}
+      policy: {overload: lr, parameter: 1.2, selection: mmt}   # or {power: dvfs | npa}, or
+      # {watcher: vm_workload_consolidation} / {watcher: workload_balance, threshold: 25}
     expect:                     # METRIC OP VALUE, METRIC a key of summary.json's metrics
       - energy_kwh < 170
       - migrations >= 100
@@ -140,7 +141,14 @@ def _seconds(f: Field) -> float:
 
 
 def _policy(f: Field, seed: int) -> Policy:
-    m = f.mapping(("overload", "parameter", "selection", "power"))
+    m = f.mapping(("overload", "parameter", "selection", "power", "watcher", "threshold"))
+    strategy = m.get("watcher")
+    if strategy is not None:
+        from livemig.consolidation.cloudsim import WATCHER
+
+        name = _choice(WATCHER, "a Watcher strategy")(strategy)
+        threshold = m.value("threshold", lambda p: p.number(positive=True, limit=100.0), None)
+        return Policy(kind=name, parameter=threshold, seed=seed)
     power = m.get("power")
     if power is not None:
         if "overload" in m or "selection" in m:

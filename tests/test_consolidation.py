@@ -198,3 +198,15 @@ def test_livemig_run_writes_the_consolidation_results(tmp_path: Path) -> None:
     migrations = (out / "migrations.csv").read_text().splitlines()
     assert len(migrations) == 1 + summary["metrics"]["migrations"]
     assert summary["kind"] == "consolidation" and summary["expectations"]["failed"] == 0
+
+
+def test_watcher_balance_moves_one_vm_per_step_from_the_busiest_host() -> None:
+    # host 0 carries 3 VMs at 40 % of 1000 MIPS (1200 of 3720: 32 %), host 1 one at 10 %
+    exp = _experiment([[40] * 4] * 3 + [[10] * 4], hosts=2, limit=700.0)
+    engine = cloudsim.Engine(exp, cloudsim.Policy(kind="workload_balance", parameter=25.0))
+    engine.place_initial()
+    engine.lists = [[0, 1, 2], [3]]
+    engine.host_of[:] = [0, 0, 0, 1]
+    engine._step(300.1)
+    # average 650: host 0 may give 550 at most, so one 400-MIPS VM, to host 1 (500 < 930)
+    assert [(m[0], m[1], m[2]) for m in engine.migrations] == [(0, 0, 1)]

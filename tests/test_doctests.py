@@ -45,7 +45,7 @@ WITH_DOCTESTS = {
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
     *(f"livemig.consolidation.{m}" for m in (
         "overload", "placement", "power", "reference", "run", "scenario", "selection",
-        "snapshot", "traces",
+        "snapshot", "traces", "watcher",
         "utilisation")),
 }
 
