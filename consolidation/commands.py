@@ -5,17 +5,30 @@ The core commands hand such a file over with :func:`handles`."""
 from __future__ import annotations
 
 import argparse
+import re
 import time
 from pathlib import Path
 
 from livemig.core.cli import CliError, echo, one_line, printable
 
+_SECTION = re.compile(r"^consolidation\s*:", re.MULTILINE)
+
+
+def is_consolidation(text: str) -> bool:
+    """Does this scenario text have a top-level ``consolidation:`` key? (cheap: no YAML,
+    no NumPy, so ``livemig validate`` of other files stays light)
+
+    >>> is_consolidation("name: a\\nconsolidation:\\n  trace: t.csv\\n")
+    True
+    >>> is_consolidation("hosts: []")
+    False
+    """
+    return _SECTION.search(text) is not None
+
 
 def handles(path: str) -> bool:
     """Is ``path`` a consolidation scenario? (False for anything unreadable: the caller's
     own loader reports it)."""
-    from livemig.consolidation.scenario import is_consolidation
-
     try:
         return is_consolidation(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):

@@ -45,6 +45,7 @@ from pathlib import Path
 
 from livemig.consolidation import overload, selection
 from livemig.consolidation.cloudsim import Policy
+from livemig.consolidation.commands import is_consolidation  # noqa: F401 - re-exported
 from livemig.consolidation.power import MODELS
 from livemig.core.yaml_nodes import Field, ScenarioError, compose, did_you_mean
 
@@ -71,17 +72,6 @@ class ConsolidationScenario:
     until: float = 86_400.0
     seed: int = 1
     expect: tuple[tuple[int, str, str, float], ...] = field(default=())  # line, metric, op, v
-
-
-def is_consolidation(text: str) -> bool:
-    """Does this scenario text have a top-level ``consolidation:`` key? (cheap test)
-
-    >>> is_consolidation("name: a\\nconsolidation:\\n  trace: t.csv\\n")
-    True
-    >>> is_consolidation("hosts: []")
-    False
-    """
-    return re.search(r"^consolidation\s*:", text, re.MULTILINE) is not None
 
 
 def load(path: str | Path) -> ConsolidationScenario:

@@ -44,9 +44,8 @@ WITH_DOCTESTS = {
         "daemons", "firewall", "guest", "lab", "layout", "pki", "statedir")),
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
     *(f"livemig.consolidation.{m}" for m in (
-        "overload", "placement", "power", "reference", "run", "scenario", "selection",
-        "snapshot", "traces", "watcher",
-        "utilisation")),
+        "commands", "overload", "placement", "power", "reference", "run", "scenario",
+        "selection", "snapshot", "traces", "utilisation", "watcher")),
 }
 
 
