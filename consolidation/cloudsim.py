@@ -160,6 +160,8 @@ class Engine:
         self.selection = (selection_mod.make(policy.selection)
                           if policy.kind == "migration" else None)
         self.rng = random.Random(policy.seed)
+        self.ram_binding = False  # RAM checked when moving (the default mode: Nova's check)
+        self.destroy_idle_vms = True  # CloudSim's getCompletedVms (the cloudsim mode only)
         self.host_of = np.full(self.n_vms, -1, dtype=np.intp)
         self.alive = np.ones(self.n_vms, dtype=bool)
         self.removed = 0
@@ -299,7 +301,8 @@ class Engine:
         self.alloc_sum = np.bincount(ph, alloc, n_hosts)
         self.avail = np.where(over, 0.0, self.total - reqsum)
         self.host_req = host_req
-        self._remove_idle_vms(req)
+        if self.destroy_idle_vms:
+            self._remove_idle_vms(req)
 
     def _remove_idle_vms(self, req: np.ndarray) -> None:
         """CloudSim's ``getCompletedVms``: a live VM requesting exactly 0 MIPS that is
@@ -460,8 +463,10 @@ class Planner:
     ``optimizeAllocation``: the plan is undone in the model and returned)."""
 
     def __init__(self, engine: Engine, t: float) -> None:
-        if engine.in_flight:
-            raise AssertionError("a consolidation step with migrations still in flight")
+        # In cloudsim mode every migration has ended by the next step; in the default mode
+        # some may still be queued or running: they are never picked again, and a host
+        # with one is not evacuated as underloaded.
+        self.busy = set(engine.in_flight)
         self.e = engine
         exp = engine.exp
         self.t = t
@@ -486,6 +491,12 @@ class Planner:
         self.power_now = power_of(self.util_now, exp.host_tables)
         self.facts = selection_mod.VmFacts(exp.vm_ram, engine.u, engine.hist,
                                            engine.hist_count, engine.rng)
+        self.ram_free: np.ndarray | None = None
+        if engine.ram_binding:  # Nova's destination check: free RAM > the VM's (strict)
+            used = np.zeros(engine.n_hosts)
+            for h, vms in enumerate(self.lists):
+                used[h] = exp.vm_ram[vms].sum() if vms else 0.0
+            self.ram_free = exp.host_ram - used
 
     def _intervals(self, max_ram: np.ndarray, hosts: np.ndarray) -> np.ndarray:
         exp = self.e.exp
@@ -533,6 +544,8 @@ class Planner:
     def _create(self, h: int, v: int) -> None:
         e = self.e
         self.lists[h].append(v)
+        if self.ram_free is not None:
+            self.ram_free[h] -= e.exp.vm_ram[v]
         capped = min(e.req[v], e.exp.host_pe_mips[h])
         if self.avail[h] >= capped:
             self.alloc[h] += capped
@@ -547,6 +560,8 @@ class Planner:
 
     def _destroy(self, h: int, v: int) -> None:
         self.lists[h].remove(v)
+        if self.ram_free is not None:
+            self.ram_free[h] += self.e.exp.vm_ram[v]
         self._recompute(h)
 
     def _find_host(self, v: int, excluded: np.ndarray) -> int:
@@ -567,6 +582,8 @@ class Planner:
                 self.host_hist[idx] + self.contrib[v][None, :] / total[:, None],
                 self._intervals(np.maximum(self.max_ram[idx], exp.vm_ram[v]), idx))
 
+        if self.ram_free is not None:
+            excluded = excluded | (self.ram_free <= exp.vm_ram[v])
         return choose_host(request, excluded, exp.host_pe_mips, self.avail, self.alloc,
                            e.total, self.power_now, exp.host_tables, over_after)
 
@@ -584,7 +601,8 @@ class Planner:
         for h in np.flatnonzero(over):
             h = int(h)
             while True:
-                v = e.selection.select(self.lists[h], self.facts)
+                movable = [v for v in self.lists[h] if v not in self.busy]
+                v = e.selection.select(movable, self.facts)
                 if v is None:
                     break
                 to_move.append(v)
@@ -603,7 +621,8 @@ class Planner:
         switched_off = self.util_now == 0
         not_underloaded = over | switched_off
         placement_excluded = over | switched_off
-        nonempty = np.array([bool(vms) for vms in self.lists])
+        nonempty = np.array([bool(vms) and not self.busy.intersection(vms)
+                             for vms in self.lists])
         while not not_underloaded.all():
             h = least_utilised(self.util_now, ~not_underloaded & nonempty)
             if h < 0:

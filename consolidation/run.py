@@ -2,7 +2,8 @@
 
 * :func:`build_experiment`: the scenario's hosts (``host_models`` in turn), its trace's VMs
   (the reference's four types, by block) and clock;
-* :func:`run_spec`: the engine of the scenario's ``mode`` (``cloudsim``: :mod:`cloudsim`);
+* :func:`run_spec`: the engine of the scenario's ``mode`` (``cloudsim``: :mod:`cloudsim`;
+  ``default``: :mod:`flow`, Nova's flow on the simulated data centre);
 * :func:`evaluate`: the ``expect:`` lines against the metrics;
 * :func:`write`: ``summary.json`` (metrics, expectations, timings), ``hosts.csv`` (per
   consolidation step: active and overloaded hosts, migrations started, energy so far),
@@ -57,7 +58,12 @@ def run_spec(spec: ConsolidationScenario) -> tuple[Outcome, dict[str, float]]:
     trace = load_trace(spec.trace)
     exp = build_experiment(spec, trace)
     loaded = time.perf_counter()
-    outcome = run(exp, spec.policy)
+    if spec.mode == "default":
+        from livemig.consolidation import flow
+
+        outcome = flow.run(exp, spec.policy)
+    else:
+        outcome = run(exp, spec.policy)
     active = [row["active_hosts"] for row in outcome.series] or [0]
     outcome.metrics["active_hosts_max"] = int(max(active))
     outcome.metrics["active_hosts_mean"] = float(np.mean(active))

@@ -7,7 +7,7 @@
     name: planetlab-sample-lr-mmt
     seed: 1
     consolidation:
-      mode: cloudsim            # the reference's accounting (the only mode so far)
+      mode: cloudsim            # the reference's accounting; default: Nova's flow, pre-copy
       trace: traces/x.csv       # one VM per row (relative to this file), types by block
       hosts: 800                # host i is host_models[i mod len(host_models)]
       host_models: [hp-ml110-g4, hp-ml110-g5]
@@ -49,10 +49,11 @@ from livemig.consolidation.commands import is_consolidation  # noqa: F401 - re-e
 from livemig.consolidation.power import MODELS
 from livemig.core.yaml_nodes import Field, ScenarioError, compose, did_you_mean
 
-MODES = ("cloudsim",)
+MODES = ("cloudsim", "default")
 METRICS = ("energy_kwh", "migrations", "slatah", "pdm", "slav", "esv", "host_shutdowns",
            "sla_overall", "sla_average", "migration_time_mean_s", "vms_removed_idle",
-           "active_hosts_max", "active_hosts_mean")
+           "active_hosts_max", "active_hosts_mean", "downtime_ms_mean", "downtime_ms_max",
+           "bytes_moved", "migration_time_s_mean")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "<": operator.lt, ">": operator.gt}
 _EXPECTATION = re.compile(r"\s*([a-z_]+)\s*(<=|>=|==|<|>)\s*(\S+)\s*")
