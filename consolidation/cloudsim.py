@@ -450,6 +450,8 @@ class Engine:
                             if self.vm_req_total else 0.0),
             "sla_average": self.shortfalls_sum / self.shortfalls if self.shortfalls else 0.0,
             "migration_time_mean_s": float(np.mean(durations)) if durations else 0.0,
+            "bytes_moved": int(sum(self.exp.vm_ram[m[0]] for m in self.migrations)) << 20,
+            "downtime_ms_mean": 0.0,  # CloudSim models none
             "updates": self.updates,
             "vms_removed_idle": self.removed,
             "vms": self.n_vms,

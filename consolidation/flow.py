@@ -50,8 +50,10 @@ class FlowEngine(Engine):
     """:class:`Engine` whose migrations are requests to the orchestrator."""
 
     def __init__(self, exp: Experiment, policy: Policy, *, dirty_rate_max: float = 100 * MiB,
-                 host_link: float = GBIT, max_concurrent_per_host: int = 1) -> None:
+                 host_link: float = GBIT, max_concurrent_per_host: int = 1,
+                 initial_hosts: list[int] | None = None) -> None:
         super().__init__(exp, policy)
+        self.initial_hosts = initial_hosts  # a given start (else the policy's placement)
         self.ram_binding = True
         self.destroy_idle_vms = False  # a VM at 0 % CPU is still there, holding its RAM
         self.dirty_rate_max = dirty_rate_max
@@ -85,6 +87,10 @@ class FlowEngine(Engine):
         from livemig.drivers.simulated import SimulatedDriver
 
         self.place_initial()
+        if self.initial_hosts is not None:
+            self.host_of[:] = self.initial_hosts
+            self.lists = [[v for v in range(self.n_vms) if self.initial_hosts[v] == h]
+                          for h in range(self.n_hosts)]
         env = simpy.Environment()
         self.env = env
         scenario = self.scenario()

@@ -210,3 +210,39 @@ def test_watcher_balance_moves_one_vm_per_step_from_the_busiest_host() -> None:
     engine._step(300.1)
     # average 650: host 0 may give 550 at most, so one 400-MIPS VM, to host 1 (500 < 930)
     assert [(m[0], m[1], m[2]) for m in engine.migrations] == [(0, 0, 1)]
+
+
+def test_the_default_mode_moves_a_vm_through_novas_flow() -> None:
+    # 3 VMs at 100 % of 1000 MIPS on host 0 (3000/3720 > 0.8): one must go, and it goes by
+    # a real (simulated) pre-copy live migration requested from the orchestrator
+    from livemig.consolidation import flow
+
+    exp = _experiment([[100] * 4] * 3, hosts=2, ram=613.0, limit=900.0)
+    engine = flow.FlowEngine(exp, cloudsim.Policy(overload="thr", parameter=0.8,
+                                                  selection="mmt"), initial_hosts=[0, 0, 0])
+    out = engine.run()
+    assert out.metrics["migrations_by_status"] == {"completed": 1}
+    (record,) = engine.records
+    assert (record.source, record.dest) == ("host-0", "host-1")
+    assert record.downtime and record.downtime > 0
+    assert record.data_transferred and record.data_transferred > 0
+    assert sorted(map(sorted, engine.lists)) == [[0], [1, 2]]
+    (m,) = out.migrations
+    assert m[4] - m[3] == pytest.approx(record.finished_at - record.requested_at)
+
+
+def test_the_default_mode_plans_with_ram_as_nova_checks_it() -> None:
+    # two busy 1740-MB VMs on host 0 (overloaded for THR 0.5), two idle ones on host 1:
+    # 616 MB free there, not enough for a third, so no request at all (the cloudsim mode,
+    # where RAM does not bind after creation, moves one)
+    from livemig.consolidation import flow
+
+    exp = _experiment([[100] * 4] * 2 + [[1] * 4] * 2, hosts=2, ram=1740.0, limit=900.0)
+    policy = cloudsim.Policy(overload="thr", parameter=0.5, selection="mmt")
+    out = flow.FlowEngine(exp, policy, initial_hosts=[0, 0, 1, 1]).run()
+    assert out.metrics["migrations"] == 0
+    engine = cloudsim.Engine(exp, policy)
+    engine.place_initial()
+    engine.lists, engine.host_of[:] = [[0, 1], [2, 3]], [0, 0, 1, 1]
+    engine._step(300.1)
+    assert [(m[0], m[2]) for m in engine.migrations] == [(0, 1)]
