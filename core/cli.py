@@ -138,6 +138,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.inventory is not None and args.driver != "libvirt":
         raise CliError(f"--inventory is only used by --driver libvirt (not {args.driver})")
+    from livemig.consolidation import commands as consolidation
+
+    if consolidation.handles(args.scenario):  # a consolidation: section, not Nova events
+        return consolidation.run_command(args)
     scenario = load(args.scenario)
     try:
         driver_class(args.driver)
@@ -251,9 +255,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """``livemig validate``: load every file; one line per file."""
+    from livemig.consolidation import commands as consolidation
+
     status = EXIT_OK
     for path in args.scenarios:
         try:
+            if consolidation.handles(path):
+                echo(consolidation.validate(path))
+                continue
             scenario = load(path)
         except CliError as exc:
             _error(str(exc))

@@ -86,7 +86,7 @@ WALL_TIME_KEY = "wall_time_s"
 
 RESULT_FILES = (
     "migrations.csv", "instances.csv", "events.csv", "actions.csv", "summary.json",
-    *plots.PLOT_FILES,
+    *plots.PLOT_FILES, "hosts.csv", "active_hosts.png",  # a consolidation run's
 )
 """The files :func:`write_files` writes: with :data:`RUN_STATE_FILES` (and the run file's
 ``.tmp`` while it is replaced), all that ``--force`` may replace."""

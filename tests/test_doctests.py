@@ -27,6 +27,7 @@ from fakelibvirt.driver import fake_bound_modules
 
 import livemig.analysis
 import livemig.calibration
+import livemig.consolidation
 import livemig.core
 import livemig.drivers
 
@@ -46,15 +47,20 @@ WITH_DOCTESTS = {
         "statedir")),
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
     *(f"livemig.analysis.{m}" for m in ("load", "optimum", "report", "snapshot")),
+    *(f"livemig.consolidation.{m}" for m in (
+        "commands", "overload", "placement", "power", "reference", "run", "scenario",
+        "selection", "snapshot", "traces", "utilisation", "watcher")),
 }
 
 
-PACKAGES = (livemig.core, livemig.drivers, livemig.calibration, livemig.analysis)
+PACKAGES = (livemig.core, livemig.drivers, livemig.calibration, livemig.analysis,
+            livemig.consolidation)
 
 
 def module_names() -> list[str]:
     """The packages and every module under them, by name."""
-    names = ["livemig.core", "livemig.drivers", "livemig.calibration", "livemig.analysis"]
+    names = ["livemig.core", "livemig.drivers", "livemig.calibration", "livemig.analysis",
+             "livemig.consolidation"]
     for package in PACKAGES:
         names += [m.name for m in pkgutil.walk_packages(package.__path__,
                                                         package.__name__ + ".")]

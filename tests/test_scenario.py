@@ -88,7 +88,12 @@ def test_doctests() -> None:
 
 
 def test_every_shipped_scenario_loads() -> None:
+    from livemig.consolidation import scenario as consolidation
+
     paths = sorted(SCENARIOS.glob("*.yaml"))
+    for path in [p for p in paths if consolidation.is_consolidation(p.read_text())]:
+        assert consolidation.load(path).expect, path  # the consolidation: kind
+    paths = [p for p in paths if not consolidation.is_consolidation(p.read_text())]
     names = {path.stem for path in paths}
     assert {"quickstart", "rack-drain", "seed-explicit-dest", "seed-scheduler-retry"} <= names
     assert sum(name.startswith("seed-") for name in names) >= 14
