@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import median
 
-from livemig.drivers.precopy import flush_speed_for, plan_qemu
+from livemig.drivers.precopy import check_period_for, flush_speed_for, plan_qemu
 
 MiB = 2**20
 GiB = 2**30
@@ -77,6 +77,7 @@ class Profile:
     link_speed: float  # bytes/s
     bandwidth_window: float = 0.1  # seconds: QEMU's bandwidth measurement window
     flush_speed: float | None = None  # bytes/s of a capped migration's flush (None: link)
+    check_period: float = 0.05  # seconds between QEMU's checks of an uncapped pass
 
 
 def startup_cost(time_elapsed: float, memory_processed: float, memory_bps: float) -> float:
@@ -119,9 +120,10 @@ def model_remainder(case: CaseMeasurement, link_speed: float, window: float = 0.
     """The bytes the qemu model leaves for the flush of ``case`` (its cap, limit, memory and
     write rate; :func:`livemig.drivers.precopy.plan_qemu`); 0 when it does not converge."""
     bw = case.bandwidth if case.capped else link_speed
+    period = check_period_for(bw if case.capped else None, link_speed, Profile.check_period)
     plan = plan_qemu(case.non_zero, case.working_set, case.dirty_rate, bw, case.max_downtime,
                      flush_speed=link_speed, bandwidth_window=window, max_rounds=MAX_PASSES,
-                     ram=case.ram or None)
+                     ram=case.ram or None, check_period=period)
     return plan.remaining if plan.converged else 0.0
 
 
@@ -218,10 +220,12 @@ def predict(
     capped = 0 < bandwidth < link
     bw = bandwidth if capped else link
     flush = flush_speed_for(bw if capped else None, link, profile.flush_speed) or link
+    period = check_period_for(bw if capped else None, link, profile.check_period)
     plan = plan_qemu(non_zero, working_set, dirty_rate, bw, max_downtime, flush_speed=flush,
                      startup_cost=profile.startup_cost,
                      switchover_cost=profile.switchover_cost,
-                     bandwidth_window=profile.bandwidth_window, max_rounds=MAX_PASSES, ram=ram)
+                     bandwidth_window=profile.bandwidth_window, max_rounds=MAX_PASSES, ram=ram,
+                     check_period=period)
     if plan.converged and plan.total_time <= timeout:
         return Prediction(converges=True, total_time=plan.total_time,
                           downtime=plan.downtime or 0.0, transferred=plan.data_transferred,

@@ -287,8 +287,8 @@ def profile_document(
     ...             flush_speed=1000 * MiB)
     >>> doc = profile_document("lab", p, [], [], HiddenMemory(0.0), {})
     >>> [doc[k] for k in ("startup_cost", "switchover_cost", "link_speed", "flush_speed",
-    ...                   "bandwidth_window")]
-    ['285.4ms', '5.0ms', '330.0MiB/s', '1000.0MiB/s', '100ms']
+    ...                   "bandwidth_window", "check_period")]
+    ['285.4ms', '5.0ms', '330.0MiB/s', '1000.0MiB/s', '100ms', '50ms']
     """
     residuals = []
     for r in results:
@@ -311,6 +311,7 @@ def profile_document(
         **({"flush_speed": f"{profile.flush_speed / MiB:.1f}MiB/s"}
            if profile.flush_speed else {}),
         "bandwidth_window": f"{profile.bandwidth_window * 1000:g}ms",
+        "check_period": f"{profile.check_period * 1000:g}ms",
         "measured": {
             **provenance,
             "cases": len(results),

@@ -192,6 +192,7 @@ class MigrationPolicy:
     link_speed: float | None = None  # B/s of an uncapped transfer (qemu; None: the link)
     flush_speed: float | None = None  # B/s of the stop-and-copy flush (None: link_speed)
     bandwidth_window: float | None = None  # seconds the switchover's bandwidth is measured
+    check_period: float | None = None  # seconds between uncapped switchover checks (qemu)
     completion_timeout: float = 800.0  # seconds per GiB of data (Nova); 0 disables
     reserved_host_disk_mb: int = 0
     reserved_host_memory_mb: int = 512

@@ -11,6 +11,8 @@ relative to the scenario file) holding what a calibration measured on real hosts
                                 an uncapped one flushes at link_speed, precopy.flush_speed_for)
     bandwidth_window: 100ms     how long a transfer must have run before QEMU has a
                                 bandwidth measurement (and so a switchover threshold)
+    check_period: 50ms          seconds between QEMU's switchover checks in an uncapped pass
+                                (capped: continuous; precopy.check_period_for)
     description: text           free text (ignored); keys x-* are ignored too
     measured: {...}             how ``livemig calibrate`` measured it (provenance; ignored)
 
@@ -23,6 +25,8 @@ figures measured on this lab's QEMU 10.0.2 / libvirt 11.3.0, see
 >>> p = model_params(MigrationPolicy())
 >>> p.model.value, p.startup_cost, p.switchover_cost, p.link_speed, p.bandwidth_window
 ('qemu', 0.285, 0.02, None, 0.1)
+>>> p.check_period
+0.05
 >>> p = model_params(MigrationPolicy(model=MigrationModel.TEXTBOOK, switchover_cost=0.05))
 >>> p.startup_cost, p.switchover_cost
 (0.0, 0.05)
@@ -38,7 +42,7 @@ from .model import MigrationModel, MigrationPolicy
 from .yaml_nodes import Field, Reader, ScenarioError, compose, duration, rate, string
 
 PARAMETERS = ("startup_cost", "switchover_cost", "link_speed", "flush_speed",
-              "bandwidth_window")
+              "bandwidth_window", "check_period")
 """The model parameters a profile (or a scenario's ``policy.migration``) may set."""
 
 READERS: dict[str, Reader] = {
@@ -47,6 +51,7 @@ READERS: dict[str, Reader] = {
     "link_speed": rate(positive=True),
     "flush_speed": rate(positive=True),
     "bandwidth_window": duration(non_negative=True),
+    "check_period": duration(non_negative=True),
 }
 
 QEMU_DEFAULTS: dict[str, float | None] = {
@@ -57,10 +62,11 @@ QEMU_DEFAULTS: dict[str, float | None] = {
     "link_speed": None,  # the host link (a profile gives the measured speed)
     "flush_speed": None,  # link_speed (a capped migration's flush; calibrate fits it)
     "bandwidth_window": 0.1,  # QEMU's BUFFER_DELAY: bandwidth measured every 100 ms
+    "check_period": 0.05,  # QEMU's MAX_WAIT: an uncapped RAM iteration runs up to 50 ms
 }
 TEXTBOOK_DEFAULTS: dict[str, float | None] = {
     "startup_cost": 0.0, "switchover_cost": 0.0, "link_speed": None, "flush_speed": None,
-    "bandwidth_window": 0.0,
+    "bandwidth_window": 0.0, "check_period": 0.0,
 }
 
 
@@ -74,6 +80,7 @@ class ModelParams:
     link_speed: float | None  # None: the host link decides
     flush_speed: float | None  # None: link_speed
     bandwidth_window: float
+    check_period: float  # seconds between switchover checks of an uncapped pass
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)

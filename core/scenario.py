@@ -84,7 +84,7 @@ Schema (``*`` required, ``=`` default)::
                   where this mapping does not set them),
                   startup_cost: 285ms, switchover_cost: 20ms (textbook: 0 and 0),
                   link_speed: 330MiB/s (= the host link), flush_speed (= link_speed),
-                  bandwidth_window: 100ms}
+                  bandwidth_window: 100ms, check_period: 50ms (uncapped passes)}
     events:                    exactly one action per event; the events as written are in
                                non-decreasing time order (at >= 0)
       - at: 2s

@@ -292,6 +292,8 @@ def switch_delay(
     max_downtime: float,
     not_before: float = 0.0,
     unsent_weight: float = 1.0,
+    check_period: float = 0.0,
+    pass_elapsed: float = 0.0,
 ) -> float | None:
     """Seconds from now until QEMU pauses the guest inside the pass under way, or None
     if it does not before the pass ends (``remaining / rate`` from now).
@@ -332,15 +334,54 @@ def switch_delay(
 
     >>> switch_delay(64 * MiB, 0, 16 * MiB, 0, 100 * MiB, 0.2, unsent_weight=2.0)
     0.54
+
+    With a ``check_period`` (an uncapped pass, :func:`check_period_for`) QEMU looks only
+    every ``check_period`` seconds of the pass (``pass_elapsed`` of it have gone by now):
+    the guest pauses at the first check at or after the crossing. Checked every 100 ms,
+    the first case above pauses at 0.6 s (the crossing was at 0.55 s), with 4 MiB less
+    pending; 0.2 s into the pass (44 MiB unsent, 4 MiB dirtied) that check is 0.4 s away.
+    The 8 MiB case crosses at 0.62 s, but its pass ends (0.64 s) before the check at 0.7 s.
+    The end of the first window (``not_before``) is a check too: QEMU checks as soon as it
+    has its first threshold.
+
+    >>> round(switch_delay(64 * MiB, 0, 16 * MiB, 20 * MiB, 100 * MiB, 0.2, check_period=0.1), 6)
+    0.6
+    >>> round(switch_delay(44 * MiB, 4 * MiB, 16 * MiB, 20 * MiB, 100 * MiB, 0.2,
+    ...                    check_period=0.1, pass_elapsed=0.2), 6)
+    0.4
+    >>> switch_delay(64 * MiB, 0, 8 * MiB, 20 * MiB, 100 * MiB, 0.1, check_period=0.1) is None
+    True
+    >>> switch_delay(5 * MiB, 0, 0, 0, 100 * MiB, 0.1, not_before=0.02, check_period=0.05)
+    0.02
     """
     if rate <= 0:
         return None
     end = remaining / rate
     if not_before > end:
         return None
-    threshold = rate * max_downtime
+    first = _first_crossing(remaining, dirtied, working_set, dirty_rate, rate, max_downtime,
+                            not_before, unsent_weight, end)
+    if first is None or check_period <= 0 or first <= not_before:
+        return first  # QEMU also checks as soon as its first measurement gives a threshold
+    at = next_check(pass_elapsed + first, check_period) - pass_elapsed
+    return at if at <= end * (1 + 1e-12) else None
 
-    w = unsent_weight
+
+def next_check(t: float, period: float) -> float:
+    """The first multiple of ``period`` at or after ``t`` (within rounding).
+
+    >>> round(next_check(0.55, 0.1), 9), next_check(0.1, 0.05), next_check(0.0, 0.05)
+    (0.6, 0.1, 0.0)
+    """
+    k = math.ceil(t / period - 1e-9)
+    return max(0, k) * period
+
+
+def _first_crossing(remaining: float, dirtied: float, working_set: float, dirty_rate: float,
+                    rate: float, max_downtime: float, not_before: float, w: float,
+                    end: float) -> float | None:
+    """:func:`switch_delay` with QEMU checking continuously."""
+    threshold = rate * max_downtime
 
     def pending(t: float) -> float:
         return w * (remaining - rate * t) + min(working_set, dirtied + dirty_rate * t)
@@ -408,6 +449,28 @@ def flush_speed_for(cap: float | None, link_speed: float | None,
     return flush_speed or link_speed
 
 
+def check_period_for(cap: float | None, link_speed: float | None,
+                     check_period: float) -> float:
+    """Seconds between QEMU's switchover checks in a pass (0: continuous).
+
+    **Uncapped**, QEMU's RAM iteration sends for up to 50 ms (``MAX_WAIT`` in
+    migration/ram.c) before it returns to the migration thread, which checks the pending
+    bytes between iterations: ``check_period``. **Capped**, an iteration returns as soon
+    as the window's quota is sent, and the calibrations' capped remainders sat at the
+    threshold (:mod:`livemig.calibration.fit`): checked continuously, 0. A cap at or above
+    ``link_speed`` is no cap.
+
+    >>> MiB = 2**20
+    >>> check_period_for(None, 250 * MiB, 0.05), check_period_for(20 * MiB, 250 * MiB, 0.05)
+    (0.05, 0.0)
+    >>> check_period_for(400 * MiB, 250 * MiB, 0.05), check_period_for(20 * MiB, None, 0.05)
+    (0.05, 0.0)
+    """
+    if cap is None or (link_speed is not None and cap >= link_speed):
+        return check_period
+    return 0.0
+
+
 def plan_qemu(
     used_memory: float,
     working_set: float,
@@ -423,6 +486,7 @@ def plan_qemu(
     auto_converge: bool = False,
     throttle_response: float = 1.0,
     ram: float | None = None,
+    check_period: float = 0.0,
 ) -> PrecopyPlan:
     """Plan one migration as QEMU runs it, at constant ``bandwidth`` (the cap, or the
     uncapped speed ``link_speed``); units bytes, B/s, s.
@@ -435,7 +499,9 @@ def plan_qemu(
       pauses at the first instant the pending bytes fit in ``bandwidth * max_downtime``,
       once ``bandwidth_window`` seconds of transfer have been measured. In round 0 QEMU's
       pending count includes the zero pages not yet scanned: given the guest's ``ram``,
-      the unsent part weighs :func:`pass_zero_weight` (RAM / ``U``). The pass is
+      the unsent part weighs :func:`pass_zero_weight` (RAM / ``U``). With a
+      ``check_period`` (the caller's :func:`check_period_for`: uncapped passes) QEMU
+      checks only every ``check_period`` seconds of a pass and at its end. The pass is
       cut there (``rounds[-1]`` is the part sent) and the pending bytes (``remaining``,
       non-zero and dirtied) are flushed at ``flush_speed`` (the caller's
       :func:`flush_speed_for`), not at the cap: ``downtime = remaining / flush_speed +
@@ -501,6 +567,18 @@ def plan_qemu(
     ...               startup_cost=0.285, bandwidth_window=0.05, ram=128 * MiB)
     >>> round(p.round_times[0], 4), round(p.remaining / MiB, 1)
     (0.0575, 62.4)
+
+    QEMU checks an uncapped pass only every 50 ms (``check_period``, :func:`check_period_for`):
+    the crossing at 0.0575 s is seen at the check at 0.1 s, 14 MiB more sent and 1 MiB more
+    dirtied, 49.4 MiB pending (it weighed 1.6 x 47 + 2.4 = 77.6 MiB in QEMU's count).
+
+    >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=330 * MiB,
+    ...               startup_cost=0.285, bandwidth_window=0.05, ram=128 * MiB,
+    ...               check_period=0.05)
+    >>> round(p.round_times[0], 4), round(p.rounds[0] / MiB, 1), round(p.remaining / MiB, 1)
+    (0.1, 33.0, 49.4)
+    >>> round(p.downtime * 1000, 1), round(p.total_time, 4)
+    (149.7, 0.5347)
     """
     _check_plan_inputs(used_memory=used_memory, working_set=working_set,
                        dirty_rate=dirty_rate, max_downtime=max_downtime,
@@ -509,6 +587,7 @@ def plan_qemu(
                        max_rounds=max_rounds)
     _check_non_negative("startup_cost", startup_cost, "s")
     _check_non_negative("bandwidth_window", bandwidth_window, "s")
+    _check_non_negative("check_period", check_period, "s")
     zero_weight = pass_zero_weight(ram, used_memory)
 
     rounds: list[float] = []
@@ -528,7 +607,8 @@ def plan_qemu(
             delay: float | None = not_before
         else:
             delay = switch_delay(size, 0.0, working_set, rate, bandwidth, max_downtime,
-                                 not_before, zero_weight if not rounds else 1.0)
+                                 not_before, zero_weight if not rounds else 1.0,
+                                 check_period)
         if delay is not None:
             sent = min(size, bandwidth * delay)
             pending = size - sent + min(working_set, rate * delay)

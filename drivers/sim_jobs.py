@@ -8,9 +8,10 @@ the **qemu** model (``precopy.plan_qemu``) pre-copy runs passes whose switchover
 checked continuously: whenever the pass's rate changes (its flow's ``on_rate``), the
 guest's pause or the limit changes, the instant the pending bytes fit in ``rate *
 max_downtime`` is recomputed (``precopy.switch_delay``; in round 0 the unsent part
-weighs RAM / used memory, ``precopy.pass_zero_weight``) and a timer armed; when it
-fires the pass is cut, the guest held, the pending bytes flushed (not at the cap:
-``precopy.flush_speed_for``, ``flush_speed`` when capped, ``link_speed`` when not),
+weighs RAM / used memory, ``precopy.pass_zero_weight``; an uncapped pass is checked
+only every ``check_period`` seconds from its start, ``precopy.check_period_for``) and a
+timer armed; when it fires the pass is cut, the guest held, the pending bytes flushed
+(not at the cap: ``precopy.flush_speed_for``, ``flush_speed`` when capped, ``link_speed`` when not),
 then ``switchover_cost``. Iterations count bitmap syncs and
 auto-converge follows QEMU's rule (``plan_qemu``'s docstring). What follows describes
 the **textbook** model; disk copy, post-copy and the end of a job are the same for both
@@ -83,6 +84,7 @@ from livemig.drivers.base import JobInfo, JobType
 from livemig.drivers.network import Flow, FlowCancelled, FluidNetwork
 from livemig.drivers.precopy import (
     can_switch_over,
+    check_period_for,
     dirty_after,
     flush_speed_for,
     pass_zero_weight,
@@ -213,6 +215,9 @@ class MigrationJob:
         self._uncapped = params.link_speed if self.qemu else None  # post-copy pull
         flush = flush_speed_for(cap, params.link_speed, params.flush_speed)
         self._flush_cap = flush if self.qemu else cap  # the stop-and-copy's limit
+        # qemu: seconds between the switchover checks of a pass (0: continuous)
+        self._check_period = (check_period_for(cap, params.link_speed, params.check_period)
+                              if self.qemu else 0.0)
         self._switch_over = switch_over
         self.started = env.now
         self.type = JobType.UNBOUNDED
@@ -471,7 +476,8 @@ class MigrationJob:
         rate = 0.0 if guest.user_paused or guest.held else self._dirty_rate()
         delay = switch_delay(flow.remaining(), self._dirtied(), guest.spec.working_set, rate,
                              flow.rate, self.max_downtime, max(0.0, self._measured_at - now),
-                             self._unsent_weight)
+                             self._unsent_weight, self._check_period,
+                             now - self._round_start)
         if delay is None:
             return
         check = self._check

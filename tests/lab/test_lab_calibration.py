@@ -129,6 +129,7 @@ def profile_of(doc: dict[str, Any]) -> Profile:
                    switchover_cost=parse_duration(doc["switchover_cost"]),
                    link_speed=parse_rate(doc["link_speed"]),
                    bandwidth_window=parse_duration(doc["bandwidth_window"]),
+                   check_period=parse_duration(doc["check_period"]),
                    flush_speed=parse_rate(doc["flush_speed"]) if "flush_speed" in doc else None)
 
 
