@@ -33,11 +33,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if not is_file(inventory):
         raise CliError(f"{printable(args.inventory)}: inventory file not found")
     try:
-        from livemig.drivers.lab.errors import LabError
-        from livemig.drivers.lab.inventory import load_inventory
+        from livemig.drivers.hosts_inventory import InventoryError, load_hosts_inventory
 
-        inv = load_inventory(inventory)
-    except LabError as exc:
+        inv = load_hosts_inventory(inventory)
+    except InventoryError as exc:
         raise CliError(one_line(exc)) from exc
     if len(inv.hosts) < 2:
         raise CliError(f"{printable(args.inventory)}: calibration needs two hosts (the "
@@ -97,9 +96,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         echo(f"{row['case']:<20} {row['status']:<10} time_elapsed={row['time_elapsed_ms']} ms "
                f"downtime={row['downtime_ms']} ms guest_rate={row['guest_rate_mibps']} MiB/s "
                f"guest_nonzero={row['guest_nonzero_mib']} MiB")
+    flush = (f"{fitted.flush_speed / 2**20:.1f} MiB/s" if fitted.flush_speed
+             else "link speed (fewer than two capped cases)")
     echo(f"\nstartup_cost {fitted.startup_cost * 1000:.1f} ms, switchover_cost "
            f"{fitted.switchover_cost * 1000:.1f} ms, link_speed "
-           f"{fitted.link_speed / 2**20:.1f} MiB/s")
+           f"{fitted.link_speed / 2**20:.1f} MiB/s, capped flush_speed {flush}")
     echo(f"profile written to {profile}; cases in {cases_dir / 'cases.csv'}")
     if args.replay:
         text, _ = run_mod.replay_on_simulator(cases_dir)

@@ -16,12 +16,19 @@ was 0.5 s): recorded, but not the estimator.
 
 **Link speed** (an uncapped transfer and the final flush): ``memory_bps`` of uncapped cases.
 
-**Switchover cost** (the fixed part of a downtime: stopping the guest, device state, the
-destination resuming): the smallest downtime of the cases. A downtime is this cost plus the
-remainder flushed at link speed; libvirt does not report the remainder, and subtracting
-the most it can be (``bandwidth x limit``) went negative in 6 of 11 lab cases (the real
-remainder is far below the threshold). So the smallest downtime, the case that flushed
-least, is the estimate: an upper bound, exact when that case flushed nothing.
+**Switchover cost and flush speed** (a downtime is the fixed cost of stopping the guest,
+device state and resuming, plus the remainder flushed at the flush speed). In a capped
+case the remainder is the switchover threshold, ``cap x limit``: QEMU's own figures say
+so (``memory_bps`` is the bytes over the transfer time, so ``bytes - cap x (bytes /
+memory_bps - downtime)`` is what went during the downtime; it came within 0.9 MiB of
+``cap x limit`` in every capped dirtying case of the lab's trust calibration). So a
+straight line through the capped cases' ``(model remainder, downtime)``
+(:func:`flush_line`) gives both: its intercept is the switchover cost, its slope one over
+the flush speed. The lab's capped flushes ran at about 1 GiB/s, four times the uncapped
+speed: a capped migration leaves the pipe idle, an uncapped one keeps it full
+(:func:`livemig.drivers.precopy.flush_speed_for`). With fewer than two capped cases (or a
+line that does not rise) the switchover cost is the smallest downtime, an upper bound, and
+the flush runs at link speed.
 
 Start-up cost and link speed are medians over the cases that measure them
 (:func:`fit_profile`), robust to one case disturbed by the machine's load.
@@ -33,6 +40,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import median
+
+from livemig.drivers.precopy import check_period_for, flush_speed_for, plan_qemu
 
 MiB = 2**20
 GiB = 2**30
@@ -54,6 +63,9 @@ class CaseMeasurement:
     memory_processed: float  # bytes
     memory_bps: float  # bytes/s (QEMU's average over its transfer time)
     non_zero: float  # bytes, the guest's non-zero memory (its truth)
+    ram: float = 0.0  # bytes (0: not known, no zero pages counted)
+    working_set: float = 0.0  # bytes
+    dirty_rate: float = 0.0  # bytes/s, the guest's real write rate
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,6 +76,8 @@ class Profile:
     switchover_cost: float  # seconds
     link_speed: float  # bytes/s
     bandwidth_window: float = 0.1  # seconds: QEMU's bandwidth measurement window
+    flush_speed: float | None = None  # bytes/s of a capped migration's flush (None: link)
+    check_period: float = 0.05  # seconds between QEMU's checks of an uncapped pass
 
 
 def startup_cost(time_elapsed: float, memory_processed: float, memory_bps: float) -> float:
@@ -73,8 +87,49 @@ def startup_cost(time_elapsed: float, memory_processed: float, memory_bps: float
     return max(0.0, time_elapsed - memory_processed / memory_bps)
 
 
+def flush_line(points: Sequence[tuple[float, float]]) -> tuple[float, float | None] | None:
+    """The least-squares line ``downtime = cost + remainder / flush`` through ``(remainder
+    bytes, downtime s)`` points: ``(cost, flush B/s)``; None when the points cannot fix a
+    line (fewer than two remainders) or it does not rise. A negative intercept becomes 0
+    (the line through the origin).
+
+    >>> MiB = 2**20
+    >>> cost, flush = flush_line([(1 * MiB, 0.012), (3 * MiB, 0.014), (5 * MiB, 0.016)])
+    >>> round(cost, 6), round(flush / MiB)
+    (0.011, 1000)
+    >>> flush_line([(1 * MiB, 0.02), (5 * MiB, 0.012)]) is None, flush_line([(MiB, 0.02)])
+    (True, None)
+    """
+    if len({x for x, _ in points}) < 2:
+        return None
+    n = len(points)
+    mx = math.fsum(x for x, _ in points) / n
+    my = math.fsum(y for _, y in points) / n
+    sxx = math.fsum((x - mx) ** 2 for x, _ in points)
+    slope = math.fsum((x - mx) * (y - my) for x, y in points) / sxx
+    cost = my - slope * mx
+    if cost < 0:
+        cost = 0.0
+        slope = math.fsum(x * y for x, y in points) / math.fsum(x * x for x, _ in points)
+    if slope <= 0:
+        return None
+    return cost, 1.0 / slope
+
+
+def model_remainder(case: CaseMeasurement, link_speed: float, window: float = 0.1) -> float:
+    """The bytes the qemu model leaves for the flush of ``case`` (its cap, limit, memory and
+    write rate; :func:`livemig.drivers.precopy.plan_qemu`); 0 when it does not converge."""
+    bw = case.bandwidth if case.capped else link_speed
+    period = check_period_for(bw if case.capped else None, link_speed, Profile.check_period)
+    plan = plan_qemu(case.non_zero, case.working_set, case.dirty_rate, bw, case.max_downtime,
+                     flush_speed=link_speed, bandwidth_window=window, max_rounds=MAX_PASSES,
+                     ram=case.ram or None, check_period=period)
+    return plan.remaining if plan.converged else 0.0
+
+
 def fit_profile(cases: Sequence[CaseMeasurement]) -> Profile:
-    """Estimates over the completed cases (link speed: the uncapped ones).
+    """Estimates over the completed cases (link speed: the uncapped ones; switchover cost
+    and flush speed: the capped ones, :func:`flush_line`, else the smallest downtime).
 
     >>> a = CaseMeasurement(name="a", capped=False, bandwidth=0, max_downtime=0.1,
     ...     completed=True, time_elapsed=1.3, downtime=0.12, memory_processed=100 * MiB,
@@ -98,8 +153,13 @@ def fit_profile(cases: Sequence[CaseMeasurement]) -> Profile:
     link = median(c.memory_bps for c in uncapped)
     startup = median(startup_cost(c.time_elapsed, c.memory_processed, c.memory_bps)
                      for c in done)
-    switchover = min(c.downtime for c in done)
-    return Profile(startup_cost=startup, switchover_cost=switchover, link_speed=link)
+    line = flush_line([(model_remainder(c, link), c.downtime) for c in done if c.capped])
+    if line is None:
+        return Profile(startup_cost=startup, switchover_cost=min(c.downtime for c in done),
+                       link_speed=link)
+    switchover, flush = line
+    return Profile(startup_cost=startup, switchover_cost=switchover, link_speed=link,
+                   flush_speed=flush)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,15 +191,13 @@ def predict(
     bandwidth: float,
     max_downtime: float,
     timeout: float = math.inf,
+    ram: float | None = None,
 ) -> Prediction:
-    """Pre-copy with QEMU's continuous switchover check, in closed form per pass.
-
-    A pass sends its pending bytes at ``bw`` (the cap, else the link). At time ``tau`` into
-    a pass, QEMU's exact pending is the unsent part of the pass plus what the guest dirtied
-    since the pass began, ``pending - bw tau + min(ws, rate tau)``; it switches as soon as
-    that is <= ``bw x max_downtime``. The remainder (the threshold, or all pending if less)
-    is flushed at link speed; ``downtime = remainder / link + switchover_cost``; time
-    elapsed = start-up + transfer + downtime. The pages a pass dirtied are the next pass.
+    """The qemu model (:func:`livemig.drivers.precopy.plan_qemu`, the simulator's closed
+    form) for one case: passes at ``bandwidth`` (the cap; 0: the link), QEMU's continuous
+    switchover check (round 0 counting the zero pages of ``ram`` when given), the remainder
+    flushed at :func:`~livemig.drivers.precopy.flush_speed_for`; time elapsed = start-up +
+    transfer + downtime. A case that has not completed by ``timeout`` is aborted then.
 
     A 90 MiB idle guest over an uncapped 100 MiB/s link, 100 ms limit: round 0 stops at
     10 MiB pending (0.8 s), the flush takes 0.1 s.
@@ -159,53 +217,24 @@ def predict(
     (False, 8.0)
     """
     link = profile.link_speed
-    bw = bandwidth if bandwidth > 0 else link
-    threshold = bw * max_downtime
-    pending = non_zero
-    elapsed = profile.startup_cost
-    sent = 0.0
-    for passes in range(1, MAX_PASSES + 1):
-        tau = _switch_time(pending, threshold, bw, dirty_rate, working_set)
-        if tau is not None:
-            remainder = pending - bw * tau + min(working_set, dirty_rate * tau)
-            remainder = max(0.0, min(remainder, threshold, non_zero))
-            downtime = remainder / link + profile.switchover_cost
-            elapsed += tau + downtime
-            sent += bw * tau + remainder
-            if elapsed > timeout:
-                break
-            return Prediction(converges=True, total_time=elapsed, downtime=downtime,
-                              transferred=sent, passes=passes)
-        elapsed += pending / bw
-        sent += pending
-        if elapsed > timeout:
-            break
-        pending = min(working_set, dirty_rate * pending / bw)
+    capped = 0 < bandwidth < link
+    bw = bandwidth if capped else link
+    flush = flush_speed_for(bw if capped else None, link, profile.flush_speed) or link
+    period = check_period_for(bw if capped else None, link, profile.check_period)
+    plan = plan_qemu(non_zero, working_set, dirty_rate, bw, max_downtime, flush_speed=flush,
+                     startup_cost=profile.startup_cost,
+                     switchover_cost=profile.switchover_cost,
+                     bandwidth_window=profile.bandwidth_window, max_rounds=MAX_PASSES, ram=ram,
+                     check_period=period)
+    if plan.converged and plan.total_time <= timeout:
+        return Prediction(converges=True, total_time=plan.total_time,
+                          downtime=plan.downtime or 0.0, transferred=plan.data_transferred,
+                          passes=len(plan.rounds))
+    # QEMU never gives up: it sends at ``bw`` until the timeout aborts it
+    if math.isfinite(timeout):
+        sent = bw * max(0.0, timeout - profile.startup_cost)
+        sent = min(sent, plan.data_transferred) if plan.converged else sent
+    else:
+        sent = plan.data_transferred
     return Prediction(converges=False, total_time=timeout, downtime=0.0, transferred=sent,
-                      passes=passes)
-
-
-def _switch_time(
-    pending: float, threshold: float, bw: float, rate: float, ws: float
-) -> float | None:
-    """Earliest ``tau`` in [0, pending/bw] with ``pending - bw tau + min(ws, rate tau)
-    <= threshold``, or None (the pass ends first).
-
-    >>> _switch_time(90.0, 10.0, 100.0, 0.0, 16.0)
-    0.8
-    >>> _switch_time(16.0, 3.0, 10.0, 24.0, 16.0) is None
-    True
-    """
-    if pending <= threshold:
-        return 0.0
-    end = pending / bw
-    candidates = []
-    if rate < bw:  # before the working set is all dirty: falls at bw - rate
-        tau = (pending - threshold) / (bw - rate)
-        if rate * tau <= ws:
-            candidates.append(tau)
-    tau = (pending + ws - threshold) / bw  # once the whole working set is dirty
-    if rate * tau >= ws:
-        candidates.append(tau)
-    best = min((t for t in candidates if t <= end), default=None)
-    return best
+                      passes=len(plan.rounds))

@@ -17,6 +17,8 @@ file is written (``profile_document``). The guest's non-zero memory as QEMU sees
 MemTotal - MemFree plus memory the kernel reserved before MemTotal (its image, page
 structures), the ``hidden_memory``: measured from the idle cases (dirty rate 0, where
 round 0 is nearly all that is sent) as ``memory_normal_bytes`` minus the guest's figure.
+Part of it grows with the RAM (the kernel's page structures, 64 bytes per 4 KiB page):
+with idle cases of two RAM sizes or more it is a line in the RAM (:class:`HiddenMemory`).
 """
 
 from __future__ import annotations
@@ -86,46 +88,95 @@ class CaseResult:
         }
 
 
-def hidden_memory(results: Sequence[CaseResult]) -> float:
-    """Bytes of non-zero memory the guest does not count (see the module docstring):
-    median over completed idle cases of ``memory_normal_bytes - nonzero``; 0 without one."""
-    values = [
-        r.stats["memory_normal_bytes"] - r.truth.nonzero_mib * MiB
+@dataclass(frozen=True)
+class HiddenMemory:
+    """Non-zero memory the guest does not count, ``base + per_ram x RAM`` bytes.
+
+    >>> h = HiddenMemory(30 * MiB, 0.025)
+    >>> h.of(256 * MiB) / MiB, h.text()
+    (36.4, '30.0MiB + 2.50% of RAM')
+    >>> HiddenMemory.parse(h.text()) == h, round(HiddenMemory.parse("35.1MiB").of(MiB) / MiB, 3)
+    (True, 35.1)
+    """
+
+    base: float  # bytes
+    per_ram: float = 0.0  # bytes per byte of RAM
+
+    def of(self, ram: float) -> float:
+        return max(0.0, self.base + self.per_ram * ram)
+
+    def text(self) -> str:
+        text = f"{self.base / MiB:.1f}MiB"
+        return f"{text} + {self.per_ram * 100:.2f}% of RAM" if self.per_ram else text
+
+    @classmethod
+    def parse(cls, text: str) -> HiddenMemory:
+        """The inverse of :meth:`text` (a profile's ``measured.hidden_memory``)."""
+        from livemig.core.units import parse_bytes
+
+        base, _, share = text.partition(" + ")
+        per_ram = float(share.removesuffix("% of RAM")) / 100 if share else 0.0
+        return cls(float(parse_bytes(base)), per_ram)
+
+
+def hidden_memory(results: Sequence[CaseResult]) -> HiddenMemory:
+    """Non-zero memory the guest does not count (see the module docstring), from the
+    completed idle cases' ``memory_normal_bytes - nonzero``: the least-squares line in the
+    RAM when they have two RAM sizes or more and it does not fall, else their median;
+    0 without one."""
+    points = [
+        (float(r.case.ram), r.stats["memory_normal_bytes"] - r.truth.nonzero_mib * MiB)
         for r in results
         if r.completed and r.case.dirty_rate == 0 and r.truth.nonzero_mib is not None
         and "memory_normal_bytes" in r.stats
     ]
-    return max(0.0, median(values)) if values else 0.0
+    if not points:
+        return HiddenMemory(0.0)
+    if len({ram for ram, _ in points}) >= 2:
+        mx = sum(x for x, _ in points) / len(points)
+        my = sum(y for _, y in points) / len(points)
+        slope = (sum((x - mx) * (y - my) for x, y in points)
+                 / sum((x - mx) ** 2 for x, _ in points))
+        if slope >= 0 and my - slope * mx >= 0:
+            return HiddenMemory(my - slope * mx, slope)
+    return HiddenMemory(max(0.0, median(y for _, y in points)))
 
 
-def non_zero(result: CaseResult, hidden: float) -> float:
-    """The case's non-zero memory in bytes: the guest's figure plus ``hidden``, at most its
-    RAM (the working set plus 64 MiB when the guest reported nothing)."""
+def non_zero(result: CaseResult, hidden: HiddenMemory) -> float:
+    """The case's non-zero memory in bytes: the guest's figure plus ``hidden`` at its RAM,
+    at most its RAM (the working set plus 64 MiB when the guest reported nothing)."""
     if result.truth.nonzero_mib is None:
         return float(result.case.working_set + 64 * MiB)
-    return min(float(result.case.ram), result.truth.nonzero_mib * MiB + hidden)
+    ram = float(result.case.ram)
+    return min(ram, result.truth.nonzero_mib * MiB + hidden.of(ram))
 
 
-def measurement(result: CaseResult, hidden: float) -> CaseMeasurement:
-    s = result.stats
+def write_rate(result: CaseResult) -> float:
+    """The guest's measured write rate in B/s (the asked one when it reported none)."""
+    c = result.case
+    return c.dirty_rate if result.truth.rate_mibps is None else result.truth.rate_mibps * MiB
+
+
+def measurement(result: CaseResult, hidden: HiddenMemory) -> CaseMeasurement:
+    s, c = result.stats, result.case
     return CaseMeasurement(
-        name=result.case.name, capped=result.case.capped, bandwidth=result.case.bandwidth,
-        max_downtime=result.case.max_downtime, completed=result.completed,
+        name=c.name, capped=c.capped, bandwidth=c.bandwidth,
+        max_downtime=c.max_downtime, completed=result.completed,
         time_elapsed=s.get("time_elapsed", 0) / 1000.0, downtime=s.get("downtime", 0) / 1000.0,
         memory_processed=float(s.get("memory_processed", 0)),
         memory_bps=float(s.get("memory_bps", 0)), non_zero=non_zero(result, hidden),
+        ram=float(c.ram), working_set=float(c.working_set), dirty_rate=write_rate(result),
     )
 
 
-def prediction_for(result: CaseResult, profile: Profile, hidden: float) -> Any:
+def prediction_for(result: CaseResult, profile: Profile, hidden: HiddenMemory) -> Any:
     """The closed form (:func:`~livemig.calibration.fit.predict`) for a recorded case, with
     the guest's measured write rate (the asked one when it reported none)."""
     c = result.case
-    rate = c.dirty_rate if result.truth.rate_mibps is None else result.truth.rate_mibps * MiB
     return predict(
         profile, non_zero=non_zero(result, hidden), working_set=c.working_set,
-        dirty_rate=rate, bandwidth=c.bandwidth, max_downtime=c.max_downtime,
-        timeout=completion_timeout(c.completion_timeout, c.ram),
+        dirty_rate=write_rate(result), bandwidth=c.bandwidth, max_downtime=c.max_downtime,
+        timeout=completion_timeout(c.completion_timeout, c.ram), ram=float(c.ram),
     )
 
 
@@ -151,9 +202,9 @@ def versions(inventory_path: str | Path) -> dict[str, str]:
     """QEMU and libvirt versions of the inventory's first host."""
     import libvirt
 
-    from livemig.drivers.lab.inventory import load_inventory
+    from livemig.drivers.hosts_inventory import load_hosts_inventory
 
-    inv = load_inventory(inventory_path)
+    inv = load_hosts_inventory(inventory_path)
     conn = libvirt.open(inv.hosts[0].uri)
     try:
         def text(v: int) -> str:
@@ -171,13 +222,18 @@ def run_case(case: Case, inventory_path: str | Path, out_dir: Path) -> CaseResul
     from livemig.core import results
     from livemig.core.runner import run_scenario
     from livemig.core.scenario import parse_scenario
-    from livemig.drivers.lab.inventory import load_inventory
+    from livemig.drivers.guests import target_for
+    from livemig.drivers.hosts_inventory import load_hosts_inventory
     from livemig.drivers.libvirt_real import LibvirtDriver
 
-    inv = load_inventory(inventory_path)
+    inv = load_hosts_inventory(inventory_path)
     if len(inv.hosts) < 2:
         raise ValueError(f"{inventory_path}: calibration needs two hosts (it has "
                          f"{len(inv.hosts)})")
+    guests = target_for(inv).guests
+    if guests is None or guests.console_log(case.name) is None:
+        raise ValueError(f"{inventory_path}: calibration needs the namespace lab's guest "
+                         "(its console tells the guest's own truth)")
     source, dest = inv.hosts[0].name, inv.hosts[1].name
     text = case_scenario_text(case, source, dest)
     scenario = parse_scenario(text, source=f"calibration case {case.name}")
@@ -189,7 +245,7 @@ def run_case(case: Case, inventory_path: str | Path, out_dir: Path) -> CaseResul
         wall = time.monotonic() - t0
         (m,) = result.store.migrations()
         stats = _stats(inv, m.dest, case.name) if m.dest else {}
-        log = Path(inv.console_dir) / f"{case.name}.log"
+        log = guests.console_log(case.name)
         truth = guest_truth(log.read_text(errors="replace") if log.exists() else "")
         results.write_results(result, out_dir / "real" / case.name, force=True)
     finally:
@@ -212,7 +268,7 @@ def write_cases(path: Path, results: Sequence[CaseResult]) -> None:
             writer.writerow({k: "" if v is None else v for k, v in r.row().items()})
 
 
-def replay_scenario(result: CaseResult, hidden: float, source: str, dest: str,
+def replay_scenario(result: CaseResult, hidden: HiddenMemory, source: str, dest: str,
                     profile: str | None = None) -> str:
     """The case as a scenario with the guest's truth (for the simulator), naming the
     fitted ``profile`` (a path relative to the scenario file)."""
@@ -223,14 +279,16 @@ def replay_scenario(result: CaseResult, hidden: float, source: str, dest: str,
 
 def profile_document(
     name: str, profile: Profile, results: Sequence[CaseResult], fitted_on: Sequence[str],
-    hidden: float, provenance: dict[str, Any],
+    hidden: HiddenMemory, provenance: dict[str, Any],
 ) -> dict[str, Any]:
     """The profile file's content: the parameters in units, and how they were measured.
 
-    >>> p = Profile(startup_cost=0.2854, switchover_cost=0.005, link_speed=330 * MiB)
-    >>> doc = profile_document("lab", p, [], [], 0.0, {})
-    >>> [doc[k] for k in ("startup_cost", "switchover_cost", "link_speed", "bandwidth_window")]
-    ['285.4ms', '5.0ms', '330.0MiB/s', '100ms']
+    >>> p = Profile(startup_cost=0.2854, switchover_cost=0.005, link_speed=330 * MiB,
+    ...             flush_speed=1000 * MiB)
+    >>> doc = profile_document("lab", p, [], [], HiddenMemory(0.0), {})
+    >>> [doc[k] for k in ("startup_cost", "switchover_cost", "link_speed", "flush_speed",
+    ...                   "bandwidth_window", "check_period")]
+    ['285.4ms', '5.0ms', '330.0MiB/s', '1000.0MiB/s', '100ms', '50ms']
     """
     residuals = []
     for r in results:
@@ -250,13 +308,16 @@ def profile_document(
         "startup_cost": f"{profile.startup_cost * 1000:.1f}ms",
         "switchover_cost": f"{profile.switchover_cost * 1000:.1f}ms",
         "link_speed": f"{profile.link_speed / MiB:.1f}MiB/s",
+        **({"flush_speed": f"{profile.flush_speed / MiB:.1f}MiB/s"}
+           if profile.flush_speed else {}),
         "bandwidth_window": f"{profile.bandwidth_window * 1000:g}ms",
+        "check_period": f"{profile.check_period * 1000:g}ms",
         "measured": {
             **provenance,
             "cases": len(results),
             "completed": sum(1 for r in results if r.completed),
             "fitted_on": list(fitted_on),
-            "hidden_memory": f"{hidden / MiB:.1f}MiB",
+            "hidden_memory": hidden.text(),
             "capped_rate_ratio": round(median(capped), 4) if capped else None,
             "residuals": residuals,
         },
@@ -275,9 +336,9 @@ def calibrate(
 ) -> tuple[list[CaseResult], Profile]:
     """Run ``cases``, write ``out_dir/cases.csv`` and the profile; ``fit_names``: the cases
     the fit may use (default all; the others are held out, their residuals reported)."""
-    from livemig.drivers.lab.inventory import load_inventory
+    from livemig.drivers.hosts_inventory import load_hosts_inventory
 
-    inv = load_inventory(inventory_path)
+    inv = load_hosts_inventory(inventory_path)
     started = datetime.datetime.now(datetime.UTC)
     provenance: dict[str, Any] = {"date": started.isoformat(timespec="seconds"),
                                   "inventory": str(inventory_path), **versions(inventory_path),
@@ -291,6 +352,19 @@ def calibrate(
         if on_case is not None:
             on_case(result)
     provenance["load_average_end"] = list(os.getloadavg())
+    profile = fit_and_write(done, out_dir, profile_path,
+                            name=name or f"calibrated-{inv.lab or inv.path.stem}",
+                            fit_names=fit_names, hosts=(inv.hosts[0].name, inv.hosts[1].name),
+                            provenance=provenance)
+    return done, profile
+
+
+def fit_and_write(
+    done: Sequence[CaseResult], out_dir: Path, profile_path: Path, *, name: str,
+    fit_names: Sequence[str] | None, hosts: tuple[str, str], provenance: dict[str, Any],
+) -> Profile:
+    """Fit the profile on the ``fit_names`` cases of ``done`` (default all), write it to
+    ``profile_path`` and every case's replay scenario to ``out_dir/scenarios`` (naming it)."""
     fitted = [r for r in done if fit_names is None or r.case.name in fit_names]
     hidden = hidden_memory(fitted)
     profile = fit_profile([measurement(r, hidden) for r in fitted])
@@ -298,14 +372,51 @@ def calibrate(
     scen_dir.mkdir(exist_ok=True)
     relative_profile = os.path.relpath(profile_path.resolve(), scen_dir.resolve())
     for r in done:
-        (scen_dir / f"{r.case.name}.yaml").write_text(replay_scenario(
-            r, hidden, inv.hosts[0].name, inv.hosts[1].name, relative_profile))
-    doc = profile_document(name or f"calibrated-{inv.lab}", profile, done,
-                           [r.case.name for r in fitted], hidden, provenance)
+        (scen_dir / f"{r.case.name}.yaml").write_text(
+            replay_scenario(r, hidden, *hosts, relative_profile))
+    doc = profile_document(name, profile, done, [r.case.name for r in fitted], hidden,
+                           provenance)
     tmp = profile_path.with_name(profile_path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
     tmp.replace(profile_path)
-    return done, profile
+    return profile
+
+
+def _number(text: str) -> float | None:
+    return float(text) if text.strip() else None
+
+
+def load_results(cases_csv: Path, matrix: Sequence[Case]) -> list[CaseResult]:
+    """The recorded cases of ``cases_csv`` (as :func:`write_cases` wrote them), each with
+    its case from ``matrix``; ValueError naming the row of a case the matrix lacks."""
+    by_name = {c.name: c for c in matrix}
+    results = []
+    with cases_csv.open(newline="", encoding="utf-8") as fh:
+        for line, row in enumerate(csv.DictReader(fh), start=2):
+            case = by_name.get(row["case"])
+            if case is None:
+                raise ValueError(f"{cases_csv}:{line}: case {row['case']!r} is not in the "
+                                 "matrix; expected the matrix the calibration ran")
+            stats: dict[str, Any] = {}
+            if row["time_elapsed_ms"]:
+                stats = {key: _number(row[column]) for key, column in (
+                    ("time_elapsed", "time_elapsed_ms"), ("downtime", "downtime_ms"),
+                    ("setup_time", "setup_time_ms"),
+                    ("memory_processed", "memory_processed_bytes"),
+                    ("memory_normal_bytes", "memory_normal_bytes"),
+                    ("memory_bps", "memory_bps"))}
+                stats = {k: v for k, v in stats.items() if v is not None}
+            record = {key: _number(row[key]) for key in
+                      ("total_time_s", "downtime_ms", "iterations", "data_transferred_bytes")}
+            truth = GuestTruth(ticks=int(_number(row["guest_ticks"]) or 0),
+                               rate_mibps=_number(row["guest_rate_mibps"]),
+                               nonzero_mib=_number(row["guest_nonzero_mib"]),
+                               memfree_mib=_number(row["guest_memfree_mib"]))
+            results.append(CaseResult(case=case, status=row["status"],
+                                      error=row["error"] or None, record=record, stats=stats,
+                                      truth=truth, wall_s=_number(row["wall_s"]) or 0.0,
+                                      load1=_number(row["load1"]) or 0.0))
+    return results
 
 
 def replay_on_simulator(cases_dir: Path) -> tuple[str, dict[str, Any]]:

@@ -48,7 +48,8 @@ RESULTS_ROOT = Path("results")
 LAB_COMMANDS_MODULE = "livemig.drivers.lab.commands"
 # Command families in modules of their own, each with ``add_commands(subparsers)``
 # (light at import: a command imports what it needs when it runs).
-COMMAND_MODULES = ("livemig.calibration.commands", "livemig.sweep.commands")
+COMMAND_MODULES = ("livemig.calibration.commands", "livemig.analysis.commands",
+                   "livemig.sweep.commands")
 
 
 class CliError(Exception):
@@ -139,6 +140,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.inventory is not None and args.driver != "libvirt":
         raise CliError(f"--inventory is only used by --driver libvirt (not {args.driver})")
+    from livemig.consolidation import commands as consolidation
+
+    if consolidation.handles(args.scenario):  # a consolidation: section, not Nova events
+        return consolidation.run_command(args)
     scenario = load(args.scenario)
     try:
         driver_class(args.driver)
@@ -252,9 +257,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """``livemig validate``: load every file; one line per file."""
+    from livemig.consolidation import commands as consolidation
+
     status = EXIT_OK
     for path in args.scenarios:
         try:
+            if consolidation.handles(path):
+                echo(consolidation.validate(path))
+                continue
             scenario = load(path)
         except CliError as exc:
             _error(str(exc))

@@ -135,6 +135,14 @@ class VmSpec:
     # proportion to an auto-converge throttle; small: paced by the clock, barely slows
     # until the throttle leaves less than that share); see policy.throttled_dirty_rate
     throttle_response: float = 1.0
+    # CPU utilisation: percent of its vCPUs, one sample every cpu_trace_interval seconds,
+    # linear between samples, the last holding (core/cpu_trace.py); () = none modelled
+    cpu_trace: tuple[float, ...] = ()
+    cpu_trace_interval: float = 300.0  # seconds
+    # real hosts only (the simulator ignores both): boot from this disk image, a volume of
+    # the host's instances pool; or adopt the existing domain of this name (never destroyed)
+    image: str | None = None
+    adopt: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +192,7 @@ class MigrationPolicy:
     link_speed: float | None = None  # B/s of an uncapped transfer (qemu; None: the link)
     flush_speed: float | None = None  # B/s of the stop-and-copy flush (None: link_speed)
     bandwidth_window: float | None = None  # seconds the switchover's bandwidth is measured
+    check_period: float | None = None  # seconds between uncapped switchover checks (qemu)
     completion_timeout: float = 800.0  # seconds per GiB of data (Nova); 0 disables
     reserved_host_disk_mb: int = 0
     reserved_host_memory_mb: int = 512

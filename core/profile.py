@@ -7,9 +7,12 @@ relative to the scenario file) holding what a calibration measured on real hosts
     startup_cost: 285ms         before the first memory byte (begin, prepare, dest QEMU)
     switchover_cost: 20ms       fixed part of every downtime (device state, resume)
     link_speed: 330MiB/s        an uncapped migration's effective speed (= the host link)
-    flush_speed: 400MiB/s       the stop-and-copy flush's speed (= link_speed)
+    flush_speed: 1GiB/s         a capped migration's stop-and-copy flush speed (= link_speed;
+                                an uncapped one flushes at link_speed, precopy.flush_speed_for)
     bandwidth_window: 100ms     how long a transfer must have run before QEMU has a
                                 bandwidth measurement (and so a switchover threshold)
+    check_period: 50ms          seconds between QEMU's switchover checks in an uncapped pass
+                                (capped: continuous; precopy.check_period_for)
     description: text           free text (ignored); keys x-* are ignored too
     measured: {...}             how ``livemig calibrate`` measured it (provenance; ignored)
 
@@ -22,6 +25,8 @@ figures measured on this lab's QEMU 10.0.2 / libvirt 11.3.0, see
 >>> p = model_params(MigrationPolicy())
 >>> p.model.value, p.startup_cost, p.switchover_cost, p.link_speed, p.bandwidth_window
 ('qemu', 0.285, 0.02, None, 0.1)
+>>> p.check_period
+0.05
 >>> p = model_params(MigrationPolicy(model=MigrationModel.TEXTBOOK, switchover_cost=0.05))
 >>> p.startup_cost, p.switchover_cost
 (0.0, 0.05)
@@ -37,7 +42,7 @@ from .model import MigrationModel, MigrationPolicy
 from .yaml_nodes import Field, Reader, ScenarioError, compose, duration, rate, string
 
 PARAMETERS = ("startup_cost", "switchover_cost", "link_speed", "flush_speed",
-              "bandwidth_window")
+              "bandwidth_window", "check_period")
 """The model parameters a profile (or a scenario's ``policy.migration``) may set."""
 
 READERS: dict[str, Reader] = {
@@ -46,6 +51,7 @@ READERS: dict[str, Reader] = {
     "link_speed": rate(positive=True),
     "flush_speed": rate(positive=True),
     "bandwidth_window": duration(non_negative=True),
+    "check_period": duration(non_negative=True),
 }
 
 QEMU_DEFAULTS: dict[str, float | None] = {
@@ -54,12 +60,13 @@ QEMU_DEFAULTS: dict[str, float | None] = {
     # at ~330 MiB/s takes 3-15 ms of it: about 20 ms are fixed
     "switchover_cost": 0.020,
     "link_speed": None,  # the host link (a profile gives the measured speed)
-    "flush_speed": None,  # link_speed
+    "flush_speed": None,  # link_speed (a capped migration's flush; calibrate fits it)
     "bandwidth_window": 0.1,  # QEMU's BUFFER_DELAY: bandwidth measured every 100 ms
+    "check_period": 0.05,  # QEMU's MAX_WAIT: an uncapped RAM iteration runs up to 50 ms
 }
 TEXTBOOK_DEFAULTS: dict[str, float | None] = {
     "startup_cost": 0.0, "switchover_cost": 0.0, "link_speed": None, "flush_speed": None,
-    "bandwidth_window": 0.0,
+    "bandwidth_window": 0.0, "check_period": 0.0,
 }
 
 
@@ -73,6 +80,7 @@ class ModelParams:
     link_speed: float | None  # None: the host link decides
     flush_speed: float | None  # None: link_speed
     bandwidth_window: float
+    check_period: float  # seconds between switchover checks of an uncapped pass
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)

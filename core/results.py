@@ -86,7 +86,7 @@ WALL_TIME_KEY = "wall_time_s"
 
 RESULT_FILES = (
     "migrations.csv", "instances.csv", "events.csv", "actions.csv", "summary.json",
-    *plots.PLOT_FILES,
+    *plots.PLOT_FILES, "hosts.csv", "active_hosts.png",  # a consolidation run's
 )
 """The files :func:`write_files` writes: with :data:`RUN_STATE_FILES` (and the run file's
 ``.tmp`` while it is replaced), all that ``--force`` may replace."""
@@ -523,7 +523,10 @@ def check_output_dir(out_dir: str | os.PathLike[str], *, force: bool = False) ->
     return out
 
 
-_REPLACEABLE = frozenset((*RESULT_FILES, *RUN_STATE_FILES, RUN_FILE + ".tmp"))
+REPORT_FILE = "report.html"
+"""``livemig report``'s default output in a run directory: a rerun with ``--force`` replaces
+the directory, report included (the report would describe the old run)."""
+_REPLACEABLE = frozenset((*RESULT_FILES, *RUN_STATE_FILES, RUN_FILE + ".tmp", REPORT_FILE))
 
 
 def check_writable(out_dir: str | os.PathLike[str]) -> Path:

@@ -45,6 +45,14 @@ Schema (``*`` required, ``=`` default)::
         throttle_response: cpu_bound | clock_paced | 0.3   (= cpu_bound = 1; clock_paced =
                                0.1) the share of its CPU the guest's writing needs: how much
                                an auto-converge throttle slows it (core/policy.py)
+        cpu_trace: [80, 20, 50]  CPU utilisation, percent of the VM's vCPUs (0-100), one
+                               sample every cpu_trace_interval, linear between, the last
+                               holding (= none; core/cpu_trace.py); the lab guest burns it
+                               (at most 400 samples there)
+        cpu_trace_interval: 5min  (= 300s; > 0)
+        image: debian-12.qcow2 real hosts: boot from this volume of the instances pool
+                               (a qcow2 overlay per VM); adopt: true: migrate the existing
+                               domain of this name, never destroy it (both: --driver libvirt)
     network:
       host_link: 10Gbit/s      (= 10Gbit/s; each host's link, each direction; > 0)
       hosts_per_rack: 10       puts hosts without a rack into racks of this size, in order,
@@ -76,7 +84,7 @@ Schema (``*`` required, ``=`` default)::
                   where this mapping does not set them),
                   startup_cost: 285ms, switchover_cost: 20ms (textbook: 0 and 0),
                   link_speed: 330MiB/s (= the host link), flush_speed (= link_speed),
-                  bandwidth_window: 100ms}
+                  bandwidth_window: 100ms, check_period: 50ms (uncapped passes)}
     events:                    exactly one action per event; the events as written are in
                                non-decreasing time order (at >= 0)
       - at: 2s
@@ -619,7 +627,25 @@ _VM: dict[str, Reader] = {
     "dirty_rate": rate(non_negative=True),
     "volume_backed": boolean,
     "throttle_response": lambda f: _throttle_response(f),
+    "cpu_trace": lambda f: _cpu_trace(f),
+    "cpu_trace_interval": duration(positive=True),
+    "image": string("a disk image: a volume of the host's instances pool, e.g. debian-12.qcow2"),
+    "adopt": boolean,
 }
+
+
+def _cpu_trace(f: Field) -> tuple[float, ...]:
+    """A non-empty list of percentages (0-100) of the VM's vCPUs."""
+    expected = "a list of CPU utilisation percentages from 0 to 100, e.g. [80, 20, 50]"
+    samples = []
+    for _, item in f.items(expected):
+        value = item.number()
+        if not 0 <= value <= 100:
+            item.fail(f"{item.describe()} is out of range; expected a percentage from 0 to 100")
+        samples.append(value)
+    if not samples:
+        f.fail(f"empty list; expected {expected}")
+    return tuple(samples)
 
 
 def _throttle_response(f: Field) -> float:
@@ -657,6 +683,10 @@ def _vms(list_field: Field, hosts: _Hosts, migration: MigrationPolicy) -> list[V
         targets = matching_hosts(host_field, hosts)
         entry.require("ram", "the VM's RAM, e.g. 4GiB")
         values = {"vcpus": 1, "disk": 0, "dirty_rate": 0.0, **entry.read(_VM)}
+        if values.get("adopt") and "image" in values:
+            entry.require("image", "").fail(
+                "a VM adopts an existing domain or boots from an image; expected image or "
+                "adopt: true, not both")
         if migration.model is MigrationModel.TEXTBOOK or "used_memory" in values:
             values.setdefault("used_memory", values["ram"])  # earlier releases' default
             values.setdefault("working_set", int(values["used_memory"] * WORKING_SET_FRACTION))

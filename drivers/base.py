@@ -193,6 +193,12 @@ class Driver(Protocol):
     def instance_running_on(self, instance: str, host: str) -> bool:
         """Is the domain defined and active on ``host``? (the 0.5 s poll's question)."""
 
+    def cpu_utilisation(self, instance: str) -> float:
+        """The fraction (0-1) of the instance's vCPUs it used over the last sample window
+        (the real driver: libvirt's vCPU time since the previous call, see
+        :mod:`livemig.drivers.cpu_stats`; the simulator: the scenario's trace now). 0 for
+        a guest that is paused or runs nowhere; ``KeyError`` if it is no scenario VM."""
+
     def compare_cpu(self, source: str, dest: str) -> bool:
         """Can the source host's CPU model run on ``dest`` (libvirt compareCPU)?"""
 

@@ -9,6 +9,7 @@ moment of libvirt's choosing) and reads as None.
 
 from __future__ import annotations
 
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import Any
@@ -16,10 +17,10 @@ from typing import Any
 import libvirt
 
 from livemig.drivers.base import DomainState
+from livemig.drivers.cpu_stats import CpuSample, sample_from_stats
 from livemig.drivers.libvirt_jobs import ACTIVE_JOB_TYPES, domain_state
 
 POOL = "instances"
-
 
 
 def lookup(conn: libvirt.virConnect, name: str) -> libvirt.virDomain | None:
@@ -81,6 +82,23 @@ def source_reading(
             if not conn.isAlive():
                 raise
     return domain_info(conn, name), stats
+
+
+CPU_STATS = libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_VCPU
+
+
+def cpu_sample(conn: libvirt.virConnect, name: str, host: str) -> CpuSample | None:
+    """The CPU counters of ``name``'s QEMU process on ``host`` now (see
+    :mod:`livemig.drivers.cpu_stats`); None if the domain is not active there."""
+    dom = lookup(conn, name)
+    if dom is None or not ignore_vanished(dom.isActive):
+        return None
+    records = ignore_vanished(conn.domainListGetStats, [dom], CPU_STATS)
+    at = time.monotonic()
+    domain_id = ignore_vanished(dom.ID)
+    if not records or domain_id is None or domain_id < 0:
+        return None
+    return sample_from_stats(records[0][1], at, (host, domain_id))
 
 
 def abort_if_running(conn: libvirt.virConnect, name: str) -> None:
@@ -150,3 +168,16 @@ def host_usage(
 def host_cpu_model(capabilities: str) -> str:
     model = ET.fromstring(capabilities).find("host/cpu/model")
     return model.text or "" if model is not None else ""
+
+
+def has_kvm(capabilities: str) -> bool:
+    """Whether libvirt offers KVM for x86_64 guests on the host (``/dev/kvm`` usable).
+
+    >>> caps = ("<capabilities><guest><arch name='x86_64'><domain type='qemu'/>"
+    ...         "<domain type='kvm'/></arch></guest></capabilities>")
+    >>> has_kvm(caps), has_kvm(caps.replace("'kvm'", "'xen'"))
+    (True, False)
+    """
+    root = ET.fromstring(capabilities)
+    return any(d.get("type") == "kvm" for arch in root.iterfind("guest/arch")
+               if arch.get("name") == "x86_64" for d in arch.iterfind("domain"))

@@ -3,9 +3,10 @@
 The only modules that import libvirt are this one, :mod:`livemig.drivers.libvirt_conn`
 (connections, keepalive, the event loop), :mod:`livemig.drivers.libvirt_jobs` (a job's
 record and readings) and :mod:`livemig.drivers.libvirt_domains` (what a host says about
-its domains and capacity). Hosts come from an inventory file (the one ``livemig lab up``
-writes, or one written by hand for real KVM hosts); the scenario's host names must be
-inventory host names. What it does, Nova-style:
+its domains and capacity). Hosts come from an inventory (an Ansible inventory's group
+``kvm_hosts``, see :mod:`livemig.drivers.hosts_inventory`; the one ``livemig lab up`` writes
+is one too); the scenario's host names must be inventory host names. What it does,
+Nova-style:
 
 * facts: total memory, CPU model and hypervisor type/version from libvirt;
   used memory from the domains each host runs plus incoming claims (Nova's
@@ -25,10 +26,14 @@ inventory host names. What it does, Nova-style:
   event; completed-job statistics from the destination; ``abortJob()`` to cancel;
 * ``suspend``/``resume``: ``virDomainSuspend``/``virDomainResume`` where the guest runs
   now (libvirt keeps a paused guest paused across a migration);
+* CPU (``cpu_utilisation``, ``cpu_usage``): libvirt's per-vCPU run time and run-queue
+  delay (``domainListGetStats``) between two samples of the domain's QEMU process,
+  :mod:`livemig.drivers.cpu_stats`; the scenario's ``cpu_trace`` is burnt by the lab guest;
 * ``world()``: every scenario domain on every reachable host, the claims, the hosts
   that cannot be reached and those whose memory is overcommitted;
-* faults (``inject_fault``): delegated to :mod:`livemig.drivers.lab.faults`, namespace
-  labs only. Every call copes with a dead connection (see ``libvirt_conn``): reopened
+* faults (``inject_fault``): a capability of the target (:mod:`livemig.drivers.guests`):
+  the namespace lab makes them, real hosts refuse them unless the inventory enables the
+  Ansible method. Every call copes with a dead connection (see ``libvirt_conn``): reopened
   once, else :class:`HostUnreachable`; ``instance_host`` answers from reachable hosts.
 
 A controller restart (``attach_job``). What libvirt does when the process that called
@@ -45,11 +50,17 @@ source only (or nowhere). End to end: ``livemig run scenarios/lab-resume.yaml --
 libvirt`` killed with SIGKILL 2 s into the job, then ``livemig resume RUN_DIR``: the job
 was still running, was watched to completion on lab2, zero invariant violations.
 
-The scenario's VMs are booted as real domains (TCG guests from the lab image) when the
-driver starts (unless ``boot=False``), and destroyed when it closes unless
-``keep_domains``. With ``keep_domains``, ``close()`` leaves every domain and every job as
-it is (no abort): a controller that dies must not take guests with it, and closing our
-connection does not stop a peer-to-peer job.
+The scenario's VMs are created as real domains when the driver starts (unless
+``boot=False``): from a disk image (``image:``, a qcow2 overlay per VM, KVM where the host
+offers it) or as the target's own guest (the lab's TCG test guest); ``adopt: true`` VMs are
+existing domains, found running on their host. **livemig never destroys a domain it did not
+create**: every domain it creates carries its mark (:func:`~livemig.drivers.guests.mark_owned`),
+and only marked domains are destroyed or undefined (at start, leftovers of an earlier run;
+when it closes unless ``keep_domains``); a domain of a scenario VM's name without the mark
+stops the start. A rollback removes the destination's copy only when it is marked or is
+the adopted domain's own (same UUID). With ``keep_domains``, ``close()`` leaves every
+domain and every job as it is (no abort): a controller that dies must not take guests
+with it, and closing our connection does not stop a peer-to-peer job.
 """
 
 from __future__ import annotations
@@ -77,15 +88,17 @@ from livemig.drivers.base import (
     JobType,
     WorldFacts,
 )
-from livemig.drivers.lab.errors import LabError
-from livemig.drivers.lab.guest import domain_xml
-from livemig.drivers.lab.inventory import Inventory, load_inventory
+from livemig.drivers.cpu_stats import CpuSample, CpuUsage, usage
+from livemig.drivers.guests import ImageGuests, Target, is_owned, mark_owned, target_for
+from livemig.drivers.hosts_inventory import HostsInventory, InventoryError, load_hosts_inventory
 from livemig.drivers.libvirt_conn import Connections, HostUnreachable, redact_uris
 from livemig.drivers.libvirt_domains import (
     POOL,
     DomainInfo,
     abort_if_running,
+    cpu_sample,
     domain_info,
+    has_kvm,
     host_usage,
     ignore_vanished,
     lookup,
@@ -107,7 +120,9 @@ from livemig.drivers.libvirt_jobs import (
 
 __all__ = ["DriverSetupError", "HostUnreachable", "LibvirtDriver"]
 
-BOOT_TIMEOUT = 90.0  # seconds for a TCG guest to start ticking on its console
+CPU_WINDOW = 1.0  # seconds: the shortest window a CPU utilisation is measured over
+CPU_ATTEMPTS = 3  # windows tried when the guest moves during one
+BOOT_TIMEOUT = 90.0  # seconds for a guest to come up (the lab's: ticking on its console)
 AMBIGUOUS_GRACE = 30.0  # seconds a domain may sit on both hosts with no job before FAILED
 POSTCOPY_FAILED = libvirt.VIR_DOMAIN_PAUSED_POSTCOPY_FAILED
 
@@ -127,13 +142,18 @@ class LibvirtDriver:
         inventory: str | Path,
         keep_domains: bool = False,
         boot: bool = True,
+        target: Target | None = None,
     ) -> None:
         self.env = env
         self._inventory_path = Path(inventory)
         try:
-            self.inventory: Inventory = load_inventory(inventory)
-        except LabError as exc:
-            raise DriverSetupError(str(exc)) from exc
+            self.inventory: HostsInventory = load_hosts_inventory(inventory)
+            self._target = target if target is not None else target_for(self.inventory)
+        except (InventoryError, RuntimeError, OSError) as exc:
+            raise DriverSetupError(" ".join(str(exc).split())) from exc
+        console_dir = self.inventory.var("livemig_console_dir")
+        self._image_guests = ImageGuests(Path(console_dir) if console_dir else None)
+        self._uuids: dict[str, str] = {}  # adopted VM -> its domain's UUID
         self._policy = scenario.policy.migration
         self._keep = keep_domains
         self._vms = {vm.name: vm for vm in scenario.vms}
@@ -159,8 +179,14 @@ class LibvirtDriver:
         self._claims: dict[str, tuple[str, VmSpec]] = {}
         self._jobs: dict[str, Job] = {}
         self._markers = 0
+        self._cpu_samples: dict[str, CpuSample] = {}  # instance -> its latest CPU sample
+        self.cpu_window = CPU_WINDOW
         if boot:
             self._boot(scenario)
+        else:  # a controller restart: the adopted domains' UUIDs, where they run now
+            for vm in scenario.vms:
+                if vm.adopt:
+                    self._remember_uuid(vm.name)
         if isinstance(env, simpy.rt.RealtimeEnvironment):
             # Booting took real time: without this, the scenario's clock would start behind
             # the wall clock and its timeouts (event times, the 0.5 s poll) fire back to back.
@@ -177,48 +203,151 @@ class LibvirtDriver:
                 self._completed[(host, name)] = stats
 
     # -- booting the scenario's guests -------------------------------------------
-    def console_log(self, instance: str) -> Path:
-        return Path(self.inventory.console_dir) / f"{instance}.log"
+    def console_log(self, instance: str) -> Path | None:
+        """The guest's console file, if its target writes one (the lab's guests)."""
+        vm = self._vms[instance]
+        if vm.image:
+            return self._image_guests.console_log(instance)
+        if vm.adopt or self._target.guests is None:
+            return None
+        return self._target.guests.console_log(instance)
 
-    def disk_path(self, instance: str) -> Path:
-        return Path(self.inventory.instances_path) / f"{instance}.qcow2"
+    def disk_path(self, instance: str, host: str) -> Path:
+        return Path(self.inventory.host(host).instances_path) / f"{instance}.qcow2"
+
+    def _created(self, instance: str) -> bool:
+        """Whether livemig creates (and may remove) this VM's domain and disk."""
+        return not self._vms[instance].adopt
+
+    def _guests(self, vm: VmSpec) -> Any:
+        if vm.image:
+            return self._image_guests
+        if self._target.guests is None:
+            raise DriverSetupError(
+                f"VM {vm.name}: these hosts ({self._inventory_path}) have no guest of their "
+                "own; expected image: VOLUME (a disk image in the instances pool) or adopt: "
+                "true (an existing domain) on the VM"
+            )
+        return self._target.guests
 
     def _boot(self, scenario: Scenario) -> None:
-        image = self.inventory.image
-        if not image:
-            raise DriverSetupError(f"inventory {self.inventory.lab_dir} names no guest image")
         try:
             for vm in scenario.vms:
-                self._remove_domain_everywhere(vm.name)
-                disk = None
-                if vm.disk > 0 and not vm.volume_backed:
-                    disk = self.disk_path(vm.name)
-                    self._create_volume(vm.host, disk.name, vm.disk)
-                log = self.console_log(vm.name)
-                log.unlink(missing_ok=True)
-                xml = domain_xml(
-                    vm.name, vm.ram // MiB, vm.vcpus, Path(image["kernel"]),
-                    Path(image["initrd"]), max(1, round(vm.working_set / MiB)),
-                    vm.dirty_rate / MiB, log, disk,
-                )
+                if vm.adopt:
+                    self._adopt(vm)
+                    continue
+                guests = self._guests(vm)
+                self._remove_leftovers(vm.name)
+                disk = self._create_disk(vm, vm.host)
+                accel = self._accel(vm.host)
+                try:
+                    xml = mark_owned(guests.domain_xml(vm, disk=disk, accel=accel))
+                except (ValueError, RuntimeError) as exc:
+                    raise DriverSetupError(f"VM {vm.name}: {exc}") from exc
                 self._call(vm.host, lambda c, xml=xml: c.defineXML(xml).create())
         except HostUnreachable as exc:
             raise DriverSetupError(f"cannot boot the scenario's guests: {exc}") from exc
+        except libvirt.libvirtError as exc:
+            raise DriverSetupError(
+                f"cannot boot the scenario's guests: {redact_uris(str(exc))}") from exc
         deadline = time.monotonic() + BOOT_TIMEOUT
         for vm in scenario.vms:
-            while "tick" not in _read(self.console_log(vm.name)):
+            if vm.adopt:
+                continue
+            while not self._guests(vm).booted(vm):
                 if time.monotonic() > deadline:
                     raise DriverSetupError(
-                        f"guest {vm.name} on {vm.host} did not start ticking on its console "
-                        f"within {BOOT_TIMEOUT:.0f} s ({self.console_log(vm.name)})"
+                        f"guest {vm.name} on {vm.host} did not come up within "
+                        f"{BOOT_TIMEOUT:.0f} s (console: {self.console_log(vm.name)})"
                     )
                 time.sleep(0.2)
 
-    def _remove_domain_everywhere(self, name: str) -> None:
-        """Destroy and undefine ``name`` on every reachable host."""
+    def _adopt(self, vm: VmSpec) -> None:
+        """An existing domain becomes the scenario's VM: it must run on its host."""
+        state = self._call(vm.host, lambda c: domain_info(c, vm.name))
+        if state is None or not state.active:
+            raise DriverSetupError(
+                f"VM {vm.name} (adopt: true): no running domain {vm.name} on {vm.host}; "
+                "expected the domain to adopt running on the VM's host"
+            )
+        self._uuids[vm.name] = state.dom.UUIDString()
+
+    def _remember_uuid(self, name: str) -> None:
+        for host in self._hosts:
+            with contextlib.suppress(HostUnreachable, libvirt.libvirtError):
+                state = self._call(host, lambda c: domain_info(c, name))
+                if state is not None and state.active:
+                    self._uuids[name] = state.dom.UUIDString()
+                    return
+
+    def _accel(self, host: str) -> str:
+        """``kvm`` or ``qemu`` (TCG): the inventory's ``livemig_accel``, else what libvirt
+        offers on the host (KVM where ``/dev/kvm`` is usable)."""
+        accel = str(self.inventory.host(host).vars.get("livemig_accel", "auto"))
+        if accel != "auto":
+            return accel
+        return "kvm" if self._call(host, lambda c: has_kvm(c.getCapabilities())) else "qemu"
+
+    def _create_disk(self, vm: VmSpec, host: str) -> Path | None:
+        """The VM's disk on ``host``'s instances pool: an overlay of its image, or a blank
+        qcow2 of ``disk`` bytes (None: it has no local disk)."""
+        if vm.image:
+            image = vm.image
+
+            def overlay(conn: libvirt.virConnect) -> None:
+                pool = conn.storagePoolLookupByName(POOL)
+                pool.refresh()
+                try:
+                    base = pool.storageVolLookupByName(image)
+                except libvirt.libvirtError as exc:
+                    if not conn.isAlive():
+                        raise
+                    raise DriverSetupError(
+                        f"VM {vm.name}: no image {image!r} in the instances pool of {host}; "
+                        "expected a volume of that name (copy the image into the pool's "
+                        "directory, then virsh pool-refresh instances)") from exc
+                fmt = ET.fromstring(base.XMLDesc(0)).find("target/format")
+                kind = fmt.get("type", "raw") if fmt is not None else "raw"
+                capacity = max(vm.disk, base.info()[1])
+                name = self.disk_path(vm.name, host).name
+                with contextlib.suppress(libvirt.libvirtError):
+                    pool.storageVolLookupByName(name).delete(0)
+                pool.createXML(
+                    f"<volume><name>{name}</name><capacity unit='bytes'>{capacity}</capacity>"
+                    f"<target><format type='qcow2'/></target><backingStore><path>"
+                    f"{base.path()}</path><format type='{kind}'/></backingStore></volume>", 0)
+
+            self._call(host, overlay)
+            return self.disk_path(vm.name, host)
+        if vm.disk > 0 and not vm.volume_backed:
+            disk = self.disk_path(vm.name, host)
+            self._create_volume(host, disk.name, vm.disk)
+            return disk
+        return None
+
+    def _remove_leftovers(self, name: str) -> None:
+        """Before creating ``name``: remove what an earlier livemig run left (marked);
+        refuse to touch a domain of that name that livemig did not create."""
+        for host in self._hosts:
+            try:
+                state = self._call(host, lambda c: domain_info(c, name))
+            except HostUnreachable:
+                continue
+            if state is None:
+                continue
+            if not is_owned(ignore_vanished(state.dom.XMLDesc, 0) or ""):
+                raise DriverSetupError(
+                    f"VM {name}: a domain {name} that livemig did not create exists on "
+                    f"{host}; livemig never destroys such a domain: expected adopt: true on "
+                    "the VM to migrate it, or another VM name"
+                )
+            self._call(host, lambda c: remove_domain(domain_info(c, name)))
+
+    def _remove_ours_everywhere(self, name: str) -> None:
+        """Destroy and undefine ``name`` on every reachable host where livemig created it."""
         for host in self._hosts:
             with contextlib.suppress(HostUnreachable):
-                self._call(host, lambda c: remove_domain(domain_info(c, name)))
+                self._call(host, lambda c: remove_domain(_owned(domain_info(c, name))))
 
     # -- facts ------------------------------------------------------------
     def host_names(self) -> list[str]:
@@ -293,6 +422,48 @@ class LibvirtDriver:
         """Is the domain active on ``host``? :class:`HostUnreachable` if it cannot be asked."""
         state = self._call(host, lambda c: domain_info(c, instance))
         return state is not None and state.active
+
+    # -- CPU ------------------------------------------------------------------
+    def cpu_utilisation(self, instance: str) -> float:
+        """The share of its vCPUs the guest used since the previous call (see
+        :meth:`cpu_usage`)."""
+        return self.cpu_usage(instance).utilisation
+
+    def cpu_usage(self, instance: str) -> CpuUsage:
+        """The guest's CPU over the window since the previous reading of its QEMU process:
+        libvirt's vCPU run time and run-queue delay (:mod:`livemig.drivers.cpu_stats`),
+        read where its vCPUs run (:meth:`instance_host`).
+
+        The window is at least ``cpu_window`` seconds: the first reading of a process (the
+        first call, or the first after a migration: the counters start again on the
+        destination) waits that long between its two samples, and so does a call that
+        comes sooner after the previous one. A guest that runs nowhere reads 0 over no
+        window. ``KeyError`` if it is no scenario VM; :class:`HostUnreachable` if its host
+        cannot be asked.
+        """
+        if instance not in self._vms:
+            raise KeyError(instance)
+        for _ in range(CPU_ATTEMPTS):
+            host = self.instance_host(instance)
+            if host is None:
+                self._cpu_samples.pop(instance, None)
+                return CpuUsage(utilisation=0.0, waiting=None, window=0.0)
+            latest = self._call(host, lambda c, h=host: cpu_sample(c, instance, h))
+            if latest is None:
+                continue  # it left the host between the two questions
+            base = self._cpu_samples.get(instance)
+            if base is None or base.process != latest.process:
+                base = self._cpu_samples[instance] = latest  # a new QEMU process
+            wait = base.at + self.cpu_window - latest.at
+            if wait > 0:
+                time.sleep(wait)
+                latest = self._call(host, lambda c, h=host: cpu_sample(c, instance, h))
+                if latest is None or latest.process != base.process:
+                    continue  # it moved during the window: read the new process
+            self._cpu_samples[instance] = latest
+            return usage(base, latest)
+        raise MigrationError(
+            reason=f"{instance} moved during each of {CPU_ATTEMPTS} CPU sample windows")
 
     def world(self) -> WorldFacts:
         domains: list[DomainFact] = []
@@ -394,8 +565,11 @@ class LibvirtDriver:
                 f"{facts.free_ram_mb} MiB free"
             )
         self._claims[instance] = (dest, vm)
-        if block_migration and vm.disk > 0 and not vm.volume_backed:
-            self._create_volume(dest, self.disk_path(instance).name, vm.disk)
+        if block_migration and self._created(instance):
+            try:
+                self._create_disk(vm, dest)  # an image VM: an overlay of dest's own image
+            except DriverSetupError as exc:
+                raise MigrationError(reason=str(exc)) from exc
 
     def start_migration(
         self, instance: str, dest: str, *, uri: str, flags: int, bandwidth_mib: int
@@ -411,6 +585,9 @@ class LibvirtDriver:
             return dom
 
         self._call(source, lookup)
+        vm = self._vms.get(instance)
+        if vm is not None and vm.adopt:  # its definition goes with it (as Nova always asks)
+            flags |= libvirt.VIR_MIGRATE_PERSIST_DEST
         # migrateToURI blocks for the whole job: on a connection of its own, so that the
         # polls' calls never share one with it (see Connections.open_private)
         conn = self._conns.open_private(source)
@@ -621,10 +798,10 @@ class LibvirtDriver:
         if state is not None:
             if state.active:
                 raise MigrationError(reason=f"{instance} still runs on {source} after migration")
-            if state.persistent:
+            if state.persistent and self._mine(instance, state) is not None:
                 self._call(source, lambda c: ignore_vanished(c.lookupByName(instance).undefine))
-        if self.inventory.storage == "local":
-            self._delete_volume(source, self.disk_path(instance).name)
+        if self.inventory.host(source).storage == "local" and self._created(instance):
+            self._delete_volume(source, self.disk_path(instance, source).name)
         self._join(instance)
 
     def rollback_live_migration(
@@ -638,11 +815,25 @@ class LibvirtDriver:
         except HostUnreachable:
             on_source = False  # the guest may be anywhere: leave a running domain alone
         if on_source:
-            self._call(dest, lambda c: remove_domain(domain_info(c, instance)))
+            self._call(dest, lambda c: remove_domain(
+                self._mine(instance, domain_info(c, instance))))
         else:  # only the paused incoming shell of a pre-copy, which never ran the guest
-            self._call(dest, lambda c: remove_domain(_incoming_shell(c, instance)))
-        if block_migration and self.inventory.storage == "local":
-            self._delete_volume(dest, self.disk_path(instance).name)
+            self._call(dest, lambda c: remove_domain(
+                self._mine(instance, _incoming_shell(c, instance))))
+        if (block_migration and self.inventory.host(dest).storage == "local"
+                and self._created(instance)):
+            self._delete_volume(dest, self.disk_path(instance, dest).name)
+
+    def _mine(self, instance: str, state: DomainInfo | None) -> DomainInfo | None:
+        """``state`` if livemig may remove that domain: marked as created by livemig, or
+        the adopted domain's own copy (its UUID); else None (left alone)."""
+        if state is None:
+            return None
+        if self._vms[instance].adopt:
+            uuid = self._uuids.get(instance)
+            return state if uuid is not None and ignore_vanished(state.dom.UUIDString) == uuid \
+                else None
+        return _owned(state)
 
     def _join(self, instance: str, timeout: float = 30.0) -> None:
         """Wait for migrateToURI to return (it returns 1-2 s after the job ended)."""
@@ -652,19 +843,17 @@ class LibvirtDriver:
 
     # -- faults -----------------------------------------------------------------
     def inject_fault(self, kind: FaultKind, host: str) -> None:
-        """Make the fault happen in the namespace lab (the inventory is read again: the
-        fault module records the daemons' new pids there)."""
-        inventory = load_inventory(self._inventory_path)
-        if not inventory.lab or not all(h.netns for h in inventory.hosts):
+        """Make the fault happen through the target's fault method (the lab's own, or
+        Ansible's when the inventory enables it); refused where the target has none."""
+        faults = self._target.faults
+        if faults is None:
             raise DriverSetupError(
-                f"{self._inventory_path}: faults are only injected in the namespace lab "
-                f"(this inventory has no lab name or network namespaces)"
+                f"{self._inventory_path}: these hosts make no faults (the namespace lab "
+                "does; on real hosts set livemig_faults: ansible in the inventory)"
             )
         if host not in self._heartbeat:
             raise KeyError(host)
-        from livemig.drivers.lab.faults import inject_fault
-
-        inject_fault(inventory, kind, host)
+        faults.inject(kind, host)
         self._conns.forget_failure(host)
 
     # -- the end ------------------------------------------------------------------
@@ -679,19 +868,22 @@ class LibvirtDriver:
                         self._call(job.source, lambda c, n=name: abort_if_running(c, n))
                 self._join(name)
             for name, vm in self._vms.items():
-                self._remove_domain_everywhere(name)
-                if vm.disk > 0:
+                if not self._created(name):
+                    continue  # adopted: never destroyed, its disks never deleted
+                self._remove_ours_everywhere(name)
+                if vm.disk > 0 or vm.image:
                     for host in self._hosts:
                         with contextlib.suppress(HostUnreachable, libvirt.libvirtError):
-                            self._delete_volume(host, self.disk_path(name).name)
+                            self._delete_volume(host, self.disk_path(name, host).name)
         self._conns.close()
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
+def _owned(state: DomainInfo | None) -> DomainInfo | None:
+    """``state`` if its domain carries livemig's mark (livemig created it), else None."""
+    if state is None:
+        return None
+    xml = ignore_vanished(state.dom.XMLDesc, 0)
+    return state if xml is not None and is_owned(xml) else None
 
 
 def _incoming_shell(conn: libvirt.virConnect, name: str) -> DomainInfo | None:

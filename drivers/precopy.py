@@ -291,6 +291,9 @@ def switch_delay(
     rate: float,
     max_downtime: float,
     not_before: float = 0.0,
+    unsent_weight: float = 1.0,
+    check_period: float = 0.0,
+    pass_elapsed: float = 0.0,
 ) -> float | None:
     """Seconds from now until QEMU pauses the guest inside the pass under way, or None
     if it does not before the pass ends (``remaining / rate`` from now).
@@ -300,7 +303,10 @@ def switch_delay(
     still to send plus what the guest dirtied since the pass began), is at most the
     measured bandwidth times the downtime limit, ``rate * max_downtime``; and not before
     ``not_before`` (QEMU has no bandwidth measurement, so no threshold, until a window
-    of transfer has been measured). ``p`` is concave (slope ``D - rate``, then ``-rate``
+    of transfer has been measured). QEMU counts the pass's unsent part in pages of RAM,
+    zero pages included: in round 0 the unsent bytes weigh ``unsent_weight`` = RAM /
+    non-zero memory (:func:`pass_zero_weight`), ``p(t) = w (remaining - rate*t) +
+    min(W, dirtied + D*t)``. ``p`` is concave (slope ``D - rate``, then ``-rate``
     once the working set is all dirty), so once below the threshold it stays below:
     the first instant is a root of one of its two linear pieces.
 
@@ -321,32 +327,148 @@ def switch_delay(
     True
     >>> switch_delay(5 * MiB, 0, 0, 0, 100 * MiB, 0.1, not_before=0.02)  # waits the window
     0.02
+
+    The same 64 MiB idle pass as round 0 of a guest with as much zero memory again (weight
+    2): QEMU sees 128 MiB unscanned and pauses when ``2 (64 - 100 t) = 20``, at 0.54 s, with
+    10 MiB (not 20) left to send.
+
+    >>> switch_delay(64 * MiB, 0, 16 * MiB, 0, 100 * MiB, 0.2, unsent_weight=2.0)
+    0.54
+
+    With a ``check_period`` (an uncapped pass, :func:`check_period_for`) QEMU looks only
+    every ``check_period`` seconds of the pass (``pass_elapsed`` of it have gone by now):
+    the guest pauses at the first check at or after the crossing. Checked every 100 ms,
+    the first case above pauses at 0.6 s (the crossing was at 0.55 s), with 4 MiB less
+    pending; 0.2 s into the pass (44 MiB unsent, 4 MiB dirtied) that check is 0.4 s away.
+    The 8 MiB case crosses at 0.62 s, but its pass ends (0.64 s) before the check at 0.7 s.
+    The end of the first window (``not_before``) is a check too: QEMU checks as soon as it
+    has its first threshold.
+
+    >>> round(switch_delay(64 * MiB, 0, 16 * MiB, 20 * MiB, 100 * MiB, 0.2, check_period=0.1), 6)
+    0.6
+    >>> round(switch_delay(44 * MiB, 4 * MiB, 16 * MiB, 20 * MiB, 100 * MiB, 0.2,
+    ...                    check_period=0.1, pass_elapsed=0.2), 6)
+    0.4
+    >>> switch_delay(64 * MiB, 0, 8 * MiB, 20 * MiB, 100 * MiB, 0.1, check_period=0.1) is None
+    True
+    >>> switch_delay(5 * MiB, 0, 0, 0, 100 * MiB, 0.1, not_before=0.02, check_period=0.05)
+    0.02
     """
     if rate <= 0:
         return None
     end = remaining / rate
     if not_before > end:
         return None
+    first = _first_crossing(remaining, dirtied, working_set, dirty_rate, rate, max_downtime,
+                            not_before, unsent_weight, end)
+    if first is None or check_period <= 0 or first <= not_before:
+        return first  # QEMU also checks as soon as its first measurement gives a threshold
+    at = next_check(pass_elapsed + first, check_period) - pass_elapsed
+    return at if at <= end * (1 + 1e-12) else None
+
+
+def next_check(t: float, period: float) -> float:
+    """The first multiple of ``period`` at or after ``t`` (within rounding).
+
+    >>> round(next_check(0.55, 0.1), 9), next_check(0.1, 0.05), next_check(0.0, 0.05)
+    (0.6, 0.1, 0.0)
+    """
+    k = math.ceil(t / period - 1e-9)
+    return max(0, k) * period
+
+
+def _first_crossing(remaining: float, dirtied: float, working_set: float, dirty_rate: float,
+                    rate: float, max_downtime: float, not_before: float, w: float,
+                    end: float) -> float | None:
+    """:func:`switch_delay` with QEMU checking continuously."""
     threshold = rate * max_downtime
 
     def pending(t: float) -> float:
-        return remaining - rate * t + min(working_set, dirtied + dirty_rate * t)
+        return w * (remaining - rate * t) + min(working_set, dirtied + dirty_rate * t)
 
     if pending(not_before) <= threshold:
         return not_before
     full = (working_set - dirtied) / dirty_rate if dirty_rate > 0 else math.inf
     candidates = []
-    if dirty_rate < rate:  # first piece falls: remaining + dirtied - (rate - D) t
-        t = (remaining + dirtied - threshold) / (rate - dirty_rate)
+    if dirty_rate < w * rate:  # first piece falls: w R + dirtied - (w rate - D) t
+        t = (w * remaining + dirtied - threshold) / (w * rate - dirty_rate)
         if not_before <= t <= full:
             candidates.append(t)
-    t = (remaining + working_set - threshold) / rate  # second piece
+    t = (w * remaining + working_set - threshold) / (w * rate)  # second piece
     if t >= full and t >= not_before:
         candidates.append(t)
     if not candidates:
         return None
     first = min(candidates)
     return first if first <= end else None
+
+
+def pass_zero_weight(ram: float | None, used_memory: float) -> float:
+    """How much more QEMU counts than it sends of round 0's unsent part: RAM / non-zero
+    memory (at least 1; 1 when the RAM is not given or nothing is used).
+
+    Round 0 walks every page of RAM; a zero page costs a few header bytes and no time
+    worth counting, but it is a dirty page in QEMU's bitmap until it is scanned, so the
+    pending estimate QEMU checks counts it. With the non-zero pages spread evenly over
+    RAM, each unsent non-zero byte stands for ``RAM / used`` bytes of the estimate.
+
+    >>> MiB = 2**20
+    >>> pass_zero_weight(512 * MiB, 128 * MiB), pass_zero_weight(None, 128 * MiB)
+    (4.0, 1.0)
+    >>> pass_zero_weight(128 * MiB, 0), pass_zero_weight(64 * MiB, 128 * MiB)
+    (1.0, 1.0)
+    """
+    if not ram or used_memory <= 0:
+        return 1.0
+    return max(1.0, ram / used_memory)
+
+
+def flush_speed_for(cap: float | None, link_speed: float | None,
+                    flush_speed: float | None) -> float | None:
+    """The stop-and-copy's speed limit in B/s (None: the host link decides).
+
+    An **uncapped** migration has kept the pipe full (socket buffers, the destination
+    busy loading pages): its remainder drains at the speed its passes ran, ``link_speed``.
+    A **capped** one leaves the pipe idle between its rate-limited bursts, and QEMU lifts
+    the cap for the flush: the remainder goes at ``flush_speed``, the pipe's own speed
+    (fitted from capped downtimes by ``livemig calibrate``; default ``link_speed``).
+    A cap at or above ``link_speed`` is no cap.
+
+    >>> MiB = 2**20
+    >>> flush_speed_for(None, 250 * MiB, 1000 * MiB) / MiB   # uncapped: the passes' speed
+    250.0
+    >>> flush_speed_for(20 * MiB, 250 * MiB, 1000 * MiB) / MiB  # capped: the pipe's
+    1000.0
+    >>> flush_speed_for(20 * MiB, 250 * MiB, None) / MiB, flush_speed_for(20 * MiB, None, None)
+    (250.0, None)
+    >>> flush_speed_for(400 * MiB, 250 * MiB, 1000 * MiB) / MiB
+    250.0
+    """
+    if cap is None or (link_speed is not None and cap >= link_speed):
+        return link_speed
+    return flush_speed or link_speed
+
+
+def check_period_for(cap: float | None, link_speed: float | None,
+                     check_period: float) -> float:
+    """Seconds between QEMU's switchover checks in a pass (0: continuous).
+
+    **Uncapped**, QEMU's RAM iteration sends for up to 50 ms (``MAX_WAIT`` in
+    migration/ram.c) before it returns to the migration thread, which checks the pending
+    bytes between iterations: ``check_period``. **Capped**, an iteration returns as soon
+    as the window's quota is sent, and the calibrations' capped remainders sat at the
+    threshold (:mod:`livemig.calibration.fit`): checked continuously, 0. A cap at or above
+    ``link_speed`` is no cap.
+
+    >>> MiB = 2**20
+    >>> check_period_for(None, 250 * MiB, 0.05), check_period_for(20 * MiB, 250 * MiB, 0.05)
+    (0.05, 0.0)
+    >>> check_period_for(400 * MiB, 250 * MiB, 0.05), check_period_for(20 * MiB, None, 0.05)
+    (0.05, 0.0)
+    """
+    if cap is None or (link_speed is not None and cap >= link_speed):
+        return check_period
+    return 0.0
 
 
 def plan_qemu(
@@ -363,6 +485,8 @@ def plan_qemu(
     max_rounds: int = DEFAULT_MAX_ROUNDS,
     auto_converge: bool = False,
     throttle_response: float = 1.0,
+    ram: float | None = None,
+    check_period: float = 0.0,
 ) -> PrecopyPlan:
     """Plan one migration as QEMU runs it, at constant ``bandwidth`` (the cap, or the
     uncapped speed ``link_speed``); units bytes, B/s, s.
@@ -373,10 +497,15 @@ def plan_qemu(
       during pass ``i``, ``min(W, D_eff * t_i)``.
     * Inside every pass QEMU checks continuously (:func:`switch_delay`): the guest
       pauses at the first instant the pending bytes fit in ``bandwidth * max_downtime``,
-      once ``bandwidth_window`` seconds of transfer have been measured. The pass is
-      cut there (``rounds[-1]`` is the part sent) and the pending bytes (``remaining``)
-      are flushed at ``flush_speed``, not at the cap: ``downtime = remaining /
-      flush_speed + switchover_cost``.
+      once ``bandwidth_window`` seconds of transfer have been measured. In round 0 QEMU's
+      pending count includes the zero pages not yet scanned: given the guest's ``ram``,
+      the unsent part weighs :func:`pass_zero_weight` (RAM / ``U``). With a
+      ``check_period`` (the caller's :func:`check_period_for`: uncapped passes) QEMU
+      checks only every ``check_period`` seconds of a pass and at its end. The pass is
+      cut there (``rounds[-1]`` is the part sent) and the pending bytes (``remaining``,
+      non-zero and dirtied) are flushed at ``flush_speed`` (the caller's
+      :func:`flush_speed_for`), not at the cap: ``downtime = remaining / flush_speed +
+      switchover_cost``.
     * ``iterations`` counts dirty-bitmap syncs as libvirt's ``memory_iteration`` does:
       one when the migration starts, one at the end of each full pass, and, when it
       converges, one for the check that let it pause and one at completion.
@@ -428,6 +557,28 @@ def plan_qemu(
     (True, 30, 24, 7.22)
     >>> paced.converged, paced.throttles[-1], round(paced.total_time, 2)
     (True, 99, 24.91)
+
+    The uncapped guest again with a 50 ms window, now with its 128 MiB of RAM: QEMU counts
+    the 48 MiB of zero pages as pending too (weight 1.6), so it does not pause as soon as
+    the window is measured (64.7 MiB pending then) but when ``1.6 (80 - 330 t) + 24 t =
+    99``: at 0.0575 s, with 62.4 MiB pending.
+
+    >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=330 * MiB,
+    ...               startup_cost=0.285, bandwidth_window=0.05, ram=128 * MiB)
+    >>> round(p.round_times[0], 4), round(p.remaining / MiB, 1)
+    (0.0575, 62.4)
+
+    QEMU checks an uncapped pass only every 50 ms (``check_period``, :func:`check_period_for`):
+    the crossing at 0.0575 s is seen at the check at 0.1 s, 14 MiB more sent and 1 MiB more
+    dirtied, 49.4 MiB pending (it weighed 1.6 x 47 + 2.4 = 77.6 MiB in QEMU's count).
+
+    >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=330 * MiB,
+    ...               startup_cost=0.285, bandwidth_window=0.05, ram=128 * MiB,
+    ...               check_period=0.05)
+    >>> round(p.round_times[0], 4), round(p.rounds[0] / MiB, 1), round(p.remaining / MiB, 1)
+    (0.1, 33.0, 49.4)
+    >>> round(p.downtime * 1000, 1), round(p.total_time, 4)
+    (149.7, 0.5347)
     """
     _check_plan_inputs(used_memory=used_memory, working_set=working_set,
                        dirty_rate=dirty_rate, max_downtime=max_downtime,
@@ -436,6 +587,8 @@ def plan_qemu(
                        max_rounds=max_rounds)
     _check_non_negative("startup_cost", startup_cost, "s")
     _check_non_negative("bandwidth_window", bandwidth_window, "s")
+    _check_non_negative("check_period", check_period, "s")
+    zero_weight = pass_zero_weight(ram, used_memory)
 
     rounds: list[float] = []
     times: list[float] = []
@@ -454,7 +607,8 @@ def plan_qemu(
             delay: float | None = not_before
         else:
             delay = switch_delay(size, 0.0, working_set, rate, bandwidth, max_downtime,
-                                 not_before)
+                                 not_before, zero_weight if not rounds else 1.0,
+                                 check_period)
         if delay is not None:
             sent = min(size, bandwidth * delay)
             pending = size - sent + min(working_set, rate * delay)

@@ -7,9 +7,12 @@ on the wire; an abort or a post-copy request is taken as during the disk copy). 
 the **qemu** model (``precopy.plan_qemu``) pre-copy runs passes whose switchover is
 checked continuously: whenever the pass's rate changes (its flow's ``on_rate``), the
 guest's pause or the limit changes, the instant the pending bytes fit in ``rate *
-max_downtime`` is recomputed (``precopy.switch_delay``) and a timer armed; when it
-fires the pass is cut, the guest held, the pending bytes flushed at ``flush_speed`` /
-``link_speed`` (not the cap), then ``switchover_cost``. Iterations count bitmap syncs and
+max_downtime`` is recomputed (``precopy.switch_delay``; in round 0 the unsent part
+weighs RAM / used memory, ``precopy.pass_zero_weight``; an uncapped pass is checked
+only every ``check_period`` seconds from its start, ``precopy.check_period_for``) and a
+timer armed; when it fires the pass is cut, the guest held, the pending bytes flushed
+(not at the cap: ``precopy.flush_speed_for``, ``flush_speed`` when capped, ``link_speed`` when not),
+then ``switchover_cost``. Iterations count bitmap syncs and
 auto-converge follows QEMU's rule (``plan_qemu``'s docstring). What follows describes
 the **textbook** model; disk copy, post-copy and the end of a job are the same for both
 (post-copy pulls at ``link_speed`` when the qemu model has one).
@@ -79,7 +82,14 @@ from livemig.core.policy import (
 from livemig.core.profile import TEXTBOOK_DEFAULTS, ModelParams
 from livemig.drivers.base import JobInfo, JobType
 from livemig.drivers.network import Flow, FlowCancelled, FluidNetwork
-from livemig.drivers.precopy import can_switch_over, dirty_after, switch_delay
+from livemig.drivers.precopy import (
+    can_switch_over,
+    check_period_for,
+    dirty_after,
+    flush_speed_for,
+    pass_zero_weight,
+    switch_delay,
+)
 
 TEXTBOOK = ModelParams(model=MigrationModel.TEXTBOOK, **TEXTBOOK_DEFAULTS)  # type: ignore[arg-type]
 
@@ -203,8 +213,11 @@ class MigrationJob:
         if self.qemu and params.link_speed is not None:  # QEMU's own speed bounds it
             self.cap = params.link_speed if cap is None else min(cap, params.link_speed)
         self._uncapped = params.link_speed if self.qemu else None  # post-copy pull
-        flush = params.flush_speed or params.link_speed
+        flush = flush_speed_for(cap, params.link_speed, params.flush_speed)
         self._flush_cap = flush if self.qemu else cap  # the stop-and-copy's limit
+        # qemu: seconds between the switchover checks of a pass (0: continuous)
+        self._check_period = (check_period_for(cap, params.link_speed, params.check_period)
+                              if self.qemu else 0.0)
         self._switch_over = switch_over
         self.started = env.now
         self.type = JobType.UNBOUNDED
@@ -230,6 +243,7 @@ class MigrationJob:
         self._measured_at = 0.0  # when QEMU has its first bandwidth measurement
         self._switch: simpy.Event | None = None  # succeeds when the guest is to pause
         self._check = 0  # bumped whenever the pending switch time is recomputed
+        self._unsent_weight = 1.0  # round 0: QEMU counts unscanned zero pages as pending
         # keepalive: silent while a link of source or dest is down
         self.silent_since: float | None = None
         self.silence = 0  # bumped whenever a silence starts or ends
@@ -391,6 +405,7 @@ class MigrationJob:
         high = 0
         period_start, period_dirty, period_sent = start, 0.0, 0.0
         size = float(spec.used_memory)
+        self._unsent_weight = pass_zero_weight(spec.ram, size)
         while True:
             self._round_start = self.env.now
             self._round_paused = self.guest.paused_seconds(self.env.now)
@@ -409,6 +424,7 @@ class MigrationJob:
                 break
             self._switch = None
             self.flow = None
+            self._unsent_weight = 1.0  # round 0 is over: every page left is non-zero
             self.memory_done += size
             self.iteration += 1  # the sync at the end of the pass
             dirty = self._dirtied()
@@ -459,7 +475,9 @@ class MigrationJob:
         guest = self.guest
         rate = 0.0 if guest.user_paused or guest.held else self._dirty_rate()
         delay = switch_delay(flow.remaining(), self._dirtied(), guest.spec.working_set, rate,
-                             flow.rate, self.max_downtime, max(0.0, self._measured_at - now))
+                             flow.rate, self.max_downtime, max(0.0, self._measured_at - now),
+                             self._unsent_weight, self._check_period,
+                             now - self._round_start)
         if delay is None:
             return
         check = self._check

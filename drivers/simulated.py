@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import simpy
 
+from livemig.core.cpu_trace import utilisation_at
 from livemig.core.errors import HypervisorUnavailable, MigrationError
 from livemig.core.flags import NON_SHARED_DISK, NON_SHARED_INC, POSTCOPY
 from livemig.core.model import CPU_MODELS, FaultKind, Scenario, Storage, VmSpec
@@ -168,6 +169,15 @@ class SimulatedDriver:
     def instance_running_on(self, instance: str, host: str) -> bool:
         vm = self._vms.get(instance)
         return vm is not None and vm.host == host
+
+    def cpu_utilisation(self, instance: str) -> float:
+        """The VM's scenario trace at the simulated now (:mod:`livemig.core.cpu_trace`):
+        no trace, no CPU demand modelled (0); a paused or lost guest uses none (0)."""
+        vm = self._vms[instance]  # KeyError: not a scenario VM
+        if vm.host is None or vm.paused:
+            return 0.0
+        spec = vm.spec
+        return utilisation_at(spec.cpu_trace, spec.cpu_trace_interval, float(self.env.now))
 
     def compare_cpu(self, source: str, dest: str) -> bool:
         src, dst = self._specs[source].cpu_model, self._specs[dest].cpu_model

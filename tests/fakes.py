@@ -209,6 +209,7 @@ class ScriptedDriver:
         self._aborted: set[str] = set()
         self._markers: dict[str, str] = {}  # marker -> host it was created on
         self.paused: set[str] = set()
+        self.cpu: dict[str, float] = {}  # instance -> what cpu_utilisation answers (else 0)
 
     def _record(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append(Call(name, args, kwargs, self.env.now))
@@ -234,6 +235,12 @@ class ScriptedDriver:
     def instance_running_on(self, instance: str, host: str) -> bool:
         self._record("instance_running_on", instance, host)
         return self.instances.get(instance) == host
+
+    def cpu_utilisation(self, instance: str) -> float:
+        self._record("cpu_utilisation", instance)
+        if instance not in self.instances:
+            raise KeyError(instance)
+        return self.cpu.get(instance, 0.0)
 
     def compare_cpu(self, source: str, dest: str) -> bool:
         self._record("compare_cpu", source, dest)

@@ -1,5 +1,6 @@
 """Every doctest of ``livemig.core``, ``livemig.drivers`` (with ``drivers.lab``),
-``livemig.calibration`` and ``livemig.sweep`` run here.
+``livemig.calibration``, ``livemig.analysis``, ``livemig.consolidation`` and
+``livemig.sweep`` run here.
 
 pytest's ``--doctest-modules`` only collects modules under ``testpaths`` (``tests/``), so the
 package's own examples would not run without this module. Each module is imported by
@@ -25,7 +26,9 @@ import pytest
 from fakelibvirt.driver import MODULES as LIBVIRT_MODULES
 from fakelibvirt.driver import fake_bound_modules
 
+import livemig.analysis
 import livemig.calibration
+import livemig.consolidation
 import livemig.core
 import livemig.drivers
 import livemig.sweep
@@ -34,23 +37,34 @@ import livemig.sweep
 NOT_IMPORTED = {"livemig.drivers.lab.__main__"}
 WITH_DOCTESTS = {
     *(f"livemig.core.{m}" for m in (
-        "check_suite", "checks", "cli", "expectations", "flags", "invariants",
+        "check_suite", "checks", "cli", "cpu_trace", "expectations", "flags", "invariants",
         "orchestrator", "plots", "policy", "profile", "progress", "results", "scenario",
         "scenario_events", "scheduler", "state", "units")),
     *(f"livemig.drivers.{m}" for m in (
-        "libvirt_conn", "libvirt_jobs", "network", "precopy", "sim_hosts")),
+        "ansible_faults", "cpu_stats", "guests", "libvirt_conn", "libvirt_domains",
+        "libvirt_jobs", "network", "precopy", "sim_hosts")),
     "livemig.drivers",
     *(f"livemig.drivers.lab.{m}" for m in (
-        "daemons", "firewall", "guest", "lab", "layout", "pki", "statedir")),
+        "boot_disk", "daemons", "firewall", "guest", "inventory", "lab", "layout", "pki",
+        "statedir")),
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
+    *(f"livemig.analysis.{m}" for m in ("load", "optimum", "report", "snapshot")),
+    *(f"livemig.consolidation.{m}" for m in (
+        "commands", "overload", "placement", "power", "reference", "run", "scenario",
+        "selection", "snapshot", "traces", "utilisation", "watcher")),
     *(f"livemig.sweep.{m}" for m in ("cells", "kinds", "paths", "progress", "spec", "table")),
 }
 
 
+PACKAGES = (livemig.core, livemig.drivers, livemig.calibration, livemig.analysis,
+            livemig.consolidation, livemig.sweep)
+
+
 def module_names() -> list[str]:
     """The packages and every module under them, by name."""
-    names = ["livemig.core", "livemig.drivers", "livemig.calibration", "livemig.sweep"]
-    for package in (livemig.core, livemig.drivers, livemig.calibration, livemig.sweep):
+    names = ["livemig.core", "livemig.drivers", "livemig.calibration", "livemig.analysis",
+             "livemig.consolidation", "livemig.sweep"]
+    for package in PACKAGES:
         names += [m.name for m in pkgutil.walk_packages(package.__path__,
                                                         package.__name__ + ".")]
     return sorted(set(names) - NOT_IMPORTED)
@@ -93,7 +107,7 @@ def test_the_modules_with_doctests_are_the_expected_ones() -> None:
 def test_every_module_is_visited() -> None:
     """Each ``.py`` file of the packages (but ``__main__``) is one module name above."""
     expected = set()
-    for package in (livemig.core, livemig.drivers, livemig.calibration, livemig.sweep):
+    for package in PACKAGES:
         root = Path(package.__path__[0])
         for path in root.rglob("*.py"):
             parts = path.relative_to(root).with_suffix("").parts

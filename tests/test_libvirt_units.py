@@ -33,6 +33,7 @@ def bare_driver(job: Job, call: Any) -> LibvirtDriver:
     """A driver holding one job of ``vm1``; ``call(host, fn)`` answers its libvirt calls."""
     driver = LibvirtDriver.__new__(LibvirtDriver)
     driver._jobs = {"vm1": job}
+    driver._vms = {}
     driver._events_lock = threading.Lock()
     driver._completed = {}
     driver._call = call  # type: ignore[method-assign]

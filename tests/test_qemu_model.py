@@ -20,10 +20,18 @@ from livemig.core.results import summarize
 from livemig.core.runner import run_scenario
 from livemig.core.state import MigrationRecord
 from livemig.drivers.base import JobType
-from livemig.drivers.precopy import PrecopyPlan, plan, plan_qemu, switch_delay
+from livemig.drivers.precopy import (
+    PrecopyPlan,
+    check_period_for,
+    flush_speed_for,
+    plan,
+    plan_qemu,
+    switch_delay,
+)
 from livemig.drivers.simulated import SimulatedDriver
 
 LINK = 1.25e9
+CHECK = 0.05  # QEMU's check period of an uncapped pass, in the grid's cases with a window
 REL = 1e-3  # 0.1 %
 QEMU = MigrationModel.QEMU
 BASE = parse_flags(MigrationPolicy().live_migration_flag)
@@ -34,12 +42,18 @@ def qemu_policy(**fields: object) -> MigrationPolicy:
     return MigrationPolicy(model=QEMU, **fields)  # type: ignore[arg-type]
 
 
+def guest_ram(used: float) -> int:
+    """The RAM of the tests' guests: 48 MiB of zero memory beside the used memory (QEMU
+    counts it in round 0's pending bytes: ``precopy.pass_zero_weight``)."""
+    return int(used) + 48 * MiB
+
+
 def one_migration(used: int, ws: int, dirty: float, *, link: float = LINK, cap: float = 0.0,
                   max_downtime: float = 0.3, share: float = 1.0, auto_converge: bool = False,
                   **params: float | None) -> MigrationRecord:
     sc = scenario(
         [host("h1", ram=64 * GiB), host("h2", ram=64 * GiB)],
-        [vm("vm1", "h1", ram=max(used, GiB), used_memory=used, working_set=ws,
+        [vm("vm1", "h1", ram=guest_ram(used), used_memory=used, working_set=ws,
             dirty_rate=dirty, throttle_response=share)],
         [migrate("vm1", "h2")],
         migration=qemu_policy(max_downtime=max_downtime, bandwidth=cap,
@@ -104,6 +118,29 @@ def test_switch_delay_pieces() -> None:
     assert switch_delay(10.0, 0.0, 5.0, 0.0, 20.0, 1.0) == 0.0  # fits at once
 
 
+def test_uncapped_pass_is_checked_every_check_period() -> None:
+    """Uncapped, 80 MiB non-zero in 128 MiB of RAM, 50 ms window: QEMU's count crosses the
+    99 MiB threshold at 0.0575 s, but it looks only every 50 ms: the guest pauses at 0.1 s
+    with 49.4 MiB pending, not 62.4 MiB; capped passes stay checked continuously."""
+    common = dict(flush_speed=330 * MiB, bandwidth_window=0.05, ram=128 * MiB)
+    cont = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, **common)  # type: ignore[arg-type]
+    checked = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, check_period=0.05,
+                        **common)  # type: ignore[arg-type]
+    assert cont.round_times == pytest.approx((0.0575,), rel=1e-3)
+    assert checked.round_times == pytest.approx((0.1,))
+    assert checked.remaining == pytest.approx(49.4 * MiB)
+    assert check_period_for(None, 330 * MiB, 0.05) == 0.05
+    assert check_period_for(50 * MiB, 330 * MiB, 0.05) == 0.0
+    # the simulator, uncapped at 330 MiB/s: the same pause instant and remainder
+    record = one_migration(80 * MiB, 16 * MiB, 24 * MiB, max_downtime=0.3, link_speed=330 * MiB,
+                           startup_cost=0.0, switchover_cost=0.0, bandwidth_window=0.05,
+                           check_period=0.05)
+    assert record.downtime == pytest.approx(
+        plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=330 * MiB,
+                  bandwidth_window=0.05, ram=guest_ram(80 * MiB), check_period=0.05).downtime,
+        rel=REL)
+
+
 def test_no_memory_pauses_after_the_window() -> None:
     p = plan_qemu(0, 0, 0.0, LINK, 0.3, flush_speed=LINK, startup_cost=0.2,
                   switchover_cost=0.01, bandwidth_window=0.1)
@@ -143,7 +180,7 @@ def test_clock_paced_guest_needs_a_high_throttle() -> None:
 
 
 def near_threshold(used: float, ws: float, dirty: float, bandwidth: float,
-                   downtime: float, window: float) -> bool:
+                   downtime: float, window: float, period: float = 0.0) -> bool:
     """Cases whose switchover falls within rounding of a pass's end, or whose pass ends
     within rounding of the threshold, where the event order may rightly differ from the
     arithmetic."""
@@ -151,9 +188,11 @@ def near_threshold(used: float, ws: float, dirty: float, bandwidth: float,
     for _ in range(200):
         t_end = size / bandwidth
         delay = switch_delay(size, 0.0, ws, dirty, bandwidth, downtime,
-                             max(0.0, window - elapsed))
+                             max(0.0, window - elapsed), check_period=period)
         if delay is not None and abs(delay - t_end) <= 1e-9 * max(1.0, t_end):
             return True
+        if period and delay is None and t_end % period <= 1e-9 * max(1.0, t_end):
+            return True  # the pass ends on a check
         end = min(ws, dirty * t_end)
         if abs(end - bandwidth * downtime) <= 1e-6 * bandwidth * downtime:
             return True
@@ -170,7 +209,8 @@ def _grid() -> list[tuple]:
         for ws in (16 * MiB, 512 * MiB):
             for dirty in (0.0, 24 * MiB, 400 * MiB):
                 for link, cap, link_speed in ((LINK, 0.0, None), (LINK, 50 * MiB, None),
-                                              (LINK, 0.0, 330 * MiB), (1.25e8, 0.0, None)):
+                                              (LINK, 0.0, 330 * MiB), (1.25e8, 0.0, None),
+                                              (LINK, 50 * MiB, 330 * MiB)):
                     for downtime in (0.3, 0.02):
                         for startup, cost, window, flush in ((0.0, 0.0, 0.0, None),
                                                              (0.285, 0.02, 0.1, None),
@@ -179,7 +219,10 @@ def _grid() -> list[tuple]:
                             bandwidth = min(x for x in (cap or link, link_speed or link))
                             if flush is not None and link_speed is None:
                                 continue
-                            if near_threshold(used, ws_, dirty, bandwidth, downtime, window):
+                            period = check_period_for(cap or None, link_speed,
+                                                      CHECK if window else 0.0)
+                            if near_threshold(used, ws_, dirty, bandwidth, downtime, window,
+                                              period):
                                 continue
                             expected = expect(used, ws_, dirty, link, cap, link_speed, downtime,
                                               startup, cost, window, flush)
@@ -193,9 +236,12 @@ def expect(used: float, ws: float, dirty: float, link: float, cap: float,
            link_speed: float | None, downtime: float, startup: float, cost: float,
            window: float, flush: float | None, **kwargs: object) -> PrecopyPlan:
     speed = link_speed or link
+    flush_limit = flush_speed_for(cap or None, link_speed, flush) or link
+    period = check_period_for(cap or None, link_speed, CHECK if window else 0.0)
     return plan_qemu(used, ws, dirty, min(cap or speed, speed), downtime,
-                     flush_speed=min(flush or speed, link), startup_cost=startup,
-                     switchover_cost=cost, bandwidth_window=window, **kwargs)  # type: ignore[arg-type]
+                     flush_speed=min(flush_limit, link), startup_cost=startup,
+                     switchover_cost=cost, bandwidth_window=window, check_period=period,
+                     ram=guest_ram(used), **kwargs)  # type: ignore[arg-type]
 
 
 GRID = _grid()
@@ -210,6 +256,8 @@ def test_grid_covers_the_new_phases() -> None:
                  if c[9] and len(p.rounds) == 1 and p.round_times[0] == c[9]]
     assert inside_round_0 and later and at_window
     assert max(p.iterations for p in plans) >= 5
+    # capped passes flushed at a flush_speed of their own (not the cap, not link_speed)
+    assert any(c[4] and c[10] for c in GRID)
 
 
 @pytest.mark.parametrize(
@@ -220,7 +268,8 @@ def test_isolated_migration_reproduces_plan_qemu(
 ) -> None:
     record = one_migration(used, ws, dirty, link=link, cap=cap, max_downtime=downtime,
                            link_speed=link_speed, startup_cost=startup, switchover_cost=cost,
-                           bandwidth_window=window, flush_speed=flush)
+                           bandwidth_window=window, flush_speed=flush,
+                           check_period=CHECK if window else 0.0)
     assert_matches(record, expect(used, ws, dirty, link, cap, link_speed, downtime, startup,
                                   cost, window, flush))
 
@@ -232,9 +281,9 @@ def _auto_converge_grid() -> list[tuple]:
             for cap in (20 * MiB, 50 * MiB):
                 for share in (1.0, 0.3, 0.1):
                     p = plan_qemu(128 * MiB, ws, dirty, cap, 0.1, flush_speed=LINK,
-                                  startup_cost=0.285, switchover_cost=0.02,
-                                  bandwidth_window=0.1, auto_converge=True, max_rounds=5000,
-                                  throttle_response=share)
+                                  ram=guest_ram(128 * MiB), startup_cost=0.285,
+                                  switchover_cost=0.02, bandwidth_window=0.1,
+                                  auto_converge=True, max_rounds=5000, throttle_response=share)
                     if p.converged and not near_threshold(128 * MiB, ws, dirty, cap, 0.1, 0.1):
                         cases.append((ws, dirty, cap, share))
     return cases
@@ -253,8 +302,8 @@ def test_auto_converge_grid_needs_the_throttle() -> None:
 def test_auto_converge_job_reproduces_plan_qemu(ws: int, dirty: float, cap: float,
                                                 share: float) -> None:
     expected = plan_qemu(128 * MiB, ws, dirty, cap, 0.1, flush_speed=LINK, startup_cost=0.285,
-                         switchover_cost=0.02, bandwidth_window=0.1, auto_converge=True,
-                         max_rounds=5000, throttle_response=share)
+                         ram=guest_ram(128 * MiB), switchover_cost=0.02, bandwidth_window=0.1,
+                         auto_converge=True, max_rounds=5000, throttle_response=share)
     record = one_migration(128 * MiB, ws, dirty, cap=cap, max_downtime=0.1, share=share,
                            auto_converge=True)
     assert_matches(record, expected)
@@ -292,33 +341,39 @@ def test_startup_cost_comes_before_the_first_byte_and_can_be_aborted() -> None:
     assert drv.instance_host("vm1") == "h1"
 
 
-def test_a_second_flow_halves_the_threshold_and_moves_the_switchover() -> None:
-    """vm1 (1 GiB, 64 MiB working set at 200 MiB/s, 300 ms) alone would pause at
+@pytest.mark.parametrize("ram", [GiB, 2 * GiB])
+def test_a_second_flow_halves_the_threshold_and_moves_the_switchover(ram: int) -> None:
+    """vm1 (1 GiB used, 64 MiB working set at 200 MiB/s, 300 ms) alone would pause at
     switch_delay(...) from its first byte. At 0.3 s vm2 starts from the same host: both
     get half the link, the threshold halves with it, and vm1 pauses later, when its
-    pending bytes fit in 0.3 s at LINK / 2."""
+    pending bytes fit in 0.3 s at LINK / 2. With 2 GiB of RAM the unsent part of pass 0
+    counts twice (its zero pages) in the check, not in the flush."""
     policy = qemu_policy(max_downtime=0.3, startup_cost=0.0, switchover_cost=0.0,
-                         bandwidth_window=0.0, max_concurrent_per_host=2)
-    vms = [vm("vm1", "h1", used_memory=GiB, working_set=64 * MiB, dirty_rate=200 * MiB),
+                         bandwidth_window=0.0, check_period=0.0, max_concurrent_per_host=2)
+    vms = [vm("vm1", "h1", ram=ram, used_memory=GiB, working_set=64 * MiB,
+              dirty_rate=200 * MiB),
            vm("vm2", "h1", used_memory=2 * GiB, working_set=0)]
     sc = scenario([host("h1"), host("h2")], vms,
                   [migrate("vm1", "h2"), migrate("vm2", "h2", at=0.3)], migration=policy,
                   model=None)
     records = {r.instance: r for r in run_scenario(sc).store.migrations()}
-    d = 200 * MiB
-    alone = switch_delay(GiB, 0.0, 64 * MiB, d, LINK, 0.3)
+    d, w = 200 * MiB, ram / GiB
+    alone = switch_delay(GiB, 0.0, 64 * MiB, d, LINK, 0.3, unsent_weight=w)
     assert alone is not None and alone > 0.3  # the change comes first
     # vm2's job starts at the first poll after 0.3 s that finds it accepted: read it
     started = records["vm2"].started_at
     t0 = records["vm1"].started_at
     assert started is not None and t0 is not None and started - t0 < alone
     at = started - t0
-    later = switch_delay(GiB - LINK * at, min(64 * MiB, d * at), 64 * MiB, d, LINK / 2, 0.3)
+    later = switch_delay(GiB - LINK * at, min(64 * MiB, d * at), 64 * MiB, d, LINK / 2, 0.3,
+                         unsent_weight=w)
     assert later is not None
-    pending = (GiB - LINK * at - LINK / 2 * later) + min(64 * MiB, d * (at + later))
+    unsent = GiB - LINK * at - LINK / 2 * later
+    pending = unsent + min(64 * MiB, d * (at + later))
     assert records["vm1"].downtime == pytest.approx(pending / (LINK / 2), rel=1e-6)
-    assert pending == pytest.approx(LINK / 2 * 0.3, rel=1e-9)
-    assert records["vm1"].total_time == pytest.approx(at + later + 0.3, rel=1e-6)
+    assert w * unsent + pending - unsent == pytest.approx(LINK / 2 * 0.3, rel=1e-9)
+    assert records["vm1"].total_time == pytest.approx(at + later + pending / (LINK / 2),
+                                                      rel=1e-6)
 
 
 def test_textbook_stays_selectable_and_summary_records_the_model() -> None:
@@ -341,7 +396,8 @@ def test_textbook_stays_selectable_and_summary_records_the_model() -> None:
     assert old_summary["model"] == {"name": "textbook", "profile": None, "profile_path": None,
                                     "params": {"startup_cost": 0.0, "switchover_cost": 0.0,
                                                "link_speed": None, "flush_speed": None,
-                                               "bandwidth_window": 0.0}}
+                                               "bandwidth_window": 0.0,
+                                               "check_period": 0.0}}
     new, new_summary = run(MigrationModel.QEMU)
     assert new.downtime < old.downtime / 5  # flushed at the link's speed
     assert new_summary["model"]["name"] == "qemu"
@@ -444,9 +500,14 @@ def test_isolated_migration_reproduces_plan_qemu_property(
 ) -> None:
     ws = max(1, int(used * ws_fraction))
     bandwidth = min(cap or link, link)
-    assume(not near_threshold(used, ws, dirty, bandwidth, downtime, window))
+    period = check_period_for(cap or None, None, CHECK if window else 0.0)
+    assume(not near_threshold(used, ws, dirty, bandwidth, downtime, window, period))
     expected = expect(used, ws, dirty, link, cap, None, downtime, startup, 0.02, window, None)
     assume(expected.converged)
+    # passes of under a byte (a guest dirtying bytes per second) last less than the
+    # simulator's clock resolution: it sees them dirty nothing and stops early
+    assume(all(r >= 1.0 for r in expected.rounds))
     record = one_migration(used, ws, dirty, link=link, cap=cap, max_downtime=downtime,
-                           startup_cost=startup, switchover_cost=0.02, bandwidth_window=window)
+                           startup_cost=startup, switchover_cost=0.02, bandwidth_window=window,
+                           check_period=CHECK if window else 0.0)
     assert_matches(record, expected)

@@ -88,7 +88,12 @@ def test_doctests() -> None:
 
 
 def test_every_shipped_scenario_loads() -> None:
+    from livemig.consolidation import scenario as consolidation
+
     paths = sorted(SCENARIOS.glob("*.yaml"))
+    for path in [p for p in paths if consolidation.is_consolidation(p.read_text())]:
+        assert consolidation.load(path).expect, path  # the consolidation: kind
+    paths = [p for p in paths if not consolidation.is_consolidation(p.read_text())]
     names = {path.stem for path in paths}
     assert {"quickstart", "rack-drain", "seed-explicit-dest", "seed-scheduler-retry"} <= names
     assert sum(name.startswith("seed-") for name in names) >= 14
@@ -1207,7 +1212,7 @@ def test_model_and_profile(tmp_path: Path) -> None:
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "lab.yaml").write_text(
         "name: lab-q10\nstartup_cost: 300ms\nswitchover_cost: 7ms\nlink_speed: 330MiB/s\n"
-        "x-fit: {cases: 4}\n")
+        "check_period: 40ms\nx-fit: {cases: 4}\n")
     scenario = tmp_path / "s.yaml"
     scenario.write_text(BASE + "policy:\n  migration: {profile: profiles/lab.yaml, "
                         "switchover_cost: 9ms, bandwidth_window: 50ms}\n")
@@ -1217,10 +1222,12 @@ def test_model_and_profile(tmp_path: Path) -> None:
     assert m.startup_cost == pytest.approx(0.3) and m.link_speed == 330 * MiB  # the profile's
     assert (m.switchover_cost, m.bandwidth_window) == pytest.approx((0.009, 0.05))  # scenario
     assert m.flush_speed is None  # neither: the model's default applies
+    assert m.check_period == pytest.approx(0.04)  # the profile's
     assert load(BASE).policy.migration.profile is None
     block = model_block(m)  # what summary.json records
     assert (block["name"], block["profile"]) == ("qemu", "lab-q10")
     assert block["params"]["flush_speed"] is None and block["params"]["link_speed"] == 330 * MiB
+    assert block["params"]["check_period"] == pytest.approx(0.04)
 
 
 def test_profile_errors(tmp_path: Path) -> None:

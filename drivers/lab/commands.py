@@ -31,7 +31,8 @@ def _up(args: argparse.Namespace) -> int:
         tls=args.tls,
     )
     print(path)
-    print(f"lab {args.name} up in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+    print(f"lab {args.name} up in {time.monotonic() - t0:.1f} s; its Ansible inventory (for "
+          f"ansible -i and livemig --inventory): {path.parent / 'hosts.yml'}", file=sys.stderr)
     return 0
 
 

@@ -23,7 +23,12 @@ from typing import Any
 from livemig.drivers.lab import daemons, firewall, machine, netns, pki, records, statedir
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.image import DEFAULT_CACHE_DIR, build_image
-from livemig.drivers.lab.inventory import HostEntry, Inventory, write_inventory
+from livemig.drivers.lab.inventory import (
+    HostEntry,
+    Inventory,
+    write_ansible_inventory,
+    write_inventory,
+)
 from livemig.drivers.lab.layout import (
     DEFAULT_BASE_DIR,
     DEFAULT_LAB,
@@ -155,6 +160,7 @@ def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initr
         hosts=entries,
         tls=lab.tls,
     )
+    write_ansible_inventory(inv, lab.inventory_path, lab.ansible_inventory_path)
     return write_inventory(inv, lab.inventory_path)
 
 

@@ -127,6 +127,11 @@ class LabLayout:
         return self.lab_dir / "inventory.yaml"
 
     @property
+    def ansible_inventory_path(self) -> Path:
+        """The lab's hosts as an Ansible inventory (``kvm_hosts``), for Ansible and livemig."""
+        return self.lab_dir / "hosts.yml"
+
+    @property
     def tls(self) -> bool:
         return bool(self.hosts) and self.hosts[0].tls
 

@@ -137,6 +137,24 @@ def test_shared_storage_test_file(contract_driver: ContractLab) -> None:
     assert not drv.check_shared_storage_test_file(lab.source, "never-created")
 
 
+def test_cpu_utilisation_is_a_share_of_the_vcpus(contract_driver: ContractLab) -> None:
+    lab, drv = contract_driver, contract_driver.driver
+    share = drv.cpu_utilisation(lab.vm)
+    assert isinstance(share, float) and 0.0 <= share <= 1.0, share
+    with pytest.raises(KeyError):
+        drv.cpu_utilisation("no-such-instance")
+
+
+def test_a_paused_guest_uses_no_cpu(contract_driver: ContractLab) -> None:
+    lab, drv = contract_driver, contract_driver.driver
+    try:
+        drv.suspend(lab.vm)
+        # a paused QEMU runs no vCPU: nothing but a clock tick of rounding
+        assert drv.cpu_utilisation(lab.vm) <= 0.02
+    finally:
+        drv.resume(lab.vm)
+
+
 # -- actions ----------------------------------------------------------------------------------
 
 
@@ -165,6 +183,7 @@ def test_full_migration_through_the_driver_api(contract_driver: ContractLab) -> 
     assert drv.host_facts(lab.dest).free_ram_mb == dest_before - lab.vm_ram_mb
     assert drv.instance_host(lab.vm) == lab.dest
     assert drv.job_info(lab.vm).type is JobType.COMPLETED  # the orchestrator reads it after post
+    assert 0.0 <= drv.cpu_utilisation(lab.vm) <= 1.0  # read where the guest runs now
 
 
 def test_abort_leaves_the_instance_on_its_source(contract_driver: ContractLab) -> None:

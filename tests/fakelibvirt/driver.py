@@ -99,12 +99,28 @@ def fake_inventory(world: World, directory: Path, *, storage: str = "shared") ->
     return write_inventory(inv, directory / "inventory.yaml")
 
 
+def fake_ansible_inventory(world: World, directory: Path, *, storage: str = "shared",
+                           group_vars: dict[str, str] | None = None) -> Path:
+    """An Ansible inventory (INI) of ``world``'s hosts, as for real KVM hosts: group
+    ``kvm_hosts``, each host's ``libvirt_uri``, the pool path and storage as group vars."""
+    lines = ["[kvm_hosts]"]
+    lines += [f"{h.name} ansible_host={h.address} libvirt_uri={h.uri}"
+              for h in world.hosts.values()]
+    variables = {"instances_path": "/var/lib/libvirt/instances", "storage": storage,
+                 **(group_vars or {})}
+    lines += ["", "[kvm_hosts:vars]", *(f"{k}={v}" for k, v in variables.items())]
+    path = directory / "hosts.ini"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def fake_driver(world: World, scenario: Scenario, directory: Path, *, factor: float = 0.1,
-                storage: str = "shared", **kwargs: Any) -> Any:
+                storage: str = "shared", inventory: Path | None = None, **kwargs: Any) -> Any:
     """A ``LibvirtDriver`` (bound to the fake) for ``scenario`` on ``world``, whose clock
-    runs ``1 / factor`` times faster than real time (``RealtimeEnvironment(factor)``)."""
+    runs ``1 / factor`` times faster than real time (``RealtimeEnvironment(factor)``);
+    ``inventory``: that file instead of the lab-style one written here."""
     world.install()
-    path = directory / "inventory.yaml"
+    path = inventory or directory / "inventory.yaml"
     if not path.exists():
         fake_inventory(world, directory, storage=storage)
     env = simpy.rt.RealtimeEnvironment(factor=factor, strict=False)

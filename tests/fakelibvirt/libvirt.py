@@ -54,6 +54,9 @@ VIR_DOMAIN_SHUTOFF_MIGRATED = 4
 
 VIR_DOMAIN_EVENT_ID_JOB_COMPLETED = 21
 
+VIR_DOMAIN_STATS_CPU_TOTAL = 2
+VIR_DOMAIN_STATS_VCPU = 8
+
 VIR_DOMAIN_JOB_NONE = 0
 VIR_DOMAIN_JOB_BOUNDED = 1
 VIR_DOMAIN_JOB_UNBOUNDED = 2
@@ -230,10 +233,12 @@ class virConnect:  # noqa: N801 - libvirt's name
 
     def getCapabilities(self) -> str:  # noqa: N802
         h = self._enter()
+        kvm = "<domain type='kvm'/>" if h.kvm else ""
         return (f"<capabilities><host><uuid>{h.uuid}</uuid><cpu><arch>x86_64</arch>"
                 f"<model>{h.cpu_model}</model><vendor>Intel</vendor>"
                 f"<topology sockets='1' dies='1' cores='{h.cpus}' threads='1'/></cpu></host>"
-                f"</capabilities>")
+                f"<guest><arch name='x86_64'><domain type='qemu'/>"
+                f"{kvm}</arch></guest></capabilities>")
 
     def compareCPU(self, xmlDesc: str, flags: int = 0) -> int:  # noqa: N802, N803
         h = self._enter()
@@ -257,6 +262,19 @@ class virConnect:  # noqa: N801 - libvirt's name
         h = self._enter()
         with self._world.cond:
             return [virDomain(self, rec) for rec in h.domains.values()]
+
+    def domainListGetStats(  # noqa: N802
+        self, doms: list[virDomain], stats: int = 0, flags: int = 0
+    ) -> list[tuple[virDomain, dict[str, Any]]]:
+        """The ``CPU_TOTAL`` and ``VCPU`` groups of each active domain (others: nothing)."""
+        self._enter()
+        with self._world.cond:
+            out = []
+            for dom in doms:
+                rec = dom._rec()
+                if rec.active:
+                    out.append((dom, self._world.cpu_stats(rec, stats)))
+            return out
 
     def defineXML(self, xml: str) -> virDomain:  # noqa: N802
         h = self._enter()
@@ -298,6 +316,14 @@ class virDomain:  # noqa: N801 - libvirt's name
 
     def UUIDString(self) -> str:  # noqa: N802
         return self._uuid
+
+    def XMLDesc(self, flags: int = 0) -> str:  # noqa: N802
+        return self._rec().xml
+
+    def ID(self) -> int:  # noqa: N802
+        with self._conn._world.cond:
+            rec = self._rec()
+            return rec.domain_id if rec.active else -1
 
     def isActive(self) -> int:  # noqa: N802
         with self._conn._world.cond:
@@ -399,6 +425,7 @@ class virStoragePool:  # noqa: N801 - libvirt's name
                 raise libvirtError(f"storage volume '{name}' exists already",
                                    code=VIR_ERR_STORAGE_VOL_EXIST, domain=VIR_FROM_STORAGE)
             self._pool.volumes[name] = 0 if thin else capacity
+            self._pool.xml[name] = xmlDesc
         return virStorageVol(self._conn, self._pool, name)
 
     def storageVolLookupByName(self, name: str) -> virStorageVol:  # noqa: N802
@@ -420,9 +447,24 @@ class virStorageVol:  # noqa: N801 - libvirt's name
     def name(self) -> str:
         return self._name
 
+    def path(self) -> str:
+        return f"{self._pool.path}/{self._name}"
+
+    def info(self) -> list[int]:
+        """[type, capacity, allocation] (bytes)."""
+        self._conn._enter()
+        xml = self._pool.xml.get(self._name)
+        capacity = int(ET.fromstring(xml).findtext("capacity") or 0) if xml else 0
+        return [0, capacity, self._pool.volumes.get(self._name, 0)]
+
+    def XMLDesc(self, flags: int = 0) -> str:  # noqa: N802
+        self._conn._enter()
+        return self._pool.xml.get(self._name) or f"<volume><name>{self._name}</name></volume>"
+
     def delete(self, flags: int = 0) -> int:
         self._conn._enter()
         with self._conn._world.cond:
+            self._pool.xml.pop(self._name, None)
             if self._pool.volumes.pop(self._name, None) is None:
                 raise libvirtError(f"Storage volume not found: no storage vol with matching "
                                    f"name '{self._name}'", code=VIR_ERR_NO_STORAGE_VOL,

@@ -45,6 +45,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fakelibvirt import libvirt as lv
+from livemig.core.cpu_trace import utilisation_at
 
 MiB = 1 << 20
 #: CPU models, oldest first: a host's CPU is a superset of the models before its own.
@@ -58,6 +59,8 @@ class Pool:
 
     capacity: int = 100 << 30
     volumes: dict[str, int] = field(default_factory=dict)  # name -> allocated bytes
+    xml: dict[str, str] = field(default_factory=dict)  # name -> the volume's XML
+    path: str = "/var/lib/libvirt/instances"
 
     @property
     def allocation(self) -> int:
@@ -83,15 +86,43 @@ class DomainRecord:
     job: Migration | None = None  # outgoing migration
     incoming: Migration | None = None  # this is the incoming side of that migration
     completed_stats: dict[str, Any] | None = None
+    # CPU: the guest burns its trace (percent, livemig.cpu_trace / livemig.cpu_interval;
+    # none: 100 %, as the lab guest's busy-waiting dirtier) while RUNNING, counted in
+    # cpu_ns since this QEMU process started (a migrated domain starts again at 0)
+    cpu_trace: tuple[float, ...] = ()
+    cpu_interval: float = 0.0
+    guest_started: float = 0.0  # monotonic time the guest booted: the trace's time 0
+    domain_id: int = -1
+    cpu_ns: float = 0.0
+    cpu_mark: float = 0.0  # when cpu_ns was last brought up to date
 
     @property
     def active(self) -> bool:
         return self.state not in (lv.VIR_DOMAIN_SHUTOFF, lv.VIR_DOMAIN_CRASHED)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "state" and "state" in self.__dict__:
+            self.count_cpu(time.monotonic())  # what it burnt in the state it leaves
+        object.__setattr__(self, name, value)
+
+    def cpu_load(self, at: float) -> float:
+        """The share of its vCPUs the guest burns at monotonic time ``at``."""
+        if not self.cpu_trace:
+            return 1.0
+        return utilisation_at(self.cpu_trace, self.cpu_interval, at - self.guest_started)
+
+    def count_cpu(self, now: float) -> None:
+        """Add the CPU burnt since ``cpu_mark`` (at the load of the interval's middle)."""
+        if self.state == lv.VIR_DOMAIN_RUNNING and now > self.cpu_mark:
+            load = self.cpu_load((self.cpu_mark + now) / 2)
+            self.cpu_ns += load * (now - self.cpu_mark) * self.vcpus * 1e9
+        self.cpu_mark = now
+
     def copy_for(self, **changes: Any) -> DomainRecord:
         fields = {k: getattr(self, k) for k in ("name", "uuid", "xml", "memory_kib", "vcpus",
                                                 "ws_bytes", "dirty_rate", "console",
-                                                "max_downtime_ms")}
+                                                "max_downtime_ms", "cpu_trace", "cpu_interval",
+                                                "guest_started")}
         return DomainRecord(**{**fields, **changes})
 
 
@@ -108,6 +139,7 @@ class Host:
     cpu_model: str
     pools: dict[str, Pool]
     hv_version: int = 10_000_000  # QEMU 10.0.0
+    kvm: bool = False  # libvirt offers domain type kvm (/dev/kvm)
     domains: dict[str, DomainRecord] = field(default_factory=dict)
     service_up: bool = True
     service_epoch: int = 0  # +1 each time libvirtd starts again
@@ -140,12 +172,15 @@ def parse_domain(xml: str) -> DomainRecord:
         memory.get("unit", "KiB"), 1)
     params = dict(word.partition("=")[::2] for word in (root.findtext("os/cmdline") or "").split())
     console = root.find("devices/serial/source")
+    trace = params.get("livemig.cpu_trace", "")
     return DomainRecord(
         name=name, uuid=root.findtext("uuid") or str(uuid.uuid4()), xml=xml,
         memory_kib=memory_kib, vcpus=int(root.findtext("vcpu") or 1),
         ws_bytes=float(params.get("livemig.ws_mib", 8)) * MiB,
         dirty_rate=float(params.get("livemig.rate_mib", 0)) * MiB,
         console=Path(console.get("path", "")) if console is not None else None,
+        cpu_trace=tuple(float(p) for p in trace.split(",") if p),
+        cpu_interval=float(params.get("livemig.cpu_interval", 0)),
     )
 
 
@@ -343,6 +378,8 @@ class World:
         """``create``: the guest boots and prints its first tick on its console."""
         if rec.active:
             raise op_invalid("domain is already running")
+        rec.domain_id, rec.cpu_ns = next(self._ids), 0.0
+        rec.guest_started = rec.cpu_mark = time.monotonic()
         rec.state, rec.reason = lv.VIR_DOMAIN_RUNNING, lv.VIR_DOMAIN_RUNNING_BOOTED
         if rec.console is not None and rec.console.parent.is_dir():
             with rec.console.open("a") as log:
@@ -385,6 +422,21 @@ class World:
         if rec.state != lv.VIR_DOMAIN_PAUSED or rec.reason != lv.VIR_DOMAIN_PAUSED_USER:
             raise op_invalid("domain is not paused by the user")
         rec.state, rec.reason = lv.VIR_DOMAIN_RUNNING, lv.VIR_DOMAIN_RUNNING_UNPAUSED
+
+    def cpu_stats(self, rec: DomainRecord, groups: int) -> dict[str, Any]:
+        """libvirt's ``CPU_TOTAL`` / ``VCPU`` statistics of an active domain: its vCPUs
+        share the burnt CPU time evenly; no run-queue delay (the fake's host is idle)."""
+        rec.count_cpu(time.monotonic())
+        stats: dict[str, Any] = {}
+        if groups & lv.VIR_DOMAIN_STATS_CPU_TOTAL:
+            stats["cpu.time"] = int(rec.cpu_ns)
+        if groups & lv.VIR_DOMAIN_STATS_VCPU:
+            stats["vcpu.current"] = stats["vcpu.maximum"] = rec.vcpus
+            for n in range(rec.vcpus):
+                stats[f"vcpu.{n}.state"] = 1
+                stats[f"vcpu.{n}.time"] = int(rec.cpu_ns / rec.vcpus)
+                stats[f"vcpu.{n}.delay"] = 0
+        return stats
 
     # -- jobs ---------------------------------------------------------------------------------
     def job_stats(self, rec: DomainRecord, flags: int) -> dict[str, Any]:
@@ -510,7 +562,8 @@ class Migration:
         self.throttle = 0
         self.downtime_ms = 0
         self.incoming = rec.copy_for(state=lv.VIR_DOMAIN_PAUSED,
-                                     reason=lv.VIR_DOMAIN_PAUSED_MIGRATION, incoming=self)
+                                     reason=lv.VIR_DOMAIN_PAUSED_MIGRATION, incoming=self,
+                                     domain_id=next(world._ids), cpu_mark=time.monotonic())
         dest.domains[rec.name] = self.incoming
         rec.job = self
         self.thread = threading.Thread(target=self._run, name=f"fake-migration-{rec.name}",

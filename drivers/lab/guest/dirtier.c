@@ -10,6 +10,7 @@
  *
  * Once per second it prints on stdout (the serial console):
  *   tick N uptime=S.SS dirtied_mib=D behind_ms=B rate_mibps=W nonzero_mib=Z memfree_mib=F
+ *   ... cpu_pct=C cpu_target=T wake_late_pct=L
  * N counts up by one per line; a test reads these lines to see that the guest is alive
  * (and, after a migration, that it kept running on the destination). The fields after
  * behind_ms are the guest's own truth for calibration (livemig calibrate):
@@ -20,7 +21,26 @@
  *                non-zero memory QEMU sends in round 0 (pages never touched are zero);
  *   memfree_mib  MemFree itself, so that RAM - MemFree (which also counts the memory the
  *                kernel reserved before MemTotal) can be used instead.
+ *   cpu_pct      percent of the time since the previous line that the program did not
+ *                sleep (busy-waiting or writing), on the guest's monotonic clock: the
+ *                CPU utilisation the guest sees (under TCG the host may run the vCPU less);
+ *   cpu_target   the utilisation asked for at this moment (percent, see below);
+ *   wake_late_pct  percent of the time the program's wake-ups came later than asked (the
+ *                vCPU was runnable, by the host's account, but the program not yet
+ *                running): cpu_pct + wake_late_pct is the share the vCPU was runnable.
  * Both memory figures are -1 when /proc/meminfo cannot be read.
+ *
+ * CPU load. "livemig.cpu_trace=P0,P1,..." (percent of the vCPU, 0-100, at most MAX_TRACE
+ * samples) with "livemig.cpu_interval=S" (seconds between samples) makes the program burn
+ * CPU following that trace: the target at t seconds since the working set was filled is
+ * linear between samples, the last sample holds after the end. Each 100 ms period is then
+ * busy (10 ms ticks of writes and busy-waiting) for target x 100 ms, and asleep
+ * (clock_nanosleep) for the rest: the vCPU halts while the program sleeps. The writes of the
+ * ticks slept through are made up for on waking, so the dirty rate stays as asked. A period
+ * of 100 ms rather than one per tick: each wake-up costs the host CPU under TCG and waits
+ * for a host CPU on a busy machine (seen: 10 ms periods added ~3 % to an idle guest and
+ * ~12 % to a 20 % guest's host-side CPU). Without a trace the program busy-waits through
+ * every tick, as before (cpu_target=100).
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -32,6 +52,12 @@
 #define PAGE 4096UL
 #define TICK_NS 10000000L /* 10 ms */
 #define NS 1000000000L
+#define MAX_TRACE 1024
+#define PERIOD_NS 100000000L /* 100 ms: busy, then asleep, once per period */
+
+static double trace[MAX_TRACE]; /* fractions of the vCPU, 0..1 */
+static int trace_len;
+static double trace_interval_s;
 
 /* MemTotal and MemFree of /proc/meminfo in KiB; -1 each when unreadable. */
 static void meminfo_kib(long *total, long *free_kib)
@@ -71,6 +97,46 @@ static double cmdline_value(const char *cmdline, const char *key, double def)
     return def;
 }
 
+/* The comma-separated numbers of "key=" (percent) into trace[], as fractions in 0..1. */
+static void parse_trace(const char *cmdline, const char *key)
+{
+    size_t klen = strlen(key);
+    const char *p = cmdline;
+    while ((p = strstr(p, key)) != NULL) {
+        if ((p == cmdline || p[-1] == ' ') && p[klen] == '=')
+            break;
+        p += klen;
+    }
+    if (p == NULL)
+        return;
+    p += klen + 1;
+    while (trace_len < MAX_TRACE) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p)
+            break;
+        v = v < 0.0 ? 0.0 : v > 100.0 ? 100.0 : v;
+        trace[trace_len++] = v / 100.0;
+        if (*end != ',')
+            break;
+        p = end + 1;
+    }
+}
+
+/* The CPU share asked for t seconds into the run: linear between samples, the last holds. */
+static double load_at(double t)
+{
+    if (trace_len == 0)
+        return 1.0;
+    if (t <= 0.0 || trace_len == 1 || trace_interval_s <= 0.0)
+        return trace[0];
+    double x = t / trace_interval_s;
+    if (x >= (double)(trace_len - 1))
+        return trace[trace_len - 1];
+    int i = (int)x;
+    return trace[i] + (trace[i + 1] - trace[i]) * (x - (double)i);
+}
+
 int main(void)
 {
     char cmdline[4096] = "";
@@ -86,6 +152,8 @@ int main(void)
         ws_mib = 1.0;
     if (rate_mib < 0.0)
         rate_mib = 0.0;
+    parse_trace(cmdline, "livemig.cpu_trace");
+    trace_interval_s = cmdline_value(cmdline, "livemig.cpu_interval", 0.0);
 
     size_t pages = (size_t)(ws_mib * 1024.0 * 1024.0 / PAGE);
     volatile uint8_t *ws = malloc(pages * PAGE);
@@ -96,7 +164,8 @@ int main(void)
     for (size_t i = 0; i < pages * PAGE; i++)
         ws[i] = (uint8_t)(i * 2654435761u >> 24) | 1; /* non-zero, not a zero page */
 
-    printf("livemig-dirtier: ready ws_mib=%.0f rate_mib=%g pages=%zu\n", ws_mib, rate_mib, pages);
+    printf("livemig-dirtier: ready ws_mib=%.0f rate_mib=%g pages=%zu cpu_trace_samples=%d "
+           "cpu_interval=%g\n", ws_mib, rate_mib, pages, trace_len, trace_interval_s);
     fflush(stdout);
 
     double pages_per_tick = rate_mib * 1024.0 * 1024.0 / PAGE * TICK_NS / NS;
@@ -104,13 +173,17 @@ int main(void)
     size_t cursor = 0;
     uint8_t stamp = 1;
     unsigned long long dirtied = 0, tick_line = 0, dirtied_at_print = 0;
+    long slept = 0, slept_at_print = 0; /* ns spent in clock_nanosleep */
+    long late = 0, late_at_print = 0;   /* ns of it past the wake-up time asked for */
+    double target = 1.0;
     long start = now_ns();
     long last_print = start;
     long next_tick = start + TICK_NS;
     long next_print = start + NS;
 
+    long ticks_due = 1; /* ticks whose writes are due: more than one after a sleep */
     for (;;) {
-        credit += pages_per_tick;
+        credit += pages_per_tick * (double)ticks_due;
         while (credit >= 1.0) {
             ws[cursor * PAGE] = stamp;
             credit -= 1.0;
@@ -121,8 +194,35 @@ int main(void)
             }
         }
         long now;
-        while ((now = now_ns()) < next_tick)
-            ; /* busy-wait: CPU throttling slows the workload down */
+        long tick_start = next_tick - TICK_NS;
+        long period_start = start + (tick_start - start) / PERIOD_NS * PERIOD_NS;
+        target = load_at((double)(period_start - start) / NS);
+        long busy_end = period_start + (long)(target * PERIOD_NS);
+        ticks_due = 1;
+        if (target >= 1.0 || next_tick <= busy_end) {
+            while ((now = now_ns()) < next_tick)
+                ; /* busy-wait: CPU throttling slows the workload down */
+        } else {
+            while ((now = now_ns()) < busy_end)
+                ; /* the rest of the period's busy share */
+            long period_end = period_start + PERIOD_NS;
+            if (now < period_end) {
+                struct timespec ts = {.tv_sec = period_end / NS, .tv_nsec = period_end % NS};
+                while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) != 0)
+                    ; /* EINTR: sleep on */
+                long woke = now_ns();
+                slept += woke - now;
+                if (woke > period_end)
+                    late += woke - period_end;
+                now = woke;
+            }
+            /* the writes of the ticks slept through are made up for: a trace lowers the
+             * CPU, not the dirty rate */
+            if (period_end > next_tick) {
+                ticks_due += (period_end - next_tick) / TICK_NS;
+                next_tick = period_end;
+            }
+        }
         long behind = now - next_tick;
         /* Never catch up on ticks lost while the vCPU did not run (QEMU's auto-converge
          * throttle sleeps it for up to 990 ms of every second; the pause at switchover):
@@ -137,12 +237,18 @@ int main(void)
                           ((double)(now - last_print) / NS);
             double nonzero = total_kib < 0 || free_kib < 0 ? -1.0 : (total_kib - free_kib) / 1024.0;
             double memfree = free_kib < 0 ? -1.0 : free_kib / 1024.0;
+            double elapsed = (double)(now - last_print);
+            double cpu = 100.0 * (1.0 - (double)(slept - slept_at_print) / elapsed);
+            double wake_late = 100.0 * (double)(late - late_at_print) / elapsed;
             printf("tick %llu uptime=%.2f dirtied_mib=%.1f behind_ms=%ld rate_mibps=%.2f "
-                   "nonzero_mib=%.1f memfree_mib=%.1f\n", tick_line,
+                   "nonzero_mib=%.1f memfree_mib=%.1f cpu_pct=%.1f cpu_target=%.1f "
+                   "wake_late_pct=%.1f\n", tick_line,
                    (double)(now - start) / NS, (double)dirtied * PAGE / (1024.0 * 1024.0),
-                   behind / 1000000L, rate, nonzero, memfree);
+                   behind / 1000000L, rate, nonzero, memfree, cpu, 100.0 * target, wake_late);
             fflush(stdout);
             dirtied_at_print = dirtied;
+            slept_at_print = slept;
+            late_at_print = late;
             last_print = now;
             next_print += NS;
             if (now >= next_print)
