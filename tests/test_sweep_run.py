@@ -312,3 +312,32 @@ seeds: {{from: 1, to: 8}}
     df = pd.read_parquet(out / "cells.parquet")
     assert 2 <= len(df) < 32 and set(df["status"]) == {"ok"}
     assert sorted(df["cell"]) == sorted(p.stem for p in cells_dir.glob("*.json"))
+
+
+def test_a_consolidation_sweep_lands_in_the_table(cluster: str, tmp_path: Path) -> None:
+    from livemig.consolidation.run import run_spec
+
+    base = REPO / "scenarios" / "planetlab-sample-lr-mmt-cloudsim.yaml"
+    text = f"""\
+scenarios: [{base}]
+axes:
+  consolidation.policy:
+    - {{overload: lr, parameter: 1.2, selection: mmt}}
+    - {{overload: thr, parameter: 0.8, selection: mmt}}
+seeds: [1, 2]
+"""
+    path, out = sweep_file(tmp_path, text), tmp_path / "out"
+    outcome = run(path, out, cluster, keep_runs=True)
+    assert (outcome.ok, outcome.failed) == (4, [])
+    df = pd.read_parquet(out / "cells.parquet")
+    assert list(df["metric.kind"]) == ["consolidation"] * 4
+    assert list(df["metric.seed"]) == [1, 2, 1, 2]  # written into each cell's scenario
+    assert list(df["axis.consolidation.policy"].map(lambda v: json.loads(v)["overload"])) == [
+        "lr", "lr", "thr", "thr"]
+    cells = cells_mod.resolve(load_sweep(path))
+    for cell, (_, row) in zip(cells, df.iterrows(), strict=True):
+        alone, _ = run_spec(cell.scenario)  # what livemig run computes for that scenario
+        assert row["metric.metrics.energy_kwh"] == alone.metrics["energy_kwh"]
+        assert row["metric.metrics.migrations"] == alone.metrics["migrations"]
+        assert (out / row["run_dir"] / "hosts.csv").is_file()
+    assert df["metric.metrics.energy_kwh"].iloc[0] != df["metric.metrics.energy_kwh"].iloc[2]

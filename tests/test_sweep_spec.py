@@ -284,11 +284,20 @@ def test_a_cell_key_is_its_resolved_scenario_and_seed(base: Path, tmp_path: Path
     assert not set(c.key for c in resolve_text(elsewhere, text)) & set(keys)
 
 
-def test_the_shipped_example_sweep_resolves() -> None:
-    sweep = load_sweep(REPO / "sweeps" / "placement-seeds.yaml")
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "sweeps").glob("*.yaml")))
+def test_the_shipped_example_sweeps_resolve(name: str) -> None:
+    sweep = load_sweep(REPO / "sweeps" / name)
     cells = cells_mod.resolve(sweep)
     assert len(cells) == sweep.size >= 20
-    assert {c.scenario.policy.scheduler.heuristic for c in cells} == set(Heuristic)
+    if name == "placement-seeds.yaml":
+        assert {c.scenario.policy.scheduler.heuristic for c in cells} == set(Heuristic)
+    if name == "consolidation-policies.yaml":  # 4 policies x 2 days x 3 seeds
+        assert len({(c.scenario.policy, c.scenario.trace, c.seed) for c in cells}) == 24
+
+
+def test_the_examples_are_the_expected_ones() -> None:
+    assert sorted(p.name for p in (REPO / "sweeps").glob("*.yaml")) == [
+        "consolidation-policies.yaml", "placement-seeds.yaml"]
 
 
 def test_the_command_reports_a_bad_sweep_in_one_line_and_writes_nothing(
@@ -348,3 +357,15 @@ def test_a_kind_that_reads_its_seed_with_the_file_gets_each_seed_written_in(
     assert [c.seed for c in resolve_text(tmp_path, "scenarios: [f.yaml]\n")] == [9]
     with pytest.raises(SweepError, match=r"sweep.yaml:3: axes.fake.colour: "):
         resolve_text(tmp_path, "scenarios: [f.yaml]\naxes:\n  fake.colour: [red]\n")
+
+
+def test_consolidation_scenarios_are_their_own_kind_with_their_own_fields(
+        tmp_path: Path) -> None:
+    base = SCENARIOS / "planetlab-sample-lr-mmt-cloudsim.yaml"
+    cells = resolve_text(tmp_path, f"scenarios: [{base}]\naxes:\n  consolidation.hosts: [30]\n"
+                                   "seeds: [3]\n")
+    assert [(c.kind, c.seed, c.scenario.seed, c.scenario.hosts) for c in cells] == [
+        ("consolidation", 3, 3, 30)]
+    with pytest.raises(SweepError, match=r"sweep.yaml:3: axes.consolidation.polcy: not a field "
+                       r".*unknown key 'polcy' \(did you mean 'policy'\?\)"):
+        resolve_text(tmp_path, f"scenarios: [{base}]\naxes:\n  consolidation.polcy: [1]\n")
