@@ -114,8 +114,12 @@ def compose(text: str, source: str) -> Node | None:
         raise ScenarioError(source, 1, "", "YAML nested too deeply") from None
 
 
-class _TooDeep(Exception):
-    """Nested deeper than :data:`FAST_MAX_DEPTH`: left to the pure-Python composer."""
+class _Differs(Exception):
+    """libyaml may compose this otherwise than PyYAML: left to the pure-Python composer."""
+
+
+class _TooDeep(_Differs):
+    """Nested deeper than :data:`FAST_MAX_DEPTH`."""
 
 
 _CLoader: type | None = getattr(yaml, "CSafeLoader", None)
@@ -130,23 +134,28 @@ if _CLoader is not None:
             super().__init__(text)
             self.depth = 0
             self.tags: dict[str, str] = {}
+            self.parent: Node | None = None  # of the node being composed
 
         def descend_resolver(self, current_node: Node | None, current_index: object) -> None:
             self.depth += 1  # called before each node is composed; no path resolvers here
             if self.depth > FAST_MAX_DEPTH:
                 raise _TooDeep
+            self.parent = current_node
 
         def ascend_resolver(self) -> None:
             self.depth -= 1
 
         def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
             """As PyYAML's: a plain scalar's tag depends on its text alone (no path
-            resolvers), so each distinct text is resolved once."""
-            if kind is not ScalarNode or not implicit[0]:
+            resolvers), so each distinct text is resolved once. A scalar tagged ``!``
+            (libyaml: neither implicit flag) is resolved as a plain one, as PyYAML does."""
+            if kind is not ScalarNode or not (implicit[0] or not implicit[1]):
                 return super().resolve(kind, value, implicit)
+            if not value and self.parent is not None and self.parent.flow_style:
+                raise _Differs  # an empty value in [...] or {...}: its line may differ
             tag = self.tags.get(value)
             if tag is None:
-                tag = self.tags[value] = super().resolve(kind, value, implicit)
+                tag = self.tags[value] = super().resolve(kind, value, (True, False))
             return tag
 
 
@@ -168,10 +177,38 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+_BLOCK_HEADER_COMMENT = re.compile(r"[|>][-+0-9]*#")  # `key: |#`: PyYAML wants a space
+_TAG_START = re.compile(r"(?:^|[\s\[\]{},:?-])!", re.MULTILINE)
+
+
+def _libyaml_may_differ(text: str) -> bool:
+    """Does ``text`` hold something libyaml reads otherwise than PyYAML's own parser?
+
+    Found by composing random YAML-like text with both (tests/test_yaml_fast.py):
+    tabs, the line breaks NEL/LS/PS and a lone CR, a byte-order mark after the start,
+    a block scalar header followed by ``#``, explicit tags (libyaml accepts tag
+    characters PyYAML refuses), a ``?`` (libyaml lets plain scalars in ``[...]`` and
+    ``{...}`` hold one; PyYAML ends them there), and text without a final newline (at
+    its end libyaml puts an empty node on the next line). Checked in C-speed scans;
+    while composing, an empty value in ``[...]`` or ``{...}`` (libyaml may give it the
+    line of the next token) also sends the text to PyYAML.
+    """
+    if not text.endswith("\n") or text.find("\ufeff", 1) != -1 or "?" in text:
+        return True
+    if any(char in text for char in "\t\x85\u2028\u2029"):
+        return True
+    if "\r" in text and text.count("\r") != text.count("\r\n"):
+        return True
+    if ("|" in text or ">" in text) and _BLOCK_HEADER_COMMENT.search(text):
+        return True
+    return "!" in text and _TAG_START.search(text) is not None
+
+
 def _compose_fast(text: str) -> Node | object | None:
     """The document composed by libyaml (:data:`_EMPTY` for none), or None when the
-    pure-Python composer must do it: no libyaml, a tab in the text, any error."""
-    if _CLoader is None or "\t" in text:
+    pure-Python composer must do it: no libyaml, text where they may differ
+    (:func:`_libyaml_may_differ`), any error."""
+    if _CLoader is None or _libyaml_may_differ(text):
         return None
     with gc_paused():
         loader = _FastLoader(text)
