@@ -85,7 +85,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 
 
 FAST_MAX_DEPTH = 100
-"""Deeper documents are composed by PyYAML's pure-Python parser (see the module doc)."""
+"""Documents with collections nested deeper are composed by PyYAML's pure-Python parser,
+which reports ``nested too deeply`` where Python's recursion limit stops it (some 300 to
+500 levels; libyaml itself stops at 1,000)."""
 _EMPTY = object()  # the fast path's "no document" (None means: use the slow path)
 
 
@@ -114,36 +116,17 @@ def compose(text: str, source: str) -> Node | None:
         raise ScenarioError(source, 1, "", "YAML nested too deeply") from None
 
 
-class _Differs(Exception):
-    """libyaml may compose this otherwise than PyYAML: left to the pure-Python composer."""
-
-
-class _TooDeep(_Differs):
-    """Nested deeper than :data:`FAST_MAX_DEPTH`."""
-
-
 _CLoader: type | None = getattr(yaml, "CSafeLoader", None)
 
 
 if _CLoader is not None:
 
     class _FastLoader(_CLoader):  # type: ignore[misc,valid-type]
-        """libyaml's composer with cached tags and a depth limit (see the module doc)."""
+        """libyaml's composer, the tags of plain scalars cached (see the module doc)."""
 
         def __init__(self, text: str) -> None:
             super().__init__(text)
-            self.depth = 0
             self.tags: dict[str, str] = {}
-            self.parent: Node | None = None  # of the node being composed
-
-        def descend_resolver(self, current_node: Node | None, current_index: object) -> None:
-            self.depth += 1  # called before each node is composed; no path resolvers here
-            if self.depth > FAST_MAX_DEPTH:
-                raise _TooDeep
-            self.parent = current_node
-
-        def ascend_resolver(self) -> None:
-            self.depth -= 1
 
         def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
             """As PyYAML's: a plain scalar's tag depends on its text alone (no path
@@ -151,12 +134,37 @@ if _CLoader is not None:
             (libyaml: neither implicit flag) is resolved as a plain one, as PyYAML does."""
             if kind is not ScalarNode or not (implicit[0] or not implicit[1]):
                 return super().resolve(kind, value, implicit)
-            if not value and self.parent is not None and self.parent.flow_style:
-                raise _Differs  # an empty value in [...] or {...}: its line may differ
             tag = self.tags.get(value)
             if tag is None:
                 tag = self.tags[value] = super().resolve(kind, value, (True, False))
             return tag
+
+
+def _differs_in_tree(root: Node) -> bool:
+    """Is the tree deeper than :data:`FAST_MAX_DEPTH` collections, or does a ``[...]``
+    or ``{...}`` hold an empty value (libyaml may give it the line of the next token)?
+
+    One pass over the nodes, in document order, each collection once (an alias is
+    met after its anchor, so a collection's depth is where it is written).
+    """
+    seen: set[int] = set()
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if type(node) is ScalarNode or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if depth > FAST_MAX_DEPTH:
+            return True
+        below = depth + 1
+        children = node.value if type(node) is SequenceNode else \
+            [child for pair in node.value for child in pair]
+        if node.flow_style and any(type(c) is ScalarNode and not c.value and not c.style
+                                   for c in children):
+            return True
+        stack.extend((child, below) for child in reversed(children)
+                     if type(child) is not ScalarNode)
+    return False
 
 
 @contextlib.contextmanager
@@ -190,8 +198,7 @@ def _libyaml_may_differ(text: str) -> bool:
     characters PyYAML refuses), a ``?`` (libyaml lets plain scalars in ``[...]`` and
     ``{...}`` hold one; PyYAML ends them there), and text without a final newline (at
     its end libyaml puts an empty node on the next line). Checked in C-speed scans;
-    while composing, an empty value in ``[...]`` or ``{...}`` (libyaml may give it the
-    line of the next token) also sends the text to PyYAML.
+    after composing, :func:`_differs_in_tree` looks for the rest.
     """
     if not text.endswith("\n") or text.find("\ufeff", 1) != -1 or "?" in text:
         return True
@@ -206,19 +213,21 @@ def _libyaml_may_differ(text: str) -> bool:
 
 def _compose_fast(text: str) -> Node | object | None:
     """The document composed by libyaml (:data:`_EMPTY` for none), or None when the
-    pure-Python composer must do it: no libyaml, text where they may differ
-    (:func:`_libyaml_may_differ`), any error."""
+    pure-Python composer must do it: no libyaml, text or a tree where they may differ
+    (:func:`_libyaml_may_differ`, :func:`_differs_in_tree`), any error."""
     if _CLoader is None or _libyaml_may_differ(text):
         return None
     with gc_paused():
         loader = _FastLoader(text)
         try:
             node = loader.get_single_node()
-        except Exception:  # noqa: BLE001 - a syntax error, _TooDeep, ...: the slow path says
+        except Exception:  # noqa: BLE001 - a syntax error...: the slow path says which
             return None
         finally:
             loader.dispose()
-    return _EMPTY if node is None else node
+        if node is None:
+            return _EMPTY
+        return None if _differs_in_tree(node) else node
 
 
 class Field:
