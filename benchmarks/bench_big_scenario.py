@@ -3,6 +3,7 @@
     python benchmarks/bench_big_scenario.py               # 1,000 hosts, 20,000 VMs
     python benchmarks/bench_big_scenario.py --scale 2     # 2,000 hosts, 40,000 VMs
     python benchmarks/bench_big_scenario.py --keep /tmp/big.yaml   # also keep the file
+    python benchmarks/bench_big_scenario.py --file scenarios/X.yaml # time another file
 
 The scenario is :func:`bench_drain.data_centre` (1,000 hosts in 50 racks, 20,000 VMs of
 mixed sizes, 100 hosts drained at 0 s, about 2,000 migrations) written as YAML the way
@@ -148,19 +149,27 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=1, help="x 1,000 hosts, 20,000 VMs")
     parser.add_argument("--repeat", type=int, default=3, help="best of N for the commands")
     parser.add_argument("--keep", metavar="FILE", help="also write the scenario file here")
+    parser.add_argument("--file", metavar="SCENARIO",
+                        help="time this scenario file instead of the generated one "
+                        "(e.g. a trace day)")
     args = parser.parse_args()
     cli = [sys.executable, "-m", "livemig.core.cli"]
     print(f"load average before: {load_average()} ({os.cpu_count()} CPUs)")
-    scenario = data_centre(args.scale)
-    text = scenario_yaml(scenario)
-    if args.keep:
-        Path(args.keep).write_text(text)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "big.yaml"
-        path.write_text(text)
-        print(f"scenario: {len(scenario.hosts):,} hosts, {len(scenario.vms):,} VMs, "
-              f"{len(scenario.events)} hosts drained; {len(text) / 2**20:.1f} MiB, "
-              f"{text.count(chr(10)):,} lines")
+        if args.file:
+            path = Path(args.file).resolve()
+            text = path.read_text()
+            print(f"scenario: {path}; {len(text) / 2**20:.1f} MiB, {text.count(chr(10)):,} lines")
+        else:
+            scenario = data_centre(args.scale)
+            text = scenario_yaml(scenario)
+            if args.keep:
+                Path(args.keep).write_text(text)
+            path = Path(tmp) / "big.yaml"
+            path.write_text(text)
+            print(f"scenario: {len(scenario.hosts):,} hosts, {len(scenario.vms):,} VMs, "
+                  f"{len(scenario.events)} hosts drained; {len(text) / 2**20:.1f} MiB, "
+                  f"{text.count(chr(10)):,} lines")
         runs = [whole_command([*cli, "run", str(path), "--out", f"{tmp}/run{k}",
                                "--no-progress"]) for k in range(args.repeat)]
         wall, rss = min(runs)

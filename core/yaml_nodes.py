@@ -545,6 +545,8 @@ def check_visible(field: Field, value: str, what: str) -> str:
 
     They would garble terminals, files and plots, or show a name other than the real one.
     """
+    if value.isprintable():  # no character of those categories (nor Cs, Co, Cn, Zs)
+        return value
     for char in value:
         if unicodedata.category(char) in _INVISIBLE:
             field.fail(f"{show(value)} contains the invisible character U+{ord(char):04X} "
