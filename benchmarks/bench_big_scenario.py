@@ -13,12 +13,14 @@ reads some 200,000 YAML nodes.
 
 Prints, each measured in a fresh interpreter as the command runs:
 
-* the whole ``livemig run`` process, wall time (best of ``--repeat``) and its peak RSS;
-* ``livemig validate`` (import + load + check), wall time;
+* the whole ``livemig run`` process, wall and CPU time (best of ``--repeat``) and its
+  peak RSS;
+* ``livemig validate`` (import + load + check), wall and CPU time;
 * the phases of ``run`` in one interpreter: imports, loading the scenario, the
   simulation, the tables (CSVs, summary.json, terminal summary), the plots; and
   the share of load + write against the simulation (the target: less than it);
-* the machine's load average before and after, since the machine is shared.
+* the machine's load average before and after: on a shared machine the wall times
+  vary with it; the CPU times (user + system) much less.
 """
 
 from __future__ import annotations
@@ -82,9 +84,9 @@ PHASES = r"""
 import json, resource, sys, time
 from pathlib import Path
 from typing import Any
-marks = [("start", time.perf_counter())]
+marks = [("start", time.perf_counter(), time.process_time())]
 def mark(name):
-    marks.append((name, time.perf_counter()))
+    marks.append((name, time.perf_counter(), time.process_time()))
 from livemig.core import cli
 from livemig.core import results, runner
 from livemig.drivers import driver_class
@@ -127,17 +129,20 @@ def run_phases(args: list[str]) -> dict[str, Any]:
     return json.loads(done.stdout.splitlines()[-1])
 
 
-def whole_command(args: list[str]) -> tuple[float, int]:
-    """Wall time and peak RSS of the command ``args`` run as a child (``os.wait4``)."""
-    start = time.perf_counter()
-    child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(child.pid, 0)
-    elapsed = time.perf_counter() - start
-    child.returncode = os.waitstatus_to_exitcode(status)
-    stderr = child.stderr.read().decode() if child.stderr else ""
-    if child.returncode != 0:
-        raise SystemExit(f"{' '.join(args)} failed ({child.returncode}):\n{stderr}")
-    return elapsed, usage.ru_maxrss * 1024
+def whole_command(args: list[str]) -> tuple[float, float, int]:
+    """Wall time, CPU time (user + system) and peak RSS (bytes) of the command ``args``
+    run as a child (``os.wait4``)."""
+    with tempfile.TemporaryFile() as errors:
+        start = time.perf_counter()
+        child = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=errors)
+        _, status, usage = os.wait4(child.pid, 0)
+        elapsed = time.perf_counter() - start
+        child.returncode = os.waitstatus_to_exitcode(status)
+        if child.returncode != 0:
+            errors.seek(0)
+            raise SystemExit(f"{' '.join(args)} failed ({child.returncode}):\n"
+                             f"{errors.read().decode(errors='replace')}")
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024
 
 
 def load_average() -> str:
@@ -172,26 +177,30 @@ def main() -> None:
                   f"{text.count(chr(10)):,} lines")
         runs = [whole_command([*cli, "run", str(path), "--out", f"{tmp}/run{k}",
                                "--no-progress"]) for k in range(args.repeat)]
-        wall, rss = min(runs)
-        print(f"livemig run       {wall:6.2f} s  (best of {args.repeat}; all: "
+        print(f"livemig run       {min(r[0] for r in runs):6.2f} s wall, "
+              f"{min(r[1] for r in runs):6.2f} s CPU  (best of {args.repeat}; wall: "
               f"{', '.join(f'{r[0]:.2f}' for r in runs)}); peak RSS "
-              f"{max(r[1] for r in runs) / 2**20:,.0f} MiB")
-        validate = min(whole_command([*cli, "validate", str(path)])[0]
-                       for _ in range(args.repeat))
-        print(f"livemig validate  {validate:6.2f} s")
+              f"{max(r[2] for r in runs) / 2**20:,.0f} MiB")
+        validates = [whole_command([*cli, "validate", str(path)]) for _ in range(args.repeat)]
+        print(f"livemig validate  {min(r[0] for r in validates):6.2f} s wall, "
+              f"{min(r[1] for r in validates):6.2f} s CPU")
         report = run_phases([sys.executable, "-c", PHASES, str(path), f"{tmp}/phases"])
         marks = report["marks"]
-        phases = {name: at - before
-                  for (_, before), (name, at) in zip(marks, marks[1:], strict=False)}
+        phases = {name: (at - before, cpu - cpu_before) for (_, before, cpu_before),
+                  (name, at, cpu) in zip(marks, marks[1:], strict=False)}
         print(f"\nphases of run in one interpreter ({report['migrations']:,} migrations, "
               f"peak RSS {report['rss'] / 2**20:,.0f} MiB):")
-        for name, seconds in phases.items():
-            print(f"  {LABELS[name]:<50} {seconds:6.2f} s")
-        print(f"  {'total':<50} {marks[-1][1] - marks[0][1]:6.2f} s")
-        overhead = phases["load"] + phases["tables"] + phases["plots"]
-        verdict = "less" if overhead < phases["run"] else "MORE"
-        print(f"  load + write {overhead:.2f} s is {verdict} than the simulation "
-              f"{phases['run']:.2f} s ({overhead / phases['run']:.2f}x)")
+        print(f"  {'':<50} {'wall':>8} {'CPU':>8}")
+        for name, (wall, cpu) in phases.items():
+            print(f"  {LABELS[name]:<50} {wall:6.2f} s {cpu:6.2f} s")
+        print(f"  {'total':<50} {marks[-1][1] - marks[0][1]:6.2f} s "
+              f"{marks[-1][2] - marks[0][2]:6.2f} s")
+        for column, unit in ((0, "wall"), (1, "CPU")):
+            overhead = sum(phases[p][column] for p in ("load", "tables", "plots"))
+            run = phases["run"][column]
+            verdict = "less" if overhead < run else "MORE"
+            print(f"  load + write {overhead:.2f} s {unit} is {verdict} than the simulation "
+                  f"{run:.2f} s ({overhead / run:.2f}x)")
     print(f"load average after: {load_average()}")
 
 
