@@ -502,7 +502,9 @@ class Mapping:
 
     def read(self, readers: dict[str, Reader]) -> dict[str, Any]:
         """``{key: read(field)}`` for the keys of ``readers`` that are present."""
-        return {key: read(f) for key, read in readers.items() if (f := self.get(key)) is not None}
+        entries, field = self.entries, self.field
+        return {key: read(field.at(key, entries[key][1]))
+                for key, read in readers.items() if key in entries}
 
     def value(self, key: str, read: Reader, default: Any) -> Any:
         """``read`` the field ``key``, or ``default`` when it is absent."""
