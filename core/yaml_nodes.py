@@ -10,12 +10,15 @@ Composing is fast: libyaml (PyYAML's ``CSafeLoader``) does it when PyYAML has it
 with the cyclic garbage collector paused (the node tree of a 20,000-VM file is some
 300,000 objects that it would otherwise scan again and again) and the tags of plain
 scalars resolved once per distinct text. libyaml and PyYAML's own parser disagree on
-a few inputs (libyaml accepts a tab after ``key:``; their error messages differ), so
-libyaml only composes what the pure-Python parser accepts the same way: text with a
-tab, or that libyaml rejects, or nested deeper than :data:`FAST_MAX_DEPTH`, is
-composed again by PyYAML's ``SafeLoader``, whose messages and limits (``nested too
-deeply``) are the ones reported. Nodes are the same either way, except that libyaml
-gives a plain scalar the style ``''`` where PyYAML gives ``None`` (test ``not style``).
+some inputs (libyaml accepts a tab after ``key:`` or a ``?`` inside ``{...}``; their
+error messages differ), so text that libyaml rejects, or that holds what they may read
+differently (:func:`_libyaml_may_differ`, :func:`_differs_in_tree`: tabs, ``?``,
+explicit tags, nesting deeper than :data:`FAST_MAX_DEPTH`, ...), is composed by
+PyYAML's ``SafeLoader`` as before, and its messages and limits (``nested too deeply``)
+are the ones reported. Nodes are the same either way (tests/test_yaml_fast.py compares
+them), except that libyaml gives a plain scalar the style ``''`` where PyYAML gives
+``None`` (test ``not style``) and may end a collection on another line (end marks are
+not used).
 """
 
 from __future__ import annotations
