@@ -10,7 +10,7 @@ Composing is fast: libyaml (PyYAML's ``CSafeLoader``) does it when PyYAML has it
 with the cyclic garbage collector paused (the node tree of a 20,000-VM file is some
 300,000 objects that it would otherwise scan again and again) and the tags of plain
 scalars resolved once per distinct text. libyaml and PyYAML's own parser disagree on
-some inputs (libyaml accepts a tab after ``key:`` or a ``?`` inside ``{...}``; their
+some inputs (libyaml accepts a tab after ``key:`` or ``{a: b?c}``; their
 error messages differ), so text that libyaml rejects, or that holds what they may read
 differently (:func:`_libyaml_may_differ`, :func:`_differs_in_tree`: tabs, ``?``,
 explicit tags, nesting deeper than :data:`FAST_MAX_DEPTH`, ...), is composed by
@@ -145,7 +145,8 @@ if _CLoader is not None:
 
 def _differs_in_tree(root: Node) -> bool:
     """Is the tree deeper than :data:`FAST_MAX_DEPTH` collections, or does a ``[...]``
-    or ``{...}`` hold an empty value (libyaml may give it the line of the next token)?
+    or ``{...}`` hold an empty value (libyaml may give it the line of the next token) or
+    a plain scalar with a ``?`` (libyaml lets it hold one; PyYAML ends it there)?
 
     One pass over the nodes, in document order, each collection once (an alias is
     met after its anchor, so a collection's depth is where it is written).
@@ -162,8 +163,8 @@ def _differs_in_tree(root: Node) -> bool:
         below = depth + 1
         children = node.value if type(node) is SequenceNode else \
             [child for pair in node.value for child in pair]
-        if node.flow_style and any(type(c) is ScalarNode and not c.value and not c.style
-                                   for c in children):
+        if node.flow_style and any(type(c) is ScalarNode and not c.style
+                                   and (not c.value or "?" in c.value) for c in children):
             return True
         stack.extend((child, below) for child in reversed(children)
                      if type(child) is not ScalarNode)
@@ -198,12 +199,11 @@ def _libyaml_may_differ(text: str) -> bool:
     Found by composing random YAML-like text with both (tests/test_yaml_fast.py):
     tabs, the line breaks NEL/LS/PS and a lone CR, a byte-order mark after the start,
     a block scalar header followed by ``#``, explicit tags (libyaml accepts tag
-    characters PyYAML refuses), a ``?`` (libyaml lets plain scalars in ``[...]`` and
-    ``{...}`` hold one; PyYAML ends them there), and text without a final newline (at
-    its end libyaml puts an empty node on the next line). Checked in C-speed scans;
-    after composing, :func:`_differs_in_tree` looks for the rest.
+    characters PyYAML refuses), and text without a final newline (at its end libyaml
+    puts an empty node on the next line). Checked in C-speed scans; after composing,
+    :func:`_differs_in_tree` looks for the rest.
     """
-    if not text.endswith("\n") or text.find("\ufeff", 1) != -1 or "?" in text:
+    if not text.endswith("\n") or text.find("\ufeff", 1) != -1:
         return True
     if any(char in text for char in "\t\x85\u2028\u2029"):
         return True

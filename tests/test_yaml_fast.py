@@ -113,6 +113,18 @@ def test_where_libyaml_differs_the_slow_path_is_taken(text: str) -> None:
     assert yaml_nodes._compose_fast(text) is None
 
 
+@needs_libyaml
+@pytest.mark.parametrize("text", [
+    "# why? because\nname: x\n",  # a '?' in a comment
+    "uri: qemu+tls://%s/system?pkipath=/etc/pki\n",  # in a plain scalar, block context
+    "hosts: [{uri: 'q?x'}, \"a?\"]\n",  # quoted, in flow collections
+    "? a\n: b\n",  # an explicit key
+])
+def test_a_question_mark_outside_flow_plain_scalars_keeps_the_fast_path(text: str) -> None:
+    fast = yaml_nodes._compose_fast(text)
+    assert fast is not None and shape(fast) == pure(text)
+
+
 def test_a_tab_after_a_colon_is_still_a_syntax_error() -> None:
     with pytest.raises(ScenarioError, match=r"^t\.yaml:6: YAML syntax error: .*'\\t'"):
         parse_scenario("hosts:\n  - {name: a, ram: 1GiB, vcpus: 1}\nvms:\n"
