@@ -70,6 +70,8 @@ def ansible_inventory(lab: LabLayout, storage: str, kernel: Path, initrd: Path) 
         "livemig_pki_dir": str(lab.pki_dir),
         "libvirt_qemu_settings": LAB_QEMU_SETTINGS,
         "firewall_allowed_network": str(lab.network),
+        # the hosts share the machine's root filesystem: keep the rules in a private dir
+        "firewall_rules_file": "/etc/libvirt/livemig-firewall.nft",
         "test_guest_kernel": str(kernel),
         "test_guest_initrd": str(initrd),
         "test_guest_type": "qemu",
