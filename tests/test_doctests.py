@@ -28,6 +28,7 @@ from fakelibvirt.driver import fake_bound_modules
 import livemig.calibration
 import livemig.core
 import livemig.drivers
+import livemig.hosts
 
 #: ``python -m livemig.drivers.lab`` runs the lab command when imported.
 NOT_IMPORTED = {"livemig.drivers.lab.__main__"}
@@ -40,15 +41,17 @@ WITH_DOCTESTS = {
         "libvirt_conn", "libvirt_jobs", "network", "precopy", "sim_hosts")),
     "livemig.drivers",
     *(f"livemig.drivers.lab.{m}" for m in (
-        "daemons", "firewall", "guest", "lab", "layout", "pki", "statedir")),
+        "ansible_inventory", "daemons", "firewall", "guest", "lab", "layout", "pki", "sshd",
+        "statedir")),
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
+    *(f"livemig.hosts.{m}" for m in ("commands", "inventory_check", "playbook_run")),
 }
 
 
 def module_names() -> list[str]:
     """The packages and every module under them, by name."""
-    names = ["livemig.core", "livemig.drivers", "livemig.calibration"]
-    for package in (livemig.core, livemig.drivers, livemig.calibration):
+    names = ["livemig.core", "livemig.drivers", "livemig.calibration", "livemig.hosts"]
+    for package in (livemig.core, livemig.drivers, livemig.calibration, livemig.hosts):
         names += [m.name for m in pkgutil.walk_packages(package.__path__,
                                                         package.__name__ + ".")]
     return sorted(set(names) - NOT_IMPORTED)
@@ -91,7 +94,7 @@ def test_the_modules_with_doctests_are_the_expected_ones() -> None:
 def test_every_module_is_visited() -> None:
     """Each ``.py`` file of the packages (but ``__main__``) is one module name above."""
     expected = set()
-    for package in (livemig.core, livemig.drivers, livemig.calibration):
+    for package in (livemig.core, livemig.drivers, livemig.calibration, livemig.hosts):
         root = Path(package.__path__[0])
         for path in root.rglob("*.py"):
             parts = path.relative_to(root).with_suffix("").parts

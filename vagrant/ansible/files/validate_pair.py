@@ -99,7 +99,8 @@ def domain_xml(name: str, kind: str, d: str) -> str:
   <features><acpi/><apic/></features><on_poweroff>destroy</on_poweroff>
   <devices>
     <serial type='file'><source path='{console}' append='on'/><target port='0'/></serial>
-    <console type='file'><source path='{console}' append='on'/><target type='serial' port='0'/></console>
+    <console type='file'><source path='{console}' append='on'/>
+      <target type='serial' port='0'/></console>
     <controller type='usb' model='none'/><memballoon model='none'/>
   </devices>
 </domain>"""
