@@ -1,4 +1,5 @@
-"""The Ansible inventory that ``lab up --ssh`` writes beside the lab's own inventory.
+"""The Ansible inventory that ``lab up`` writes beside the lab's own inventory
+(``ansible-inventory.yaml``; with SSH variables when the lab runs sshd, ``--ssh``).
 
 A standard Ansible YAML inventory: group ``kvm_hosts``, one host per lab host with
 ``ansible_host``, ``libvirt_uri``, ``migration_address``, ``instances_path`` and ``storage``
@@ -16,6 +17,9 @@ and the lab's test guest for ``validate``.
 ('198.18.243.12', 'shared', 'qemu+tls://198.18.243.12/system?pkipath=/var/tmp/livemig-lab/t/pki/client')
 >>> inv["all"]["children"]["kvm_hosts"]["vars"]["libvirt_transport"]
 'tls'
+>>> no_ssh = ansible_inventory(lab, "local", Path("/k"), Path("/i"), ssh=False)
+>>> "ansible_user" in no_ssh["all"]["children"]["kvm_hosts"]["vars"]
+False
 """
 
 from __future__ import annotations
@@ -44,8 +48,11 @@ def ansible_inventory_path(lab: LabLayout) -> Path:
     return lab.lab_dir / "ansible-inventory.yaml"
 
 
-def ansible_inventory(lab: LabLayout, storage: str, kernel: Path, initrd: Path) -> dict[str, Any]:
-    """The inventory as a mapping (see the module's docstring)."""
+def ansible_inventory(
+    lab: LabLayout, storage: str, kernel: Path, initrd: Path, ssh: bool = True
+) -> dict[str, Any]:
+    """The inventory as a mapping (see the module's docstring); without ``ssh`` (a lab
+    whose hosts run no sshd) it has no SSH variables, for livemig to read only."""
     hosts = {
         h.name: {
             "ansible_host": h.address,
@@ -57,13 +64,16 @@ def ansible_inventory(lab: LabLayout, storage: str, kernel: Path, initrd: Path) 
         }
         for h in lab.hosts
     }
-    group_vars: dict[str, Any] = {
+    ssh_vars: dict[str, Any] = {
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(client_key(lab)),
         "ansible_ssh_common_args": (
             f"-o UserKnownHostsFile={known_hosts(lab)} -o StrictHostKeyChecking=yes"
         ),
         "ansible_python_interpreter": "/usr/bin/python3",
+    }
+    group_vars: dict[str, Any] = {
+        **(ssh_vars if ssh else {}),
         "libvirt_transport": "tls" if lab.tls else "tcp",
         # plain TCP without authentication: the lab's firewall admits only root's sockets
         "libvirt_auth_tcp": "none",
@@ -80,14 +90,14 @@ def ansible_inventory(lab: LabLayout, storage: str, kernel: Path, initrd: Path) 
 
 
 def write_ansible_inventory(
-    lab: LabLayout, storage: str, kernel: Path, initrd: Path
+    lab: LabLayout, storage: str, kernel: Path, initrd: Path, ssh: bool = True
 ) -> Path:
     """Write the lab's Ansible inventory (atomically) and return its path."""
     path = ansible_inventory_path(lab)
     tmp = path.with_suffix(".tmp")
-    data = ansible_inventory(lab, storage, kernel, initrd)
+    data = ansible_inventory(lab, storage, kernel, initrd, ssh)
     tmp.write_text(
-        "# Ansible inventory of livemig lab " + lab.name + " (written by `livemig lab up --ssh`)\n"
+        "# Ansible inventory of livemig lab " + lab.name + " (written by `livemig lab up`)\n"
         + yaml.safe_dump(data, sort_keys=False)
     )
     tmp.replace(path)

@@ -33,8 +33,7 @@ def _up(args: argparse.Namespace) -> int:
         unconfigured=args.unconfigured,
     )
     print(path)
-    if args.ssh:
-        print(path.with_name("ansible-inventory.yaml"))
+    print(path.with_name("ansible-inventory.yaml"))
     print(f"lab {args.name} up in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return 0
 
@@ -97,7 +96,7 @@ def configure_lab_parser(parser: argparse.ArgumentParser) -> None:
     )
     up.add_argument(
         "--ssh", action="store_true",
-        help="run sshd on each host and write an Ansible inventory (ansible-inventory.yaml)",
+        help="run sshd on each host, reachable with ansible-inventory.yaml (Ansible)",
     )
     up.add_argument(
         "--unconfigured", action="store_true",

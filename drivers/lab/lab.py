@@ -73,18 +73,19 @@ def lab_up(
     hosts' links (``{"lab2": 100}``) in Mbit/s. ``subnet``: a /24 in 198.18.0.0/15 (default
     derived from the name). ``tls``: libvirtd listens on TLS only (certificates made for
     the lab, see :mod:`livemig.drivers.lab.pki`) and QEMU migration TLS is set up.
-    ``ssh``: each host also runs sshd (:mod:`livemig.drivers.lab.sshd`) and an Ansible
-    inventory is written beside the lab's (:mod:`livemig.drivers.lab.ansible_inventory`).
+    An Ansible inventory is written beside the lab's
+    (:mod:`livemig.drivers.lab.ansible_inventory`); ``ssh``: each host also runs sshd
+    (:mod:`livemig.drivers.lab.sshd`) and that inventory reaches it.
     ``unconfigured`` (with ``ssh``): no libvirt configuration, daemon, certificate or pool
     at all, for ``livemig hosts provision`` to set up (with ``tls``, the playbook makes the
     CA and certificates); the lab's inventory then names the URIs provisioning will give.
     Leftovers of an earlier run of the same lab are removed first.
     """
+    if unconfigured and not ssh:
+        raise LabError("an unconfigured lab is configured over SSH: give ssh=True (--ssh)")
     _require_root()
     if storage not in STORAGE_MODES:
         raise LabError(f"storage(={storage!r}) must be one of {', '.join(STORAGE_MODES)}")
-    if unconfigured and not ssh:
-        raise LabError("an unconfigured lab is configured over SSH: give ssh=True (--ssh)")
     lab = lab_layout(name, hosts, base_dir, subnet, tls=tls)
     statedir.require_trusted(lab.lab_dir, strict_levels=2)  # the lab's and the base dir
     lab_down(name, base_dir)  # whatever an earlier (maybe killed) run left
@@ -92,8 +93,7 @@ def lab_up(
     machine.prepare(lab.base_dir, tls=tls or ssh)
     try:
         path = _up(lab, storage, shaping_mbit, image.kernel, image.initrd, ssh, unconfigured)
-        if ssh:
-            write_ansible_inventory(lab, storage, image.kernel, image.initrd)
+        write_ansible_inventory(lab, storage, image.kernel, image.initrd, ssh)
         return path
     except BaseException as exc:
         try:
