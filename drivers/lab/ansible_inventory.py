@@ -1,5 +1,5 @@
 """The Ansible inventory that ``lab up`` writes beside the lab's own inventory
-(``ansible-inventory.yaml``; with SSH variables when the lab runs sshd, ``--ssh``).
+(``hosts.yml``; with SSH variables when the lab runs sshd, ``--ssh``).
 
 A standard Ansible YAML inventory: group ``kvm_hosts``, one host per lab host with
 ``ansible_host``, ``libvirt_uri``, ``migration_address``, ``instances_path`` and ``storage``
@@ -45,7 +45,7 @@ LAB_QEMU_SETTINGS: dict[str, Any] = {
 
 
 def ansible_inventory_path(lab: LabLayout) -> Path:
-    return lab.lab_dir / "ansible-inventory.yaml"
+    return lab.lab_dir / "hosts.yml"
 
 
 def ansible_inventory(
@@ -74,6 +74,14 @@ def ansible_inventory(
     }
     group_vars: dict[str, Any] = {
         **(ssh_vars if ssh else {}),
+        # what livemig reads besides the hosts (drivers/hosts_inventory.py on the realhosts
+        # branch): the lab's own record (pids, guest image), its faults, TCG guests
+        "livemig_lab": lab.name,
+        "livemig_lab_record": str(lab.inventory_path),
+        "livemig_faults": "lab",
+        "livemig_accel": "qemu",  # a Linux guest does not boot under this machine's KVM
+        "livemig_console_dir": str(lab.console_dir),
+        "libvirt_tls": lab.tls,
         "libvirt_transport": "tls" if lab.tls else "tcp",
         # plain TCP without authentication: the lab's firewall admits only root's sockets
         "libvirt_auth_tcp": "none",
@@ -84,12 +92,11 @@ def ansible_inventory(
         "firewall_rules_file": "/etc/libvirt/livemig-firewall.nft",
         "test_guest_kernel": str(kernel),
         "test_guest_initrd": str(initrd),
-        "test_guest_type": "qemu",
     }
     return {"all": {"children": {"kvm_hosts": {"hosts": hosts, "vars": group_vars}}}}
 
 
-def write_ansible_inventory(
+def write_lab_hosts_yml(
     lab: LabLayout, storage: str, kernel: Path, initrd: Path, ssh: bool = True
 ) -> Path:
     """Write the lab's Ansible inventory (atomically) and return its path."""

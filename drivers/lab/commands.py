@@ -33,7 +33,7 @@ def _up(args: argparse.Namespace) -> int:
         unconfigured=args.unconfigured,
     )
     print(path)
-    print(path.with_name("ansible-inventory.yaml"))
+    print(path.with_name("hosts.yml"))
     print(f"lab {args.name} up in {time.monotonic() - t0:.1f} s", file=sys.stderr)
     return 0
 
@@ -96,7 +96,7 @@ def configure_lab_parser(parser: argparse.ArgumentParser) -> None:
     )
     up.add_argument(
         "--ssh", action="store_true",
-        help="run sshd on each host, reachable with ansible-inventory.yaml (Ansible)",
+        help="run sshd on each host, reachable with hosts.yml (Ansible)",
     )
     up.add_argument(
         "--unconfigured", action="store_true",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from livemig.drivers.lab import daemons, firewall, machine, netns, pki, records, sshd, statedir
-from livemig.drivers.lab.ansible_inventory import write_ansible_inventory
+from livemig.drivers.lab.ansible_inventory import write_lab_hosts_yml
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.image import DEFAULT_CACHE_DIR, build_image
 from livemig.drivers.lab.inventory import HostEntry, Inventory, write_inventory
@@ -93,7 +93,7 @@ def lab_up(
     machine.prepare(lab.base_dir, tls=tls or ssh)
     try:
         path = _up(lab, storage, shaping_mbit, image.kernel, image.initrd, ssh, unconfigured)
-        write_ansible_inventory(lab, storage, image.kernel, image.initrd, ssh)
+        write_lab_hosts_yml(lab, storage, image.kernel, image.initrd, ssh)
         return path
     except BaseException as exc:
         try:

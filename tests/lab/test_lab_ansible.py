@@ -39,7 +39,7 @@ FIGURES: dict[str, object] = {}
 
 @pytest.fixture(scope="module")
 def ans_lab() -> Iterator[Path]:
-    """The lab's directory, with ``ansible-inventory.yaml`` and ``inventory.yaml``."""
+    """The lab's directory, with ``hosts.yml`` and ``inventory.yaml``."""
     if os.geteuid() != 0:
         pytest.fail("the lab tests need root (run them as root after scripts/setup-lab)")
     with lab_lock(LAB):
@@ -66,7 +66,7 @@ def _ssh(lab_dir: Path, host: int, command: str) -> str:
 
 def _hosts(action: str, lab_dir: Path, run_dir: Path, *extra: str) -> tuple[int, dict]:
     t0 = time.monotonic()
-    code = cli.main(["hosts", action, "--inventory", str(lab_dir / "ansible-inventory.yaml"),
+    code = cli.main(["hosts", action, "--inventory", str(lab_dir / "hosts.yml"),
                      "--run-dir", str(run_dir), "--quiet", *extra])  # fmt: skip
     summary = json.loads((run_dir / "summary.json").read_text())
     summary["wall_s"] = round(time.monotonic() - t0, 1)
@@ -74,7 +74,7 @@ def _hosts(action: str, lab_dir: Path, run_dir: Path, *extra: str) -> tuple[int,
 
 
 def test_hosts_start_unconfigured_behind_ssh(ans_lab: Path) -> None:
-    inv = yaml.safe_load((ans_lab / "ansible-inventory.yaml").read_text())
+    inv = yaml.safe_load((ans_lab / "hosts.yml").read_text())
     hosts = inv["all"]["children"]["kvm_hosts"]["hosts"]
     assert sorted(hosts) == ["lab1", "lab2"]
     assert all(h["storage"] == "shared" and h["libvirt_uri"].startswith("qemu+tls://")

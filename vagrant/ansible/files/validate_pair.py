@@ -3,7 +3,7 @@
 
   validate_pair.py peer    --peer-address A --transport tls|tcp --instances DIR --pool P
                            --storage shared|local --marker NAME
-  validate_pair.py migrate --name N --peer-address A --transport T --dir D --type qemu|kvm
+  validate_pair.py migrate --name N --peer-address A --transport T --dir D --type qemu|kvm|auto
   validate_pair.py verify  --name N --dir D --tick-before K
 
 Each prints one JSON object on stdout and exits 0: a failed check is a result, reported
@@ -131,8 +131,11 @@ def cmd_migrate(a: argparse.Namespace) -> dict[str, object]:
     virsh(local, "destroy", a.name)  # a leftover of an interrupted run
     if os.path.exists(console):
         os.unlink(console)
+    kind = a.type
+    if kind == "auto":  # KVM where the host has it, TCG otherwise
+        kind = "kvm" if os.path.exists("/dev/kvm") else "qemu"
     with tempfile.NamedTemporaryFile("w", suffix=".xml", delete=False) as f:
-        f.write(domain_xml(a.name, a.type, a.dir))
+        f.write(domain_xml(a.name, kind, a.dir))
     try:
         ok, text = virsh(local, "create", f.name, timeout=60)
     finally:
@@ -183,7 +186,7 @@ def main() -> int:
     for opt in ("--name", "--peer-address", "--dir"):
         mig.add_argument(opt, required=True)
     mig.add_argument("--transport", choices=PORTS, required=True)
-    mig.add_argument("--type", choices=["qemu", "kvm"], required=True)
+    mig.add_argument("--type", choices=["qemu", "kvm", "auto"], required=True)
     ver = sub.add_parser("verify")
     ver.add_argument("--name", required=True)
     ver.add_argument("--dir", required=True)
