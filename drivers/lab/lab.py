@@ -302,7 +302,9 @@ def lab_status(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR)
         pids = records.load_pids(host)
         alive = {role: p.alive() for role, p in pids.items()}
         link = netns.link_state(host) if host.netns in existing_ns else None
-        answering = bool(alive.get("libvirtd")) and link == "up" and daemons.answers(host.uri)
+        # an SSH lab's libvirtd may be started over SSH (provisioning), untracked by the lab
+        started = bool(alive.get("libvirtd")) or bool(alive.get("sshd"))
+        answering = started and link == "up" and daemons.answers(host.uri)
         domains: list[str] = []
         if answering:
             out = daemons.virsh(host.uri, "list", "--all", "--name", check=False)

@@ -27,7 +27,7 @@ from lablock import lab_lock
 
 from livemig.core import cli
 from livemig.drivers.lab import sshd
-from livemig.drivers.lab.lab import lab_down, lab_up
+from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
 from livemig.drivers.lab.layout import lab_layout
 
 pytestmark = pytest.mark.lab
@@ -113,6 +113,7 @@ def test_provision_twice_then_validate_then_run(ans_lab: Path, tmp_path: Path,
                               capture_output=True, text=True, timeout=60).stdout
         uuids.add(caps.split("<uuid>")[1].split("</uuid>")[0])
     assert len(uuids) == 2  # distinct host_uuid
+    assert lab_status(LAB)["state"] == "up"  # libvirtd started over SSH answers
     capsys.readouterr()
 
     code, val = _hosts("validate", ans_lab, tmp_path / "validate")
