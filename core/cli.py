@@ -6,6 +6,7 @@
 ``livemig resume RUN_DIR``   a new controller for a real run whose controller died
 ``livemig calibrate ...``    run a matrix of real migrations, fit a profile (calibration.commands)
 ``livemig compare REAL SIM`` per-migration errors of a prediction against real runs (idem)
+``livemig hosts ...``        provision/validate/collect KVM hosts with Ansible (hosts.commands)
 ``livemig lab ...``          the namespace lab (when ``livemig.drivers.lab.commands`` exists)
 
 A problem with the input (scenario file, driver name, inventory, output
@@ -47,7 +48,8 @@ RESULTS_ROOT = Path("results")
 LAB_COMMANDS_MODULE = "livemig.drivers.lab.commands"
 # Command families in modules of their own, each with ``add_commands(subparsers)``
 # (light at import: a command imports what it needs when it runs).
-COMMAND_MODULES = ("livemig.calibration.commands", "livemig.analysis.commands")
+COMMAND_MODULES = ("livemig.calibration.commands", "livemig.analysis.commands",
+                   "livemig.hosts.commands")
 
 
 class CliError(Exception):
