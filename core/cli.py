@@ -7,6 +7,7 @@
 ``livemig calibrate ...``    run a matrix of real migrations, fit a profile (calibration.commands)
 ``livemig compare REAL SIM`` per-migration errors of a prediction against real runs (idem)
 ``livemig sweep SWEEP``      a grid of runs on dask.distributed, into cells.parquet (sweep.commands)
+``livemig hosts ...``        provision/validate/collect KVM hosts with Ansible (hosts.commands)
 ``livemig lab ...``          the namespace lab (when ``livemig.drivers.lab.commands`` exists)
 
 A problem with the input (scenario file, driver name, inventory, output
@@ -49,7 +50,7 @@ LAB_COMMANDS_MODULE = "livemig.drivers.lab.commands"
 # Command families in modules of their own, each with ``add_commands(subparsers)``
 # (light at import: a command imports what it needs when it runs).
 COMMAND_MODULES = ("livemig.calibration.commands", "livemig.analysis.commands",
-                   "livemig.sweep.commands")
+                   "livemig.hosts.commands", "livemig.sweep.commands")
 
 
 class CliError(Exception):

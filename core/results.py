@@ -168,12 +168,18 @@ def action_rows(result: RunResult) -> list[tuple[object, ...]]:
     return [(_float(a.time), a.kind, a.target, a.outcome) for a in actions(result)]
 
 
+_AS_CSV_WRITES = frozenset((str, int, float, type(None)))
+"""Types whose cell the csv module writes itself as :func:`_cell` would (``str``, ``repr``
+of a float, ``None`` empty): only the others (bools, enums, ...) go through ``_cell``."""
+
+
 def write_csv(path: Path, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
     """Write a header and rows with ``\\n`` line ends (same bytes on every platform)."""
+    native = _AS_CSV_WRITES
     with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([_cell(v) for v in row] for row in rows)
+        writer.writerows([v if type(v) in native else _cell(v) for v in row] for row in rows)
 
 
 # -- summary ----------------------------------------------------------------

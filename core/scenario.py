@@ -216,6 +216,7 @@ from .yaml_nodes import (
     compose,
     did_you_mean,
     duration,
+    gc_paused,
     integer,
     number,
     rate,
@@ -295,6 +296,11 @@ def parse_scenario(
     The scenario's name defaults to ``default_name``, else the stem of ``source``
     (``"scenario"`` for a ``<...>`` source).
     """
+    with gc_paused():  # see yaml_nodes.gc_paused: a big file's nodes, scanned again and again
+        return _parse_scenario(text, source, default_name)
+
+
+def _parse_scenario(text: str, source: str, default_name: str | None) -> Scenario:
     node = compose(text, source)
     if node is None:
         raise ScenarioError(source, 1, "", "no content; expected a mapping with hosts and vms")
@@ -736,17 +742,20 @@ def _place(
                 f"VM {show(vm.name)} needs {fmt(need)} but its host {show(host.name)} has "
                 f"{fmt(have)}; expected a VM no larger than its host ({key})"
             )
-    for index, need in enumerate((vm.ram, vm.vcpus, local_disk)):
-        load[index] += need
-    limits = (
-        ("RAM", host.ram - mig.reserved_host_memory_mb * MiB,
-         f"{format_bytes(host.ram)} - reserved_host_memory_mb {mig.reserved_host_memory_mb}"),
-        ("vCPUs", host.vcpus * VCPU_OVERCOMMIT, f"{VCPU_OVERCOMMIT} x {host.vcpus}"),
-        ("disk", host.disk - mig.reserved_host_disk_mb * MiB,
-         f"{format_bytes(host.disk)} - reserved_host_disk_mb {mig.reserved_host_disk_mb}"),
-    )  # fmt: skip
-    for total, (what, cap, how) in zip(load, limits, strict=True):
-        if total > cap:
+    load[0] += vm.ram
+    load[1] += vm.vcpus
+    load[2] += local_disk
+    caps = (host.ram - mig.reserved_host_memory_mb * MiB, host.vcpus * VCPU_OVERCOMMIT,
+            host.disk - mig.reserved_host_disk_mb * MiB)
+    for index, (total, cap) in enumerate(zip(load, caps, strict=True)):
+        if total > cap:  # the texts are only made for the error (20,000 VMs: 60,000 texts)
+            what, how = (
+                ("RAM", f"{format_bytes(host.ram)} - reserved_host_memory_mb "
+                        f"{mig.reserved_host_memory_mb}"),
+                ("vCPUs", f"{VCPU_OVERCOMMIT} x {host.vcpus}"),
+                ("disk", f"{format_bytes(host.disk)} - reserved_host_disk_mb "
+                         f"{mig.reserved_host_disk_mb}"),
+            )[index]  # fmt: skip
             fmt = str if what == "vCPUs" else format_bytes
             entry.require("host", "").fail(
                 f"VM {show(vm.name)} does not fit on {show(host.name)}: its VMs need "

@@ -182,6 +182,12 @@ def _parse(
     name: str | None,
 ) -> tuple[float, int | float]:
     """Split ``value`` into (number, unit factor); zero needs no unit."""
+    if isinstance(value, str) and (match := _QUANTITY.fullmatch(value)) is not None:
+        unit = match["unit"]  # the common case first: a number and a known unit
+        known = units.get(unit) if unit is not None else None
+        number = float(match["num"])
+        if known is not None and math.isfinite(number * known):
+            return number, known
     expected = "a number and one of " + ", ".join(units)
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise UnitError(value, f"is not {what}", expected, name=name)

@@ -1,15 +1,32 @@
 """YAML nodes with file, line and field path, for the scenario loader's error messages.
 
 Private helper of :mod:`livemig.core.scenario`. Documents are *composed* (never
-constructed) with PyYAML's ``SafeLoader``, so every key and value keeps its line,
+constructed) with PyYAML's safe loader, so every key and value keeps its line,
 and scalars are turned into Python values here, by tag, for the plain YAML types
 only (str, int, float, bool, null). Any other tag (``!!python/...``,
 ``!!timestamp``, ``!!binary``, custom ``!tags``) is an error.
+
+Composing is fast: libyaml (PyYAML's ``CSafeLoader``) does it when PyYAML has it,
+with the cyclic garbage collector paused (the node tree of a 20,000-VM file is some
+300,000 objects that it would otherwise scan again and again) and the tags of plain
+scalars resolved once per distinct text. libyaml and PyYAML's own parser disagree on
+some inputs (libyaml accepts a tab after ``key:`` or ``{a: b?c}``; their
+error messages differ), so text that libyaml rejects, or that holds what they may read
+differently (:func:`_libyaml_may_differ`, :func:`_differs_in_tree`: tabs, ``?``,
+explicit tags, nesting deeper than :data:`FAST_MAX_DEPTH`, ...), is composed by
+PyYAML's ``SafeLoader`` as before, and its messages and limits (``nested too deeply``)
+are the ones reported. Nodes are the same either way (tests/test_yaml_fast.py compares
+them), except that libyaml gives a plain scalar the style ``''`` where PyYAML gives
+``None`` (test ``not style``) and may end a collection on another line (end marks are
+not used).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import functools
+import gc
 import math
 import re
 import unicodedata
@@ -30,6 +47,7 @@ from .units import (
 )
 
 TAG = "tag:yaml.org,2002:"
+_STR = TAG + "str"
 _SCALAR_TYPES = {TAG + "str", TAG + "int", TAG + "float", TAG + "bool", TAG + "null"}
 _CONSTRUCT = SafeConstructor()  # stateless use: only its scalar construct_yaml_* methods
 _SHOW_MAX = 40
@@ -69,8 +87,18 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {show(close[0])}?)" if close else ""
 
 
+FAST_MAX_DEPTH = 100
+"""Documents with collections nested deeper are composed by PyYAML's pure-Python parser,
+which reports ``nested too deeply`` where Python's recursion limit stops it (some 300 to
+500 levels; libyaml itself stops at 1,000)."""
+_EMPTY = object()  # the fast path's "no document" (None means: use the slow path)
+
+
 def compose(text: str, source: str) -> Node | None:
     """Compose one YAML document; syntax errors become :class:`ScenarioError` with a line."""
+    node = _compose_fast(text)
+    if node is not None:
+        return None if node is _EMPTY else node
     try:
         return yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as err:
@@ -89,6 +117,120 @@ def compose(text: str, source: str) -> Node | None:
         raise ScenarioError(source, 1, "", f"YAML error: {err}") from None
     except RecursionError:
         raise ScenarioError(source, 1, "", "YAML nested too deeply") from None
+
+
+_CLoader: type | None = getattr(yaml, "CSafeLoader", None)
+
+
+if _CLoader is not None:
+
+    class _FastLoader(_CLoader):  # type: ignore[misc,valid-type]
+        """libyaml's composer, the tags of plain scalars cached (see the module doc)."""
+
+        def __init__(self, text: str) -> None:
+            super().__init__(text)
+            self.tags: dict[str, str] = {}
+
+        def resolve(self, kind: type, value: str, implicit: tuple[bool, bool]) -> str:
+            """As PyYAML's: a plain scalar's tag depends on its text alone (no path
+            resolvers), so each distinct text is resolved once. A scalar tagged ``!``
+            (libyaml: neither implicit flag) is resolved as a plain one, as PyYAML does."""
+            if kind is not ScalarNode or not (implicit[0] or not implicit[1]):
+                return super().resolve(kind, value, implicit)
+            tag = self.tags.get(value)
+            if tag is None:
+                tag = self.tags[value] = super().resolve(kind, value, (True, False))
+            return tag
+
+
+def _differs_in_tree(root: Node) -> bool:
+    """Is the tree deeper than :data:`FAST_MAX_DEPTH` collections, or does a ``[...]``
+    or ``{...}`` hold an empty value (libyaml may give it the line of the next token) or
+    a plain scalar with a ``?`` (libyaml lets it hold one; PyYAML ends it there)?
+
+    One pass over the nodes, in document order, each collection once (an alias is
+    met after its anchor, so a collection's depth is where it is written).
+    """
+    seen: set[int] = set()
+    stack = [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if type(node) is ScalarNode or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if depth > FAST_MAX_DEPTH:
+            return True
+        below = depth + 1
+        children = node.value if type(node) is SequenceNode else \
+            [child for pair in node.value for child in pair]
+        if node.flow_style and any(type(c) is ScalarNode and not c.style
+                                   and (not c.value or "?" in c.value) for c in children):
+            return True
+        stack.extend((child, below) for child in reversed(children)
+                     if type(child) is not ScalarNode)
+    return False
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (reference counting still frees everything).
+
+    While a big document is read, the collector would scan its node tree, which only
+    grows, over and over (more than half of the loading time of a 20,000-VM file).
+    Nodes and scenario records hold no reference cycles; with aliases a node may refer
+    to itself, and such a tree waits for the next collection after the pause.
+    """
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if collecting:
+            gc.enable()
+
+
+_BLOCK_HEADER_COMMENT = re.compile(r"[|>][-+0-9]*#")  # `key: |#`: PyYAML wants a space
+_TAG_START = re.compile(r"(?:^|[\s\[\]{},:?-])!", re.MULTILINE)
+
+
+def _libyaml_may_differ(text: str) -> bool:
+    """Does ``text`` hold something libyaml reads otherwise than PyYAML's own parser?
+
+    Found by composing random YAML-like text with both (tests/test_yaml_fast.py):
+    tabs, the line breaks NEL/LS/PS and a lone CR, a byte-order mark after the start,
+    a block scalar header followed by ``#``, explicit tags (libyaml accepts tag
+    characters PyYAML refuses), and text without a final newline (at its end libyaml
+    puts an empty node on the next line). Checked in C-speed scans; after composing,
+    :func:`_differs_in_tree` looks for the rest.
+    """
+    if not text.endswith("\n") or text.find("\ufeff", 1) != -1:
+        return True
+    if any(char in text for char in "\t\x85\u2028\u2029"):
+        return True
+    if "\r" in text and text.count("\r") != text.count("\r\n"):
+        return True
+    if ("|" in text or ">" in text) and _BLOCK_HEADER_COMMENT.search(text):
+        return True
+    return "!" in text and _TAG_START.search(text) is not None
+
+
+def _compose_fast(text: str) -> Node | object | None:
+    """The document composed by libyaml (:data:`_EMPTY` for none), or None when the
+    pure-Python composer must do it: no libyaml, text or a tree where they may differ
+    (:func:`_libyaml_may_differ`, :func:`_differs_in_tree`), any error."""
+    if _CLoader is None or _libyaml_may_differ(text):
+        return None
+    with gc_paused():
+        loader = _FastLoader(text)
+        try:
+            node = loader.get_single_node()
+        except Exception:  # noqa: BLE001 - a syntax error...: the slow path says which
+            return None
+        finally:
+            loader.dispose()
+        if node is None:
+            return _EMPTY
+        return None if _differs_in_tree(node) else node
 
 
 class Field:
@@ -139,6 +281,8 @@ class Field:
     def scalar(self, expected: str) -> object:
         """The Python value of a plain scalar (str, int, float, bool or None)."""
         node = self.node
+        if node.tag == _STR and type(node) is ScalarNode:
+            return node.value  # what construct_yaml_str returns, without its two calls
         self.check_tag(expected)
         if not isinstance(node, ScalarNode):
             self.wrong(expected)
@@ -182,7 +326,7 @@ class Field:
         if limit is not None:
             expected += f" and <= {limit:g}" if positive else f" from {-limit:g} to {limit:g}"
         value = self.scalar(expected)
-        if isinstance(value, str) and self.node.style is None and _EXPONENT.fullmatch(value):
+        if isinstance(value, str) and not self.node.style and _EXPONENT.fullmatch(value):
             value = float(value)  # 1e3, 2.5e-1: YAML 1.1 reads them as text, not floats
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.wrong(expected)
@@ -294,6 +438,11 @@ def choice(choices: Iterable[str], what: str, convert: Callable[[str], Any] = st
     return read
 
 
+@functools.lru_cache(maxsize=256)
+def _known_keys(allowed: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(allowed)
+
+
 class Mapping:
     """The keys of a YAML mapping, checked: strings, no duplicates, none unknown.
 
@@ -313,8 +462,9 @@ class Mapping:
             field.wrong(expected)
         self.entries: dict[str, tuple[Node, Node]] = {}
         self._collect(node, set())
+        known = _known_keys(allowed)
         for key, (key_node, _) in self.entries.items():
-            if key not in allowed and not (key.startswith("x-") and "x-*" in allowed):
+            if key not in known and not (key.startswith("x-") and "x-*" in known):
                 hint = hints.get(key) or did_you_mean(key, allowed).strip()
                 hint = f" {hint}" if hint else ""
                 shown = ", ".join(name for name in allowed if name != "x-*")
@@ -330,16 +480,17 @@ class Mapping:
         own: dict[str, tuple[Node, Node]] = {}
         merges: list[Node] = []
         for key_node, value_node in node.value:
-            if key_node.tag == TAG + "merge":
-                merges.append(value_node)
-                continue
-            key_field = Field(key_node, self.field.path, self.field.source)
-            if not isinstance(key_node, ScalarNode) or key_node.tag != TAG + "str":
+            if key_node.tag != _STR or type(key_node) is not ScalarNode:
+                if key_node.tag == TAG + "merge":
+                    merges.append(value_node)
+                    continue
+                key_field = Field(key_node, self.field.path, self.field.source)
                 key_field.fail(f"key {key_field.describe()} is not a string; expected a name")
             key = key_node.value
             if key in own:
                 first = own[key][0].start_mark.line + 1
-                key_field.fail(f"duplicate key {show(key)} (first at line {first})")
+                Field(key_node, self.field.path, self.field.source).fail(
+                    f"duplicate key {show(key)} (first at line {first})")
             own[key] = (key_node, value_node)
         for key, entry in own.items():
             self.entries.setdefault(key, entry)
@@ -354,7 +505,9 @@ class Mapping:
 
     def read(self, readers: dict[str, Reader]) -> dict[str, Any]:
         """``{key: read(field)}`` for the keys of ``readers`` that are present."""
-        return {key: read(f) for key, read in readers.items() if (f := self.get(key)) is not None}
+        entries, field = self.entries, self.field
+        return {key: read(field.at(key, entries[key][1]))
+                for key, read in readers.items() if key in entries}
 
     def value(self, key: str, read: Reader, default: Any) -> Any:
         """``read`` the field ``key``, or ``default`` when it is absent."""
@@ -397,6 +550,8 @@ def check_visible(field: Field, value: str, what: str) -> str:
 
     They would garble terminals, files and plots, or show a name other than the real one.
     """
+    if value.isprintable():  # no character of those categories (nor Cs, Co, Cn, Zs)
+        return value
     for char in value:
         if unicodedata.category(char) in _INVISIBLE:
             field.fail(f"{show(value)} contains the invisible character U+{ord(char):04X} "

@@ -31,6 +31,7 @@ import livemig.calibration
 import livemig.consolidation
 import livemig.core
 import livemig.drivers
+import livemig.hosts
 import livemig.sweep
 
 #: ``python -m livemig.drivers.lab`` runs the lab command when imported.
@@ -45,25 +46,26 @@ WITH_DOCTESTS = {
         "libvirt_jobs", "network", "precopy", "sim_hosts")),
     "livemig.drivers",
     *(f"livemig.drivers.lab.{m}" for m in (
-        "boot_disk", "daemons", "firewall", "guest", "inventory", "lab", "layout", "pki",
-        "statedir")),
+        "ansible_inventory", "boot_disk", "daemons", "firewall", "guest", "inventory", "lab",
+        "layout", "pki", "sshd", "statedir")),
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
     *(f"livemig.analysis.{m}" for m in ("load", "optimum", "report", "snapshot")),
     *(f"livemig.consolidation.{m}" for m in (
         "commands", "overload", "placement", "power", "reference", "run", "scenario",
         "selection", "snapshot", "traces", "utilisation", "watcher")),
+    *(f"livemig.hosts.{m}" for m in ("commands", "inventory_check", "playbook_run")),
     *(f"livemig.sweep.{m}" for m in ("cells", "kinds", "paths", "progress", "spec", "table")),
 }
 
 
 PACKAGES = (livemig.core, livemig.drivers, livemig.calibration, livemig.analysis,
-            livemig.consolidation, livemig.sweep)
+            livemig.consolidation, livemig.hosts, livemig.sweep)
 
 
 def module_names() -> list[str]:
     """The packages and every module under them, by name."""
     names = ["livemig.core", "livemig.drivers", "livemig.calibration", "livemig.analysis",
-             "livemig.consolidation", "livemig.sweep"]
+             "livemig.consolidation", "livemig.hosts", "livemig.sweep"]
     for package in PACKAGES:
         names += [m.name for m in pkgutil.walk_packages(package.__path__,
                                                         package.__name__ + ".")]

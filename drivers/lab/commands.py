@@ -29,6 +29,8 @@ def _up(args: argparse.Namespace) -> int:
         base_dir=args.base_dir,
         subnet=args.subnet,
         tls=args.tls,
+        ssh=args.ssh,
+        unconfigured=args.unconfigured,
     )
     print(path)
     print(f"lab {args.name} up in {time.monotonic() - t0:.1f} s; its Ansible inventory (for "
@@ -91,6 +93,14 @@ def configure_lab_parser(parser: argparse.ArgumentParser) -> None:
     up.add_argument("--subnet", default=None, help="a /24 in 198.18.0.0/15")
     up.add_argument(
         "--tls", action="store_true", help="libvirtd over TLS only, certificates made for the lab"
+    )
+    up.add_argument(
+        "--ssh", action="store_true",
+        help="run sshd on each host, reachable with hosts.yml (Ansible)",
+    )
+    up.add_argument(
+        "--unconfigured", action="store_true",
+        help="with --ssh: no libvirt config or daemon; `livemig hosts provision` sets them up",
     )
     up.set_defaults(func=_guard(_up))
 

@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from livemig.drivers.lab import daemons, firewall, machine, netns, pki, records, statedir
+from livemig.drivers.lab import daemons, firewall, machine, netns, pki, records, sshd, statedir
+from livemig.drivers.lab.ansible_inventory import write_lab_hosts_yml
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.image import DEFAULT_CACHE_DIR, build_image
 from livemig.drivers.lab.inventory import (
@@ -67,6 +68,8 @@ def lab_up(
     base_dir: Path | str = DEFAULT_BASE_DIR,
     subnet: str | None = None,
     tls: bool = False,
+    ssh: bool = False,
+    unconfigured: bool = False,
 ) -> Path:
     """Bring lab ``name`` up with ``hosts`` hosts and return the inventory path.
 
@@ -75,8 +78,16 @@ def lab_up(
     hosts' links (``{"lab2": 100}``) in Mbit/s. ``subnet``: a /24 in 198.18.0.0/15 (default
     derived from the name). ``tls``: libvirtd listens on TLS only (certificates made for
     the lab, see :mod:`livemig.drivers.lab.pki`) and QEMU migration TLS is set up.
+    An Ansible inventory is written beside the lab's
+    (:mod:`livemig.drivers.lab.ansible_inventory`); ``ssh``: each host also runs sshd
+    (:mod:`livemig.drivers.lab.sshd`) and that inventory reaches it.
+    ``unconfigured`` (with ``ssh``): no libvirt configuration, daemon, certificate or pool
+    at all, for ``livemig hosts provision`` to set up (with ``tls``, the playbook makes the
+    CA and certificates); the lab's inventory then names the URIs provisioning will give.
     Leftovers of an earlier run of the same lab are removed first.
     """
+    if unconfigured and not ssh:
+        raise LabError("an unconfigured lab is configured over SSH: give ssh=True (--ssh)")
     _require_root()
     if storage not in STORAGE_MODES:
         raise LabError(f"storage(={storage!r}) must be one of {', '.join(STORAGE_MODES)}")
@@ -84,9 +95,11 @@ def lab_up(
     statedir.require_trusted(lab.lab_dir, strict_levels=2)  # the lab's and the base dir
     lab_down(name, base_dir)  # whatever an earlier (maybe killed) run left
     image = build_image()
-    machine.prepare(lab.base_dir, tls=tls)
+    machine.prepare(lab.base_dir, tls=tls or ssh)
     try:
-        return _up(lab, storage, shaping_mbit, image.kernel, image.initrd)
+        path = _up(lab, storage, shaping_mbit, image.kernel, image.initrd, ssh, unconfigured)
+        write_lab_hosts_yml(lab, storage, image.kernel, image.initrd, ssh)
+        return path
     except BaseException as exc:
         try:
             lab_down(name, base_dir)
@@ -95,14 +108,25 @@ def lab_up(
         raise
 
 
-def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initrd: Path) -> Path:
+def _up(
+    lab: LabLayout,
+    storage: str,
+    shaping_mbit: Shaping,
+    kernel: Path,
+    initrd: Path,
+    ssh: bool = False,
+    unconfigured: bool = False,
+) -> Path:
     lab.lab_dir.mkdir(mode=statedir.DIR_MODE)
     os.chmod(lab.lab_dir, statedir.DIR_MODE)
     meta = {"hosts": len(lab.hosts), "subnet": str(lab.network), "storage": storage}
+    meta |= {"ssh": ssh, "unconfigured": unconfigured}
     (lab.lab_dir / "lab.json").write_text(json.dumps({**meta, "tls": lab.tls}))
     lab.console_dir.mkdir()
-    if lab.tls:
+    if lab.tls and not unconfigured:
         pki.make_lab_pki(lab)
+    if ssh:
+        sshd.make_keys(lab)
     netns.check_subnet_free(lab)
     for host in lab.hosts:
         netns.write_hosts_file(lab, host)
@@ -121,19 +145,26 @@ def _up(lab: LabLayout, storage: str, shaping_mbit: Shaping, kernel: Path, initr
         holder = netns.start_holder(host)
         holders[host.name] = holder
         records.save_pid(host, "holder", holder)
-        netns.setup_host_mounts(lab, host, holder.pid, lab.instances_dir(host, storage))
-        daemons.write_configs(host)
+        netns.setup_host_mounts(lab, host, holder.pid, lab.instances_dir(host, storage),
+                                private_pki=ssh)  # fmt: skip
         daemons.seed_qemu_caps(host, QEMU_CAPS_SEED)
+        if ssh:
+            records.save_pid(host, "sshd", sshd.start_sshd(lab, host, holder.pid))
+        if unconfigured:
+            continue
+        daemons.write_configs(host)
         records.save_pid(host, "virtlogd", daemons.start_virtlogd(host, holder.pid))
         libvirtds[host.name] = daemons.start_libvirtd(host, holder.pid)
         records.save_pid(host, "libvirtd", libvirtds[host.name])
 
-    for host in lab.hosts:
-        daemons.wait_answers(host, libvirtds[host.name])
-    daemons.share_qemu_caps(list(lab.hosts), QEMU_CAPS_SEED)
+    if not unconfigured:
+        for host in lab.hosts:
+            daemons.wait_answers(host, libvirtds[host.name])
+        daemons.share_qemu_caps(list(lab.hosts), QEMU_CAPS_SEED)
     entries = []
     for host in lab.hosts:
-        daemons.define_pool(host)
+        if not unconfigured:
+            daemons.define_pool(host)
         pids = {k: v.pid for k, v in records.load_pids(host).items()}
         entries.append(
             HostEntry(
@@ -277,7 +308,9 @@ def lab_status(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR)
         pids = records.load_pids(host)
         alive = {role: p.alive() for role, p in pids.items()}
         link = netns.link_state(host) if host.netns in existing_ns else None
-        answering = bool(alive.get("libvirtd")) and link == "up" and daemons.answers(host.uri)
+        # an SSH lab's libvirtd may be started over SSH (provisioning), untracked by the lab
+        started = bool(alive.get("libvirtd")) or bool(alive.get("sshd"))
+        answering = started and link == "up" and daemons.answers(host.uri)
         domains: list[str] = []
         if answering:
             out = daemons.virsh(host.uri, "list", "--all", "--name", check=False)

@@ -185,9 +185,12 @@ def host_run(
     return run(nsenter(holder, cmd), check=check, timeout=timeout)
 
 
-def setup_host_mounts(lab: LabLayout, host: HostLayout, holder: int, instances_dir: Path) -> None:
+def setup_host_mounts(
+    lab: LabLayout, host: HostLayout, holder: int, instances_dir: Path, private_pki: bool = False
+) -> None:
     """Host name, private libvirt directories and the instances directory, all inside the
-    holder's mount namespace (and in a TLS lab the host's certificates on /etc/pki); also
+    holder's mount namespace (and in a TLS lab, or with ``private_pki``, the host's own
+    certificate directory on /etc/pki); also
     drop its copies of /run/netns (they would pin the network namespaces of other hosts
     and labs). ``mount -n``: libmount would otherwise create /run/mount/utab in the /run
     that every namespace shares."""
@@ -201,7 +204,8 @@ def setup_host_mounts(lab: LabLayout, host: HostLayout, holder: int, instances_d
     mountpoint.mkdir(parents=True, exist_ok=True)
     instances_dir.mkdir(parents=True, exist_ok=True)
     host_run(holder, ["mount", "-n", "--bind", instances_dir, INSTANCES_PATH])
-    if host.tls:
+    if host.tls or private_pki:
+        host.pki_dir.mkdir(parents=True, exist_ok=True)
         host_run(holder, ["mount", "-n", "--bind", host.pki_dir, ETC_PKI])
 
 

@@ -239,6 +239,42 @@ def test_cli_up_takes_tls() -> None:
     assert parser.parse_args(["up"]).tls is False
 
 
+def test_cli_up_takes_ssh_and_unconfigured() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    configure_lab_parser(parser)
+    args = parser.parse_args(["up", "--ssh", "--unconfigured"])
+    assert args.ssh is True and args.unconfigured is True
+    assert parser.parse_args(["up"]).ssh is False
+
+
+def test_unconfigured_lab_needs_ssh() -> None:
+    from livemig.drivers.lab.lab import lab_up
+
+    with pytest.raises(LabError, match="unconfigured lab is configured over SSH"):
+        lab_up("tunits", hosts=1, unconfigured=True)
+
+
+def test_sshd_keys_and_known_hosts(tmp_path: Path) -> None:
+    """The lab's key pair, one host key per host, ``known_hosts`` naming each host by
+    address and name, and a private client key."""
+    from livemig.drivers.lab import sshd
+
+    lab = lab_layout("tkeys", 2, tmp_path)
+    sshd.make_keys(lab)
+    assert stat.S_IMODE(sshd.client_key(lab).stat().st_mode) == 0o600
+    known = sshd.known_hosts(lab).read_text().splitlines()
+    assert [line.split()[0] for line in known] == [f"{h.address},{h.name}" for h in lab.hosts]
+    pubs = {sshd.host_key(h).with_name("ssh_host_ed25519_key.pub").read_text().split()[1]
+            for h in lab.hosts}  # fmt: skip
+    assert len(pubs) == 2 and {line.split()[2] for line in known} == pubs
+    auth = (sshd.ssh_dir(lab) / "authorized_keys").read_text()
+    assert auth == sshd.client_key(lab).with_name("id_ed25519.pub").read_text()
+    conf = (sshd.ssh_dir(lab) / "sshd_config").read_text()
+    assert "PasswordAuthentication no" in conf and "PermitRootLogin prohibit-password" in conf
+
+
 # --- faults: argument checks and records -------------------------------------------------
 
 
