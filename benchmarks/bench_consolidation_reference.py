@@ -20,7 +20,7 @@ from pathlib import Path
 from livemig.consolidation.cloudsim import Policy, reference_experiment, run
 from livemig.consolidation.traces import load_trace
 
-DAY = Path("/work/shared/data/planetlab/20110303.csv")
+DAY = Path(__file__).resolve().parents[1] / "data" / "planetlab" / "20110303.csv"
 # label -> (policy, energy kWh, migrations, SLATAH %, PDM %, SLAV, ESV)
 REFERENCE = {
     "LR 1.2-MMT": (Policy(overload="lr", parameter=1.2, selection="mmt"),

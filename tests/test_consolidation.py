@@ -23,7 +23,7 @@ from livemig.consolidation.traces import (
 )
 from livemig.core import cli
 
-DAY = Path("/work/shared/data/planetlab/20110303.csv")
+DAY = Path(__file__).resolve().parents[1] / "data" / "planetlab" / "20110303.csv"
 
 
 def _experiment(rows: list[list[int]], hosts: int = 2, mips: float = 1000.0,
