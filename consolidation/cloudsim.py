@@ -46,7 +46,8 @@ from livemig.consolidation import reference as ref
 from livemig.consolidation import selection as selection_mod
 from livemig.consolidation.placement import choose_host, least_utilised
 from livemig.consolidation.power import MODELS, energy_joules, power_of
-from livemig.consolidation.traces import Trace, block_types, utilisation_at
+from livemig.consolidation.traces import Trace, block_types
+from livemig.core.cpu_trace import utilisations_at
 
 NORMAL, OUT, IN = 0, 1, 2
 WATCHER = ("vm_workload_consolidation", "workload_balance")
@@ -241,7 +242,7 @@ class Engine:
     def utilisation(self, t: float) -> np.ndarray:
         """Every VM's CPU utilisation at ``t`` (fractions): its trace here; the default
         mode asks a :class:`~livemig.consolidation.utilisation.UtilisationSource`."""
-        return utilisation_at(self.exp.samples, t, self.exp.interval)
+        return utilisations_at(self.exp.samples, t, self.exp.interval)
 
     def _placements(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(vm, host, kind) of every live VM on its host, then of each migration's

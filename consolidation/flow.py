@@ -96,6 +96,7 @@ class FlowEngine(Engine):
                                vcpus=int(exp.host_pes[h]), disk=1 << 40)
                       for h in range(self.n_hosts))
         vms = []
+        percent = np.round(exp.samples[:, :-1] * 100, 9)  # the trace's own percentages
         for v in range(self.n_vms):
             ram = int(exp.vm_ram[v]) * MiB
             working_set = ram // 4
@@ -103,7 +104,7 @@ class FlowEngine(Engine):
                               ram=ram, used_memory=min(ram, working_set + 64 * MiB),
                               working_set=working_set,
                               dirty_rate=float(self.dirty_rate_max * mean_util[v]),
-                              cpu_trace=tuple(float(p) for p in exp.samples[v, :-1] * 100),
+                              cpu_trace=tuple(float(p) for p in percent[v]),
                               cpu_trace_interval=exp.interval))
         migration = MigrationPolicy(reserved_host_memory_mb=0,
                                     max_concurrent_per_host=self.max_concurrent)

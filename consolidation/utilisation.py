@@ -22,11 +22,12 @@ waiting``) where the driver reports waiting, and the plain utilisation otherwise
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Protocol
 
 import numpy as np
 
-from livemig.consolidation.traces import utilisation_at
+from livemig.core.cpu_trace import utilisations_at
 
 
 class UtilisationSource(Protocol):
@@ -36,7 +37,8 @@ class UtilisationSource(Protocol):
 
 
 class TraceUtilisation:
-    """Utilisation from traces, linear between samples (see :mod:`traces`)."""
+    """Utilisation from traces, linear between samples
+    (:func:`livemig.core.cpu_trace.utilisations_at`)."""
 
     def __init__(self, names: tuple[str, ...], samples: np.ndarray, interval: float) -> None:
         self.index = {name: i for i, name in enumerate(names)}
@@ -45,11 +47,11 @@ class TraceUtilisation:
 
     def cpu_utilisation(self, instance: str, now: float) -> float:
         row = self.samples[self.index[instance]: self.index[instance] + 1]
-        return float(utilisation_at(row, now, self.interval)[0])
+        return float(utilisations_at(row, now, self.interval)[0])
 
     def every(self, now: float) -> np.ndarray:
         """Every VM's utilisation at ``now``, in ``names`` order."""
-        return utilisation_at(self.samples, now, self.interval)
+        return utilisations_at(self.samples, now, self.interval)
 
 
 class DriverUtilisation:
@@ -87,10 +89,9 @@ class DriverUtilisation:
     def every(self, now: float) -> np.ndarray:
         if self.read_at is None or now - self.read_at >= self.refresh:
             for name in self.names:
-                try:
+                # an unreachable host, a lost guest: keep the last reading
+                with contextlib.suppress(Exception):
                     self.readings[name] = self._demand(name)
-                except Exception:  # noqa: BLE001 - unreachable host, lost guest: keep the last
-                    pass
             self.read_at = now
             self.reads += 1
         return np.array([self.readings[name] for name in self.names])
