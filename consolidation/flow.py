@@ -79,6 +79,7 @@ class FlowEngine(Engine):
         self.source: TraceUtilisation | DriverUtilisation = TraceUtilisation(
             tuple(self.vm_index), exp.samples, exp.interval)
         self.processes: list[simpy.Process] = []
+        self.measured: list[dict[str, Any]] = []  # per step, on real hosts
         self.initial_hosts = initial_hosts  # a given start (else the policy's placement)
         self.ram_binding = True
         self.destroy_idle_vms = False  # a VM at 0 % CPU is still there, holding its RAM
@@ -114,6 +115,12 @@ class FlowEngine(Engine):
 
     def utilisation(self, t: float) -> np.ndarray:
         return self.source.every(t)
+
+    def _step(self, t: float) -> None:
+        super()._step(t)
+        if isinstance(self.source, DriverUtilisation):  # measured: keep what was read
+            self.measured.append({"time_s": t, "vms": [round(float(u), 4) for u in self.u],
+                                  "hosts": self.host_of.tolist()})
 
     def run(self) -> Outcome:
         from livemig.drivers import driver_class
@@ -155,6 +162,7 @@ class FlowEngine(Engine):
                                               for name in self.vm_index}
             if isinstance(self.source, DriverUtilisation):
                 outcome.metrics["utilisation_reads"] = self.source.reads
+                outcome.metrics["utilisation_by_step"] = self.measured
             store.close()
             return outcome
         finally:
