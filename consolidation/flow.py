@@ -119,8 +119,9 @@ class FlowEngine(Engine):
     def _step(self, t: float) -> None:
         super()._step(t)
         if isinstance(self.source, DriverUtilisation):  # measured: keep what was read
+            got = [round(self.source.got[name], 4) for name in self.vm_index]
             self.measured.append({"time_s": t, "vms": [round(float(u), 4) for u in self.u],
-                                  "hosts": self.host_of.tolist()})
+                                  "got": got, "hosts": self.host_of.tolist()})
 
     def run(self) -> Outcome:
         from livemig.drivers import driver_class

@@ -76,14 +76,17 @@ class DriverUtilisation:
         self.names = names
         self.refresh = refresh
         self.readings = dict.fromkeys(names, 0.0)
+        self.got = dict.fromkeys(names, 0.0)  # the utilisation alone (what the VM got)
         self.read_at: float | None = None
         self.reads = 0  # how many times every VM was read
 
     def _demand(self, name: str) -> float:
         usage = getattr(self.driver, "cpu_usage", None)
         if usage is None:
-            return float(self.driver.cpu_utilisation(name))
+            self.got[name] = float(self.driver.cpu_utilisation(name))
+            return self.got[name]
         used = usage(name)
+        self.got[name] = used.utilisation
         return min(1.0, used.utilisation + (used.waiting or 0.0))
 
     def every(self, now: float) -> np.ndarray:

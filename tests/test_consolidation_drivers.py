@@ -87,6 +87,7 @@ def test_driver_utilisation_is_demand_and_reads_at_most_every_refresh() -> None:
 
     source = DriverUtilisation(Fake(), ("busy", "plain", "gone"), refresh=10.0)
     assert source.every(0.0).tolist() == [1.0, 0.2, 0.0]  # 0.3 + 0.9 capped; no waiting
+    assert source.got == {"busy": 0.3, "plain": 0.2, "gone": 0.0}
     assert source.every(9.9).tolist() == [1.0, 0.2, 0.0] and len(calls) == 3  # cached
     source.every(10.0)
     assert len(calls) == 6 and source.reads == 2

@@ -61,7 +61,8 @@ def test_the_controller_relieves_the_overloaded_host_by_a_real_live_migration(
           f"migrations {outcome.migrations}, by status {m['migrations_by_status']}, "
           f"utilisation reads {m['utilisation_reads']}, final {m['final_hosts']}")
     for step in m["utilisation_by_step"]:
-        print(f"  step {step['time_s']:.1f} s: demand {step['vms']} on hosts {step['hosts']}")
+        print(f"  step {step['time_s']:.1f} s: demand {step['vms']} (got {step['got']}) "
+              f"on hosts {step['hosts']}")
     # the controller decided it: a migration planned off lab1 (host 0), while overloaded
     first = outcome.migrations[0]
     vm, source, dest = f"vm-{first[0]}", first[1], first[2]
