@@ -17,7 +17,9 @@ its RAM), and a VM planned twice in one step (CloudSim chains the two moves) get
 move only: Nova takes one migration per instance at a time.
 
 Each VM's dirty rate is ``dirty_rate_max`` x its mean CPU utilisation over the trace (a busy
-VM dirties more), its working set a quarter of its RAM, its non-zero memory that plus 64 MiB.
+VM dirties more), or, with ``dirty_rate_follows_cpu``, x its utilisation at each moment
+(in the simulator; a lab guest would dirty at ``dirty_rate_max``, its dirtier has a fixed
+rate), its working set a quarter of its RAM, its non-zero memory that plus 64 MiB.
 Its ``cpu_trace`` is its trace row (percent, one sample per interval): the simulated driver
 answers it, the lab guest burns it. The controller plans with RAM as Nova will check it
 (free RAM > the VM's).
@@ -70,8 +72,10 @@ class FlowEngine(Engine):
     def __init__(self, exp: Experiment, policy: Policy, *, dirty_rate_max: float = 100 * MiB,
                  host_link: float = GBIT, max_concurrent_per_host: int = 1,
                  initial_hosts: list[int] | None = None, driver: str = "sim",
-                 driver_options: dict[str, Any] | None = None) -> None:
+                 driver_options: dict[str, Any] | None = None,
+                 dirty_rate_follows_cpu: bool = False) -> None:
         super().__init__(exp, policy)
+        self.dirty_follows_cpu = dirty_rate_follows_cpu
         self.driver_name = driver
         self.driver_options = driver_options or {}
         self.host_names = exp.host_names or tuple(f"host-{h}" for h in range(self.n_hosts))
@@ -104,7 +108,9 @@ class FlowEngine(Engine):
             vms.append(VmSpec(name=f"vm-{v}", host=self.host_names[int(self.host_of[v])],
                               ram=ram, used_memory=min(ram, working_set + 64 * MiB),
                               working_set=working_set,
-                              dirty_rate=float(self.dirty_rate_max * mean_util[v]),
+                              dirty_rate=float(self.dirty_rate_max * (
+                                  1.0 if self.dirty_follows_cpu else mean_util[v])),
+                              dirty_rate_follows_cpu=self.dirty_follows_cpu,
                               cpu_trace=tuple(float(p) for p in percent[v]),
                               cpu_trace_interval=exp.interval))
         migration = MigrationPolicy(reserved_host_memory_mb=0,

@@ -76,6 +76,8 @@ def run_spec(spec: ConsolidationScenario, driver: str = "sim",
                                  f"hosts for {len(trace.names)} VMs in the trace; expected "
                                  "one per VM")
             options["initial_hosts"] = list(spec.initial_hosts)
+        if spec.dirty_rate_follows_cpu:
+            options["dirty_rate_follows_cpu"] = True
         if spec.dirty_rate_max is not None:
             options["dirty_rate_max"] = spec.dirty_rate_max
         outcome = flow.run(exp, spec.policy, **options)

@@ -21,6 +21,7 @@
       host_names: [lab1, lab2, lab3]
       vm_ram: 128MiB
       dirty_rate_max: 4MiB/s
+      dirty_rate_follows_cpu: false   # true: x the CPU utilisation now, not its mean
       initial_hosts: [lab1, lab1, lab1]   # where each VM starts, in trace order (else the
                                           # policy's placement at creation)
     expect:                     # METRIC OP VALUE, METRIC a key of summary.json's metrics
@@ -94,6 +95,7 @@ class ConsolidationScenario:
     vm_ram: int | None = None  # bytes, every VM's (None: its type's)
     dirty_rate_max: float | None = None  # bytes/s at 100 % CPU (None: flow's default)
     initial_hosts: tuple[int, ...] | None = None  # each VM's first host (index), trace order
+    dirty_rate_follows_cpu: bool = False  # the dirty rate: x utilisation now (else its mean)
 
 
 def load(path: str | Path) -> ConsolidationScenario:
@@ -109,7 +111,8 @@ def parse(text: str, source: str) -> ConsolidationScenario:
     top = Field(node, "", source).mapping(_TOP, "a mapping with keys consolidation, ...")
     section = top.require("consolidation", "a consolidation section").mapping(
         ("mode", "trace", "hosts", "host_models", "interval", "until", "policy",
-         "host_names", "vm_ram", "dirty_rate_max", "initial_hosts"))
+         "host_names", "vm_ram", "dirty_rate_max", "initial_hosts",
+         "dirty_rate_follows_cpu"))
     trace_field = section.require("trace", "a trace file (CSV, one VM per row)")
     trace = trace_field.text("a trace file path")
     assert trace is not None
@@ -136,6 +139,8 @@ def parse(text: str, source: str) -> ConsolidationScenario:
         interval=interval, until=until, policy=policy, seed=seed,
         expect=tuple(top.value("expect", _expectations, ())),
         host_names=names, vm_ram=vm_ram, initial_hosts=initial,
+        dirty_rate_follows_cpu=section.value("dirty_rate_follows_cpu", lambda f: f.boolean(),
+                                             False),
         dirty_rate_max=None if dirty_max is None else float(dirty_max),
     )
 

@@ -182,3 +182,51 @@ def test_summary_names_the_driver(tmp_path: Path) -> None:
     data = json.loads((out / "summary.json").read_text())
     assert data["driver"] == "sim" and data["expectations"]["failed"] == 0
     assert np.isclose(data["interval_s"], 20.0)
+
+
+def _precopy(follows: bool, trace: tuple[float, ...]) -> int:
+    """Bytes sent by one simulated live migration (at 25 s) of a VM dirtying up to
+    200 MiB/s."""
+    from livemig.core.model import (
+        HostSpec,
+        LiveMigrateEvent,
+        MigrationPolicy,
+        Scenario,
+        VmSpec,
+    )
+    from livemig.core.model import Policy as NovaPolicy
+    from livemig.core.runner import run_scenario
+
+    mib = 1 << 20
+    vm = VmSpec(name="v", host="a", ram=512 * mib, used_memory=256 * mib,
+                working_set=128 * mib, dirty_rate=200 * mib, cpu_trace=trace,
+                cpu_trace_interval=10.0, dirty_rate_follows_cpu=follows)
+    scenario = Scenario(
+        name="follows", hosts=tuple(HostSpec(name=n, ram=4 << 30, vcpus=4, disk=1 << 40)
+                                    for n in "ab"),
+        vms=(vm,), events=(LiveMigrateEvent(at=25.0, instance="v", dest="b"),),
+        policy=NovaPolicy(migration=MigrationPolicy()))
+    (record,) = run_scenario(scenario, "sim").store.migrations()
+    assert record.status.value == "completed"
+    return int(record.data_transferred or 0)
+
+
+def test_a_dirty_rate_that_follows_the_cpu_dirties_by_the_utilisation_now() -> None:
+    """At 25 s the trace (0 % until 10 s, 100 % from 20 s) is at 100 %: the same as a
+    fixed rate; at 0 % the VM dirties nothing, so only its used memory is sent."""
+    fixed = _precopy(False, (0.0, 0.0, 100.0))
+    busy = _precopy(True, (0.0, 0.0, 100.0))
+    idle = _precopy(True, (100.0, 100.0, 0.0))
+    assert busy == fixed
+    assert idle == 256 << 20
+    assert fixed > idle
+
+
+def test_the_default_mode_can_give_each_vm_the_dirty_rate_of_its_cpu_now() -> None:
+    engine = _engine(dirty_rate_follows_cpu=True)
+    engine.place_initial()
+    vms = engine.scenario().vms
+    assert {(v.dirty_rate, v.dirty_rate_follows_cpu) for v in vms} == {(4 << 20, True)}
+    spec = parse("consolidation:\n  mode: default\n  trace: t.csv\n  policy: {overload: thr}\n"
+                 "  dirty_rate_follows_cpu: true\n", "x.yaml")
+    assert spec.dirty_rate_follows_cpu
