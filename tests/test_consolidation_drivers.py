@@ -230,3 +230,16 @@ def test_the_default_mode_can_give_each_vm_the_dirty_rate_of_its_cpu_now() -> No
     spec = parse("consolidation:\n  mode: default\n  trace: t.csv\n  policy: {overload: thr}\n"
                  "  dirty_rate_follows_cpu: true\n", "x.yaml")
     assert spec.dirty_rate_follows_cpu
+
+
+def test_a_scenario_vm_can_have_its_dirty_rate_follow_its_cpu_trace() -> None:
+    from livemig.core.scenario import parse_scenario
+
+    text = ("name: t\nhosts: [{name: a, ram: 4GiB, vcpus: 4}]\nvms:\n"
+            "  - {name: v, host: a, ram: 1GiB, dirty_rate: 8MiB/s, %s}\n")
+    (vm,) = parse_scenario(text % "cpu_trace: [10, 90], dirty_rate_follows_cpu: true",
+                           source="t.yaml").vms
+    assert vm.dirty_rate_follows_cpu and vm.cpu_trace == (10.0, 90.0)
+    with pytest.raises(ScenarioError, match=r"^t.yaml:4: vms\[0\].dirty_rate_follows_cpu: a "
+                       "dirty rate that follows the CPU needs the VM's cpu_trace"):
+        parse_scenario(text % "dirty_rate_follows_cpu: true", source="t.yaml")
