@@ -46,7 +46,8 @@ from livemig.consolidation import reference as ref
 from livemig.consolidation import selection as selection_mod
 from livemig.consolidation.placement import choose_host, least_utilised
 from livemig.consolidation.power import MODELS, energy_joules, power_of
-from livemig.consolidation.traces import Trace, block_types, utilisation_at
+from livemig.consolidation.traces import Trace, block_types
+from livemig.core.cpu_trace import utilisations_at
 
 NORMAL, OUT, IN = 0, 1, 2
 WATCHER = ("vm_workload_consolidation", "workload_balance")
@@ -67,6 +68,7 @@ class Experiment:
     host_bw: np.ndarray  # kbit/s
     host_tables: np.ndarray  # (hosts, 11) watts
     vm_names: tuple[str, ...] = ()
+    host_names: tuple[str, ...] = ()  # () = host-0, host-1, ... (the default mode's names)
     interval: float = ref.INTERVAL
     limit: float = ref.LIMIT
     first_update: float = ref.FIRST_UPDATE
@@ -237,6 +239,11 @@ class Engine:
         self.hist_time = 0.0
 
     # -- the datacenter update -------------------------------------------------
+    def utilisation(self, t: float) -> np.ndarray:
+        """Every VM's CPU utilisation at ``t`` (fractions): its trace here; the default
+        mode asks a :class:`~livemig.consolidation.utilisation.UtilisationSource`."""
+        return utilisations_at(self.exp.samples, t, self.exp.interval)
+
     def _placements(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(vm, host, kind) of every live VM on its host, then of each migration's
         destination copy (kind IN)."""
@@ -265,7 +272,7 @@ class Engine:
         last update, and the state records."""
         exp, n_hosts = self.exp, self.n_hosts
         self.updates += 1
-        u = utilisation_at(exp.samples, t, exp.interval)
+        u = self.utilisation(t)
         req = u * exp.vm_mips
         pv, ph, kind = self._placements()
         capped = np.minimum(req[pv], exp.host_pe_mips[ph])

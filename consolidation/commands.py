@@ -53,16 +53,39 @@ def validate(path: str) -> str:
     return f"OK {path} (consolidation, {spec.mode} mode, {spec.hosts} hosts, {spec.policy.label})"
 
 
-def _outcome(spec):  # noqa: ANN001, ANN202
+def _outcome(spec, driver: str = "sim", options: dict | None = None):  # noqa: ANN001, ANN202
     from livemig.consolidation.run import run_spec
     from livemig.consolidation.traces import TraceError
+    from livemig.drivers.base import DriverSetupError
 
     try:
-        return run_spec(spec)
+        return run_spec(spec, driver, options)
     except TraceError as exc:
         raise CliError(one_line(exc)) from exc
-    except ValueError as exc:  # e.g. a VM that fits no host at creation
+    except (ValueError, DriverSetupError) as exc:  # e.g. a VM that fits no host, no lab
         raise CliError(f"{printable(spec.source)}: {one_line(exc)}") from exc
+
+
+def _driver_options(args: argparse.Namespace, spec) -> dict:  # noqa: ANN001
+    """The driver's options for ``livemig run --driver``; CliError for what cannot run."""
+    from livemig.drivers import driver_class
+
+    driver = getattr(args, "driver", "sim")
+    try:
+        driver_class(driver)
+    except ValueError as exc:
+        raise CliError(one_line(exc)) from exc
+    except ImportError as exc:
+        raise CliError(f"driver {driver!r} is not available: {one_line(exc)}") from exc
+    if driver != "sim" and spec.mode != "default":
+        raise CliError(f"{printable(spec.source)}: the {spec.mode} mode runs on the simulator "
+                       f"only (not --driver {driver}); expected consolidation.mode: default")
+    inventory = getattr(args, "inventory", None)
+    if inventory is None:
+        return {}
+    if not Path(inventory).is_file():
+        raise CliError(f"{printable(str(inventory))}: inventory file not found")
+    return {"inventory": str(inventory)}
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -72,16 +95,17 @@ def run_command(args: argparse.Namespace) -> int:
     from livemig.core.cli import default_out_dir
 
     spec = load(args.scenario)
+    options = _driver_options(args, spec)
     out = Path(args.out) if args.out is not None else default_out_dir(spec.name)
     try:
         results.check_output_dir(out, force=args.force)
         results.check_writable(out)
     except OSError as exc:
         raise CliError(one_line(exc)) from exc
-    outcome, timings = _outcome(spec)
+    outcome, timings = _outcome(spec, getattr(args, "driver", "sim"), options)
     verdicts = evaluate(spec.expect, outcome.metrics)
     start = time.perf_counter()
-    data = summary(spec, outcome, verdicts, timings)
+    data = summary(spec, outcome, verdicts, timings, getattr(args, "driver", "sim"))
     try:
         write(out, data, outcome)
     except OSError as exc:

@@ -38,22 +38,30 @@ _HOST_TYPES = {h.power_model: h for h in ref.HOST_TYPES}
 def build_experiment(spec: ConsolidationScenario, trace: Trace) -> Experiment:
     types = block_types(len(trace.names), len(ref.VM_TYPES))
     hosts = [_HOST_TYPES[spec.host_models[i % len(spec.host_models)]] for i in range(spec.hosts)]
+    vm_ram = np.array([ref.VM_TYPES[t].ram_mb for t in types], dtype=float)
+    if spec.vm_ram is not None:
+        vm_ram[:] = spec.vm_ram / (1 << 20)
     return Experiment(
         samples=trace.samples,
         vm_mips=np.array([ref.VM_TYPES[t].mips for t in types], dtype=float),
-        vm_ram=np.array([ref.VM_TYPES[t].ram_mb for t in types], dtype=float),
+        vm_ram=vm_ram,
         vm_bw=np.array([ref.VM_TYPES[t].bw_kbit for t in types], dtype=float),
         host_pe_mips=np.array([h.mips for h in hosts], dtype=float),
         host_pes=np.array([h.pes for h in hosts], dtype=float),
         host_ram=np.array([h.ram_mb for h in hosts], dtype=float),
         host_bw=np.array([h.bw_kbit for h in hosts], dtype=float),
         host_tables=np.array([MODELS[h.power_model].watts for h in hosts], dtype=float),
-        vm_names=trace.names, interval=spec.interval, limit=spec.until,
+        vm_names=trace.names, host_names=spec.host_names, interval=spec.interval,
+        limit=spec.until,
     )
 
 
-def run_spec(spec: ConsolidationScenario) -> tuple[Outcome, dict[str, float]]:
-    """Load the trace, run, and return the outcome with load/run timings (seconds)."""
+def run_spec(spec: ConsolidationScenario, driver: str = "sim",
+             driver_options: dict[str, Any] | None = None,
+             ) -> tuple[Outcome, dict[str, float]]:
+    """Load the trace, run, and return the outcome with load/run timings (seconds).
+    The default mode runs on ``driver`` (``sim``, or ``libvirt`` with an ``inventory``
+    in ``driver_options``); the cloudsim mode is an accounting engine, simulator only."""
     start = time.perf_counter()
     trace = load_trace(spec.trace)
     exp = build_experiment(spec, trace)
@@ -61,8 +69,22 @@ def run_spec(spec: ConsolidationScenario) -> tuple[Outcome, dict[str, float]]:
     if spec.mode == "default":
         from livemig.consolidation import flow
 
-        outcome = flow.run(exp, spec.policy)
+        options: dict[str, Any] = {"driver": driver, "driver_options": driver_options}
+        if spec.initial_hosts is not None:
+            if len(spec.initial_hosts) != len(trace.names):
+                raise ValueError(f"consolidation.initial_hosts: {len(spec.initial_hosts)} "
+                                 f"hosts for {len(trace.names)} VMs in the trace; expected "
+                                 "one per VM")
+            options["initial_hosts"] = list(spec.initial_hosts)
+        if spec.dirty_rate_follows_cpu:
+            options["dirty_rate_follows_cpu"] = True
+        if spec.dirty_rate_max is not None:
+            options["dirty_rate_max"] = spec.dirty_rate_max
+        outcome = flow.run(exp, spec.policy, **options)
     else:
+        if driver != "sim":
+            raise ValueError(f"the cloudsim mode runs on the simulator only (not {driver}); "
+                             "expected mode: default")
         outcome = run(exp, spec.policy)
     active = [row["active_hosts"] for row in outcome.series] or [0]
     outcome.metrics["active_hosts_max"] = int(max(active))
@@ -81,9 +103,9 @@ def evaluate(expect: tuple[tuple[int, str, str, float], ...],
 
 
 def summary(spec: ConsolidationScenario, outcome: Outcome, verdicts: list[Verdict],
-            timings: dict[str, float]) -> dict[str, Any]:
+            timings: dict[str, float], driver: str = "sim") -> dict[str, Any]:
     return {
-        "scenario": spec.name, "kind": "consolidation", "mode": spec.mode,
+        "scenario": spec.name, "kind": "consolidation", "mode": spec.mode, "driver": driver,
         "trace": spec.trace, "hosts": spec.hosts, "host_models": list(spec.host_models),
         "interval_s": spec.interval, "until_s": spec.until, "seed": spec.seed,
         "policy": outcome.metrics["policy"], "metrics": outcome.metrics,

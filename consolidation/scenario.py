@@ -15,6 +15,15 @@
       until: 24h                # the run's limit (CloudSim's SIMULATION_LIMIT)
       policy: {overload: lr, parameter: 1.2, selection: mmt}   # or {power: dvfs | npa}, or
       # {watcher: vm_workload_consolidation} / {watcher: workload_balance, threshold: 25}
+      # default mode only (optional): the hosts' names (real hosts: inventory names; their
+      # count is then ``hosts``), every VM's RAM instead of its type's, the dirty rate of a
+      # VM at 100 % CPU (default 100MiB/s)
+      host_names: [lab1, lab2, lab3]
+      vm_ram: 128MiB
+      dirty_rate_max: 4MiB/s
+      dirty_rate_follows_cpu: false   # true: x the CPU utilisation now, not its mean
+      initial_hosts: [lab1, lab1, lab1]   # where each VM starts, in trace order (else the
+                                          # policy's placement at creation)
     expect:                     # METRIC OP VALUE, METRIC a key of summary.json's metrics
       - energy_kwh < 170
       - migrations >= 100
@@ -47,13 +56,22 @@ from livemig.consolidation import overload, selection
 from livemig.consolidation.cloudsim import Policy
 from livemig.consolidation.commands import is_consolidation  # noqa: F401 - re-exported
 from livemig.consolidation.power import MODELS
-from livemig.core.yaml_nodes import Field, ScenarioError, compose, did_you_mean
+from livemig.core.yaml_nodes import (
+    Field,
+    ScenarioError,
+    check_name,
+    compose,
+    did_you_mean,
+    rate,
+    size,
+)
 
 MODES = ("cloudsim", "default")
 METRICS = ("energy_kwh", "migrations", "slatah", "pdm", "slav", "esv", "host_shutdowns",
            "sla_overall", "sla_average", "migration_time_mean_s", "vms_removed_idle",
            "active_hosts_max", "active_hosts_mean", "downtime_ms_mean", "downtime_ms_max",
-           "bytes_moved", "migration_time_s_mean")
+           "bytes_moved", "migration_time_s_mean", "migrations_completed",
+           "invariant_violations")
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "<": operator.lt, ">": operator.gt}
 _EXPECTATION = re.compile(r"\s*([a-z_]+)\s*(<=|>=|==|<|>)\s*(\S+)\s*")
@@ -73,6 +91,11 @@ class ConsolidationScenario:
     until: float = 86_400.0
     seed: int = 1
     expect: tuple[tuple[int, str, str, float], ...] = field(default=())  # line, metric, op, v
+    host_names: tuple[str, ...] = ()  # () = host-0, host-1, ...
+    vm_ram: int | None = None  # bytes, every VM's (None: its type's)
+    dirty_rate_max: float | None = None  # bytes/s at 100 % CPU (None: flow's default)
+    initial_hosts: tuple[int, ...] | None = None  # each VM's first host (index), trace order
+    dirty_rate_follows_cpu: bool = False  # the dirty rate: x utilisation now (else its mean)
 
 
 def load(path: str | Path) -> ConsolidationScenario:
@@ -87,13 +110,24 @@ def parse(text: str, source: str) -> ConsolidationScenario:
         raise ScenarioError(source, 1, "", "no content; expected a mapping with consolidation")
     top = Field(node, "", source).mapping(_TOP, "a mapping with keys consolidation, ...")
     section = top.require("consolidation", "a consolidation section").mapping(
-        ("mode", "trace", "hosts", "host_models", "interval", "until", "policy"))
+        ("mode", "trace", "hosts", "host_models", "interval", "until", "policy",
+         "host_names", "vm_ram", "dirty_rate_max", "initial_hosts",
+         "dirty_rate_follows_cpu"))
     trace_field = section.require("trace", "a trace file (CSV, one VM per row)")
     trace = trace_field.text("a trace file path")
     assert trace is not None
     trace = str(Path(source).parent / trace) if not Path(trace).is_absolute() else trace
     mode = section.value("mode", _choice(MODES, "a mode"), "cloudsim")
-    hosts = section.value("hosts", lambda f: f.integer(1, 1_000_000), 800)
+    names = section.value("host_names", _host_names, ())
+    hosts = section.value("hosts", lambda f: f.integer(1, 1_000_000),
+                          len(names) if names else 800)
+    if names and len(names) != hosts:
+        section.require("host_names", "").fail(
+            f"{len(names)} names for {hosts} hosts; expected one name per host")
+    vm_ram = section.value("vm_ram", size(maximum=1 << 50, positive=True), None)
+    dirty_max = section.value("dirty_rate_max", rate(), None)
+    every = names or tuple(f"host-{h}" for h in range(hosts))
+    initial = section.value("initial_hosts", lambda f: _initial_hosts(f, every), None)
     models = section.value("host_models", _models, ("hp-ml110-g4", "hp-ml110-g5"))
     interval = section.value("interval", _seconds, 300.0)
     until = section.value("until", _seconds, 86_400.0)
@@ -104,7 +138,35 @@ def parse(text: str, source: str) -> ConsolidationScenario:
         source=source, trace=trace, mode=mode, hosts=hosts, host_models=models,
         interval=interval, until=until, policy=policy, seed=seed,
         expect=tuple(top.value("expect", _expectations, ())),
+        host_names=names, vm_ram=vm_ram, initial_hosts=initial,
+        dirty_rate_follows_cpu=section.value("dirty_rate_follows_cpu", lambda f: f.boolean(),
+                                             False),
+        dirty_rate_max=None if dirty_max is None else float(dirty_max),
     )
+
+
+def _initial_hosts(f: Field, hosts: tuple[str, ...]) -> tuple[int, ...]:
+    out = []
+    for _, item in f.items("a list of host names, one per VM"):
+        name = item.text("a host name")
+        if name not in hosts:
+            item.fail(f"unknown host {name!r}{did_you_mean(str(name), hosts)}; expected one "
+                      "of the scenario's hosts")
+        out.append(hosts.index(name))
+    return tuple(out)
+
+
+def _host_names(f: Field) -> tuple[str, ...]:
+    names: list[str] = []
+    for _, item in f.items("a list of host names"):
+        name = item.text("a host name")
+        assert name is not None
+        if name in names:
+            item.fail(f"duplicate host name {name!r}; expected distinct names")
+        names.append(check_name(item, name, "host"))
+    if not names:
+        f.fail("empty list; expected at least one host name")
+    return tuple(names)
 
 
 def _choice(choices: tuple[str, ...], what: str) -> Callable[[Field], str]:

@@ -2,15 +2,17 @@
 
 A trace file is CSV, ``vm,u0,u1,...`` with integer percentages. Utilisation at time t is
 linear between samples ``k = floor(t / interval)`` and ``k + 1``; the last sample is
-repeated to cover the last interval (as CloudSim reads the traces).
+repeated to cover the last interval (as CloudSim reads the traces):
+:func:`livemig.core.cpu_trace.utilisations_at`, the one implementation.
 
 >>> import io
 >>> trace = read_trace_csv(io.StringIO("vm,u0,u1\\na,10,30\\nb,0,100\\n"), "x.csv")
 >>> trace.names, trace.samples.shape
 (('a', 'b'), (2, 3))
->>> utilisation_at(trace.samples, 150.0, 300.0).tolist()
+>>> from livemig.core.cpu_trace import utilisations_at
+>>> utilisations_at(trace.samples, 150.0, 300.0).tolist()
 [0.2, 0.5]
->>> utilisation_at(trace.samples, 450.0, 300.0).tolist()   # beyond the last: repeated
+>>> utilisations_at(trace.samples, 450.0, 300.0).tolist()   # beyond the last: repeated
 [0.3, 1.0]
 """
 
@@ -71,20 +73,6 @@ def load_trace(path: str | Path) -> Trace:
             return read_trace_csv(stream, str(path))
     except OSError as exc:
         raise TraceError(f"{path}: cannot read: {exc.strerror or exc}") from None
-
-
-def utilisation_at(samples: np.ndarray, t: float, interval: float) -> np.ndarray:
-    """Every VM's utilisation at time ``t`` (CloudSim's ``UtilizationModelPlanetLab``)."""
-    last = samples.shape[1] - 1
-    if t % interval == 0:
-        return samples[:, min(int(t // interval), last)].copy()
-    k1 = min(math.floor(t / interval), last)
-    k2 = min(math.ceil(t / interval), last)
-    u1 = samples[:, k1]
-    if k2 == k1:
-        return u1.copy()
-    delta = (samples[:, k2] - u1) / ((k2 - k1) * interval)
-    return u1 + delta * (t - k1 * interval)
 
 
 def block_types(count: int, types: int = 4) -> np.ndarray:

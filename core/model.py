@@ -139,6 +139,9 @@ class VmSpec:
     # linear between samples, the last holding (core/cpu_trace.py); () = none modelled
     cpu_trace: tuple[float, ...] = ()
     cpu_trace_interval: float = 300.0  # seconds
+    # the simulator: dirty_rate is the rate at 100 % CPU, the rate now is dirty_rate x the
+    # trace's utilisation now (a VM at 0 % dirties nothing); the lab guest ignores it
+    dirty_rate_follows_cpu: bool = False
     # real hosts only (the simulator ignores both): boot from this disk image, a volume of
     # the host's instances pool; or adopt the existing domain of this name (never destroyed)
     image: str | None = None

@@ -50,6 +50,8 @@ Schema (``*`` required, ``=`` default)::
                                holding (= none; core/cpu_trace.py); the lab guest burns it
                                (at most 400 samples there)
         cpu_trace_interval: 5min  (= 300s; > 0)
+        dirty_rate_follows_cpu: true  (= false; needs cpu_trace) the simulator: dirty_rate
+                               is the rate at 100 % CPU, x the trace's utilisation now
         image: debian-12.qcow2 real hosts: boot from this volume of the instances pool
                                (a qcow2 overlay per VM); adopt: true: migrate the existing
                                domain of this name, never destroy it (both: --driver libvirt)
@@ -637,6 +639,7 @@ _VM: dict[str, Reader] = {
     "cpu_trace_interval": duration(positive=True),
     "image": string("a disk image: a volume of the host's instances pool, e.g. debian-12.qcow2"),
     "adopt": boolean,
+    "dirty_rate_follows_cpu": boolean,
 }
 
 
@@ -693,6 +696,10 @@ def _vms(list_field: Field, hosts: _Hosts, migration: MigrationPolicy) -> list[V
             entry.require("image", "").fail(
                 "a VM adopts an existing domain or boots from an image; expected image or "
                 "adopt: true, not both")
+        if values.get("dirty_rate_follows_cpu") and "cpu_trace" not in values:
+            entry.require("dirty_rate_follows_cpu", "").fail(
+                "a dirty rate that follows the CPU needs the VM's cpu_trace; expected "
+                "cpu_trace with it")
         if migration.model is MigrationModel.TEXTBOOK or "used_memory" in values:
             values.setdefault("used_memory", values["ram"])  # earlier releases' default
             values.setdefault("working_set", int(values["used_memory"] * WORKING_SET_FRACTION))

@@ -69,6 +69,7 @@ from typing import Any
 
 import simpy
 
+from livemig.core.cpu_trace import utilisation_at
 from livemig.core.flags import AUTO_CONVERGE, LIVE
 from livemig.core.model import MigrationModel, VmSpec
 from livemig.core.policy import (
@@ -492,8 +493,13 @@ class MigrationJob:
             self.env.timeout(delay).callbacks.append(fire)
 
     def _dirty_rate(self) -> float:
-        """The guest's dirty rate under the throttle in force (while it runs)."""
-        rate = self.guest.spec.dirty_rate
+        """The guest's dirty rate under the throttle in force (while it runs); one that
+        follows its CPU is its rate at 100 % x its trace's utilisation now (taken as
+        constant within a pass: a trace changes over minutes, a pass takes seconds)."""
+        spec = self.guest.spec
+        rate = spec.dirty_rate
+        if spec.dirty_rate_follows_cpu:
+            rate *= utilisation_at(spec.cpu_trace, spec.cpu_trace_interval, float(self.env.now))
         if not self.throttle:
             return rate
         if self.qemu:
