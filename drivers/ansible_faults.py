@@ -18,6 +18,9 @@ connection the inventory gives (SSH), with the inventory file itself.
 carries libvirt and migration traffic. It must **not** be the one Ansible reaches the host
 through (``ansible_host``), or ``link_up`` cannot reach the host to bring it back.
 
+On the namespace lab over SSH (``lab up --ssh --unconfigured``, whose ``hosts.yml`` sets the
+pid-file commands), ``tests/lab/test_lab_ansible.py`` stops and starts libvirtd this way.
+
 >>> fault_command("service_down", {})
 "systemctl stop 'libvirtd*'"
 >>> fault_command("link_down", {"livemig_fault_iface": "eth1"})

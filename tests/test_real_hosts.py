@@ -408,12 +408,13 @@ def test_the_labs_ansible_inventory_reads_as_the_same_hosts_with_the_labs_guest(
     from fakelibvirt.driver import fake_inventory
 
     from livemig.drivers.guests import target_for
-    from livemig.drivers.lab.inventory import load_inventory, write_ansible_inventory
+    from livemig.drivers.lab.ansible_inventory import write_lab_hosts_yml
+    from livemig.drivers.lab.inventory import load_inventory
 
     world = two_host_world((SRC, DEST))
     record_path = fake_inventory(world, tmp_path)
     record = load_inventory(record_path)
-    path = write_ansible_inventory(record, record_path, tmp_path / "hosts.yml")
+    path = write_lab_hosts_yml(record, record_path, tmp_path / "hosts.yml")
     inv = load_hosts_inventory(path)
     assert [(h.name, h.uri, h.address) for h in inv.hosts] == [
         (h.name, h.uri, h.address) for h in record.hosts]
@@ -423,6 +424,39 @@ def test_the_labs_ansible_inventory_reads_as_the_same_hosts_with_the_labs_guest(
     target = target_for(inv)
     assert type(target.guests).__name__ == "LabGuests" and target.faults is not None
     assert target.guests.console_log("vm1") == Path(record.console_dir) / "vm1.log"
+
+
+def test_an_ssh_labs_inventory_stops_and_starts_libvirtd_by_pid_file_through_ansible(
+        tmp_path: Path) -> None:
+    """``lab up --ssh``: one hosts.yml with the SSH variables and the pid-file fault
+    commands; ``--unconfigured`` (libvirtd started over SSH): faults through Ansible."""
+    from fakelibvirt.driver import fake_inventory
+
+    from livemig.drivers.guests import target_for
+    from livemig.drivers.lab.ansible_inventory import write_lab_hosts_yml
+    from livemig.drivers.lab.inventory import load_inventory
+
+    world = two_host_world((SRC, DEST))
+    record_path = fake_inventory(world, tmp_path)
+    record = load_inventory(record_path)
+    plain = load_hosts_inventory(write_lab_hosts_yml(record, record_path, tmp_path / "a.yml"))
+    assert plain.faults == "lab" and "ansible_user" not in plain.host(DEST).vars
+    assert "livemig_fault_service_down" not in plain.host(DEST).vars
+    path = write_lab_hosts_yml(record, record_path, tmp_path / "hosts.yml", ssh=True,
+                               unconfigured=True)
+    text = path.read_text()
+    assert f"ansible_ssh_private_key_file: {tmp_path}/ssh/id_ed25519" in text
+    assert f"UserKnownHostsFile={tmp_path}/ssh/known_hosts" in text
+    inv = load_hosts_inventory(path)
+    assert inv.faults == "ansible" and inv.lab_record == record_path
+    host_vars = inv.host(DEST).vars
+    assert ansible_faults.fault_command("service_down", host_vars).startswith(
+        "pid=$(cat /run/libvirtd.pid) && kill $pid")
+    assert ansible_faults.fault_command("service_up", host_vars).startswith(
+        "libvirtd --listen -d -p /run/libvirtd.pid -f /etc/libvirt/libvirtd.conf && ")
+    target = target_for(inv)
+    assert type(target.faults).__name__ == "AnsibleFaults"
+    assert type(target.guests).__name__ == "LabGuests"
 
 
 def test_the_readmes_inventory_example_reads(tmp_path: Path) -> None:

@@ -1,25 +1,40 @@
-"""The Ansible inventory that ``lab up`` writes beside the lab's own inventory
-(``hosts.yml``; with SSH variables when the lab runs sshd, ``--ssh``).
+"""The lab's hosts as a standard Ansible inventory (``hosts.yml``), which ``lab up`` writes
+beside the lab's own record (``inventory.yaml``, :mod:`livemig.drivers.lab.inventory`);
+the one file for ``ansible -i``, ``livemig hosts ...`` and ``livemig run --inventory``.
 
-A standard Ansible YAML inventory: group ``kvm_hosts``, one host per lab host with
-``ansible_host``, ``libvirt_uri``, ``migration_address``, ``instances_path`` and ``storage``
-(what ``livemig hosts ...`` and ``livemig run --inventory`` read on real hosts too), and
-group variables for SSH (the lab's key and ``known_hosts``) and for the playbooks: the
-transport (TLS unless the lab is plain TCP), where the controller keeps the CA and client
-certificates, the lab-only qemu.conf settings (QEMU as root, no confinement, no cgroups),
-and the lab's test guest for ``validate``.
+A YAML inventory with one group, ``kvm_hosts``: per host ``ansible_host``, ``libvirt_uri``,
+``migration_address``, ``instances_path``, ``storage`` and ``host_uuid`` (what livemig reads
+on real hosts too, :mod:`livemig.drivers.hosts_inventory`); as group variables what
+livemig needs to find the lab's guest and faults (``livemig_lab_record``: the record;
+``livemig_accel: qemu``, TCG guests) and what the playbooks need (the transport, TLS unless
+the lab is plain TCP; where the controller keeps the CA and client certificates; the
+lab-only qemu.conf settings; the firewall's network; the lab's test guest for ``validate``).
 
->>> from livemig.drivers.lab.layout import lab_layout
->>> lab = lab_layout("t", 2, tls=True)
->>> inv = ansible_inventory(lab, "shared", Path("/k"), Path("/i"))
->>> h = inv["all"]["children"]["kvm_hosts"]["hosts"]["lab2"]
->>> h["ansible_host"], h["storage"], h["libvirt_uri"]
-('198.18.243.12', 'shared', 'qemu+tls://198.18.243.12/system?pkipath=/var/tmp/livemig-lab/t/pki/client')
->>> inv["all"]["children"]["kvm_hosts"]["vars"]["libvirt_transport"]
-'tls'
->>> no_ssh = ansible_inventory(lab, "local", Path("/k"), Path("/i"), ssh=False)
->>> "ansible_user" in no_ssh["all"]["children"]["kvm_hosts"]["vars"]
-False
+A lab that runs sshd (``--ssh``) also gets the SSH variables (the lab's key and
+``known_hosts``) and the pid-file commands that stop and start libvirtd through Ansible
+(``livemig_fault_service_down``/``_up``, :mod:`livemig.drivers.ansible_faults`: the hosts
+have no systemd). Faults are the lab's own (``livemig_faults: lab``), except in an
+``--unconfigured`` lab, whose libvirtd the playbook starts over SSH: there the lab holds no
+pid of it, and faults go through Ansible (``livemig_faults: ansible``).
+
+>>> inv = Inventory(lab="t", lab_dir="/l/t", storage="shared", instances_path="/i",
+...     console_dir="/l/t/c", storage_pool="instances", network="198.18.9.0/24",
+...     bridge={}, image={"kernel": "/k", "initrd": "/r"}, tls=True, hosts=[HostEntry(
+...     name="lab1", address="198.18.9.11", uri="qemu+tls://198.18.9.11/system",
+...     netns="t-lab1", host_uuid="u1", instances_dir="/l/t/instances")])
+>>> group = ansible_inventory(inv, Path("/l/t/inventory.yaml"))["all"]["children"]["kvm_hosts"]
+>>> group["hosts"]["lab1"]["libvirt_uri"], group["hosts"]["lab1"]["storage"]
+('qemu+tls://198.18.9.11/system', 'shared')
+>>> group["vars"]["libvirt_transport"], group["vars"]["livemig_faults"]
+('tls', 'lab')
+>>> "ansible_user" in group["vars"], "livemig_fault_service_down" in group["vars"]
+(False, False)
+>>> ssh = ansible_inventory(inv, Path("/l/t/inventory.yaml"), ssh=True, unconfigured=True)
+>>> v = ssh["all"]["children"]["kvm_hosts"]["vars"]
+>>> v["ansible_ssh_private_key_file"], v["livemig_faults"]
+('/l/t/ssh/id_ed25519', 'ansible')
+>>> v["livemig_fault_service_up"]
+'libvirtd --listen -d -p /run/libvirtd.pid -f /etc/libvirt/libvirtd.conf'
 """
 
 from __future__ import annotations
@@ -29,8 +44,7 @@ from typing import Any
 
 import yaml
 
-from livemig.drivers.lab.layout import INSTANCES_PATH, LabLayout
-from livemig.drivers.lab.sshd import client_key, known_hosts
+from livemig.drivers.lab.inventory import HostEntry, Inventory  # noqa: F401 (doctest)
 
 #: qemu.conf settings a namespace host needs (no cgroups, no AppArmor, QEMU as root).
 LAB_QEMU_SETTINGS: dict[str, Any] = {
@@ -43,69 +57,69 @@ LAB_QEMU_SETTINGS: dict[str, Any] = {
     "namespaces": [],
 }
 
+#: libvirtd's pid file in a host's private ``/run`` as an SSH session sees it (the
+#: playbook's ``libvirt_pid_dir``, see :mod:`livemig.drivers.lab.sshd`).
+LIBVIRTD_PIDFILE = "/run/libvirtd.pid"
 
-def ansible_inventory_path(lab: LabLayout) -> Path:
-    return lab.lab_dir / "hosts.yml"
+#: Stop and start libvirtd by its pid file (no systemd on a lab host); stopping waits
+#: (at most 10 s) until the process is gone.
+PIDFILE_FAULTS = {
+    "livemig_fault_service_down": (
+        f"pid=$(cat {LIBVIRTD_PIDFILE}) && kill $pid && for i in $(seq 100); do "
+        "kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; exit 1"),
+    "livemig_fault_service_up": (
+        f"libvirtd --listen -d -p {LIBVIRTD_PIDFILE} -f /etc/libvirt/libvirtd.conf"),
+}
 
 
-def ansible_inventory(
-    lab: LabLayout, storage: str, kernel: Path, initrd: Path, ssh: bool = True
-) -> dict[str, Any]:
-    """The inventory as a mapping (see the module's docstring); without ``ssh`` (a lab
-    whose hosts run no sshd) it has no SSH variables, for livemig to read only."""
-    hosts = {
-        h.name: {
-            "ansible_host": h.address,
-            "libvirt_uri": h.uri,
-            "migration_address": h.address,
-            "instances_path": str(INSTANCES_PATH),
-            "storage": storage,
-            "host_uuid": h.host_uuid,
-        }
-        for h in lab.hosts
-    }
+def ansible_inventory(inv: Inventory, record_path: Path, *, ssh: bool = False,
+                      unconfigured: bool = False) -> dict[str, Any]:
+    """The inventory of the lab ``inv`` (its record at ``record_path``) as a mapping; see
+    the module's docstring for ``ssh`` and ``unconfigured``."""
+    hosts = {h.name: {"ansible_host": h.address, "libvirt_uri": h.uri,
+                      "migration_address": h.address, "instances_path": inv.instances_path,
+                      "storage": inv.storage, "host_uuid": h.host_uuid}
+             for h in inv.hosts}
+    lab_dir = Path(inv.lab_dir)
     ssh_vars: dict[str, Any] = {
         "ansible_user": "root",
-        "ansible_ssh_private_key_file": str(client_key(lab)),
-        "ansible_ssh_common_args": (
-            f"-o UserKnownHostsFile={known_hosts(lab)} -o StrictHostKeyChecking=yes"
-        ),
+        # the files of drivers/lab/sshd.py (ssh_dir, client_key, known_hosts)
+        "ansible_ssh_private_key_file": str(lab_dir / "ssh" / "id_ed25519"),
+        "ansible_ssh_common_args": (f"-o UserKnownHostsFile={lab_dir / 'ssh' / 'known_hosts'}"
+                                    " -o StrictHostKeyChecking=yes"),
         "ansible_python_interpreter": "/usr/bin/python3",
+        **PIDFILE_FAULTS,
     }
+    image = inv.image or {}
     group_vars: dict[str, Any] = {
         **(ssh_vars if ssh else {}),
-        # what livemig reads besides the hosts (drivers/hosts_inventory.py on the realhosts
-        # branch): the lab's own record (pids, guest image), its faults, TCG guests
-        "livemig_lab": lab.name,
-        "livemig_lab_record": str(lab.inventory_path),
-        "livemig_faults": "lab",
+        "livemig_lab": inv.lab,
+        "livemig_lab_record": str(record_path),
+        "livemig_faults": "ansible" if unconfigured else "lab",
         "livemig_accel": "qemu",  # a Linux guest does not boot under this machine's KVM
-        "livemig_console_dir": str(lab.console_dir),
-        "libvirt_tls": lab.tls,
-        "libvirt_transport": "tls" if lab.tls else "tcp",
+        "livemig_console_dir": inv.console_dir,  # image guests' consoles, as the lab's
+        "libvirt_tls": inv.tls,
+        "libvirt_transport": "tls" if inv.tls else "tcp",
         # plain TCP without authentication: the lab's firewall admits only root's sockets
         "libvirt_auth_tcp": "none",
-        "livemig_pki_dir": str(lab.pki_dir),
+        "livemig_pki_dir": str(lab_dir / "pki"),
         "libvirt_qemu_settings": LAB_QEMU_SETTINGS,
-        "firewall_allowed_network": str(lab.network),
+        "firewall_allowed_network": inv.network,
         # the hosts share the machine's root filesystem: keep the rules in a private dir
         "firewall_rules_file": "/etc/libvirt/livemig-firewall.nft",
-        "test_guest_kernel": str(kernel),
-        "test_guest_initrd": str(initrd),
+        **({"test_guest_kernel": image["kernel"], "test_guest_initrd": image["initrd"]}
+           if image else {}),
     }
     return {"all": {"children": {"kvm_hosts": {"hosts": hosts, "vars": group_vars}}}}
 
 
-def write_lab_hosts_yml(
-    lab: LabLayout, storage: str, kernel: Path, initrd: Path, ssh: bool = True
-) -> Path:
-    """Write the lab's Ansible inventory (atomically) and return its path."""
-    path = ansible_inventory_path(lab)
+def write_lab_hosts_yml(inv: Inventory, record_path: Path, path: Path, *, ssh: bool = False,
+                        unconfigured: bool = False) -> Path:
+    """Write :func:`ansible_inventory` as YAML to ``path`` (atomically); return the path."""
+    data = ansible_inventory(inv, record_path, ssh=ssh, unconfigured=unconfigured)
     tmp = path.with_suffix(".tmp")
-    data = ansible_inventory(lab, storage, kernel, initrd, ssh)
-    tmp.write_text(
-        "# Ansible inventory of livemig lab " + lab.name + " (written by `livemig lab up`)\n"
-        + yaml.safe_dump(data, sort_keys=False)
-    )
+    tmp.write_text(f"# Ansible inventory of livemig lab {inv.lab} (written by `livemig lab "
+                   "up`; for ansible -i and livemig --inventory)\n"
+                   + yaml.safe_dump(data, sort_keys=False))
     tmp.replace(path)
     return path

@@ -1,6 +1,7 @@
 """The lab's record that ``lab up`` writes (``inventory.yaml``): what a driver or test
 needs to use the lab; beside it the same hosts as a standard Ansible inventory
-(``hosts.yml``, :func:`ansible_inventory`), which livemig and Ansible both read.
+(``hosts.yml``, :mod:`livemig.drivers.lab.ansible_inventory`), which livemig and Ansible
+both read.
 
 Example (``/var/tmp/livemig-lab/livemig/inventory.yaml``)::
 
@@ -99,45 +100,6 @@ def write_inventory(inv: Inventory, path: Path) -> Path:
     """Write ``inv`` as YAML to ``path`` (atomically) and return the path."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(inv.to_dict(), sort_keys=False, default_flow_style=None))
-    tmp.replace(path)
-    return path
-
-
-def ansible_inventory(inv: Inventory, record_path: Path) -> dict[str, Any]:
-    """The lab as a standard Ansible inventory (YAML form): group ``kvm_hosts``, each
-    host's ``ansible_host``, ``libvirt_uri``, ``migration_address`` and ``host_uuid``; as
-    group vars ``instances_path``, ``storage``, and what livemig needs to find the lab's
-    guest and faults (``livemig_lab_record``: this record; TCG guests, ``livemig_accel:
-    qemu``). livemig reads it with :mod:`livemig.drivers.hosts_inventory`; Ansible with
-    ``-i``.
-
-    >>> inv = Inventory(lab="x", lab_dir="/l/x", storage="shared", instances_path="/i",
-    ...     console_dir="/l/x/c", storage_pool="instances", network="198.18.9.0/24",
-    ...     bridge={}, image=None, hosts=[HostEntry(name="lab1", address="198.18.9.11",
-    ...     uri="qemu+tcp://198.18.9.11/system", netns="x-lab1", host_uuid="u1",
-    ...     instances_dir="/l/x/instances")])
-    >>> group = ansible_inventory(inv, Path("/l/x/inventory.yaml"))["all"]["children"]
-    >>> group["kvm_hosts"]["hosts"]["lab1"]["libvirt_uri"], group["kvm_hosts"]["vars"]["storage"]
-    ('qemu+tcp://198.18.9.11/system', 'shared')
-    """
-    hosts = {h.name: {"ansible_host": h.address, "libvirt_uri": h.uri,
-                      "migration_address": h.address, "host_uuid": h.host_uuid}
-             for h in inv.hosts}
-    group_vars = {
-        "instances_path": inv.instances_path, "storage": inv.storage,
-        "libvirt_tls": inv.tls, "livemig_lab": inv.lab,
-        "livemig_lab_record": str(record_path), "livemig_faults": "lab",
-        "livemig_accel": "qemu",  # a Linux guest does not boot under this machine's KVM
-        "livemig_console_dir": inv.console_dir,  # image guests' consoles, as the lab's
-    }
-    return {"all": {"children": {"kvm_hosts": {"hosts": hosts, "vars": group_vars}}}}
-
-
-def write_ansible_inventory(inv: Inventory, record_path: Path, path: Path) -> Path:
-    """Write :func:`ansible_inventory` as YAML to ``path`` (atomically)."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("# livemig lab up: the lab's hosts for Ansible and livemig (--inventory)\n"
-                   + yaml.safe_dump(ansible_inventory(inv, record_path), sort_keys=False))
     tmp.replace(path)
     return path
 

@@ -24,12 +24,7 @@ from livemig.drivers.lab import daemons, firewall, machine, netns, pki, records,
 from livemig.drivers.lab.ansible_inventory import write_lab_hosts_yml
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.image import DEFAULT_CACHE_DIR, build_image
-from livemig.drivers.lab.inventory import (
-    HostEntry,
-    Inventory,
-    write_ansible_inventory,
-    write_inventory,
-)
+from livemig.drivers.lab.inventory import HostEntry, Inventory, write_inventory
 from livemig.drivers.lab.layout import (
     DEFAULT_BASE_DIR,
     DEFAULT_LAB,
@@ -80,7 +75,7 @@ def lab_up(
     the lab, see :mod:`livemig.drivers.lab.pki`) and QEMU migration TLS is set up.
     An Ansible inventory is written beside the lab's
     (:mod:`livemig.drivers.lab.ansible_inventory`); ``ssh``: each host also runs sshd
-    (:mod:`livemig.drivers.lab.sshd`) and that inventory reaches it.
+    (:mod:`livemig.drivers.lab.sshd`) and that inventory reaches it (SSH variables).
     ``unconfigured`` (with ``ssh``): no libvirt configuration, daemon, certificate or pool
     at all, for ``livemig hosts provision`` to set up (with ``tls``, the playbook makes the
     CA and certificates); the lab's inventory then names the URIs provisioning will give.
@@ -97,9 +92,7 @@ def lab_up(
     image = build_image()
     machine.prepare(lab.base_dir, tls=tls or ssh)
     try:
-        path = _up(lab, storage, shaping_mbit, image.kernel, image.initrd, ssh, unconfigured)
-        write_lab_hosts_yml(lab, storage, image.kernel, image.initrd, ssh)
-        return path
+        return _up(lab, storage, shaping_mbit, image.kernel, image.initrd, ssh, unconfigured)
     except BaseException as exc:
         try:
             lab_down(name, base_dir)
@@ -191,7 +184,8 @@ def _up(
         hosts=entries,
         tls=lab.tls,
     )
-    write_ansible_inventory(inv, lab.inventory_path, lab.ansible_inventory_path)
+    write_lab_hosts_yml(inv, lab.inventory_path, lab.ansible_inventory_path, ssh=ssh,
+                        unconfigured=unconfigured)
     return write_inventory(inv, lab.inventory_path)
 
 

@@ -2,11 +2,11 @@
 with sshd only (no libvirt configuration, no daemon), ``livemig hosts provision`` twice
 (the second run changes nothing), ``validate`` with real test migrations checked inside
 the guest, a validate that must fail (storage declared wrong), ``collect``, then a shipped
-scenario through ``livemig run`` on the provisioned hosts; and ``vagrant validate``.
-
-The scenario runs with the lab's own YAML inventory (``inventory.yaml``, whose URIs are the
-ones provisioning sets up): reading the Ansible inventory in ``livemig run`` is another
-branch's work. Figures (wall times, per-pair migration seconds) are printed (``-s``).
+scenario through ``livemig run`` with the same Ansible inventory (``hosts.yml``); a shipped
+fault scenario whose fault (libvirtd stopped on the destination, then started again) is
+made through Ansible over SSH (``livemig_faults: ansible``, the pid-file commands of the
+lab's ``hosts.yml``); and ``vagrant validate``.
+Figures (wall times, per-pair migration seconds) are printed (``-s``).
 
 Needs root and ``scripts/setup-lab``; a lab that cannot start fails the tests.
 """
@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,13 +151,67 @@ def test_provision_twice_then_validate_then_run(ans_lab: Path, tmp_path: Path,
     out_dir = tmp_path / "run"
     t0 = time.monotonic()
     code = cli.main(["run", str(REPO / "scenarios" / "lab-tls.yaml"), "--driver", "libvirt",
-                     "--inventory", str(ans_lab / "inventory.yaml"), "--out", str(out_dir)])
+                     "--inventory", str(ans_lab / "hosts.yml"), "--out", str(out_dir)])
     FIGURES["scenario_s"] = round(time.monotonic() - t0, 1)
     out = capsys.readouterr().out
     assert code == 0, out
     summary = json.loads((out_dir / "summary.json").read_text())
     assert all(d["met"] for d in summary["expectations"]["details"]), out
     assert "lab-vm1,lab2,active" in (out_dir / "instances.csv").read_text()
+
+
+def _libvirtd_pid(lab_dir: Path, host: int) -> int | None:
+    """libvirtd's pid on the host (its pid file in the host's /run), None if none runs."""
+    out = _ssh(lab_dir, host, "pid=$(cat /run/libvirtd.pid 2>/dev/null) && kill -0 $pid "
+                              "2>/dev/null && echo $pid || echo none").strip()
+    return None if out == "none" else int(out)
+
+
+def test_a_fault_through_ansible_over_ssh(ans_lab: Path, tmp_path: Path) -> None:
+    """``lab-service-down`` with the lab's hosts.yml (``livemig_faults: ansible``): lab2's
+    libvirtd, started over SSH by provisioning, is stopped through Ansible after the
+    migration's checks (seen over SSH: its process is gone) and started again; the
+    migration fails with the VM still on lab1, nothing lost or duplicated."""
+    inv = yaml.safe_load((ans_lab / "hosts.yml").read_text())
+    group_vars = inv["all"]["children"]["kvm_hosts"]["vars"]
+    assert group_vars["livemig_faults"] == "ansible"
+    before = _libvirtd_pid(ans_lab, 2)
+    assert before is not None, "lab2 has no libvirtd (did provisioning run?)"
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "livemig.core.cli", "run",
+           str(REPO / "scenarios" / "lab-service-down.yaml"), "--driver", "libvirt",
+           "--inventory", str(ans_lab / "hosts.yml"), "--out", str(out), "--no-progress"]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen_down = None
+    try:
+        while proc.poll() is None and time.monotonic() - t0 < 240:
+            if _libvirtd_pid(ans_lab, 2) is None:
+                seen_down = round(time.monotonic() - t0, 1)
+                break
+            time.sleep(0.2)
+        output, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    FIGURES["ansible_fault_run_s"] = round(time.monotonic() - t0, 1)
+    assert seen_down is not None, f"lab2's libvirtd never went down:\n{output}"
+    FIGURES["ansible_fault_down_seen_at_s"] = seen_down
+    assert proc.returncode == 0, output
+    after = _libvirtd_pid(ans_lab, 2)
+    assert after is not None and after != before  # started again, a new process
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(d["met"] for d in summary["expectations"]["details"]), output
+    assert summary["invariants"]["violations"] == 0
+    assert "lab-vm1,lab1,active" in (out / "instances.csv").read_text()
+    actions = (out / "actions.csv").read_text()
+    assert "service_down,lab2" in actions and "service_up,lab2" in actions, actions
+    for host in ("lab1", "lab2"):  # the run removed its VM: none left anywhere
+        uri = inv["all"]["children"]["kvm_hosts"]["hosts"][host]["libvirt_uri"]
+        listed = subprocess.run(["virsh", "-c", uri, "list", "--all", "--name"],
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0 and "lab-vm1" not in listed.stdout, listed.stderr
 
 
 def test_vagrantfile_validates(tmp_path: Path) -> None:
