@@ -71,15 +71,16 @@ def _driver_options(args: argparse.Namespace, spec) -> dict:  # noqa: ANN001
     from livemig.drivers import driver_class
 
     driver = getattr(args, "driver", "sim")
+    # the scenario's own limit first: it holds whether or not the driver is installed
+    if driver != "sim" and spec.mode != "default":
+        raise CliError(f"{printable(spec.source)}: the {spec.mode} mode runs on the simulator "
+                       f"only (not --driver {driver}); expected consolidation.mode: default")
     try:
         driver_class(driver)
     except ValueError as exc:
         raise CliError(one_line(exc)) from exc
     except ImportError as exc:
         raise CliError(f"driver {driver!r} is not available: {one_line(exc)}") from exc
-    if driver != "sim" and spec.mode != "default":
-        raise CliError(f"{printable(spec.source)}: the {spec.mode} mode runs on the simulator "
-                       f"only (not --driver {driver}); expected consolidation.mode: default")
     inventory = getattr(args, "inventory", None)
     if inventory is None:
         return {}
