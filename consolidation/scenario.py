@@ -13,8 +13,10 @@
       host_models: [hp-ml110-g4, hp-ml110-g5]
       interval: 300s            # consolidation period and trace sample spacing
       until: 24h                # the run's limit (CloudSim's SIMULATION_LIMIT)
-      policy: {overload: lr, parameter: 1.2, selection: mmt}   # or {power: dvfs | npa}, or
+      policy: {overload: lr, parameter: 1.2, selection: mmt}   # placement: pabfd (or ff);
+      # or {power: dvfs | npa}, or
       # {watcher: vm_workload_consolidation} / {watcher: workload_balance, threshold: 25}
+      optimality_gap: {time_limit: 1s, every: 1}   # optional: CP-SAT's bound per step
     expect:                     # METRIC OP VALUE, METRIC a key of summary.json's metrics
       - energy_kwh < 170
       - migrations >= 100
@@ -46,6 +48,9 @@ from pathlib import Path
 from livemig.consolidation import overload, selection
 from livemig.consolidation.cloudsim import Policy
 from livemig.consolidation.commands import is_consolidation  # noqa: F401 - re-exported
+from livemig.consolidation.optimality import METRICS as GAP_METRICS
+from livemig.consolidation.optimality import GapOption
+from livemig.consolidation.placement import PLACEMENT
 from livemig.consolidation.power import MODELS
 from livemig.core.yaml_nodes import Field, ScenarioError, compose, did_you_mean
 
@@ -53,7 +58,7 @@ MODES = ("cloudsim", "default")
 METRICS = ("energy_kwh", "migrations", "slatah", "pdm", "slav", "esv", "host_shutdowns",
            "sla_overall", "sla_average", "migration_time_mean_s", "vms_removed_idle",
            "active_hosts_max", "active_hosts_mean", "downtime_ms_mean", "downtime_ms_max",
-           "bytes_moved", "migration_time_s_mean")
+           "bytes_moved", "migration_time_s_mean", *GAP_METRICS)
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "<": operator.lt, ">": operator.gt}
 _EXPECTATION = re.compile(r"\s*([a-z_]+)\s*(<=|>=|==|<|>)\s*(\S+)\s*")
@@ -73,6 +78,7 @@ class ConsolidationScenario:
     until: float = 86_400.0
     seed: int = 1
     expect: tuple[tuple[int, str, str, float], ...] = field(default=())  # line, metric, op, v
+    optimality_gap: GapOption | None = None  # measure it at each step (optimality.py)
 
 
 def load(path: str | Path) -> ConsolidationScenario:
@@ -87,7 +93,8 @@ def parse(text: str, source: str) -> ConsolidationScenario:
         raise ScenarioError(source, 1, "", "no content; expected a mapping with consolidation")
     top = Field(node, "", source).mapping(_TOP, "a mapping with keys consolidation, ...")
     section = top.require("consolidation", "a consolidation section").mapping(
-        ("mode", "trace", "hosts", "host_models", "interval", "until", "policy"))
+        ("mode", "trace", "hosts", "host_models", "interval", "until", "policy",
+         "optimality_gap"))
     trace_field = section.require("trace", "a trace file (CSV, one VM per row)")
     trace = trace_field.text("a trace file path")
     assert trace is not None
@@ -104,7 +111,17 @@ def parse(text: str, source: str) -> ConsolidationScenario:
         source=source, trace=trace, mode=mode, hosts=hosts, host_models=models,
         interval=interval, until=until, policy=policy, seed=seed,
         expect=tuple(top.value("expect", _expectations, ())),
+        optimality_gap=section.value("optimality_gap", _gap_option, None),
     )
+
+
+def _gap_option(f: Field) -> GapOption:
+    m = f.mapping(("time_limit", "every", "max_utilization"))
+    return GapOption(
+        time_limit=m.value("time_limit", _seconds, 1.0),
+        every=m.value("every", lambda e: e.integer(1, 1_000_000), 1),
+        max_utilization=m.value("max_utilization",
+                                lambda u: u.number(positive=True, limit=1.0), 1.0))
 
 
 def _choice(choices: tuple[str, ...], what: str) -> Callable[[Field], str]:
@@ -132,7 +149,8 @@ def _seconds(f: Field) -> float:
 
 
 def _policy(f: Field, seed: int) -> Policy:
-    m = f.mapping(("overload", "parameter", "selection", "power", "watcher", "threshold"))
+    m = f.mapping(("overload", "parameter", "selection", "placement", "power", "watcher",
+                   "threshold"))
     strategy = m.get("watcher")
     if strategy is not None:
         from livemig.consolidation.cloudsim import WATCHER
@@ -142,15 +160,18 @@ def _policy(f: Field, seed: int) -> Policy:
         return Policy(kind=name, parameter=threshold, seed=seed)
     power = m.get("power")
     if power is not None:
-        if "overload" in m or "selection" in m:
-            power.fail("power cannot be used with overload/selection; expected one of them")
+        if "overload" in m or "selection" in m or "placement" in m:
+            power.fail("power cannot be used with overload/selection/placement; expected one "
+                       "of them")
         return Policy(kind=_choice(("dvfs", "npa"), "a power mode")(power), seed=seed)
     name = _choice(tuple(sorted(overload.OVERLOAD)), "an overload policy")(
         m.require("overload", "an overload policy (thr, iqr, mad, lr, lrr) or power"))
     chosen = m.value("selection", _choice(tuple(sorted(selection.SELECTION)),
                                           "a selection policy"), "mmt")
     parameter = m.value("parameter", lambda p: p.number(positive=True, limit=100.0), None)
-    return Policy(overload=name, parameter=parameter, selection=chosen, seed=seed)
+    placement = m.value("placement", _choice(tuple(sorted(PLACEMENT)), "a placement"), "pabfd")
+    return Policy(overload=name, parameter=parameter, selection=chosen, placement=placement,
+                  seed=seed)
 
 
 def _expectations(f: Field) -> list[tuple[int, str, str, float]]:
