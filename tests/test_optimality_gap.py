@@ -129,3 +129,24 @@ def test_first_fit_is_a_placement_policy_of_the_registry(tmp_path: Path) -> None
         parse("consolidation: {trace: t.csv, policy: {overload: thr, placement: bf}}", "x.yaml")
     with pytest.raises(ValueError, match="power cannot be used with overload/selection/place"):
         parse("consolidation: {trace: t.csv, policy: {power: dvfs, placement: ff}}", "x.yaml")
+
+
+DAY = Path("/work/shared/data/planetlab/20110303.csv")
+GAP_SCENARIOS = sorted((Path(__file__).resolve().parent.parent / "scenarios-full")
+                       .glob("planetlab-20110303-100hosts-*-gap.yaml"))
+
+
+def test_the_100_host_gap_scenarios_compare_the_two_placements() -> None:
+    specs = [parse(p.read_text(), str(p)) for p in GAP_SCENARIOS]
+    assert sorted(s.policy.placement for s in specs) == ["ff", "pabfd"]
+    for spec in specs:
+        assert spec.hosts == 100 and spec.optimality_gap == GapOption(time_limit=1.0, every=1)
+        assert len(Path(spec.trace).read_text().splitlines()) == 1 + 200
+
+
+@pytest.mark.skipif(not DAY.exists(), reason="the PlanetLab day is not on this machine")
+def test_the_200_vm_trace_is_every_fifth_vm_of_the_planetlab_day() -> None:
+    day = DAY.read_text().splitlines()
+    shipped = (Path(__file__).resolve().parent.parent / "scenarios" / "traces"
+               / "planetlab-20110303-200vms.csv").read_text().splitlines()
+    assert shipped == [day[0], *day[1:][0::5][:200]]
