@@ -36,6 +36,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,7 +45,7 @@ import numpy as np
 from livemig.consolidation import overload as overload_mod
 from livemig.consolidation import reference as ref
 from livemig.consolidation import selection as selection_mod
-from livemig.consolidation.placement import choose_host, least_utilised
+from livemig.consolidation.placement import PLACEMENT, least_utilised
 from livemig.consolidation.power import MODELS, energy_joules, power_of
 from livemig.consolidation.traces import Trace, block_types
 from livemig.core.cpu_trace import utilisations_at
@@ -104,6 +105,7 @@ class Policy:
     parameter: float | None = None
     selection: str = "mmt"
     seed: int = 1
+    placement: str = "pabfd"  # a key of placement.PLACEMENT (``migration`` only)
 
     @property
     def label(self) -> str:
@@ -113,7 +115,8 @@ class Policy:
         if self.kind != "migration":
             return self.kind.upper()
         param = "" if self.parameter is None else f" {self.parameter:g}"
-        return f"{self.overload.upper()}{param}-{self.selection.upper()}"
+        place = "" if self.placement == "pabfd" else f"-{self.placement.upper()}"
+        return f"{self.overload.upper()}{param}-{self.selection.upper()}{place}"
 
 
 @dataclass
@@ -121,7 +124,7 @@ class Outcome:
     """What a run reports (``metrics``), per-step series and every migration."""
 
     metrics: dict[str, Any]
-    series: list[dict[str, float]] = field(default_factory=list)
+    series: list[dict[str, Any]] = field(default_factory=list)
     migrations: list[tuple[int, int, int, float, float]] = field(default_factory=list)
     # (vm, source host, destination host, start, end)
 
@@ -162,6 +165,7 @@ class Engine:
         self.selection = (selection_mod.make(policy.selection)
                           if policy.kind == "migration" else None)
         self.rng = random.Random(policy.seed)
+        self.place = PLACEMENT[policy.placement]
         self.ram_binding = False  # RAM checked when moving (the default mode: Nova's check)
         self.destroy_idle_vms = True  # CloudSim's getCompletedVms (the cloudsim mode only)
         self.host_of = np.full(self.n_vms, -1, dtype=np.intp)
@@ -195,8 +199,10 @@ class Engine:
         self.events: list[tuple[float, int, int, int]] = []
         self.seq = 0
         self.migrations: list[list[Any]] = []
-        self.series: list[dict[str, float]] = []
+        self.series: list[dict[str, Any]] = []
         self.updates = 0
+        self.observer: Callable[[Engine], dict[str, Any]] | None = None
+        # called after each step's plan; its columns join the step's row (optimality gap)
 
     # -- setup ---------------------------------------------------------------
     def place_initial(self) -> None:
@@ -220,8 +226,8 @@ class Engine:
                         mips / self.total[idx], np.repeat(empty_history, len(idx), axis=0),
                         np.ones(len(idx)))
 
-                host = choose_host(mips, ~fits, exp.host_pe_mips, avail, load, self.total,
-                                   zero_power, exp.host_tables, over_after)
+                host = self.place(mips, ~fits, exp.host_pe_mips, avail, load, self.total,
+                                  zero_power, exp.host_tables, over_after)
             else:
                 found = np.flatnonzero(fits)
                 host = int(found[0]) if found.size else -1
@@ -392,11 +398,14 @@ class Engine:
             self._start(t, v, dest)
         if plan:
             self.update(t, False)
-        self.series.append({
+        row = {
             "time_s": t, "active_hosts": int((self.util_mips > 0).sum()),
             "overloaded_hosts": overloaded, "migrations_started": len(plan),
             "energy_kwh": self.energy / 3.6e6,
-        })
+        }
+        if self.observer is not None:
+            row.update(self.observer(self))
+        self.series.append(row)
 
     def _watcher_plan(self) -> list[tuple[int, int]]:
         from livemig.consolidation import watcher
@@ -593,7 +602,7 @@ class Planner:
 
         if self.ram_free is not None:
             excluded = excluded | (self.ram_free <= exp.vm_ram[v])
-        return choose_host(request, excluded, exp.host_pe_mips, self.avail, self.alloc,
+        return e.place(request, excluded, exp.host_pe_mips, self.avail, self.alloc,
                            e.total, self.power_now, exp.host_tables, over_after)
 
     def _by_demand(self, vms: list[int]) -> list[int]:
@@ -657,6 +666,10 @@ class Planner:
         return plan, int(over.sum())
 
 
-def run(exp: Experiment, policy: Policy) -> Outcome:
-    """Run the experiment under ``policy`` (see the module doc)."""
-    return Engine(exp, policy).run()
+def run(exp: Experiment, policy: Policy,
+        observer: Callable[[Engine], dict[str, Any]] | None = None) -> Outcome:
+    """Run the experiment under ``policy`` (see the module doc); ``observer``: see
+    :attr:`Engine.observer`."""
+    engine = Engine(exp, policy)
+    engine.observer = observer
+    return engine.run()

@@ -239,5 +239,7 @@ def _migration_stats(records: list[MigrationRecord]) -> dict[str, Any]:
     }
 
 
-def run(exp: Experiment, policy: Policy, **options: Any) -> Outcome:
-    return FlowEngine(exp, policy, **options).run()
+def run(exp: Experiment, policy: Policy, observer: Any = None, **options: Any) -> Outcome:
+    engine = FlowEngine(exp, policy, **options)
+    engine.observer = observer
+    return engine.run()

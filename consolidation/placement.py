@@ -23,6 +23,11 @@ idle host beats the one at 50 %; a host the test calls overloaded after is skipp
 ...             power_of(load / total, tables), tables, lambda idx: idx == 2)
 0
 
+:data:`PLACEMENT` names the placements a policy can choose (``placement:``), PABFD by default:
+
+>>> sorted(PLACEMENT)
+['ff', 'pabfd']
+
 The underloaded host is the least utilised eligible host with utilisation in (0, 1):
 
 >>> least_utilised(np.array([0.3, 0.0, 0.2, 0.2]), np.array([True, True, True, True]))
@@ -72,6 +77,10 @@ def choose_host(
     return int(idx[int(np.argmin(diff))])
 
 
+PLACEMENT: dict[str, Callable[..., int]] = {}
+"""Placement name -> function with :func:`choose_host`'s arguments (filled below)."""
+
+
 def least_utilised(utilisation: np.ndarray, eligible: np.ndarray) -> int:
     """Index of the eligible host with the lowest utilisation in (0, 1), first on ties; -1."""
     mask = eligible & (utilisation > 0) & (utilisation < 1)
@@ -79,3 +88,12 @@ def least_utilised(utilisation: np.ndarray, eligible: np.ndarray) -> int:
         return -1
     values = np.where(mask, utilisation, np.inf)
     return int(np.argmin(values))
+
+
+def _register() -> None:
+    from livemig.consolidation.first_fit import first_fit
+
+    PLACEMENT.update({"pabfd": choose_host, "ff": first_fit})
+
+
+_register()

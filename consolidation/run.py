@@ -6,7 +6,8 @@
   ``default``: :mod:`flow`, Nova's flow on the simulated data centre);
 * :func:`evaluate`: the ``expect:`` lines against the metrics;
 * :func:`write`: ``summary.json`` (metrics, expectations, timings), ``hosts.csv`` (per
-  consolidation step: active and overloaded hosts, migrations started, energy so far),
+  consolidation step: active and overloaded hosts, migrations started, energy so far, and
+  with ``optimality_gap:`` the optimum's bound and the gap, :mod:`optimality`),
   ``migrations.csv`` and ``active_hosts.png``, into a sibling directory renamed into place.
 
 >>> evaluate(((3, "energy_kwh", "<", 10.0),), {"energy_kwh": 12.5})[0]
@@ -16,6 +17,7 @@ Verdict(expectation='energy_kwh < 10', line=3, met=False, actual='12.5')
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import shutil
 import time
@@ -66,6 +68,11 @@ def run_spec(spec: ConsolidationScenario, driver: str = "sim",
     trace = load_trace(spec.trace)
     exp = build_experiment(spec, trace)
     loaded = time.perf_counter()
+    recorder = None
+    if spec.optimality_gap is not None:
+        from livemig.consolidation.optimality import GapRecorder
+
+        recorder = GapRecorder(spec.optimality_gap, ram=spec.mode == "default")
     if spec.mode == "default":
         from livemig.consolidation import flow
 
@@ -80,16 +87,21 @@ def run_spec(spec: ConsolidationScenario, driver: str = "sim",
             options["dirty_rate_follows_cpu"] = True
         if spec.dirty_rate_max is not None:
             options["dirty_rate_max"] = spec.dirty_rate_max
-        outcome = flow.run(exp, spec.policy, **options)
+        outcome = flow.run(exp, spec.policy, observer=recorder, **options)
     else:
         if driver != "sim":
             raise ValueError(f"the cloudsim mode runs on the simulator only (not {driver}); "
                              "expected mode: default")
-        outcome = run(exp, spec.policy)
+        outcome = run(exp, spec.policy, observer=recorder)
+    ran = time.perf_counter()
+    timings = {"load_s": loaded - start, "run_s": ran - loaded}
+    if recorder is not None:
+        outcome.metrics.update(recorder.metrics())
+        timings["optimality_s"] = recorder.wall_s
     active = [row["active_hosts"] for row in outcome.series] or [0]
     outcome.metrics["active_hosts_max"] = int(max(active))
     outcome.metrics["active_hosts_mean"] = float(np.mean(active))
-    return outcome, {"load_s": loaded - start, "run_s": time.perf_counter() - loaded}
+    return outcome, timings
 
 
 def evaluate(expect: tuple[tuple[int, str, str, float], ...],
@@ -109,6 +121,8 @@ def summary(spec: ConsolidationScenario, outcome: Outcome, verdicts: list[Verdic
         "trace": spec.trace, "hosts": spec.hosts, "host_models": list(spec.host_models),
         "interval_s": spec.interval, "until_s": spec.until, "seed": spec.seed,
         "policy": outcome.metrics["policy"], "metrics": outcome.metrics,
+        "optimality_gap": (None if spec.optimality_gap is None
+                           else dataclasses.asdict(spec.optimality_gap)),
         "expectations": {
             "met": sum(v.met for v in verdicts), "failed": sum(not v.met for v in verdicts),
             "details": [{"expectation": v.expectation, "line": v.line, "met": v.met,
@@ -129,8 +143,12 @@ def write(out: Path, data: dict[str, Any], outcome: Outcome) -> None:
         with open(tmp / "summary.json", "w") as stream:
             json.dump(data, stream, indent=1, sort_keys=True)
             stream.write("\n")
-        columns = ("time_s", "active_hosts", "overloaded_hosts", "migrations_started",
-                   "energy_kwh")
+        columns: tuple[str, ...] = ("time_s", "active_hosts", "overloaded_hosts",
+                                    "migrations_started", "energy_kwh")
+        if outcome.series and "optimality_gap" in outcome.series[0]:
+            from livemig.consolidation.optimality import COLUMNS
+
+            columns += COLUMNS
         with open(tmp / "hosts.csv", "w", newline="") as stream:
             writer = csv.writer(stream)
             writer.writerow(columns)

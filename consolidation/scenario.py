@@ -13,7 +13,8 @@
       host_models: [hp-ml110-g4, hp-ml110-g5]
       interval: 300s            # consolidation period and trace sample spacing
       until: 24h                # the run's limit (CloudSim's SIMULATION_LIMIT)
-      policy: {overload: lr, parameter: 1.2, selection: mmt}   # or {power: dvfs | npa}, or
+      policy: {overload: lr, parameter: 1.2, selection: mmt}   # placement: pabfd (or ff);
+      # or {power: dvfs | npa}, or
       # {watcher: vm_workload_consolidation} / {watcher: workload_balance, threshold: 25}
       # default mode only (optional): the hosts' names (real hosts: inventory names; their
       # count is then ``hosts``), every VM's RAM instead of its type's, the dirty rate of a
@@ -24,6 +25,7 @@
       dirty_rate_follows_cpu: false   # true: x the CPU utilisation now, not its mean
       initial_hosts: [lab1, lab1, lab1]   # where each VM starts, in trace order (else the
                                           # policy's placement at creation)
+      optimality_gap: {time_limit: 1s, every: 1}   # optional: CP-SAT's bound per step
     expect:                     # METRIC OP VALUE, METRIC a key of summary.json's metrics
       - energy_kwh < 170
       - migrations >= 100
@@ -55,6 +57,9 @@ from pathlib import Path
 from livemig.consolidation import overload, selection
 from livemig.consolidation.cloudsim import Policy
 from livemig.consolidation.commands import is_consolidation  # noqa: F401 - re-exported
+from livemig.consolidation.optimality import METRICS as GAP_METRICS
+from livemig.consolidation.optimality import GapOption
+from livemig.consolidation.placement import PLACEMENT
 from livemig.consolidation.power import MODELS
 from livemig.core.yaml_nodes import (
     Field,
@@ -71,7 +76,7 @@ METRICS = ("energy_kwh", "migrations", "slatah", "pdm", "slav", "esv", "host_shu
            "sla_overall", "sla_average", "migration_time_mean_s", "vms_removed_idle",
            "active_hosts_max", "active_hosts_mean", "downtime_ms_mean", "downtime_ms_max",
            "bytes_moved", "migration_time_s_mean", "migrations_completed",
-           "invariant_violations")
+           "invariant_violations", *GAP_METRICS)
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le, ">=": operator.ge, "==": operator.eq, "<": operator.lt, ">": operator.gt}
 _EXPECTATION = re.compile(r"\s*([a-z_]+)\s*(<=|>=|==|<|>)\s*(\S+)\s*")
@@ -96,6 +101,7 @@ class ConsolidationScenario:
     dirty_rate_max: float | None = None  # bytes/s at 100 % CPU (None: flow's default)
     initial_hosts: tuple[int, ...] | None = None  # each VM's first host (index), trace order
     dirty_rate_follows_cpu: bool = False  # the dirty rate: x utilisation now (else its mean)
+    optimality_gap: GapOption | None = None  # measure it at each step (optimality.py)
 
 
 def load(path: str | Path) -> ConsolidationScenario:
@@ -112,7 +118,7 @@ def parse(text: str, source: str) -> ConsolidationScenario:
     section = top.require("consolidation", "a consolidation section").mapping(
         ("mode", "trace", "hosts", "host_models", "interval", "until", "policy",
          "host_names", "vm_ram", "dirty_rate_max", "initial_hosts",
-         "dirty_rate_follows_cpu"))
+         "dirty_rate_follows_cpu", "optimality_gap"))
     trace_field = section.require("trace", "a trace file (CSV, one VM per row)")
     trace = trace_field.text("a trace file path")
     assert trace is not None
@@ -142,6 +148,7 @@ def parse(text: str, source: str) -> ConsolidationScenario:
         dirty_rate_follows_cpu=section.value("dirty_rate_follows_cpu", lambda f: f.boolean(),
                                              False),
         dirty_rate_max=None if dirty_max is None else float(dirty_max),
+        optimality_gap=section.value("optimality_gap", _gap_option, None),
     )
 
 
@@ -169,6 +176,15 @@ def _host_names(f: Field) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _gap_option(f: Field) -> GapOption:
+    m = f.mapping(("time_limit", "every", "max_utilization"))
+    return GapOption(
+        time_limit=m.value("time_limit", _seconds, 1.0),
+        every=m.value("every", lambda e: e.integer(1, 1_000_000), 1),
+        max_utilization=m.value("max_utilization",
+                                lambda u: u.number(positive=True, limit=1.0), 1.0))
+
+
 def _choice(choices: tuple[str, ...], what: str) -> Callable[[Field], str]:
     def read(f: Field) -> str:
         value = f.text(what)
@@ -194,7 +210,8 @@ def _seconds(f: Field) -> float:
 
 
 def _policy(f: Field, seed: int) -> Policy:
-    m = f.mapping(("overload", "parameter", "selection", "power", "watcher", "threshold"))
+    m = f.mapping(("overload", "parameter", "selection", "placement", "power", "watcher",
+                   "threshold"))
     strategy = m.get("watcher")
     if strategy is not None:
         from livemig.consolidation.cloudsim import WATCHER
@@ -204,15 +221,18 @@ def _policy(f: Field, seed: int) -> Policy:
         return Policy(kind=name, parameter=threshold, seed=seed)
     power = m.get("power")
     if power is not None:
-        if "overload" in m or "selection" in m:
-            power.fail("power cannot be used with overload/selection; expected one of them")
+        if "overload" in m or "selection" in m or "placement" in m:
+            power.fail("power cannot be used with overload/selection/placement; expected one "
+                       "of them")
         return Policy(kind=_choice(("dvfs", "npa"), "a power mode")(power), seed=seed)
     name = _choice(tuple(sorted(overload.OVERLOAD)), "an overload policy")(
         m.require("overload", "an overload policy (thr, iqr, mad, lr, lrr) or power"))
     chosen = m.value("selection", _choice(tuple(sorted(selection.SELECTION)),
                                           "a selection policy"), "mmt")
     parameter = m.value("parameter", lambda p: p.number(positive=True, limit=100.0), None)
-    return Policy(overload=name, parameter=parameter, selection=chosen, seed=seed)
+    placement = m.value("placement", _choice(tuple(sorted(PLACEMENT)), "a placement"), "pabfd")
+    return Policy(overload=name, parameter=parameter, selection=chosen, placement=placement,
+                  seed=seed)
 
 
 def _expectations(f: Field) -> list[tuple[int, str, str, float]]:

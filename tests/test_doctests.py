@@ -51,7 +51,8 @@ WITH_DOCTESTS = {
     *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
     *(f"livemig.analysis.{m}" for m in ("load", "optimum", "report", "snapshot")),
     *(f"livemig.consolidation.{m}" for m in (
-        "commands", "overload", "placement", "power", "reference", "run", "scenario",
+        "commands", "first_fit", "optimality", "overload", "placement", "power", "reference",
+        "run", "scenario",
         "selection", "snapshot", "traces", "utilisation", "watcher")),
     *(f"livemig.hosts.{m}" for m in ("commands", "inventory_check", "playbook_run")),
     *(f"livemig.sweep.{m}" for m in ("cells", "kinds", "paths", "progress", "spec", "table")),

@@ -3,6 +3,7 @@ their small built-in inputs, and are committed without outputs."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -88,3 +89,19 @@ def test_a_notebook_takes_its_input_from_the_environment(
     nb = execute(nb, NOTEBOOKS)
     assert nb.cells[-1].outputs[0]["text"].strip() == "seed-memory"
     assert os.environ["LIVEMIG_RUN"] == str(run)
+
+
+def test_no_notebook_is_left_with_a_placeholder() -> None:
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        text = "".join(c.source for c in nbformat.read(path, as_version=4).cells)
+        assert "TO EXTEND" not in text, f"{path.name} still has a TO EXTEND placeholder"
+
+
+def test_the_policy_comparison_sweep_is_the_four_policies_on_the_sample() -> None:
+    from livemig.sweep.spec import load_sweep
+
+    sweep = load_sweep(REPO / "sweeps" / "consolidation-policies-sample.yaml")
+    assert sweep.size == 16 and sweep.seeds == (1, 2)
+    policies = [json.loads(v.value) for v in sweep.axes[0].values]
+    assert [p["overload"] for p in policies] == ["thr", "iqr", "mad", "lr"]
+    assert all(ref.path.name.startswith("planetlab-sample-") for ref in sweep.scenarios)

@@ -341,3 +341,27 @@ seeds: [1, 2]
         assert row["metric.metrics.migrations"] == alone.metrics["migrations"]
         assert (out / row["run_dir"] / "hosts.csv").is_file()
     assert df["metric.metrics.energy_kwh"].iloc[0] != df["metric.metrics.energy_kwh"].iloc[2]
+
+
+def test_the_optimality_gap_is_a_sweep_metric(cluster: str, tmp_path: Path) -> None:
+    base = tmp_path / "gap.yaml"
+    base.write_text((REPO / "scenarios" / "planetlab-sample-lr-mmt-cloudsim.yaml").read_text()
+                    .replace("traces/", f"{REPO}/scenarios/traces/")
+                    .replace("  policy:", "  optimality_gap: {time_limit: 1s, every: 4}\n"
+                                          "  policy:"))
+    text = f"""\
+scenarios: [{base}]
+axes:
+  consolidation.policy.placement: [pabfd, ff]
+seeds: [1]
+"""
+    path, out = sweep_file(tmp_path, text), tmp_path / "out"
+    outcome = run(path, out, cluster)
+    assert (outcome.ok, outcome.failed) == (2, [])
+    df = pd.read_parquet(out / "cells.parquet")
+    assert list(df["metric.policy"]) == ["LR 1.2-MMT", "LR 1.2-MMT-FF"]
+    assert list(df["metric.metrics.optimality_steps"]) == [12, 12]  # steps 0, 4, ..., 44
+    assert (df["metric.metrics.optimality_gap_max"] >= df["metric.metrics.optimality_gap_mean"]
+            ).all()
+    assert (df["metric.metrics.optimality_gap_mean"] >= 0).all()
+    assert df["metric.optimality_gap.every"].tolist() == [4, 4]

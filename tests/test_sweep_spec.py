@@ -288,16 +288,19 @@ def test_a_cell_key_is_its_resolved_scenario_and_seed(base: Path, tmp_path: Path
 def test_the_shipped_example_sweeps_resolve(name: str) -> None:
     sweep = load_sweep(REPO / "sweeps" / name)
     cells = cells_mod.resolve(sweep)
-    assert len(cells) == sweep.size >= 20
+    assert len(cells) == sweep.size >= 16
     if name == "placement-seeds.yaml":
         assert {c.scenario.policy.scheduler.heuristic for c in cells} == set(Heuristic)
     if name == "consolidation-policies.yaml":  # 4 policies x 2 days x 3 seeds
         assert len({(c.scenario.policy, c.scenario.trace, c.seed) for c in cells}) == 24
+    if name == "consolidation-policies-sample.yaml":  # 4 policies x 2 modes x 2 seeds
+        assert len({(c.scenario.policy, c.scenario.mode, c.seed) for c in cells}) == 16
 
 
 def test_the_examples_are_the_expected_ones() -> None:
     assert sorted(p.name for p in (REPO / "sweeps").glob("*.yaml")) == [
-        "consolidation-policies.yaml", "placement-seeds.yaml"]
+        "consolidation-policies-sample.yaml", "consolidation-policies.yaml",
+        "placement-seeds.yaml"]
 
 
 def test_the_command_reports_a_bad_sweep_in_one_line_and_writes_nothing(
