@@ -50,12 +50,7 @@ def first_fit(
 ) -> int:
     """The first host that can take a VM requesting ``request`` MIPS (see the module doc),
     or -1. ``total_mips``, ``power_now`` and ``tables`` are unused (PABFD's signature)."""
-    idx = np.flatnonzero(~excluded & (pe_mips >= request) & (available >= request))
-    if idx.size == 0:
-        return -1
-    loaded = load_mips[idx] != 0
-    if loaded.any():
-        bad = np.zeros(idx.size, dtype=bool)
-        bad[loaded] = overloaded_after(idx[loaded])
-        idx = idx[~bad]
+    from livemig.consolidation.placement import candidate_hosts
+
+    idx = candidate_hosts(request, excluded, pe_mips, available, load_mips, overloaded_after)
     return int(idx[0]) if idx.size else -1

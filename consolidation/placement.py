@@ -59,22 +59,44 @@ def choose_host(
     ``overloaded_after(idx)`` tells, for the hosts ``idx``, whether the policy's test says
     overloaded with the VM added; it is asked only for hosts that carry load.
     """
-    ok = ~excluded & (pe_mips >= request) & (available >= request)
-    idx = np.flatnonzero(ok)
+    idx = candidate_hosts(request, excluded, pe_mips, available, load_mips, overloaded_after)
     if idx.size == 0:
         return -1
-    loaded = load_mips[idx] != 0
-    if loaded.any():
-        bad = np.zeros(idx.size, dtype=bool)
-        bad[loaded] = overloaded_after(idx[loaded])
-        idx = idx[~bad]
-        if idx.size == 0:
-            return -1
     u_after = (load_mips[idx] + request) / total_mips[idx]
     if np.any(u_after > 1):
         raise ValueError("PABFD: a candidate host would exceed 100 % (free MIPS inconsistent)")
     diff = power_at(u_after, tables, idx) - power_now[idx]
     return int(idx[int(np.argmin(diff))])
+
+
+def candidate_hosts(
+    request: float,
+    excluded: np.ndarray,
+    pe_mips: np.ndarray,
+    available: np.ndarray,
+    load_mips: np.ndarray,
+    overloaded_after: Callable[[np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """The hosts (ascending indices) that may take a VM requesting ``request`` MIPS: not
+    excluded, a PE at least that fast, enough free MIPS, and, for a host that carries load,
+    not overloaded by the policy's test with the VM added (PABFD and first fit alike).
+
+    >>> import numpy as np
+    >>> candidate_hosts(500.0, np.array([True, False, False, False]), np.full(4, 1860.0),
+    ...                 np.array([720.0, 220.0, 2720.0, 0.0]), np.array([0.0, 3500, 1000, 0]),
+    ...                 lambda idx: idx == 2).tolist()
+    []
+    >>> candidate_hosts(500.0, np.zeros(3, bool), np.full(3, 1860.0), np.full(3, 1000.0),
+    ...                 np.array([0.0, 10, 10]), lambda idx: idx == 1).tolist()
+    [0, 2]
+    """
+    idx = np.flatnonzero(~excluded & (pe_mips >= request) & (available >= request))
+    loaded = load_mips[idx] != 0
+    if loaded.any():
+        bad = np.zeros(idx.size, dtype=bool)
+        bad[loaded] = overloaded_after(idx[loaded])
+        idx = idx[~bad]
+    return idx
 
 
 PLACEMENT: dict[str, Callable[..., int]] = {}
