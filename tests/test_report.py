@@ -216,11 +216,12 @@ def chromium(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120, check=True)
 
 
-@pytest.mark.root  # needs Debian's chromium, which scripts/setup installs when run as root
+@pytest.mark.root  # needs Debian's chromium: `scripts/setup --browser` as root (scripts/test does)
 @pytest.mark.parametrize("kind", ["run", "sweep"])
 def test_the_report_renders_in_headless_chromium(run_dir: Path, tmp_path: Path,
                                                  kind: str) -> None:
-    assert Path(CHROMIUM).is_file(), "chromium is not installed (scripts/setup installs it)"
+    assert Path(CHROMIUM).is_file(), ("chromium is not installed (scripts/setup --browser "
+                                      "installs it, as root)")
     source = run_dir
     if kind == "sweep":
         source = tmp_path / "sweep"
