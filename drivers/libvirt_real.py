@@ -153,7 +153,8 @@ class LibvirtDriver:
             raise DriverSetupError(" ".join(str(exc).split())) from exc
         console_dir = self.inventory.var("livemig_console_dir")
         self._image_guests = ImageGuests(Path(console_dir) if console_dir else None)
-        self._uuids: dict[str, str] = {}  # adopted VM -> its domain's UUID
+        # VM -> its domain's UUID (created here, or adopted); a migrated domain keeps it
+        self._uuids: dict[str, str] = {}
         self._policy = scenario.policy.migration
         self._keep = keep_domains
         self._vms = {vm.name: vm for vm in scenario.vms}
@@ -244,7 +245,9 @@ class LibvirtDriver:
                     xml = mark_owned(guests.domain_xml(vm, disk=disk, accel=accel))
                 except (ValueError, RuntimeError) as exc:
                     raise DriverSetupError(f"VM {vm.name}: {exc}") from exc
-                self._call(vm.host, lambda c, xml=xml: c.defineXML(xml).create())
+                dom = self._call(vm.host, lambda c, xml=xml: c.defineXML(xml))
+                self._call(vm.host, lambda c, dom=dom: dom.create())
+                self._uuids[vm.name] = dom.UUIDString()
         except HostUnreachable as exc:
             raise DriverSetupError(f"cannot boot the scenario's guests: {exc}") from exc
         except libvirt.libvirtError as exc:
@@ -825,14 +828,22 @@ class LibvirtDriver:
             self._delete_volume(dest, self.disk_path(instance, dest).name)
 
     def _mine(self, instance: str, state: DomainInfo | None) -> DomainInfo | None:
-        """``state`` if livemig may remove that domain: marked as created by livemig, or
-        the adopted domain's own copy (its UUID); else None (left alone)."""
+        """``state`` if livemig may remove that domain: the scenario VM's own domain (its
+        UUID, known from the boot or the adoption), or, for a VM livemig creates whose UUID
+        is not known (after a controller restart), a domain carrying livemig's mark; else
+        None (left alone).
+
+        The UUID comes first because it needs no domain job: during a failed migration the
+        destination's incoming domain can hold its state lock for a long time, and reading
+        its XML then times out ("cannot acquire state change lock").
+        """
         if state is None:
             return None
+        uuid = self._uuids.get(instance)
+        if uuid is not None and ignore_vanished(state.dom.UUIDString) == uuid:
+            return state
         if self._vms[instance].adopt:
-            uuid = self._uuids.get(instance)
-            return state if uuid is not None and ignore_vanished(state.dom.UUIDString) == uuid \
-                else None
+            return None
         return _owned(state)
 
     def _join(self, instance: str, timeout: float = 30.0) -> None:

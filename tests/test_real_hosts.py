@@ -335,6 +335,34 @@ def test_a_rollback_leaves_an_unrelated_domain_on_the_destination_alone(
     assert "web1" not in world.hosts[SRC].domains  # ours is gone
 
 
+def test_a_rollback_removes_our_incoming_domain_whose_state_lock_is_held(
+        world: World, make: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab lane's source-link drop: the destination's incoming domain (our VM's UUID)
+    holds its state lock, so reading its XML times out; the rollback still removes it, by
+    its UUID, without asking for the XML."""
+    drv = make(scenario(vm(image=IMAGE)))
+    ours = world.hosts[SRC].domains["web1"]
+    shell = world.define(world.hosts[DEST], ours.xml)  # the migration's incoming side
+    with world.cond:
+        shell.uuid = ours.uuid  # a migration keeps the domain's UUID
+        world.start(shell)
+        shell.state, shell.reason = fake.VIR_DOMAIN_PAUSED, fake.VIR_DOMAIN_PAUSED_MIGRATION
+    real_xml = fake.virDomain.XMLDesc
+
+    def locked(self: Any, flags: int = 0) -> str:
+        if self._rec() is shell:
+            raise fake.libvirtError("Timed out during operation: cannot acquire state change "
+                                    "lock (held by monitor=remoteDispatchDomainMigratePrepare3"
+                                    "Params)")
+        return real_xml(self, flags)
+
+    monkeypatch.setattr(fake.virDomain, "XMLDesc", locked)
+    drv.rollback_live_migration("web1", SRC, DEST, False)
+    assert "web1" not in world.hosts[DEST].domains
+    assert world.hosts[SRC].domains["web1"] is ours and ours.active
+    drv.close()
+
+
 def test_faults_on_real_hosts_are_refused_unless_the_inventory_enables_ansible(
         world: World, make: Callable[..., Any], monkeypatch: pytest.MonkeyPatch) -> None:
     drv = make(scenario(vm(image=IMAGE)))
