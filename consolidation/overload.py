@@ -117,6 +117,17 @@ def mad(values: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return median_prefix(np.abs(values - med[:, None]), lengths)
 
 
+def _above_robust_threshold(
+    u: np.ndarray, history: np.ndarray, safety: float,
+    spread: Callable[[np.ndarray, np.ndarray], np.ndarray], minimum: int,
+) -> np.ndarray:
+    """``u > 1 - safety x spread(h)`` where the history has ``minimum`` values, else THR
+    0.7: the rule IQR and MAD share, each with its own measure of spread."""
+    lengths = history_length(history)
+    threshold = 1 - safety * spread(history, lengths)
+    return np.where(lengths >= minimum, u > threshold, _fallback(u))
+
+
 def _fallback(u: np.ndarray) -> np.ndarray:
     return u > FALLBACK_THRESHOLD
 
@@ -150,10 +161,7 @@ class Iqr:
 
     def overloaded(self, u: np.ndarray, history: np.ndarray,
                    intervals: np.ndarray) -> np.ndarray:
-        lengths = history_length(history)
-        enough = lengths >= self.minimum
-        threshold = 1 - self.safety * iqr(history, lengths)
-        return np.where(enough, u > threshold, _fallback(u))
+        return _above_robust_threshold(u, history, self.safety, iqr, self.minimum)
 
 
 @register
@@ -172,10 +180,7 @@ class Mad:
 
     def overloaded(self, u: np.ndarray, history: np.ndarray,
                    intervals: np.ndarray) -> np.ndarray:
-        lengths = history_length(history)
-        enough = lengths >= self.minimum
-        threshold = 1 - self.safety * mad(history, lengths)
-        return np.where(enough, u > threshold, _fallback(u))
+        return _above_robust_threshold(u, history, self.safety, mad, self.minimum)
 
 
 def lr_prediction(history: np.ndarray, intervals: np.ndarray, points: int = 10) -> np.ndarray:
