@@ -309,7 +309,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     return check_suite.exit_code(reports)
 
 
-def _jobs(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (``-j``, ``--workers``)."""
     value = _seed(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
@@ -402,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
         "results directories.",
     )
     check.add_argument("paths", metavar="PATH", nargs="+", help="scenario file or directory")
-    check.add_argument("-j", "--jobs", metavar="N", type=_jobs, default=os.cpu_count() or 1,
+    check.add_argument("-j", "--jobs", metavar="N", type=positive_int, default=os.cpu_count() or 1,
                        help="worker processes (default: the number of CPUs)")
     check.add_argument("--junit", metavar="FILE", help="also write JUnit XML to FILE")
     check.add_argument("--driver", choices=sorted(DRIVERS), default="sim",

@@ -20,6 +20,7 @@ from livemig.core.cli import (
     default_out_dir,
     echo,
     one_line,
+    positive_int,
     printable,
 )
 
@@ -79,16 +80,6 @@ def _report(outcome: Any, out: Path) -> int:
     return EXIT_CELLS_FAILED if failed else EXIT_OK
 
 
-def _workers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
-
-
 def add_commands(sub: Any) -> None:
     """Register ``sweep`` on the main CLI's sub-command set."""
     sweep = sub.add_parser(
@@ -105,7 +96,7 @@ def add_commands(sub: Any) -> None:
     sweep.add_argument("--scheduler", metavar="ADDRESS",
                        help="an existing dask scheduler, e.g. tcp://HOST:8786 (default: a "
                        "local cluster)")
-    sweep.add_argument("--workers", metavar="N", type=_workers,
+    sweep.add_argument("--workers", metavar="N", type=positive_int,
                        help="worker processes of the local cluster (default: the number of "
                        "CPUs), one thread each")
     sweep.add_argument("--keep-runs", action="store_true",
