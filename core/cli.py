@@ -477,4 +477,9 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m livemig.core.cli``: this file runs as ``__main__``, a second copy beside
+    # ``livemig.core.cli``, from which the command modules import CliError. Run the
+    # imported module's main so that it catches theirs.
+    from livemig.core.cli import main as _imported_main
+
+    sys.exit(_imported_main())

@@ -342,6 +342,17 @@ def test_stdout_on_a_full_disk_is_one_error_line(tiny: Path, args: list[str]) ->
         "livemig: error: cannot write to standard output: No space left on device")
 
 
+@pytest.mark.parametrize("command", ["sweep", "compare"])
+def test_python_m_reports_a_command_modules_error_on_one_line(tmp_path: Path,
+                                                              command: str) -> None:
+    """``python -m livemig.core.cli``: a CliError raised by a command module is caught too."""
+    missing = str(tmp_path / "missing.yaml")
+    args = [command, missing] if command == "sweep" else [command, missing, missing]
+    done = run_livemig(*args, stdout=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "missing.yaml" in one_error_line(done.stderr)
+
+
 @pytest.mark.parametrize("command", ["run", "validate"])
 def test_a_closed_pipe_ends_quietly(tiny: Path, tmp_path: Path, command: str) -> None:
     """``livemig run ... | true``: exit 141 (128 + SIGPIPE), no traceback, results complete."""
