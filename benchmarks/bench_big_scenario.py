@@ -87,12 +87,12 @@ from typing import Any
 marks = [("start", time.perf_counter(), time.process_time())]
 def mark(name):
     marks.append((name, time.perf_counter(), time.process_time()))
-from livemig.core import cli
+from livemig.core import scenario_commands  # imports livemig.core.cli
 from livemig.core import results, runner
 from livemig.drivers import driver_class
 driver_class("sim")
 mark("import")
-scenario = cli.load(sys.argv[1])
+scenario = scenario_commands.load(sys.argv[1])
 mark("load")
 result = runner.run_scenario(scenario, "sim", seed=None)
 mark("run")

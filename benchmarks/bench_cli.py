@@ -57,13 +57,13 @@ from pathlib import Path
 marks = [("start", time.perf_counter())]
 def mark(name):
     marks.append((name, time.perf_counter()))
-from livemig.core import cli
-mark("import the command (livemig.core.cli)")
+from livemig.core import scenario_commands  # imports livemig.core.cli
+mark("import the command (livemig.core.cli, scenario_commands)")
 from livemig.core import results, runner
 from livemig.drivers import driver_class
 driver_class("sim")
 mark("import runner, sim driver, results")
-scenario = cli.load(sys.argv[1])
+scenario = scenario_commands.load(sys.argv[1])
 mark("load the scenario")
 result = runner.run_scenario(scenario, "sim", seed=None)
 mark("run the simulation")

@@ -95,9 +95,10 @@ def discover(paths: Iterable[str]) -> list[str]:
 def check_file(path: str, driver: str = "sim") -> FileReport:
     """Load ``path``, run it in memory on ``driver`` and evaluate its expectations."""
     from livemig.consolidation import commands as consolidation
-    from livemig.core.cli import CliError, load
+    from livemig.core.cli import CliError
     from livemig.core.expectations import evaluate
     from livemig.core.runner import run_scenario
+    from livemig.core.scenario_commands import load
 
     if consolidation.handles(path):
         return consolidation.check_file(path)

@@ -14,7 +14,7 @@ import pytest
 from fakelibvirt.driver import driver_modules
 
 import livemig
-from livemig.core import cli, plots, runner
+from livemig.core import cli, plots, runner, scenario_commands
 
 TINY = """\
 name: tiny
@@ -168,7 +168,7 @@ def test_inventory_goes_to_the_libvirt_driver(
         seen.update(driver=driver, **kwargs)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(cli, "driver_class", lambda name: object)
+    monkeypatch.setattr(scenario_commands, "driver_class", lambda name: object)
     monkeypatch.setattr(runner, "run_scenario", fake_run)
     with pytest.raises(RuntimeError, match="stop here"):  # a bug propagates
         cli.main(["run", str(tiny), "--driver", "libvirt", "--inventory", str(inventory),
@@ -185,7 +185,7 @@ def test_unavailable_driver_is_one_line(
     def missing(name: str) -> object:
         raise ModuleNotFoundError("No module named 'libvirt'", name="libvirt")
 
-    monkeypatch.setattr(cli, "driver_class", missing)
+    monkeypatch.setattr(scenario_commands, "driver_class", missing)
     assert cli.main(["run", str(tiny), "--driver", "libvirt",
                      "--out", str(tmp_path / "out")]) == 2
     assert "driver 'libvirt' is not available" in one_error_line(capsys.readouterr().err)

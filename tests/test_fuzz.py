@@ -25,7 +25,7 @@ import yaml
 from hypothesis import HealthCheck, Phase, assume, event, given, settings
 from hypothesis import strategies as st
 
-from livemig.core import cli, plots
+from livemig.core import cli, plots, scenario_commands
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 QUICKSTART = (SCENARIOS / "quickstart.yaml").read_text()
@@ -559,7 +559,7 @@ class _RealtimeDriver:
 
 def test_realtime_run_never_deletes_the_current_directory() -> None:
     with workspace() as tmp, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(cli, "driver_class", lambda name: _RealtimeDriver)
+        patch.setattr(scenario_commands, "driver_class", lambda name: _RealtimeDriver)
         patch.setattr("livemig.core.runner.run_scenario", _RealtimeDriver)
         before = _prepare(tmp)
         try:
