@@ -58,7 +58,7 @@ marks = [("start", time.perf_counter())]
 def mark(name):
     marks.append((name, time.perf_counter()))
 from livemig.core import scenario_commands  # imports livemig.core.cli
-mark("import the command (livemig.core.cli, scenario_commands)")
+mark("import the command (cli, scenario_commands)")
 from livemig.core import results, runner
 from livemig.drivers import driver_class
 driver_class("sim")
