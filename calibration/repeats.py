@@ -17,7 +17,7 @@ With two runs or more of a case:
 * its error **against the case median** judges it against the case's typical value.
 
 >>> spread([584.0, 775.0])   # the same uncapped case, twice: 679.5 ms median
-[0.140537, 0.140537]
+[0.140545, 0.140545]
 >>> spread([12.0, 45.0, 20.0])   # downtime, three runs: median 20 ms
 [0.4, 1.25, 0.0]
 """

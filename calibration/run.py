@@ -77,7 +77,8 @@ class CaseResult:
     def row(self) -> dict[str, Any]:
         c, s, t = self.case, self.stats, self.truth
         return {
-            "case": c.name, "repeat": self.repeat, "ram_mib": c.ram // MiB, "working_set_mib": c.working_set / MiB,
+            "case": c.name, "repeat": self.repeat,
+            "ram_mib": c.ram // MiB, "working_set_mib": c.working_set / MiB,
             "dirty_rate_mibps": c.dirty_rate / MiB, "bandwidth_mibps": c.bandwidth / MiB,
             "max_downtime_ms": c.max_downtime * 1000, "completion_timeout": c.completion_timeout,
             "status": self.status, "error": self.error, **self.record,
