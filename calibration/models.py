@@ -206,6 +206,16 @@ def fitted_on(profile_path: Path) -> list[str]:
     return list((doc.get("measured") or {}).get("fitted_on") or [])
 
 
+def _fail(message: str) -> int:
+    """One line on stderr, exit code 2."""
+    import sys
+
+    from livemig.core.cli import printable
+
+    print(f"models: error: {printable(' '.join(message.split()))}", file=sys.stderr)
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from livemig.core.profile import load_profile
 
@@ -230,23 +240,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.held_out:
         fitted = set(fitted_on(profile_path))
         matrix = [c for c in full if c.name not in fitted]
-    also = [Path(d) for d in args.also.split(",") if d.strip()]
+    also = [Path(d.strip()) for d in args.also.split(",") if d.strip()]
     for d in also:
         if not (d / "cases.csv").is_file():
-            parser.error(f"--also {d}: no cases.csv in it (expected a calibration's directory)")
-    link = float(profile.values.get("link_speed", 330 * MiB))
-    rows = replay_models(args.cases_dir, matrix, link)
-    capped = {c.name for c in matrix if c.capped}
+            return _fail(f"--also {d}: no cases.csv in it (expected a calibration's "
+                         "directory)")
+    if also and not (args.cases_dir / "cases.csv").is_file():
+        return _fail(f"{args.cases_dir}: no cases.csv to pool --also with")
     from livemig.calibration.repeats import most_runs, run_rows
 
     runs = []
     if (args.cases_dir / "cases.csv").is_file():
         try:
             runs = recorded_runs([args.cases_dir, *also], full, {c.name for c in matrix})
-        except ValueError as exc:
-            parser.error(str(exc))
-    elif also:
-        parser.error(f"{args.cases_dir}: no cases.csv to pool --also with")
+        except (ValueError, OSError, KeyError) as exc:
+            return _fail(f"{exc}" if not isinstance(exc, KeyError)
+                         else f"a cases.csv lacks the column {exc}")
+    link = float(profile.values.get("link_speed", 330 * MiB))
+    rows = replay_models(args.cases_dir, matrix, link)
+    capped = {c.name for c in matrix if c.capped}
     by_case = run_rows(runs)
     if most_runs(by_case) < 2:
         print(summary_table(rows, capped))

@@ -323,3 +323,20 @@ def test_models_also_pools_recordings_into_a_noise_floor(
     assert row["qemu vs every run"][1] == "16.7 % / 30.0 %"
     assert row["qemu vs case medians"][1:3] == ["20.0 % / 20.0 %", "20.0 % / 20.0 %"]
     assert re.search(r"4 real runs of 2 cases \(2 with two runs or more\)", out)
+
+
+def test_models_also_refuses_a_directory_without_cases_csv_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = recording(tmp_path / "a", 1.0)
+    (tmp_path / "empty").mkdir()
+    assert models.main([str(a), "--also", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "--also" in err and "no cases.csv in it" in err and err.count("\n") == 1
+    assert not (a / "models").exists()  # refused before replaying anything
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "cases.csv").write_text((a / "cases.csv").read_text().replace(
+        "u128-idle,", "nope,", 1))
+    assert models.main([str(a), "--also", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "cases.csv:2: case 'nope' is not in the matrix" in err and err.count("\n") == 1
