@@ -112,17 +112,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         echo("\nthe simulator replaying the cases (sim/), against the real runs (real/):")
         echo(text)
         echo(f"\nwritten to {cases_dir / 'compare'} (compare.csv, compare.png)")
-        if args.repeat > 1:
-            from livemig.calibration import models, repeats
-            from livemig.calibration.compare import read_migrations
+    if args.repeat > 1:
+        from livemig.calibration import models, repeats
+        from livemig.calibration.compare import read_migrations
 
-            sims: dict[str, dict[str, str]] = {}
+        sims: dict[str, dict[str, str]] = {}
+        if args.replay:
             for row in read_migrations(cases_dir / "sim"):
                 sims.setdefault(row["instance"], row)
-            echo(f"\nthe lab's noise floor over the {args.repeat} runs of each case, and the "
-                 "simulator (sim/) against every run and against the case medians:")
-            echo(models.repeats_table(repeats.run_rows(results), {"qemu": sims},
-                                      {c.name for c in cases if c.capped}))
+        echo(f"\nthe lab's noise floor over the {args.repeat} runs of each case"
+             + (", and the simulator (sim/) against every run and against the case medians:"
+                if args.replay else ":"))
+        echo(models.repeats_table(repeats.run_rows(results), {"qemu": sims} if sims else {},
+                                  {c.name for c in cases if c.capped}))
     return EXIT_OK
 
 

@@ -267,6 +267,11 @@ def test_calibrate_repeat_2_end_to_end_with_a_fake_lab(
     assert main(["calibrate", "--inventory", str(inv), "--out", str(out / "profile.yaml"),
                  "--matrix", str(matrix), "--repeat", "2"]) == 2
     assert "real-r2 already exists" in capsys.readouterr().err
+    # without --replay: the noise floor alone
+    assert main(["calibrate", "--inventory", str(inv), "--out", str(out / "profile.yaml"),
+                 "--matrix", str(matrix), "--repeat", "2", "--force"]) == 0
+    printed = capsys.readouterr().out
+    assert "lab noise floor" in printed and "qemu vs" not in printed
 
 
 def test_calibrate_refuses_a_repeat_below_1(
