@@ -62,8 +62,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     cases_dir = Path(args.cases_dir) if args.cases_dir else profile.parent
     if profile.is_dir() or not profile.parent.is_dir():
         raise CliError(f"--out {printable(args.out)}: expected a file in an existing directory")
+    if args.repeat < 1:
+        raise CliError(f"--repeat {args.repeat}: expected a whole number >= 1")
     existing = [p for p in (profile, cases_dir / "cases.csv", cases_dir / "real",
-                            cases_dir / "scenarios", cases_dir / "sim", cases_dir / "compare")
+                            cases_dir / "scenarios", cases_dir / "sim", cases_dir / "compare",
+                            *sorted(cases_dir.glob("real-r*")))
                 if p.exists()]
     if existing and not args.force:
         raise CliError(f"{printable(str(existing[0]))} already exists (use --force to replace "
@@ -79,12 +82,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     bar = None
     if not args.no_progress and sys.stderr.isatty():
-        bar = ProgressBar(len(cases), sys.stderr, label="calibration cases")
+        bar = ProgressBar(len(cases) * args.repeat, sys.stderr, label="calibration runs")
         bar.draw()
     try:
         results, fitted = run_mod.calibrate(
             inventory, cases, cases_dir, profile, name=args.name, fit_names=fit_names,
             on_case=(lambda r: bar.advance(ok=r.completed)) if bar is not None else None,
+            repeat=args.repeat,
         )
     except (DriverSetupError, ValueError) as exc:
         raise CliError(one_line(exc)) from exc
@@ -93,7 +97,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             bar.close()
     for r in results:
         row = r.row()
-        echo(f"{row['case']:<20} {row['status']:<10} time_elapsed={row['time_elapsed_ms']} ms "
+        name = row["case"] if args.repeat == 1 else f"{row['case']} r{row['repeat']}"
+        echo(f"{name:<20} {row['status']:<10} time_elapsed={row['time_elapsed_ms']} ms "
                f"downtime={row['downtime_ms']} ms guest_rate={row['guest_rate_mibps']} MiB/s "
                f"guest_nonzero={row['guest_nonzero_mib']} MiB")
     flush = (f"{fitted.flush_speed / 2**20:.1f} MiB/s" if fitted.flush_speed
@@ -107,6 +112,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         echo("\nthe simulator replaying the cases (sim/), against the real runs (real/):")
         echo(text)
         echo(f"\nwritten to {cases_dir / 'compare'} (compare.csv, compare.png)")
+    if args.repeat > 1:
+        from livemig.calibration import models, repeats
+        from livemig.calibration.compare import read_migrations
+
+        sims: dict[str, dict[str, str]] = {}
+        if args.replay:
+            for row in read_migrations(cases_dir / "sim"):
+                sims.setdefault(row["instance"], row)
+        echo(f"\nthe lab's noise floor over the {args.repeat} runs of each case"
+             + (", and the simulator (sim/) against every run and against the case medians:"
+                if args.replay else ":"))
+        echo(models.repeats_table(repeats.run_rows(results), {"qemu": sims} if sims else {},
+                                  {c.name for c in cases if c.capped}))
     return EXIT_OK
 
 
@@ -150,6 +168,10 @@ def add_commands(sub: Any) -> None:
     calibrate.add_argument("--fit", metavar="CASE,...",
                            help="fit on these cases only; the others are held out (their "
                            "prediction errors are reported in the profile's measured block)")
+    calibrate.add_argument("--repeat", metavar="N", type=int, default=1,
+                           help="run every case N times, round-robin over the matrix "
+                           "(cases.csv: a row per run; real/ holds run 1, real-rN/ run N); "
+                           "with --replay, also print the lab's noise floor (default 1)")
     calibrate.add_argument("--replay", action="store_true",
                            help="then run the cases on the simulator (sim/) and compare them "
                            "with the real runs (compare/)")

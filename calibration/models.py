@@ -17,10 +17,18 @@ directories in ``CASES_DIR/models/MODEL/`` and compared with ``CASES_DIR/real/``
   migration completes, so a case that cannot converge comes out wrong.
 
     python -m livemig.calibration.models CASES_DIR [--matrix MATRIX.yaml] [--profile FILE]
-                                         [--held-out]
+                                         [--held-out] [--also DIR2,DIR3]
 
 prints one line per model: the median and p90 absolute errors of total time and
 downtime, split into capped and uncapped cases, plus bytes and outcomes.
+
+When a case has two real runs or more (``calibrate --repeat``, or other recordings of
+the same matrix pooled with ``--also``: their ``cases.csv`` runs count as further
+repeats), the table reads the runs from the ``cases.csv`` files and has, instead, a first
+line with the lab's own noise floor (each run against its case's median,
+:mod:`livemig.calibration.repeats`) and two lines per model: its error against every run
+and against each case's median run. The models still replay ``CASES_DIR``'s scenarios
+(the guest's truth of its own runs).
 
 >>> cloudsim_time(ram=256 * MiB, bandwidth=20 * MiB)
 25.6
@@ -152,12 +160,60 @@ def summary_table(rows: dict[str, list[dict[str, Any]]], capped: set[str]) -> st
     return "\n".join(lines)
 
 
+def simulated(cases_dir: Path, model: str) -> dict[str, dict[str, str]]:
+    """The first migration of each instance that ``model`` ran (``models/MODEL/runs``)."""
+    from livemig.calibration.compare import read_migrations
+
+    out: dict[str, dict[str, str]] = {}
+    for row in read_migrations(cases_dir / "models" / model / "runs"):
+        out.setdefault(row["instance"], row)
+    return out
+
+
+def repeats_table(by_case: dict[str, list[dict[str, Any]]],
+                  sims: dict[str, dict[str, dict[str, str]]], capped: set[str]) -> str:
+    """:func:`summary_table` of the lab's noise floor and of each model in ``sims`` (its
+    runs by instance) against every real run and against the case medians
+    (:mod:`livemig.calibration.repeats`; ``by_case``: each case's real runs)."""
+    from livemig.calibration import repeats
+
+    rows: dict[str, list[dict[str, Any]]] = {
+        "lab noise floor (each run vs its case median)": repeats.noise_rows(by_case)}
+    for model, of_model in sims.items():
+        rows[f"{model} vs every run"] = repeats.error_rows(by_case, of_model,
+                                                          against_median=False)
+        rows[f"{model} vs case medians"] = repeats.error_rows(by_case, of_model,
+                                                             against_median=True)
+    return summary_table(rows, capped)
+
+
+def recorded_runs(dirs: Sequence[Path], matrix: Sequence[Case],
+                  keep: set[str]) -> list[Any]:
+    """The runs of the ``keep`` cases in every ``DIR/cases.csv`` (later directories:
+    further repeats); ValueError naming the row of a case that ``matrix`` lacks."""
+    from livemig.calibration.repeats import pool_recordings
+    from livemig.calibration.run import load_results
+
+    pooled = pool_recordings([load_results(d / "cases.csv", matrix) for d in dirs])
+    return [r for r in pooled if r.case.name in keep]
+
+
 def fitted_on(profile_path: Path) -> list[str]:
     """The cases a calibrated profile was fitted on (its ``measured.fitted_on``)."""
     import yaml
 
     doc = yaml.safe_load(Path(profile_path).read_text()) or {}
     return list((doc.get("measured") or {}).get("fitted_on") or [])
+
+
+def _fail(message: str) -> int:
+    """One line on stderr, exit code 2."""
+    import sys
+
+    from livemig.core.cli import printable
+
+    print(f"models: error: {printable(' '.join(message.split()))}", file=sys.stderr)
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -173,16 +229,44 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "CASES_DIR/profile.yaml)")
     parser.add_argument("--held-out", action="store_true", help="only the cases the fit "
                         "did not use (the profile's measured.fitted_on)")
+    parser.add_argument("--also", metavar="DIR2[,DIR3...]", default="",
+                        help="other recordings of the same matrix: their cases.csv runs "
+                        "count as further repeats (read only)")
     args = parser.parse_args(argv)
-    matrix = load_matrix(args.matrix) if args.matrix else list(DEFAULT_MATRIX)
+    full = load_matrix(args.matrix) if args.matrix else list(DEFAULT_MATRIX)
     profile_path = args.profile or args.cases_dir / "profile.yaml"
     profile = load_profile(profile_path)
+    matrix = full
     if args.held_out:
         fitted = set(fitted_on(profile_path))
-        matrix = [c for c in matrix if c.name not in fitted]
+        matrix = [c for c in full if c.name not in fitted]
+    also = [Path(d.strip()) for d in args.also.split(",") if d.strip()]
+    for d in also:
+        if not (d / "cases.csv").is_file():
+            return _fail(f"--also {d}: no cases.csv in it (expected a calibration's "
+                         "directory)")
+    if also and not (args.cases_dir / "cases.csv").is_file():
+        return _fail(f"{args.cases_dir}: no cases.csv to pool --also with")
+    from livemig.calibration.repeats import most_runs, run_rows
+
+    runs = []
+    if (args.cases_dir / "cases.csv").is_file():
+        try:
+            runs = recorded_runs([args.cases_dir, *also], full, {c.name for c in matrix})
+        except (ValueError, OSError, KeyError) as exc:
+            return _fail(f"{exc}" if not isinstance(exc, KeyError)
+                         else f"a cases.csv lacks the column {exc}")
     link = float(profile.values.get("link_speed", 330 * MiB))
     rows = replay_models(args.cases_dir, matrix, link)
-    print(summary_table(rows, {c.name for c in matrix if c.capped}))
+    capped = {c.name for c in matrix if c.capped}
+    by_case = run_rows(runs)
+    if most_runs(by_case) < 2:
+        print(summary_table(rows, capped))
+        return 0
+    print(repeats_table(by_case, {m: simulated(args.cases_dir, m) for m in rows}, capped))
+    many = sum(1 for r in by_case.values() if len(r) >= 2)
+    print(f"\n{len(runs)} real runs of {len(by_case)} cases ({many} with two runs or more); "
+          f"recordings: {', '.join(str(d) for d in [args.cases_dir, *also])}")
     return 0
 
 

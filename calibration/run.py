@@ -43,11 +43,12 @@ from livemig.calibration.fit import (
     predict,
 )
 from livemig.calibration.matrix import Case, case_scenario_text
+from livemig.calibration.repeats import real_dir_name, round_robin
 from livemig.calibration.truth import GuestTruth, guest_truth
 
 MiB = 2**20
 CASE_COLUMNS = (
-    "case", "ram_mib", "working_set_mib", "dirty_rate_mibps", "bandwidth_mibps",
+    "case", "repeat", "ram_mib", "working_set_mib", "dirty_rate_mibps", "bandwidth_mibps",
     "max_downtime_ms", "completion_timeout", "status", "error", "total_time_s", "downtime_ms",
     "iterations", "data_transferred_bytes", "time_elapsed_ms", "setup_time_ms",
     "memory_processed_bytes", "memory_normal_bytes", "memory_bps", "guest_rate_mibps",
@@ -67,6 +68,7 @@ class CaseResult:
     truth: GuestTruth
     wall_s: float
     load1: float
+    repeat: int = 1  # which run of the case (``calibrate --repeat``)
 
     @property
     def completed(self) -> bool:
@@ -75,7 +77,8 @@ class CaseResult:
     def row(self) -> dict[str, Any]:
         c, s, t = self.case, self.stats, self.truth
         return {
-            "case": c.name, "ram_mib": c.ram // MiB, "working_set_mib": c.working_set / MiB,
+            "case": c.name, "repeat": self.repeat,
+            "ram_mib": c.ram // MiB, "working_set_mib": c.working_set / MiB,
             "dirty_rate_mibps": c.dirty_rate / MiB, "bandwidth_mibps": c.bandwidth / MiB,
             "max_downtime_ms": c.max_downtime * 1000, "completion_timeout": c.completion_timeout,
             "status": self.status, "error": self.error, **self.record,
@@ -215,8 +218,10 @@ def versions(inventory_path: str | Path) -> dict[str, str]:
         conn.close()
 
 
-def run_case(case: Case, inventory_path: str | Path, out_dir: Path) -> CaseResult:
-    """Run one case on the inventory's first two hosts; its results into ``out_dir/real``."""
+def run_case(case: Case, inventory_path: str | Path, out_dir: Path,
+             repeat: int = 1) -> CaseResult:
+    """Run one case on the inventory's first two hosts; its results into ``out_dir/real``
+    (``out_dir/real-rN`` for repeat N > 1, :func:`~livemig.calibration.repeats.real_dir_name`)."""
     import simpy.rt
 
     from livemig.core import results
@@ -247,7 +252,7 @@ def run_case(case: Case, inventory_path: str | Path, out_dir: Path) -> CaseResul
         stats = _stats(inv, m.dest, case.name) if m.dest else {}
         log = guests.console_log(case.name)
         truth = guest_truth(log.read_text(errors="replace") if log.exists() else "")
-        results.write_results(result, out_dir / "real" / case.name, force=True)
+        results.write_results(result, out_dir / real_dir_name(repeat) / case.name, force=True)
     finally:
         env = simpy.rt.RealtimeEnvironment(strict=False)
         LibvirtDriver(env, scenario, inventory=inventory_path, boot=False).close()
@@ -257,7 +262,7 @@ def run_case(case: Case, inventory_path: str | Path, out_dir: Path) -> CaseResul
         "data_transferred_bytes": m.data_transferred,
     }
     return CaseResult(case=case, status=m.status.value, error=m.error, record=record,
-                      stats=stats, truth=truth, wall_s=wall, load1=load1)
+                      stats=stats, truth=truth, wall_s=wall, load1=load1, repeat=repeat)
 
 
 def write_cases(path: Path, results: Sequence[CaseResult]) -> None:
@@ -297,7 +302,8 @@ def profile_document(
         pred = prediction_for(r, profile, hidden)
         real_t, real_d = r.stats["time_elapsed"] / 1000.0, r.stats["downtime"] / 1000.0
         residuals.append({
-            "case": r.case.name, "fitted": r.case.name in fitted_on,
+            "case": r.case.name, **({"repeat": r.repeat} if r.repeat > 1 else {}),
+            "fitted": r.case.name in fitted_on,
             "total_time_s": [round(real_t, 3), round(pred.total_time, 3)],
             "downtime_ms": [round(real_d * 1000, 1), round(pred.downtime * 1000, 1)],
         })
@@ -314,7 +320,8 @@ def profile_document(
         "check_period": f"{profile.check_period * 1000:g}ms",
         "measured": {
             **provenance,
-            "cases": len(results),
+            "cases": len({r.case.name for r in results}),
+            "runs": len(results),
             "completed": sum(1 for r in results if r.completed),
             "fitted_on": list(fitted_on),
             "hidden_memory": hidden.text(),
@@ -333,9 +340,11 @@ def calibrate(
     name: str | None = None,
     fit_names: Sequence[str] | None = None,
     on_case: Callable[[CaseResult], None] | None = None,
+    repeat: int = 1,
 ) -> tuple[list[CaseResult], Profile]:
-    """Run ``cases``, write ``out_dir/cases.csv`` and the profile; ``fit_names``: the cases
-    the fit may use (default all; the others are held out, their residuals reported)."""
+    """Run ``cases`` ``repeat`` times each (round-robin, :func:`round_robin`), write
+    ``out_dir/cases.csv`` (a row per run) and the profile; ``fit_names``: the cases the fit
+    may use (default all; the others are held out, their residuals reported)."""
     from livemig.drivers.hosts_inventory import load_hosts_inventory
 
     inv = load_hosts_inventory(inventory_path)
@@ -345,8 +354,8 @@ def calibrate(
                                   "load_average_start": list(os.getloadavg())}
     out_dir.mkdir(parents=True, exist_ok=True)
     done: list[CaseResult] = []
-    for case in cases:
-        result = run_case(case, inventory_path, out_dir)
+    for number, case in round_robin(cases, repeat):
+        result = run_case(case, inventory_path, out_dir, number)
         done.append(result)
         write_cases(out_dir / "cases.csv", done)  # after every case: a crash keeps the rest
         if on_case is not None:
@@ -363,19 +372,20 @@ def fit_and_write(
     done: Sequence[CaseResult], out_dir: Path, profile_path: Path, *, name: str,
     fit_names: Sequence[str] | None, hosts: tuple[str, str], provenance: dict[str, Any],
 ) -> Profile:
-    """Fit the profile on the ``fit_names`` cases of ``done`` (default all), write it to
-    ``profile_path`` and every case's replay scenario to ``out_dir/scenarios`` (naming it)."""
+    """Fit the profile on the ``fit_names`` cases of ``done`` (default all; every run of
+    them), write it to ``profile_path`` and every case's replay scenario to
+    ``out_dir/scenarios`` (naming it; the guest's truth: the median over the case's runs)."""
     fitted = [r for r in done if fit_names is None or r.case.name in fit_names]
     hidden = hidden_memory(fitted)
     profile = fit_profile([measurement(r, hidden) for r in fitted])
     scen_dir = out_dir / "scenarios"
     scen_dir.mkdir(exist_ok=True)
     relative_profile = os.path.relpath(profile_path.resolve(), scen_dir.resolve())
-    for r in done:
+    for r in typical_runs(done):
         (scen_dir / f"{r.case.name}.yaml").write_text(
             replay_scenario(r, hidden, *hosts, relative_profile))
-    doc = profile_document(name, profile, done, [r.case.name for r in fitted], hidden,
-                           provenance)
+    doc = profile_document(name, profile, done, list(dict.fromkeys(r.case.name for r in fitted)),
+                           hidden, provenance)
     tmp = profile_path.with_name(profile_path.name + ".tmp")
     tmp.write_text(yaml.safe_dump(doc, sort_keys=False, width=100))
     tmp.replace(profile_path)
@@ -386,9 +396,49 @@ def _number(text: str) -> float | None:
     return float(text) if text.strip() else None
 
 
+def _repeat(text: str | None, cases_csv: Path, line: int) -> int:
+    """A row's ``repeat`` (1 when absent or empty)."""
+    if text is None or not text.strip():
+        return 1
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{cases_csv}:{line}: repeat {text!r}: expected a whole number >= 1")
+    return value
+
+
+def typical_runs(results: Sequence[CaseResult]) -> list[CaseResult]:
+    """One run per case (in first-run order) standing for all its runs: the first run, with
+    the guest's truth the median over the runs that report it (the replay's inputs)."""
+    from dataclasses import replace
+
+    by_case: dict[str, list[CaseResult]] = {}
+    for r in results:
+        by_case.setdefault(r.case.name, []).append(r)
+    out = []
+    for runs in by_case.values():
+        first = min(runs, key=lambda r: r.repeat)
+        if len(runs) == 1:
+            out.append(first)
+            continue
+
+        def mid(values: list[float | None]) -> float | None:
+            known = [v for v in values if v is not None]
+            return median(known) if known else None
+
+        truth = replace(first.truth, rate_mibps=mid([r.truth.rate_mibps for r in runs]),
+                        nonzero_mib=mid([r.truth.nonzero_mib for r in runs]),
+                        memfree_mib=mid([r.truth.memfree_mib for r in runs]))
+        out.append(replace(first, truth=truth))
+    return out
+
+
 def load_results(cases_csv: Path, matrix: Sequence[Case]) -> list[CaseResult]:
     """The recorded cases of ``cases_csv`` (as :func:`write_cases` wrote them), each with
-    its case from ``matrix``; ValueError naming the row of a case the matrix lacks."""
+    its case from ``matrix`` (repeat 1 when the file has no ``repeat`` column, as before
+    ``--repeat``); ValueError naming the row of a case the matrix lacks."""
     by_name = {c.name: c for c in matrix}
     results = []
     with cases_csv.open(newline="", encoding="utf-8") as fh:
@@ -412,10 +462,11 @@ def load_results(cases_csv: Path, matrix: Sequence[Case]) -> list[CaseResult]:
                                rate_mibps=_number(row["guest_rate_mibps"]),
                                nonzero_mib=_number(row["guest_nonzero_mib"]),
                                memfree_mib=_number(row["guest_memfree_mib"]))
+            repeat = _repeat(row.get("repeat"), cases_csv, line)
             results.append(CaseResult(case=case, status=row["status"],
                                       error=row["error"] or None, record=record, stats=stats,
                                       truth=truth, wall_s=_number(row["wall_s"]) or 0.0,
-                                      load1=_number(row["load1"]) or 0.0))
+                                      load1=_number(row["load1"]) or 0.0, repeat=repeat))
     return results
 
 

@@ -48,7 +48,8 @@ WITH_DOCTESTS = {
     *(f"livemig.drivers.lab.{m}" for m in (
         "ansible_inventory", "boot_disk", "daemons", "firewall", "guest", "lab",
         "layout", "pki", "sshd", "statedir")),
-    *(f"livemig.calibration.{m}" for m in ("compare", "fit", "matrix", "models", "run", "truth")),
+    *(f"livemig.calibration.{m}" for m in (
+        "compare", "fit", "matrix", "models", "repeats", "run", "truth")),
     *(f"livemig.analysis.{m}" for m in ("load", "optimum", "report", "snapshot")),
     *(f"livemig.consolidation.{m}" for m in (
         "commands", "first_fit", "optimality", "overload", "placement", "power", "reference",
