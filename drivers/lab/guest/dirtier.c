@@ -18,7 +18,8 @@
  *                write: what QEMU's dirty tracking sees), over the elapsed monotonic time;
  *   nonzero_mib  MemTotal - MemFree from /proc/meminfo: memory the guest kernel has in use
  *                (kernel data, initramfs files, the working set), an estimate of the
- *                non-zero memory QEMU sends in round 0 (pages never touched are zero);
+ *                non-zero memory QEMU sends in round 0 (pages never touched are zero;
+ *                free pages with old contents are missed: see the scan line below);
  *   memfree_mib  MemFree itself, so that RAM - MemFree (which also counts the memory the
  *                kernel reserved before MemTotal) can be used instead.
  *   cpu_pct      percent of the time since the previous line that the program did not
