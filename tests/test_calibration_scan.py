@@ -154,3 +154,22 @@ def test_an_old_cases_csv_without_the_scan_column_loads_and_behaves_as_before(
     hidden = hidden_memory(back)
     assert hidden == HiddenMemory(35 * MiB)  # 75 - 40 MiB, from the idle case
     assert non_zero(back[1], hidden) == 85 * MiB  # 50 MiB + 35 MiB
+
+
+def test_the_lab_waits_for_a_tick_line_not_any_mention_of_tick(tmp_path: Path) -> None:
+    """The migration starts once the guest is up (LabGuests.booted): after its first tick
+    line, so after the scan; a kernel message with "tick" in it must not start it early."""
+    from types import SimpleNamespace
+
+    from livemig.drivers.lab.target import LabGuests
+
+    guests = LabGuests(SimpleNamespace(console_dir=str(tmp_path)))  # type: ignore[arg-type]
+    vm = SimpleNamespace(name="vm1")
+    log = tmp_path / "vm1.log"
+    assert not guests.booted(vm)  # type: ignore[arg-type]  # no console yet
+    log.write_text("[    0.5] NOHZ tick-stop error: local softirq work is pending\n"
+                   "livemig-dirtier: ready ws_mib=16 rate_mib=0 pages=4096\n")
+    assert not guests.booted(vm)  # type: ignore[arg-type]
+    log.write_text(log.read_text() + "scan nonzero_mib=76.7 scanned_mib=127.5 segments=2 "
+                   "took_s=0.13\ntick 1 uptime=1.00 dirtied_mib=0.0 behind_ms=0\n")
+    assert guests.booted(vm)  # type: ignore[arg-type]
