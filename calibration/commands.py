@@ -100,7 +100,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         name = row["case"] if args.repeat == 1 else f"{row['case']} r{row['repeat']}"
         echo(f"{name:<20} {row['status']:<10} time_elapsed={row['time_elapsed_ms']} ms "
                f"downtime={row['downtime_ms']} ms guest_rate={row['guest_rate_mibps']} MiB/s "
-               f"guest_nonzero={row['guest_nonzero_mib']} MiB")
+               f"guest_nonzero={row['guest_nonzero_mib']} MiB"
+               + (f" scan={row['guest_scan_nonzero_mib']} MiB" if r.truth.scan_error is None
+                  else f" scan unavailable ({printable(r.truth.scan_error)})"))
     flush = (f"{fitted.flush_speed / 2**20:.1f} MiB/s" if fitted.flush_speed
              else "link speed (fewer than two capped cases)")
     echo(f"\nstartup_cost {fitted.startup_cost * 1000:.1f} ms, switchover_cost "

@@ -10,7 +10,8 @@ flow as any run, its domains kept until the figures are read. Per case, into
   non-zero memory and write rate (to replay it on the simulator, then ``livemig compare``);
 * a row of ``cases.csv``: what was asked, the record's figures, libvirt's completed-job
   statistics on the destination (``time_elapsed``, ``setup_time``, ``memory_bps`` ...) and
-  the guest's truth from its console (real write rate, MemTotal - MemFree, MemFree).
+  the guest's truth from its console (real write rate, MemTotal - MemFree, MemFree, and
+  the non-zero pages it found in its RAM through ``/proc/kcore``, ``guest_scan_nonzero_mib``).
 
 Then :func:`~livemig.calibration.fit.fit_profile` fits the parameters and the profile
 file is written (``profile_document``). The guest's non-zero memory as QEMU sees it is
@@ -19,6 +20,13 @@ structures), the ``hidden_memory``: measured from the idle cases (dirty rate 0, 
 round 0 is nearly all that is sent) as ``memory_normal_bytes`` minus the guest's figure.
 Part of it grows with the RAM (the kernel's page structures, 64 bytes per 4 KiB page):
 with idle cases of two RAM sizes or more it is a line in the RAM (:class:`HiddenMemory`).
+
+MemTotal - MemFree misses the free pages that still hold old contents (the initramfs
+unpacked then freed ...), which QEMU sends too: 7-13 MiB on small guests. So when the guest
+scanned its RAM (``guest_scan_nonzero_mib``), that figure is the case's guest figure
+(:func:`guest_nonzero_mib`) and the hidden memory is what the scan cannot see (RAM outside
+the kernel's System RAM ranges, QEMU's other RAM blocks). A ``cases.csv`` recorded before
+the scan existed has no such column: its cases keep MemTotal - MemFree.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ CASE_COLUMNS = (
     "iterations", "data_transferred_bytes", "time_elapsed_ms", "setup_time_ms",
     "memory_processed_bytes", "memory_normal_bytes", "memory_bps", "guest_rate_mibps",
     "guest_nonzero_mib", "guest_memfree_mib", "guest_ticks", "wall_s", "load1",
+    "guest_scan_nonzero_mib",
 )
 
 
@@ -88,6 +97,7 @@ class CaseResult:
             "guest_rate_mibps": t.rate_mibps, "guest_nonzero_mib": t.nonzero_mib,
             "guest_memfree_mib": t.memfree_mib, "guest_ticks": t.ticks,
             "wall_s": round(self.wall_s, 2), "load1": self.load1,
+            "guest_scan_nonzero_mib": t.scan_nonzero_mib,
         }
 
 
@@ -122,15 +132,30 @@ class HiddenMemory:
         return cls(float(parse_bytes(base)), per_ram)
 
 
+def guest_nonzero_mib(truth: GuestTruth) -> float | None:
+    """The guest's own figure of its non-zero memory in MiB: the pages its RAM scan found
+    non-zero, else (no scan: an older image, or /proc/kcore unreadable) MemTotal - MemFree.
+
+    >>> guest_nonzero_mib(GuestTruth(ticks=3, rate_mibps=0.0, nonzero_mib=30.2,
+    ...                              memfree_mib=90.0, scan_nonzero_mib=41.5))
+    41.5
+    >>> guest_nonzero_mib(GuestTruth(ticks=3, rate_mibps=0.0, nonzero_mib=30.2,
+    ...                              memfree_mib=90.0))
+    30.2
+    """
+    return truth.nonzero_mib if truth.scan_nonzero_mib is None else truth.scan_nonzero_mib
+
+
 def hidden_memory(results: Sequence[CaseResult]) -> HiddenMemory:
     """Non-zero memory the guest does not count (see the module docstring), from the
-    completed idle cases' ``memory_normal_bytes - nonzero``: the least-squares line in the
-    RAM when they have two RAM sizes or more and it does not fall, else their median;
-    0 without one."""
+    completed idle cases' ``memory_normal_bytes`` minus the guest's figure
+    (:func:`guest_nonzero_mib`): the least-squares line in the RAM when they have two RAM
+    sizes or more and it does not fall, else their median; 0 without one."""
     points = [
-        (float(r.case.ram), r.stats["memory_normal_bytes"] - r.truth.nonzero_mib * MiB)
+        (float(r.case.ram), r.stats["memory_normal_bytes"] - guest * MiB)
         for r in results
-        if r.completed and r.case.dirty_rate == 0 and r.truth.nonzero_mib is not None
+        if r.completed and r.case.dirty_rate == 0
+        and (guest := guest_nonzero_mib(r.truth)) is not None
         and "memory_normal_bytes" in r.stats
     ]
     if not points:
@@ -146,12 +171,14 @@ def hidden_memory(results: Sequence[CaseResult]) -> HiddenMemory:
 
 
 def non_zero(result: CaseResult, hidden: HiddenMemory) -> float:
-    """The case's non-zero memory in bytes: the guest's figure plus ``hidden`` at its RAM,
-    at most its RAM (the working set plus 64 MiB when the guest reported nothing)."""
-    if result.truth.nonzero_mib is None:
+    """The case's non-zero memory in bytes: the guest's figure (:func:`guest_nonzero_mib`)
+    plus ``hidden`` at its RAM, at most its RAM (the working set plus 64 MiB when the guest
+    reported nothing)."""
+    guest = guest_nonzero_mib(result.truth)
+    if guest is None:
         return float(result.case.working_set + 64 * MiB)
     ram = float(result.case.ram)
-    return min(ram, result.truth.nonzero_mib * MiB + hidden.of(ram))
+    return min(ram, guest * MiB + hidden.of(ram))
 
 
 def write_rate(result: CaseResult) -> float:
@@ -430,7 +457,8 @@ def typical_runs(results: Sequence[CaseResult]) -> list[CaseResult]:
 
         truth = replace(first.truth, rate_mibps=mid([r.truth.rate_mibps for r in runs]),
                         nonzero_mib=mid([r.truth.nonzero_mib for r in runs]),
-                        memfree_mib=mid([r.truth.memfree_mib for r in runs]))
+                        memfree_mib=mid([r.truth.memfree_mib for r in runs]),
+                        scan_nonzero_mib=mid([r.truth.scan_nonzero_mib for r in runs]))
         out.append(replace(first, truth=truth))
     return out
 
@@ -461,7 +489,8 @@ def load_results(cases_csv: Path, matrix: Sequence[Case]) -> list[CaseResult]:
             truth = GuestTruth(ticks=int(_number(row["guest_ticks"]) or 0),
                                rate_mibps=_number(row["guest_rate_mibps"]),
                                nonzero_mib=_number(row["guest_nonzero_mib"]),
-                               memfree_mib=_number(row["guest_memfree_mib"]))
+                               memfree_mib=_number(row["guest_memfree_mib"]),
+                               scan_nonzero_mib=_number(row.get("guest_scan_nonzero_mib") or ""))
             repeat = _repeat(row.get("repeat"), cases_csv, line)
             results.append(CaseResult(case=case, status=row["status"],
                                       error=row["error"] or None, record=record, stats=stats,

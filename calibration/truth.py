@@ -9,19 +9,35 @@ MemTotal - MemFree, the memory the guest kernel has in use. Pages the kernel res
 before MemTotal (its image, the page structures) are outside both; the calibration
 measures that hidden part from idle cases (see :mod:`livemig.calibration.run`).
 
+Free pages are not zero pages, though (old contents of the unpacked initramfs, dropped
+page cache): QEMU sends them too. So before its first tick the dirtier reads its RAM once
+through ``/proc/kcore`` and prints the non-zero 4 KiB pages it found::
+
+    scan nonzero_mib=Z scanned_mib=S segments=N took_s=T
+
+``scan_nonzero_mib`` is that Z (None when the log has no scan line, or
+``scan error=WHAT ...`` when the guest could not read ``/proc/kcore``: then
+``scan_error`` is WHAT).
+
 >>> log = '''livemig-dirtier: ready ws_mib=16 rate_mib=8 pages=4096
 ... tick 1 uptime=1.00 dirtied_mib=8.0 behind_ms=1 rate_mibps=7.99 nonzero_mib=90.7 memfree_mib=115
 ... tick 2 uptime=2.00 dirtied_mib=16.0 behind_ms=1 rate_mibps=8.00 nonzero_mib=90.7 memfree_mib=115
 ... tick 3 uptime=3.00 dirtied_mib=23.0 behind_ms=0 rate_mibps=7.00 nonzero_mib=90.9 memfree_mib=114
 ... '''
 >>> t = guest_truth(log)
->>> t.ticks, t.rate_mibps, t.nonzero_mib, t.memfree_mib
-(3, 7.99, 90.7, 115.0)
+>>> t.ticks, t.rate_mibps, t.nonzero_mib, t.memfree_mib, t.scan_nonzero_mib
+(3, 7.99, 90.7, 115.0, None)
+>>> guest_truth(log + "scan nonzero_mib=101.3 scanned_mib=126.9 segments=2 took_s=0.84\\n"
+...             ).scan_nonzero_mib
+101.3
+>>> guest_truth("scan error=open-proc-kcore errno=2\\n").scan_error
+'open-proc-kcore'
 
 Ticks of the old format (no truth fields) count, but give no figures:
 
 >>> guest_truth("tick 1 uptime=1.00 dirtied_mib=0.0 behind_ms=0\\n")
-GuestTruth(ticks=1, rate_mibps=None, nonzero_mib=None, memfree_mib=None)
+GuestTruth(ticks=1, rate_mibps=None, nonzero_mib=None, memfree_mib=None, \
+scan_nonzero_mib=None, scan_error=None)
 """
 
 from __future__ import annotations
@@ -32,6 +48,8 @@ from statistics import median
 
 TICK_RE = re.compile(r"^tick (\d+) (.*)$", re.MULTILINE)
 FIELD_RE = re.compile(r"(\w+)=(-?[0-9.]+)")
+SCAN_RE = re.compile(r"^scan nonzero_mib=([0-9.]+)\b", re.MULTILINE)
+SCAN_ERROR_RE = re.compile(r"^scan error=(\S+)", re.MULTILINE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +61,8 @@ class GuestTruth:
     rate_mibps: float | None
     nonzero_mib: float | None
     memfree_mib: float | None
+    scan_nonzero_mib: float | None = None  # non-zero pages found in RAM (module docstring)
+    scan_error: str | None = None  # why the guest could not scan its RAM
 
 
 def _median(values: list[float]) -> float | None:
@@ -61,4 +81,8 @@ def guest_truth(console: str, *, first_tick: int = 1, last_tick: int | None = No
         for key, value in FIELD_RE.findall(rest):
             if key in fields and float(value) >= 0:  # -1: /proc/meminfo unreadable
                 fields[key].append(float(value))
-    return GuestTruth(ticks=ticks, **{k: _median(v) for k, v in fields.items()})
+    scans = SCAN_RE.findall(console)
+    errors = SCAN_ERROR_RE.findall(console)
+    return GuestTruth(ticks=ticks, **{k: _median(v) for k, v in fields.items()},
+                      scan_nonzero_mib=float(scans[-1]) if scans else None,
+                      scan_error=None if scans or not errors else errors[-1])

@@ -6,13 +6,16 @@ inventory names the lab's record (``livemig_lab_record``, or the record itself).
 
 * :class:`LabGuests`: the lab image's kernel and initrd under TCG, the dirtier's working
   set and rate from the scenario (:func:`~livemig.drivers.lab.guest.domain_xml`), the
-  serial console in the lab's ``console_dir``; a guest is up once it ticks there.
+  serial console in the lab's ``console_dir``; a guest is up once it ticks there (a
+  ``tick N`` line: the dirtier prints its RAM scan before the first one, so a migration
+  starts after the scan, and a kernel message that mentions "tick" does not count).
 * :class:`LabFaults`: :func:`~livemig.drivers.lab.faults.inject_fault`, with the lab's
   record read again each time (the fault module records the daemons' new pids there).
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from livemig.core.model import FaultKind, VmSpec
@@ -21,6 +24,8 @@ from livemig.drivers.guests import Target
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.inventory import Inventory, load_inventory
+
+TICK_LINE = re.compile(r"^tick \d+ ", re.MULTILINE)  # the dirtier's once-a-second line
 
 
 class LabGuests:
@@ -44,7 +49,8 @@ class LabGuests:
 
     def booted(self, vm: VmSpec) -> bool:
         try:
-            return "tick" in self.console_log(vm.name).read_text(errors="replace")
+            text = self.console_log(vm.name).read_text(errors="replace")
+            return TICK_LINE.search(text) is not None
         except FileNotFoundError:
             return False
 

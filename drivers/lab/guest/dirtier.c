@@ -18,7 +18,8 @@
  *                write: what QEMU's dirty tracking sees), over the elapsed monotonic time;
  *   nonzero_mib  MemTotal - MemFree from /proc/meminfo: memory the guest kernel has in use
  *                (kernel data, initramfs files, the working set), an estimate of the
- *                non-zero memory QEMU sends in round 0 (pages never touched are zero);
+ *                non-zero memory QEMU sends in round 0 (pages never touched are zero;
+ *                free pages with old contents are missed: see the scan line below);
  *   memfree_mib  MemFree itself, so that RAM - MemFree (which also counts the memory the
  *                kernel reserved before MemTotal) can be used instead.
  *   cpu_pct      percent of the time since the previous line that the program did not
@@ -29,6 +30,21 @@
  *                vCPU was runnable, by the host's account, but the program not yet
  *                running): cpu_pct + wake_late_pct is the share the vCPU was runnable.
  * Both memory figures are -1 when /proc/meminfo cannot be read.
+ *
+ * Non-zero pages. Free pages are not zero pages: the initramfs unpacked then freed, page
+ * cache dropped ... keep their old contents, and QEMU's round 0 sends every page that is
+ * not all zero. So once, after the working set is filled and before the first tick line
+ * (the lab waits for a tick before it migrates), the program reads the guest's physical RAM
+ * through /proc/kcore and counts the 4 KiB pages that are not all zero, and prints
+ *   scan nonzero_mib=Z scanned_mib=S segments=N took_s=T
+ * or, when /proc/kcore cannot be read (no CONFIG_PROC_KCORE, lockdown ...),
+ *   scan error=WHAT errno=E
+ * /proc/kcore is an ELF64 core file; fs/proc/kcore.c gives each RAM range of the kernel's
+ * list ("System RAM" on x86) a PT_LOAD segment at its direct-map address with p_paddr the
+ * physical address; the kernel text segment also has a p_paddr (its pages are in those
+ * RAM ranges too) and every other segment (vmalloc, vmemmap ...) has p_paddr = -1. The RAM
+ * segments are the ones with a p_paddr whose p_vaddr is below the kernel text mapping
+ * (__START_KERNEL_map). Reading a RAM page the kernel cannot read gives zeros.
  *
  * CPU load. "livemig.cpu_trace=P0,P1,..." (percent of the vCPU, 0-100, at most MAX_TRACE
  * samples) with "livemig.cpu_interval=S" (seconds between samples) makes the program burn
@@ -48,6 +64,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #define PAGE 4096UL
 #define TICK_NS 10000000L /* 10 ms */
@@ -75,6 +95,90 @@ static void meminfo_kib(long *total, long *free_kib)
             *free_kib = strtol(line + 8, NULL, 10);
     }
     fclose(f);
+}
+
+#define KERNEL_TEXT_MAP 0xffffffff80000000ULL /* x86-64 __START_KERNEL_map */
+#define SCAN_CHUNK (1UL << 20)
+
+/* 1 when the 4 KiB page at p is all zero bytes. */
+static int page_is_zero(const uint64_t *p)
+{
+    for (size_t i = 0; i < PAGE / sizeof(uint64_t); i++)
+        if (p[i] != 0)
+            return 0;
+    return 1;
+}
+
+static long now_ns(void);
+
+/* Count the non-zero 4 KiB pages of the guest's RAM through /proc/kcore (module comment)
+ * and print the "scan" line. */
+static void scan_nonzero(void)
+{
+    long t0 = now_ns();
+    int fd = open("/proc/kcore", O_RDONLY);
+    if (fd < 0) {
+        printf("scan error=open-proc-kcore errno=%d\n", errno);
+        return;
+    }
+    Elf64_Ehdr eh;
+    if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) ||
+        memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh.e_phentsize != sizeof(Elf64_Phdr) || eh.e_phnum == 0) {
+        printf("scan error=bad-elf-header errno=%d\n", errno);
+        close(fd);
+        return;
+    }
+    size_t ph_bytes = (size_t)eh.e_phnum * sizeof(Elf64_Phdr);
+    Elf64_Phdr *ph = malloc(ph_bytes);
+    uint64_t *buf = aligned_alloc(PAGE, SCAN_CHUNK);
+    if (ph == NULL || buf == NULL ||
+        pread(fd, ph, ph_bytes, (off_t)eh.e_phoff) != (ssize_t)ph_bytes) {
+        printf("scan error=program-headers errno=%d\n", errno);
+        free(ph);
+        free(buf);
+        close(fd);
+        return;
+    }
+    unsigned long long scanned = 0, nonzero = 0;
+    int segments = 0, failed = 0;
+    for (int i = 0; i < eh.e_phnum && !failed; i++) {
+        const Elf64_Phdr *p = &ph[i];
+        if (p->p_type != PT_LOAD || p->p_paddr == (Elf64_Addr)-1 || p->p_vaddr >= KERNEL_TEXT_MAP)
+            continue; /* not a RAM range of the direct map */
+        segments++;
+        for (uint64_t done = 0; done < p->p_memsz;) {
+            uint64_t want = p->p_memsz - done < SCAN_CHUNK ? p->p_memsz - done : SCAN_CHUNK;
+            ssize_t got = pread(fd, buf, want, (off_t)(p->p_offset + done));
+            if (got <= 0) {
+                printf("scan error=read-segment errno=%d vaddr=0x%llx\n", got < 0 ? errno : 0,
+                       (unsigned long long)(p->p_vaddr + done));
+                failed = 1;
+                break;
+            }
+            size_t pages_read = (size_t)got / PAGE; /* a partial page is read again */
+            if (pages_read == 0) {
+                printf("scan error=short-read errno=0 vaddr=0x%llx\n",
+                       (unsigned long long)(p->p_vaddr + done));
+                failed = 1;
+                break;
+            }
+            for (size_t k = 0; k < pages_read; k++)
+                nonzero += !page_is_zero(buf + k * (PAGE / sizeof(uint64_t)));
+            scanned += pages_read;
+            done += (uint64_t)pages_read * PAGE;
+        }
+    }
+    if (!failed && segments == 0)
+        printf("scan error=no-ram-segments errno=0\n");
+    else if (!failed)
+        printf("scan nonzero_mib=%.1f scanned_mib=%.1f segments=%d took_s=%.2f\n",
+               (double)nonzero * PAGE / (1024.0 * 1024.0),
+               (double)scanned * PAGE / (1024.0 * 1024.0), segments,
+               (double)(now_ns() - t0) / NS);
+    free(ph);
+    free(buf);
+    close(fd);
 }
 
 static long now_ns(void)
@@ -166,6 +270,8 @@ int main(void)
 
     printf("livemig-dirtier: ready ws_mib=%.0f rate_mib=%g pages=%zu cpu_trace_samples=%d "
            "cpu_interval=%g\n", ws_mib, rate_mib, pages, trace_len, trace_interval_s);
+    fflush(stdout);
+    scan_nonzero();
     fflush(stdout);
 
     double pages_per_tick = rate_mib * 1024.0 * 1024.0 / PAGE * TICK_NS / NS;
