@@ -1,0 +1,53 @@
+"""The shipped calibration recording (``calibration/recordings/lab-2026-12-04``) is what the
+README's trust table and ``profiles/lab-calibrated.yaml`` say it is: refitting it gives the
+shipped profile, and replaying its held-out cases prints the README's rows (replays are
+deterministic, so a model change that moves them fails here until the README is redone)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from livemig.calibration import models, refit
+
+REPO = Path(__file__).resolve().parents[1]
+RECORDING = REPO / "calibration" / "recordings" / "lab-2026-12-04"
+MATRIX = REPO / "calibration" / "trust-matrix.yaml"
+FITTED = ("startup_cost", "switchover_cost", "link_speed", "flush_speed")
+
+
+@pytest.fixture(scope="module")
+def copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("recording") / "cal"
+    shutil.copytree(RECORDING, out)
+    return out
+
+
+def test_refitting_the_recording_gives_the_shipped_profile(copy: Path) -> None:
+    assert refit.main([str(copy), "--matrix", str(MATRIX)]) == 0
+    again = yaml.safe_load((copy / "profile.yaml").read_text())
+    shipped = yaml.safe_load((REPO / "profiles" / "lab-calibrated.yaml").read_text())
+    assert {k: again[k] for k in FITTED} == {k: shipped[k] for k in FITTED}
+    assert again["measured"]["fitted_on"] == shipped["measured"]["fitted_on"]
+    assert again["measured"]["runs"] == shipped["measured"]["runs"] == 78
+    assert again["measured"]["hidden_memory"] == shipped["measured"]["hidden_memory"]
+
+
+def test_the_held_out_replay_prints_the_readme_rows(
+    copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    profile = REPO / "profiles" / "lab-calibrated.yaml"
+    assert models.main([str(copy), "--matrix", str(MATRIX), "--held-out",
+                        "--profile", str(profile)]) == 0  # fmt: skip
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    rows = {line.split("|")[1].strip(): line for line in printed}
+    assert {"lab noise floor (each run vs its case median)", "qemu vs every run",
+            "cloudsim vs case medians"} <= set(rows)  # fmt: skip
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## How far to trust the simulator") :]
+    for name in ("lab noise floor (each run vs its case median)", "qemu vs every run",
+                 "qemu vs case medians", "qemu-default-inputs vs every run"):  # fmt: skip
+        assert rows[name] in section, f"README's row {name!r} is not what the replay prints"
