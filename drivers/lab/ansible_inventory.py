@@ -33,8 +33,9 @@ pid of it, and faults go through Ansible (``livemig_faults: ansible``).
 >>> v = ssh["all"]["children"]["kvm_hosts"]["vars"]
 >>> v["ansible_ssh_private_key_file"], v["livemig_faults"]
 ('/l/t/ssh/id_ed25519', 'ansible')
->>> v["livemig_fault_service_up"]
-'libvirtd --listen -d -p /run/libvirtd.pid -f /etc/libvirt/libvirtd.conf'
+>>> v["livemig_fault_service_up"].endswith(
+...     'libvirtd --listen -d -p /run/libvirtd.pid -f /etc/libvirt/libvirtd.conf')
+True
 """
 
 from __future__ import annotations
@@ -61,15 +62,39 @@ LAB_QEMU_SETTINGS: dict[str, Any] = {
 #: playbook's ``libvirt_pid_dir``, see :mod:`livemig.drivers.lab.sshd`).
 LIBVIRTD_PIDFILE = "/run/libvirtd.pid"
 
-#: Stop and start libvirtd by its pid file (no systemd on a lab host); stopping waits
-#: (at most 10 s) until the process is gone.
-PIDFILE_FAULTS = {
-    "livemig_fault_service_down": (
-        f"pid=$(cat {LIBVIRTD_PIDFILE}) && kill $pid && for i in $(seq 100); do "
-        "kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; exit 1"),
-    "livemig_fault_service_up": (
-        f"libvirtd --listen -d -p {LIBVIRTD_PIDFILE} -f /etc/libvirt/libvirtd.conf"),
-}
+#: Seconds a pid-file stop waits for libvirtd to exit (it finishes its workers first: on a
+#: busy machine that took more than 10 s), and a start for an exiting one to be gone.
+LIBVIRTD_EXIT_WAIT_S = 60
+
+
+def pidfile_fault_commands(pidfile: str, start: str,
+                           wait_s: int = LIBVIRTD_EXIT_WAIT_S) -> dict[str, str]:
+    """Shell commands that stop and start a daemon by its pid file (no systemd on a lab host).
+
+    Stopping sends SIGTERM and waits (at most ``wait_s``) until the process is gone; starting
+    first waits for a process still named in the pid file to exit (a stop that timed out
+    under load), then runs ``start``.
+
+    >>> c = pidfile_fault_commands("/run/d.pid", "d -p /run/d.pid", wait_s=2)
+    >>> [command.count("$(seq 20)") for command in c.values()]
+    [1, 1]
+    >>> c["livemig_fault_service_up"].endswith("done; d -p /run/d.pid")
+    True
+    """
+    ticks = wait_s * 10
+    return {
+        "livemig_fault_service_down": (
+            f"pid=$(cat {pidfile}) && kill $pid && for i in $(seq {ticks}); do "
+            "kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; exit 1"),
+        "livemig_fault_service_up": (
+            f"pid=$(cat {pidfile} 2>/dev/null); for i in $(seq {ticks}); do "
+            '[ -n "$pid" ] && kill -0 $pid 2>/dev/null || break; sleep 0.1; done; '
+            f"{start}"),
+    }
+
+
+PIDFILE_FAULTS = pidfile_fault_commands(
+    LIBVIRTD_PIDFILE, f"libvirtd --listen -d -p {LIBVIRTD_PIDFILE} -f /etc/libvirt/libvirtd.conf")
 
 
 def ansible_inventory(inv: Inventory, record_path: Path, *, ssh: bool = False,
