@@ -64,7 +64,7 @@ def read_migrations(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def outcome(row: dict[str, str] | None) -> str:
+def outcome(row: dict[str, Any] | None) -> str:
     """``completed``, or ``status:error`` (``error:timeout`` ...); ``missing`` for no row."""
     if row is None:
         return "missing"

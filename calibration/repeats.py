@@ -30,6 +30,8 @@ from dataclasses import replace
 from statistics import median
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from livemig.calibration.compare import outcome
+
 if TYPE_CHECKING:
     from livemig.calibration.run import CaseResult
 
@@ -85,12 +87,6 @@ def spread(values: Sequence[float]) -> list[float]:
     return [round(abs(v - mid) / mid, 6) for v in values]
 
 
-def outcome_of(row: dict[str, Any]) -> str:
-    """``completed``, or ``status:error`` (as :func:`livemig.calibration.compare.outcome`)."""
-    status, error = row.get("status") or "", row.get("error") or ""
-    return status if status == "completed" or not error else f"{status}:{error}"
-
-
 def _number(value: Any) -> float | None:
     if value in (None, ""):
         return None
@@ -121,9 +117,9 @@ def median_row(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     >>> m["total_time_s"], m["downtime_ms"], m["data_transferred_bytes"], m["status"]
     (2.5, 28.5, 105.0, 'completed')
     """
-    outcomes = Counter(outcome_of(r) for r in runs)
+    outcomes = Counter(outcome(r) for r in runs)
     top = max(outcomes.values())
-    modal = next(outcome_of(r) for r in runs if outcomes[outcome_of(r)] == top)
+    modal = next(outcome(r) for r in runs if outcomes[outcome(r)] == top)
     status, _, error = modal.partition(":")
     out: dict[str, Any] = {"instance": runs[0]["instance"], "status": status, "error": error}
     for m in METRICS:
@@ -147,7 +143,7 @@ def noise_rows(by_case: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]
             errs[m] = [None if r[m] is None else next(known, None) for r in runs]
         for i, run in enumerate(runs):
             rows.append({"instance": name, **{f"{m}_err": errs[m][i] for m in METRICS},
-                         "outcome_match": outcome_of(run) == outcome_of(typical)})
+                         "outcome_match": outcome(run) == outcome(typical)})
     return rows
 
 
