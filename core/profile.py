@@ -39,7 +39,16 @@ from pathlib import Path
 from typing import Any
 
 from .model import MigrationModel, MigrationPolicy
-from .yaml_nodes import Field, Reader, ScenarioError, compose, duration, rate, string
+from .yaml_nodes import (
+    Field,
+    Reader,
+    ScenarioError,
+    compose,
+    decode_yaml_text,
+    duration,
+    rate,
+    string,
+)
 
 PARAMETERS = ("startup_cost", "switchover_cost", "link_speed", "flush_speed",
               "bandwidth_window", "check_period")
@@ -111,11 +120,7 @@ def load_profile(path: str | Path) -> Profile:
     path = Path(path)
     data = path.read_bytes()
     source = str(path)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise ScenarioError(source, line, "", "not UTF-8 text; expected a YAML file") from None
+    text = decode_yaml_text(data, source)
     node = compose(text, source)
     if node is None:
         raise ScenarioError(source, 1, "", "no content; expected a mapping of model "

@@ -216,6 +216,7 @@ from .yaml_nodes import (
     check_visible,
     choice,
     compose,
+    decode_yaml_text,
     did_you_mean,
     duration,
     gc_paused,
@@ -280,11 +281,7 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and check a scenario file (``OSError`` if it cannot be read)."""
     path = Path(path)
     data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise ScenarioError(str(path), line, "", "not UTF-8 text; expected a YAML file") from None
+    text = decode_yaml_text(data, str(path))
     # a file name that is not UTF-8 holds surrogate escapes: no text to print or plot
     stem = path.stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     return parse_scenario(text, source=str(path), default_name=stem)

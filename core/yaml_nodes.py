@@ -72,6 +72,25 @@ class ScenarioError(ValueError):
         super().__init__(" ".join(part.strip() for part in text.splitlines()))
 
 
+def decode_yaml_text(data: bytes, source: str,
+                     error: type[ScenarioError] = ScenarioError) -> str:
+    """A YAML file's bytes as text; ``error`` at the line of the first byte that is not UTF-8.
+
+    >>> decode_yaml_text(b"a: 1\\n", "x.yaml")
+    'a: 1\\n'
+    >>> try:
+    ...     decode_yaml_text(b"a: 1\\nb: \\xff\\n", "x.yaml")
+    ... except ScenarioError as err:
+    ...     print(err)
+    x.yaml:2: not UTF-8 text; expected a YAML file
+    """
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise error(source, line, "", "not UTF-8 text; expected a YAML file") from None
+
+
 def show(value: object) -> str:
     """A value for a message: ``repr`` of strings (shortened), plain text of the rest."""
     if isinstance(value, str):

@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 from yaml.nodes import Node, ScalarNode
 
-from livemig.core.yaml_nodes import TAG, ScenarioError, compose, show
+from livemig.core.yaml_nodes import TAG, ScenarioError, compose, decode_yaml_text, show
 
 from . import kinds
 from .paths import PathError, set_path
@@ -177,12 +177,7 @@ def _base(sweep: Sweep, ref: ScenarioRef) -> tuple[Node, Any]:
         raise SweepError(sweep.source, ref.line, "scenarios",
                          f"{show(ref.written)} ({ref.path}) is a directory; expected a "
                          "scenario file") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise ScenarioError(str(ref.path), line, "", "not UTF-8 text; expected a YAML "
-                            "file") from None
+    text = decode_yaml_text(data, str(ref.path))
     kind = kinds.kind_of(text)
     kind.parse(text, str(ref.path), _stem(ref.path))  # its own errors, at its own lines
     root = compose(text, str(ref.path))

@@ -58,7 +58,15 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from livemig.core.yaml_nodes import TAG, Field, ScenarioError, compose, integer, show
+from livemig.core.yaml_nodes import (
+    TAG,
+    Field,
+    ScenarioError,
+    compose,
+    decode_yaml_text,
+    integer,
+    show,
+)
 
 from .paths import PathError, overlap, parse_path
 
@@ -122,11 +130,7 @@ def load_sweep(path: str | Path) -> Sweep:
     """Read and check a sweep file (``OSError`` if it cannot be read)."""
     path = Path(path)
     data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data.count(b"\n", 0, err.start) + 1
-        raise SweepError(str(path), line, "", "not UTF-8 text; expected a YAML file") from None
+    text = decode_yaml_text(data, str(path), SweepError)
     return parse_sweep(text, str(path))
 
 

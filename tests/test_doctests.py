@@ -40,7 +40,7 @@ WITH_DOCTESTS = {
     *(f"livemig.core.{m}" for m in (
         "check_suite", "checks", "cli", "cpu_trace", "expectations", "flags", "invariants",
         "orchestrator", "plots", "policy", "profile", "progress", "results", "scenario",
-        "scenario_events", "scheduler", "state", "units")),
+        "scenario_events", "scheduler", "state", "units", "yaml_nodes")),
     *(f"livemig.drivers.{m}" for m in (
         "ansible_faults", "cpu_stats", "guests", "libvirt_conn", "libvirt_domains",
         "libvirt_jobs", "network", "precopy", "sim_hosts")),
