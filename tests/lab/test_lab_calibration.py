@@ -27,7 +27,6 @@ measure what the cases need.
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from typing import Any
 import pytest
 import yaml
 from labcheck import virsh
-from lablock import lab_lock
+from lablock import running_lab
 
 from livemig.calibration.fit import Profile, completion_timeout, predict
 from livemig.calibration.matrix import load_matrix
@@ -43,7 +42,7 @@ from livemig.calibration.run import HiddenMemory
 from livemig.core.cli import main
 from livemig.core.units import parse_duration, parse_rate
 from livemig.drivers.lab.inventory import Inventory, load_inventory
-from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
+from livemig.drivers.lab.lab import lab_status
 
 pytestmark = pytest.mark.lab
 
@@ -70,18 +69,8 @@ CAPPED_TOLERANCE = 0.25  # relative error of time_elapsed (module docstring)
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Inventory]:
-    if os.geteuid() != 0:
-        pytest.fail("the lab tests need root (run them as root after scripts/setup-lab)")
-    with lab_lock(LAB):
-        lab_down(LAB)
-        try:
-            path = lab_up(LAB, hosts=2, storage="shared")
-        except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
-            pytest.fail(f"lab {LAB!r} could not start: {exc}")
-        try:
-            yield load_inventory(path)
-        finally:
-            lab_down(LAB)
+    with running_lab(LAB, hosts=2, storage="shared") as path:
+        yield load_inventory(path)
     assert lab_status(LAB)["state"] == "down"
 
 

@@ -19,12 +19,11 @@ from types import SimpleNamespace
 
 import pytest
 from labcheck import SCENARIOS, assert_guest_keeps_ticking, hosts_running
-from lablock import lab_lock
+from lablock import running_lab
 
 from livemig.consolidation.run import run_spec
 from livemig.consolidation.scenario import load
 from livemig.drivers.lab.inventory import load_inventory
-from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
 
 pytestmark = pytest.mark.lab
 
@@ -34,19 +33,8 @@ VMS = ("vm-0", "vm-1", "vm-2")
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[SimpleNamespace]:
-    if os.geteuid() != 0:
-        pytest.fail("the lab tests need root (run them as root after scripts/setup-lab)")
-    with lab_lock(LAB):
-        if lab_status(LAB)["state"] != "down":
-            lab_down(LAB)
-        try:
-            record = lab_up(LAB, hosts=3, storage="shared")
-        except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
-            pytest.fail(f"lab {LAB!r} could not start: {exc}")
-        try:
-            yield SimpleNamespace(inventory=load_inventory(record), inventory_path=record)
-        finally:
-            lab_down(LAB)
+    with running_lab(LAB, hosts=3, storage="shared") as record:
+        yield SimpleNamespace(inventory=load_inventory(record), inventory_path=record)
 
 
 def test_the_controller_relieves_the_overloaded_host_by_a_real_live_migration(

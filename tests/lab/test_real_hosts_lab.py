@@ -10,7 +10,6 @@ guests, of the guest (its console keeps ticking). A lab that cannot start fails.
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from labcheck import (
     virsh,
     wait_tick_above,
 )
-from lablock import lab_lock
+from lablock import running_lab
 
 from livemig.core.model import MigrationStatus
 from livemig.core.runner import run_scenario
@@ -38,7 +37,6 @@ from livemig.drivers.lab.boot_disk import build_boot_disk
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.image import build_image
 from livemig.drivers.lab.inventory import load_inventory
-from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
 
 pytestmark = pytest.mark.lab
 
@@ -49,20 +47,9 @@ LIVEMIG = [str(Path(sys.executable).parent / "livemig")]
 @pytest.fixture(scope="module")
 def lab() -> Iterator[SimpleNamespace]:
     """Lab ``rh``: its record (``inventory``), record path and Ansible inventory."""
-    if os.geteuid() != 0:
-        pytest.fail("the lab tests need root (run them as root after scripts/setup-lab)")
-    with lab_lock(LAB):
-        if lab_status(LAB)["state"] != "down":
-            lab_down(LAB)
-        try:
-            record = lab_up(LAB, hosts=2, storage="shared")
-        except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
-            pytest.fail(f"lab {LAB!r} could not start: {exc}")
-        try:
-            yield SimpleNamespace(inventory=load_inventory(record), inventory_path=record,
-                                  ansible=record.parent / "hosts.yml")
-        finally:
-            lab_down(LAB)
+    with running_lab(LAB, hosts=2, storage="shared") as record:
+        yield SimpleNamespace(inventory=load_inventory(record), inventory_path=record,
+                              ansible=record.parent / "hosts.yml")
 
 
 def livemig(*args: str) -> subprocess.CompletedProcess[str]:
