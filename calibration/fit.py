@@ -24,9 +24,9 @@ memory_bps - downtime)`` is what went during the downtime; it came within 0.9 Mi
 ``cap x limit`` in every capped dirtying case of the lab's trust calibration). So a
 straight line through the capped cases' ``(model remainder, downtime)``
 (:func:`flush_line`) gives both: its intercept is the switchover cost, its slope one over
-the flush speed. The lab's capped flushes ran at about 1 GiB/s, four times the uncapped
-speed: a capped migration leaves the pipe idle, an uncapped one keeps it full
-(:func:`livemig.drivers.precopy.flush_speed_for`). With fewer than two capped cases (or a
+the flush speed. The lab's capped flushes ran at about 1.5 GiB/s, five times the uncapped
+pass speed; the model flushes every page sent before at that speed, capped or not
+(:func:`livemig.drivers.precopy.flush_speeds_for`). With fewer than two capped cases (or a
 line that does not rise) the switchover cost is the smallest downtime, an upper bound, and
 the flush runs at link speed.
 
@@ -41,7 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import median
 
-from livemig.drivers.precopy import check_period_for, flush_speed_for, plan_qemu
+from livemig.drivers.precopy import check_period_for, flush_speeds_for, plan_qemu
 
 MiB = 2**20
 GiB = 2**30
@@ -196,7 +196,7 @@ def predict(
     """The qemu model (:func:`livemig.drivers.precopy.plan_qemu`, the simulator's closed
     form) for one case: passes at ``bandwidth`` (the cap; 0: the link), QEMU's continuous
     switchover check (round 0 counting the zero pages of ``ram`` when given), the remainder
-    flushed at :func:`~livemig.drivers.precopy.flush_speed_for`; time elapsed = start-up +
+    flushed at :func:`~livemig.drivers.precopy.flush_speeds_for`; time elapsed = start-up +
     transfer + downtime. A case that has not completed by ``timeout`` is aborted then.
 
     A 90 MiB idle guest over an uncapped 100 MiB/s link, 100 ms limit: round 0 stops at
@@ -219,9 +219,10 @@ def predict(
     link = profile.link_speed
     capped = 0 < bandwidth < link
     bw = bandwidth if capped else link
-    flush = flush_speed_for(bw if capped else None, link, profile.flush_speed) or link
+    flush = flush_speeds_for(bw if capped else None, link, profile.flush_speed)
     period = check_period_for(bw if capped else None, link, profile.check_period)
-    plan = plan_qemu(non_zero, working_set, dirty_rate, bw, max_downtime, flush_speed=flush,
+    plan = plan_qemu(non_zero, working_set, dirty_rate, bw, max_downtime,
+                     flush_speed=flush.resend or link, first_copy_speed=flush.first_copy,
                      startup_cost=profile.startup_cost,
                      switchover_cost=profile.switchover_cost,
                      bandwidth_window=profile.bandwidth_window, max_rounds=MAX_PASSES, ram=ram,

@@ -7,8 +7,8 @@ relative to the scenario file) holding what a calibration measured on real hosts
     startup_cost: 285ms         before the first memory byte (begin, prepare, dest QEMU)
     switchover_cost: 20ms       fixed part of every downtime (device state, resume)
     link_speed: 330MiB/s        an uncapped migration's effective speed (= the host link)
-    flush_speed: 1GiB/s         a capped migration's stop-and-copy flush speed (= link_speed;
-                                an uncapped one flushes at link_speed, precopy.flush_speed_for)
+    flush_speed: 1GiB/s         the stop-and-copy's speed for pages sent before (and all of a
+                                capped migration's; = link_speed; precopy.flush_speeds_for)
     bandwidth_window: 100ms     how long a transfer must have run before QEMU has a
                                 bandwidth measurement (and so a switchover threshold)
     check_period: 50ms          seconds between QEMU's switchover checks in an uncapped pass
@@ -69,7 +69,7 @@ QEMU_DEFAULTS: dict[str, float | None] = {
     # at ~330 MiB/s takes 3-15 ms of it: about 20 ms are fixed
     "switchover_cost": 0.020,
     "link_speed": None,  # the host link (a profile gives the measured speed)
-    "flush_speed": None,  # link_speed (a capped migration's flush; calibrate fits it)
+    "flush_speed": None,  # link_speed (the flush of pages sent before; calibrate fits it)
     "bandwidth_window": 0.1,  # QEMU's BUFFER_DELAY: bandwidth measured every 100 ms
     "check_period": 0.05,  # QEMU's MAX_WAIT: an uncapped RAM iteration runs up to 50 ms
 }

@@ -51,6 +51,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from livemig.core.policy import (
     THROTTLE_MAX,
@@ -423,30 +424,47 @@ def pass_zero_weight(ram: float | None, used_memory: float) -> float:
     return max(1.0, ram / used_memory)
 
 
-def flush_speed_for(cap: float | None, link_speed: float | None,
-                    flush_speed: float | None) -> float | None:
-    """The stop-and-copy's speed limit in B/s (None: the host link decides).
+class FlushSpeeds(NamedTuple):
+    """The stop-and-copy's speed limits in B/s (None: the host link decides).
 
-    An **uncapped** migration has kept the pipe full (socket buffers, the destination
-    busy loading pages): its remainder drains at the speed its passes ran, ``link_speed``.
-    A **capped** one leaves the pipe idle between its rate-limited bursts, and QEMU lifts
-    the cap for the flush: the remainder goes at ``flush_speed``, the pipe's own speed
-    (fitted from capped downtimes by ``livemig calibrate``; default ``link_speed``).
-    A cap at or above ``link_speed`` is no cap.
+    ``first_copy`` is for pages sent for the first time in the flush (the rest of round 0
+    when the guest pauses inside it), ``resend`` for the pages sent before and dirtied
+    since (and a later pass's unsent part).
+    """
+
+    first_copy: float | None
+    resend: float | None
+
+
+def flush_speeds_for(cap: float | None, link_speed: float | None,
+                     flush_speed: float | None) -> FlushSpeeds:
+    """The stop-and-copy's speed limits for a migration capped at ``cap`` (None: uncapped).
+
+    QEMU lifts the cap for the flush. A **capped** migration's remainder goes at
+    ``flush_speed``, the pipe's own speed, whatever its pages (fitted from capped downtimes
+    by ``livemig calibrate``; default ``link_speed``). An **uncapped** one re-sends its
+    dirtied pages at ``flush_speed`` too (QEMU's traces: a remainder of pass 1 or 2 flushed
+    at about 1.2 GiB/s, docs/uncapped-switchover-findings.md), but when the guest pauses
+    inside round 0 the rest of round 0 goes at the speed round 0 ran, ``link_speed`` (the
+    lab's idle uncapped guests: the flush line of their downtimes runs at the passes'
+    speed, not the capped flush's). A cap at or above ``link_speed`` is no cap.
 
     >>> MiB = 2**20
-    >>> flush_speed_for(None, 250 * MiB, 1000 * MiB) / MiB   # uncapped: the passes' speed
-    250.0
-    >>> flush_speed_for(20 * MiB, 250 * MiB, 1000 * MiB) / MiB  # capped: the pipe's
-    1000.0
-    >>> flush_speed_for(20 * MiB, 250 * MiB, None) / MiB, flush_speed_for(20 * MiB, None, None)
-    (250.0, None)
-    >>> flush_speed_for(400 * MiB, 250 * MiB, 1000 * MiB) / MiB
-    250.0
+    >>> [s / MiB for s in flush_speeds_for(None, 250 * MiB, 1000 * MiB)]  # uncapped
+    [250.0, 1000.0]
+    >>> [s / MiB for s in flush_speeds_for(20 * MiB, 250 * MiB, 1000 * MiB)]  # capped
+    [1000.0, 1000.0]
+    >>> [s / MiB for s in flush_speeds_for(20 * MiB, 250 * MiB, None)]  # no flush speed fitted
+    [250.0, 250.0]
+    >>> flush_speeds_for(20 * MiB, None, None), flush_speeds_for(None, None, None)
+    (FlushSpeeds(first_copy=None, resend=None), FlushSpeeds(first_copy=None, resend=None))
+    >>> [s / MiB for s in flush_speeds_for(400 * MiB, 250 * MiB, 1000 * MiB)]  # no cap
+    [250.0, 1000.0]
     """
+    resend = flush_speed or link_speed
     if cap is None or (link_speed is not None and cap >= link_speed):
-        return link_speed
-    return flush_speed or link_speed
+        return FlushSpeeds(first_copy=link_speed, resend=resend)
+    return FlushSpeeds(first_copy=resend, resend=resend)
 
 
 def check_period_for(cap: float | None, link_speed: float | None,
@@ -479,6 +497,7 @@ def plan_qemu(
     max_downtime: float,
     *,
     flush_speed: float,
+    first_copy_speed: float | None = None,
     startup_cost: float = 0.0,
     switchover_cost: float = 0.0,
     bandwidth_window: float = 0.0,
@@ -503,9 +522,10 @@ def plan_qemu(
       ``check_period`` (the caller's :func:`check_period_for`: uncapped passes) QEMU
       checks only every ``check_period`` seconds of a pass and at its end. The pass is
       cut there (``rounds[-1]`` is the part sent) and the pending bytes (``remaining``,
-      non-zero and dirtied) are flushed at ``flush_speed`` (the caller's
-      :func:`flush_speed_for`), not at the cap: ``downtime = remaining / flush_speed +
-      switchover_cost``.
+      non-zero and dirtied) are flushed, not at the cap: the rest of round 0 (when the
+      guest pauses inside it) at ``first_copy_speed`` (default ``flush_speed``), the
+      rest at ``flush_speed`` (the caller's :func:`flush_speeds_for`); ``downtime`` =
+      that flush + ``switchover_cost``.
     * ``iterations`` counts dirty-bitmap syncs as libvirt's ``memory_iteration`` does:
       one when the migration starts, one at the end of each full pass, and, when it
       converges, one for the check that let it pause and one at completion.
@@ -579,11 +599,22 @@ def plan_qemu(
     (0.1, 33.0, 49.4)
     >>> round(p.downtime * 1000, 1), round(p.total_time, 4)
     (149.7, 0.5347)
+
+    Of those 49.4 MiB, 47 are the rest of round 0 and 2.4 were dirtied since the start.
+    Flushed as a calibrated lab flushes (:func:`flush_speeds_for`): the rest of round 0 at
+    the passes' 330 MiB/s (142.4 ms), the dirtied pages at 1.5 GiB/s (1.6 ms).
+
+    >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=1536 * MiB,
+    ...               first_copy_speed=330 * MiB, startup_cost=0.285, bandwidth_window=0.05,
+    ...               ram=128 * MiB, check_period=0.05)
+    >>> round(p.remaining / MiB, 1), round(p.downtime * 1000, 1), round(p.total_time, 4)
+    (49.4, 144.0, 0.529)
     """
     _check_plan_inputs(used_memory=used_memory, working_set=working_set,
                        dirty_rate=dirty_rate, max_downtime=max_downtime,
                        switchover_cost=switchover_cost,
-                       speeds={"bandwidth": bandwidth, "flush_speed": flush_speed},
+                       speeds={"bandwidth": bandwidth, "flush_speed": flush_speed,
+                               "first_copy_speed": first_copy_speed or flush_speed},
                        max_rounds=max_rounds)
     _check_non_negative("startup_cost", startup_cost, "s")
     _check_non_negative("bandwidth_window", bandwidth_window, "s")
@@ -599,6 +630,7 @@ def plan_qemu(
     period_start, period_dirty, period_sent = 0.0, 0.0, 0.0
     syncs = 1  # the sync that starts the migration
     pending = 0.0
+    first_copy = 0.0  # of pending: the rest of round 0, never sent
     while True:
         rate = responsive_dirty_rate(dirty_rate, throttle, throttle_response)
         throttles.append(throttle)
@@ -612,6 +644,7 @@ def plan_qemu(
         if delay is not None:
             sent = min(size, bandwidth * delay)
             pending = size - sent + min(working_set, rate * delay)
+            first_copy = size - sent if not rounds else 0.0
             rounds.append(sent)
             times.append(delay)
             reason = StopReason.CONVERGED
@@ -645,7 +678,8 @@ def plan_qemu(
     precopy_time = math.fsum(times)
     precopy_bytes = math.fsum(rounds)
     if reason is StopReason.CONVERGED:
-        flush = pending / flush_speed
+        flush = first_copy / (first_copy_speed or flush_speed)
+        flush += (pending - first_copy) / flush_speed
         downtime: float | None = flush + switchover_cost
         total_time = startup_cost + precopy_time + flush + switchover_cost
         transferred = precopy_bytes + pending

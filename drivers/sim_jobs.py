@@ -11,8 +11,8 @@ max_downtime`` is recomputed (``precopy.switch_delay``; in round 0 the unsent pa
 weighs RAM / used memory, ``precopy.pass_zero_weight``; an uncapped pass is checked
 only every ``check_period`` seconds from its start, ``precopy.check_period_for``) and a
 timer armed; when it fires the pass is cut, the guest held, the pending bytes flushed
-(not at the cap: ``precopy.flush_speed_for``, ``flush_speed`` when capped, ``link_speed`` when not),
-then ``switchover_cost``. Iterations count bitmap syncs and
+(not at the cap: ``precopy.flush_speeds_for``; the rest of round 0 first, then the
+pages dirtied since), then ``switchover_cost``. Iterations count bitmap syncs and
 auto-converge follows QEMU's rule (``plan_qemu``'s docstring). What follows describes
 the **textbook** model; disk copy, post-copy and the end of a job are the same for both
 (post-copy pulls at ``link_speed`` when the qemu model has one).
@@ -84,10 +84,11 @@ from livemig.core.profile import TEXTBOOK_DEFAULTS, ModelParams
 from livemig.drivers.base import JobInfo, JobType
 from livemig.drivers.network import Flow, FlowCancelled, FluidNetwork
 from livemig.drivers.precopy import (
+    FlushSpeeds,
     can_switch_over,
     check_period_for,
     dirty_after,
-    flush_speed_for,
+    flush_speeds_for,
     pass_zero_weight,
     switch_delay,
 )
@@ -214,8 +215,9 @@ class MigrationJob:
         if self.qemu and params.link_speed is not None:  # QEMU's own speed bounds it
             self.cap = params.link_speed if cap is None else min(cap, params.link_speed)
         self._uncapped = params.link_speed if self.qemu else None  # post-copy pull
-        flush = flush_speed_for(cap, params.link_speed, params.flush_speed)
-        self._flush_cap = flush if self.qemu else cap  # the stop-and-copy's limit
+        # the stop-and-copy's limits: the rest of round 0, then the pages dirtied since
+        self._flush_caps = (flush_speeds_for(cap, params.link_speed, params.flush_speed)
+                            if self.qemu else FlushSpeeds(cap, cap))
         # qemu: seconds between the switchover checks of a pass (0: continuous)
         self._check_period = (check_period_for(cap, params.link_speed, params.check_period)
                               if self.qemu else 0.0)
@@ -407,6 +409,7 @@ class MigrationJob:
         period_start, period_dirty, period_sent = start, 0.0, 0.0
         size = float(spec.used_memory)
         self._unsent_weight = pass_zero_weight(spec.ram, size)
+        first_pass = True
         while True:
             self._round_start = self.env.now
             self._round_paused = self.guest.paused_seconds(self.env.now)
@@ -426,6 +429,7 @@ class MigrationJob:
             self._switch = None
             self.flow = None
             self._unsent_weight = 1.0  # round 0 is over: every page left is non-zero
+            first_pass = False
             self.memory_done += size
             self.iteration += 1  # the sync at the end of the pass
             dirty = self._dirtied()
@@ -444,9 +448,11 @@ class MigrationJob:
                 self.end(JobType.FAILED, NOT_CONVERGED.format(rounds=self.iteration))
                 return
             size = dirty
-        # the guest pauses: what is pending is flushed at the link's speed, not the cap
+        # the guest pauses: what is pending is flushed, not at the cap
         self._check += 1
-        pending = self.flow.remaining() + self._dirtied() if self.flow is not None else 0.0
+        unsent = self.flow.remaining() if self.flow is not None else 0.0
+        pending = unsent + self._dirtied() if self.flow is not None else 0.0
+        first_copy = unsent if first_pass else 0.0  # never sent: the rest of round 0
         self._settle_flow()
         self._switch = None
         self.iteration += 1  # the sync of the check that let it pause
@@ -454,7 +460,9 @@ class MigrationJob:
         pause = self.guest.paused_since(self.env.now)
         self.guest.set_paused(self.env.now, held=True)
         self.dirty = pending
-        yield from self._send(pending, cap=self._flush_cap)
+        yield from self._send(first_copy, cap=self._flush_caps.first_copy)
+        self.dirty = pending - first_copy
+        yield from self._send(pending - first_copy, cap=self._flush_caps.resend)
         self.dirty = 0.0
         self.iteration += 1  # the sync at completion
         self.downtime = self.env.now - pause + self.switchover_cost

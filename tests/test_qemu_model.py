@@ -23,7 +23,7 @@ from livemig.drivers.base import JobType
 from livemig.drivers.precopy import (
     PrecopyPlan,
     check_period_for,
-    flush_speed_for,
+    flush_speeds_for,
     plan,
     plan_qemu,
     switch_delay,
@@ -236,10 +236,11 @@ def expect(used: float, ws: float, dirty: float, link: float, cap: float,
            link_speed: float | None, downtime: float, startup: float, cost: float,
            window: float, flush: float | None, **kwargs: object) -> PrecopyPlan:
     speed = link_speed or link
-    flush_limit = flush_speed_for(cap or None, link_speed, flush) or link
+    first_copy, resend = flush_speeds_for(cap or None, link_speed, flush)
     period = check_period_for(cap or None, link_speed, CHECK if window else 0.0)
     return plan_qemu(used, ws, dirty, min(cap or speed, speed), downtime,
-                     flush_speed=min(flush_limit, link), startup_cost=startup,
+                     flush_speed=min(resend or link, link),
+                     first_copy_speed=min(first_copy or link, link), startup_cost=startup,
                      switchover_cost=cost, bandwidth_window=window, check_period=period,
                      ram=guest_ram(used), **kwargs)  # type: ignore[arg-type]
 
@@ -258,6 +259,10 @@ def test_grid_covers_the_new_phases() -> None:
     assert max(p.iterations for p in plans) >= 5
     # capped passes flushed at a flush_speed of their own (not the cap, not link_speed)
     assert any(c[4] and c[10] for c in GRID)
+    # uncapped with a flush_speed: paused inside round 0 with pages dirtied since (the
+    # rest of round 0 at link_speed, those at flush_speed), and inside a later pass
+    split = [p for c, p in zip(GRID, plans, strict=True) if not c[4] and c[10] and c[2]]
+    assert any(len(p.rounds) == 1 for p in split) and any(len(p.rounds) > 1 for p in split)
 
 
 @pytest.mark.parametrize(
@@ -461,14 +466,16 @@ def test_a_link_down_stalls_the_check_and_a_suspend_lets_it_pause() -> None:
     dirty=st.floats(0.0, 3e9), bandwidth=st.floats(1e6, 3e9), flush=st.floats(1e6, 3e9),
     downtime=st.floats(0.001, 1.0), startup=st.floats(0.0, 1.0), cost=st.floats(0.0, 0.1),
     window=st.floats(0.0, 0.5), auto=st.booleans(), share=st.floats(0.0, 1.0),
+    first=st.one_of(st.none(), st.floats(1e6, 3e9)),
 )
 def test_plan_qemu_properties(used: int, ws_fraction: float, dirty: float, bandwidth: float,
                               flush: float, downtime: float, startup: float, cost: float,
-                              window: float, auto: bool, share: float) -> None:
+                              window: float, auto: bool, share: float,
+                              first: float | None) -> None:
     ws = int(used * ws_fraction)
     p = plan_qemu(used, ws, dirty, bandwidth, downtime, flush_speed=flush, startup_cost=startup,
                   switchover_cost=cost, bandwidth_window=window, auto_converge=auto,
-                  throttle_response=share, max_rounds=60)
+                  throttle_response=share, max_rounds=60, first_copy_speed=first)
     assert len(p.rounds) == len(p.round_times) == len(p.throttles) >= 1
     assert p.rounds[0] <= used
     assert all(0 <= r <= max(used, ws) for r in p.rounds)
@@ -477,7 +484,13 @@ def test_plan_qemu_properties(used: int, ws_fraction: float, dirty: float, bandw
         assert set(p.throttles) == {0}
     if p.converged:
         assert p.remaining <= bandwidth * downtime * (1 + 1e-9) + 1e-6
-        assert p.downtime == pytest.approx(p.remaining / flush + cost, rel=1e-12, abs=1e-15)
+        if first is None or len(p.rounds) > 1:  # nothing of round 0 left: all at flush
+            assert p.downtime == pytest.approx(p.remaining / flush + cost, rel=1e-12,
+                                               abs=1e-15)
+        else:  # the rest of round 0 at first, what was dirtied since at flush
+            dirtied = p.remaining - (used - p.rounds[0])
+            assert p.downtime == pytest.approx((p.remaining - dirtied) / first
+                                               + dirtied / flush + cost, rel=1e-9, abs=1e-12)
         assert p.iterations == len(p.rounds) + 2
         assert p.total_time == pytest.approx(startup + sum(p.round_times) + p.downtime,
                                              rel=1e-9, abs=1e-12)
