@@ -194,8 +194,8 @@ def predict(
     ram: float | None = None,
 ) -> Prediction:
     """The qemu model (:func:`livemig.drivers.precopy.plan_qemu`, the simulator's closed
-    form) for one case: passes at ``bandwidth`` (the cap; 0: the link), QEMU's continuous
-    switchover check (round 0 counting the zero pages of ``ram`` when given), the remainder
+    form) for one case: sent at ``bandwidth`` (the cap; 0: the link), QEMU's syncs and
+    switchover (round 0 counting the zero pages of ``ram`` when given), the remainder
     flushed at :func:`~livemig.drivers.precopy.flush_speeds_for`; time elapsed = start-up +
     transfer + downtime. A case that has not completed by ``timeout`` is aborted then.
 

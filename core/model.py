@@ -73,7 +73,7 @@ class TimeoutAction(StrEnum):
 class MigrationModel(StrEnum):
     """How the simulator models pre-copy (``policy.migration.model``, drivers/precopy.py)."""
 
-    QEMU = "qemu"  # QEMU's own behaviour: start-up cost, continuous switchover, flush
+    QEMU = "qemu"  # QEMU's own behaviour: start-up cost, syncs at its checks, flush
     TEXTBOOK = "textbook"  # rounds, switchover test after each round (earlier releases)
 
 

@@ -11,8 +11,9 @@ relative to the scenario file) holding what a calibration measured on real hosts
                                 capped migration's; = link_speed; precopy.flush_speeds_for)
     bandwidth_window: 100ms     how long a transfer must have run before QEMU has a
                                 bandwidth measurement (and so a switchover threshold)
-    check_period: 50ms          seconds between QEMU's switchover checks in an uncapped pass
-                                (capped: continuous; precopy.check_period_for)
+    check_period: 50ms          seconds between QEMU's checks in an uncapped migration, > 0
+                                (capped: one per 100 ms rate-limit window;
+                                precopy.check_period_for)
     description: text           free text (ignored); keys x-* are ignored too
     measured: {...}             how ``livemig calibrate`` measured it (provenance; ignored)
 
@@ -60,7 +61,7 @@ READERS: dict[str, Reader] = {
     "link_speed": rate(positive=True),
     "flush_speed": rate(positive=True),
     "bandwidth_window": duration(non_negative=True),
-    "check_period": duration(non_negative=True),
+    "check_period": duration(positive=True),  # QEMU checks between iterations
 }
 
 QEMU_DEFAULTS: dict[str, float | None] = {

@@ -1,9 +1,10 @@
 """Pure pre-copy arithmetic: no SimPy, no I/O, unit-testable on its own.
 
 Two models (``policy.migration.model``): ``qemu`` (:func:`plan_qemu`, the default),
-which does what QEMU 10 does (start-up cost, a switchover checked continuously inside
-each pass, the remainder flushed at the link's speed, bitmap syncs as iterations,
-QEMU's own auto-converge rule; see its docstring), and ``textbook`` (:func:`plan`,
+which does what QEMU 10 does (start-up cost, the dirty bitmap synced whenever QEMU's
+estimate dips under its threshold and the guest paused when it still fits after the
+sync, the remainder flushed uncapped, syncs as iterations, QEMU's own auto-converge rule;
+see its docstring), and ``textbook`` (:func:`plan`,
 earlier releases), the classic round model that published comparisons used.
 
 The textbook model, at a constant effective bandwidth ``B`` (bytes/s), for a guest
@@ -284,88 +285,66 @@ def plan(
 # -- the qemu model ----------------------------------------------------------------
 
 
-def switch_delay(
-    remaining: float,
-    dirtied: float,
-    working_set: float,
-    dirty_rate: float,
-    rate: float,
-    max_downtime: float,
-    not_before: float = 0.0,
-    unsent_weight: float = 1.0,
-    check_period: float = 0.0,
-    pass_elapsed: float = 0.0,
-) -> float | None:
-    """Seconds from now until QEMU pauses the guest inside the pass under way, or None
-    if it does not before the pass ends (``remaining / rate`` from now).
+def sync_delay(unsent: float, bitmap: float, rate: float, threshold: float, *, step: float,
+               zero_weight: float = 1.0, elapsed: float = 0.0,
+               not_before: float = 0.0) -> float | None:
+    """Seconds from now to QEMU's next dirty-bitmap sync while it sends at ``rate`` B/s
+    (None when the rate is 0: nothing moves until it changes).
 
-    QEMU checks continuously: the guest pauses at the first instant when what is
-    pending, ``p(t) = remaining - rate*t + min(W, dirtied + D*t)`` (this pass's pages
-    still to send plus what the guest dirtied since the pass began), is at most the
-    measured bandwidth times the downtime limit, ``rate * max_downtime``; and not before
-    ``not_before`` (QEMU has no bandwidth measurement, so no threshold, until a window
-    of transfer has been measured). QEMU counts the pass's unsent part in pages of RAM,
-    zero pages included: in round 0 the unsent bytes weigh ``unsent_weight`` = RAM /
-    non-zero memory (:func:`pass_zero_weight`), ``p(t) = w (remaining - rate*t) +
-    min(W, dirtied + D*t)``. ``p`` is concave (slope ``D - rate``, then ``-rate``
-    once the working set is all dirty), so once below the threshold it stays below:
-    the first instant is a root of one of its two linear pieces.
+    QEMU checks between its RAM iterations, every ``step`` seconds counted from the first
+    byte (``elapsed`` of them have gone by), and not before ``not_before`` seconds from now
+    (no bandwidth measured yet, so no threshold; the first measurement is a check). It
+    syncs at the first check at which its estimate, the pages left in its bitmap, is at
+    most ``threshold``. Round 0's ``unsent`` non-zero bytes go first and weigh
+    ``zero_weight`` in the estimate (the zero pages among them are in the bitmap too,
+    :func:`pass_zero_weight`); then the ``bitmap`` of pages to send again. Once everything
+    is sent the estimate is 0 and QEMU checks at once.
 
-    A 64 MiB pass at 100 MiB/s (0.64 s), the guest dirtying 20 MiB/s of its 16 MiB
-    working set, a 200 ms limit (threshold 20 MiB): ``64 - 80 t = 20`` at t = 0.55 s,
-    11 MiB dirtied, still inside the first piece. With an 8 MiB working set (all dirty
-    at 0.4 s) and a 100 ms limit, the second piece: ``64 + 8 - 100 t = 10``, t = 0.62 s.
-    With 16 MiB and 100 ms the pass ends (0.64 s, 12.8 MiB dirty) before it fits.
+    64 MiB to send again at 100 MiB/s, threshold 20 MiB: the estimate is under it after
+    0.44 s, seen at the check at 0.5 s (every 100 ms); 0.07 s into the migration, at 0.6 s
+    (0.53 s from now). With round 0's 32 MiB still unsent first, weighing 2: 2 (32 - 100 t)
+    + 64 <= 20 never holds in round 0 (0.32 s), then 64 - (100 t - 32) <= 20 at 0.76 s,
+    seen at 0.8 s.
 
     >>> MiB = 2**20
-    >>> switch_delay(64 * MiB, 0, 16 * MiB, 20 * MiB, 100 * MiB, 0.2)
-    0.55
-    >>> switch_delay(64 * MiB, 0, 8 * MiB, 20 * MiB, 100 * MiB, 0.1)
-    0.62
-    >>> switch_delay(64 * MiB, 0, 16 * MiB, 20 * MiB, 100 * MiB, 0.1) is None
+    >>> round(sync_delay(0, 64 * MiB, 100 * MiB, 20 * MiB, step=0.1), 9)
+    0.5
+    >>> round(sync_delay(0, 64 * MiB, 100 * MiB, 20 * MiB, step=0.1, elapsed=0.07), 9)
+    0.53
+    >>> round(sync_delay(32 * MiB, 64 * MiB, 100 * MiB, 20 * MiB, step=0.1, zero_weight=2), 9)
+    0.8
+
+    Already under the threshold, the next check; everything sent first, at once; no
+    threshold yet, at the first measurement:
+
+    >>> round(sync_delay(0, 10 * MiB, 100 * MiB, 20 * MiB, step=0.1, elapsed=0.05), 9)
+    0.05
+    >>> sync_delay(0, 5 * MiB, 100 * MiB, 20 * MiB, step=1.0, elapsed=0.3)
+    0.05
+    >>> sync_delay(0, 5 * MiB, 100 * MiB, 20 * MiB, step=0.1, not_before=0.2)
+    0.2
+    >>> sync_delay(0, 64 * MiB, 0.0, 20 * MiB, step=0.1) is None
     True
-    >>> switch_delay(64 * MiB, 0, 64 * MiB, 200 * MiB, 100 * MiB, 0.1) is None  # D > rate
-    True
-    >>> switch_delay(5 * MiB, 0, 0, 0, 100 * MiB, 0.1, not_before=0.02)  # waits the window
-    0.02
-
-    The same 64 MiB idle pass as round 0 of a guest with as much zero memory again (weight
-    2): QEMU sees 128 MiB unscanned and pauses when ``2 (64 - 100 t) = 20``, at 0.54 s, with
-    10 MiB (not 20) left to send.
-
-    >>> switch_delay(64 * MiB, 0, 16 * MiB, 0, 100 * MiB, 0.2, unsent_weight=2.0)
-    0.54
-
-    With a ``check_period`` (an uncapped pass, :func:`check_period_for`) QEMU looks only
-    every ``check_period`` seconds of the pass (``pass_elapsed`` of it have gone by now):
-    the guest pauses at the first check at or after the crossing. Checked every 100 ms,
-    the first case above pauses at 0.6 s (the crossing was at 0.55 s), with 4 MiB less
-    pending; 0.2 s into the pass (44 MiB unsent, 4 MiB dirtied) that check is 0.4 s away.
-    The 8 MiB case crosses at 0.62 s, but its pass ends (0.64 s) before the check at 0.7 s.
-    The end of the first window (``not_before``) is a check too: QEMU checks as soon as it
-    has its first threshold.
-
-    >>> round(switch_delay(64 * MiB, 0, 16 * MiB, 20 * MiB, 100 * MiB, 0.2, check_period=0.1), 6)
-    0.6
-    >>> round(switch_delay(44 * MiB, 4 * MiB, 16 * MiB, 20 * MiB, 100 * MiB, 0.2,
-    ...                    check_period=0.1, pass_elapsed=0.2), 6)
-    0.4
-    >>> switch_delay(64 * MiB, 0, 8 * MiB, 20 * MiB, 100 * MiB, 0.1, check_period=0.1) is None
-    True
-    >>> switch_delay(5 * MiB, 0, 0, 0, 100 * MiB, 0.1, not_before=0.02, check_period=0.05)
-    0.02
     """
+    if step <= 0:
+        raise ValueError(f"step(={step} s) must be > 0: QEMU checks between iterations")
     if rate <= 0:
         return None
-    end = remaining / rate
-    if not_before > end:
-        return None
-    first = _first_crossing(remaining, dirtied, working_set, dirty_rate, rate, max_downtime,
-                            not_before, unsent_weight, end)
-    if first is None or check_period <= 0 or first <= not_before:
-        return first  # QEMU also checks as soon as its first measurement gives a threshold
-    at = next_check(pass_elapsed + first, check_period) - pass_elapsed
-    return at if at <= end * (1 + 1e-12) else None
+    end = (unsent + bitmap) / rate
+    if end <= not_before:
+        return not_before
+    estimate = zero_weight * unsent + bitmap
+    if estimate <= threshold:
+        crossing = 0.0
+    elif bitmap <= threshold:  # inside round 0
+        crossing = (estimate - threshold) / (zero_weight * rate)
+    else:
+        crossing = (unsent + bitmap - threshold) / rate
+    if not_before > 0 and crossing <= not_before:
+        at = not_before
+    else:
+        at = next_check(elapsed + crossing, step) - elapsed
+    return min(at, end)
 
 
 def next_check(t: float, period: float) -> float:
@@ -376,32 +355,6 @@ def next_check(t: float, period: float) -> float:
     """
     k = math.ceil(t / period - 1e-9)
     return max(0, k) * period
-
-
-def _first_crossing(remaining: float, dirtied: float, working_set: float, dirty_rate: float,
-                    rate: float, max_downtime: float, not_before: float, w: float,
-                    end: float) -> float | None:
-    """:func:`switch_delay` with QEMU checking continuously."""
-    threshold = rate * max_downtime
-
-    def pending(t: float) -> float:
-        return w * (remaining - rate * t) + min(working_set, dirtied + dirty_rate * t)
-
-    if pending(not_before) <= threshold:
-        return not_before
-    full = (working_set - dirtied) / dirty_rate if dirty_rate > 0 else math.inf
-    candidates = []
-    if dirty_rate < w * rate:  # first piece falls: w R + dirtied - (w rate - D) t
-        t = (w * remaining + dirtied - threshold) / (w * rate - dirty_rate)
-        if not_before <= t <= full:
-            candidates.append(t)
-    t = (w * remaining + working_set - threshold) / (w * rate)  # second piece
-    if t >= full and t >= not_before:
-        candidates.append(t)
-    if not candidates:
-        return None
-    first = min(candidates)
-    return first if first <= end else None
 
 
 def pass_zero_weight(ram: float | None, used_memory: float) -> float:
@@ -467,26 +420,30 @@ def flush_speeds_for(cap: float | None, link_speed: float | None,
     return FlushSpeeds(first_copy=resend, resend=resend)
 
 
+RATE_LIMIT_WINDOW = 0.1
+"""Seconds of QEMU's rate limiter's window (``BUFFER_DELAY``): a capped migration sends
+its quota, ``cap x window``, then waits for the next window."""
+
+
 def check_period_for(cap: float | None, link_speed: float | None,
                      check_period: float) -> float:
-    """Seconds between QEMU's switchover checks in a pass (0: continuous).
+    """Seconds between QEMU's checks of the pending bytes (:func:`sync_delay`'s ``step``).
 
-    **Uncapped**, QEMU's RAM iteration sends for up to 50 ms (``MAX_WAIT`` in
-    migration/ram.c) before it returns to the migration thread, which checks the pending
-    bytes between iterations: ``check_period``. **Capped**, an iteration returns as soon
-    as the window's quota is sent, and the calibrations' capped remainders sat at the
-    threshold (:mod:`livemig.calibration.fit`): checked continuously, 0. A cap at or above
-    ``link_speed`` is no cap.
+    The migration thread checks between RAM iterations. **Uncapped**, an iteration sends
+    for up to 50 ms (``MAX_WAIT`` in migration/ram.c): ``check_period``. **Capped**, an
+    iteration returns once the rate limiter's quota for its window is sent, and the thread
+    waits for the next window: one check per :data:`RATE_LIMIT_WINDOW` (100 ms). A cap at
+    or above ``link_speed`` is no cap.
 
     >>> MiB = 2**20
-    >>> check_period_for(None, 250 * MiB, 0.05), check_period_for(20 * MiB, 250 * MiB, 0.05)
-    (0.05, 0.0)
-    >>> check_period_for(400 * MiB, 250 * MiB, 0.05), check_period_for(20 * MiB, None, 0.05)
-    (0.05, 0.0)
+    >>> [check_period_for(cap, 250 * MiB, 0.05) for cap in (None, 20 * MiB, 400 * MiB)]
+    [0.05, 0.1, 0.05]
+    >>> check_period_for(20 * MiB, None, 0.05)
+    0.1
     """
     if cap is None or (link_speed is not None and cap >= link_speed):
         return check_period
-    return 0.0
+    return RATE_LIMIT_WINDOW
 
 
 def plan_qemu(
@@ -505,161 +462,139 @@ def plan_qemu(
     auto_converge: bool = False,
     throttle_response: float = 1.0,
     ram: float | None = None,
-    check_period: float = 0.0,
+    check_period: float = 0.05,
 ) -> PrecopyPlan:
     """Plan one migration as QEMU runs it, at constant ``bandwidth`` (the cap, or the
     uncapped speed ``link_speed``); units bytes, B/s, s.
 
     * ``startup_cost`` seconds pass before the first byte (libvirt's ``time_elapsed``
       counts them).
-    * Pass 0 sends the non-zero memory ``U``; pass ``i+1`` what the guest dirtied
-      during pass ``i``, ``min(W, D_eff * t_i)``.
-    * Inside every pass QEMU checks continuously (:func:`switch_delay`): the guest
-      pauses at the first instant the pending bytes fit in ``bandwidth * max_downtime``,
-      once ``bandwidth_window`` seconds of transfer have been measured. In round 0 QEMU's
-      pending count includes the zero pages not yet scanned: given the guest's ``ram``,
-      the unsent part weighs :func:`pass_zero_weight` (RAM / ``U``). With a
-      ``check_period`` (the caller's :func:`check_period_for`: uncapped passes) QEMU
-      checks only every ``check_period`` seconds of a pass and at its end. The pass is
-      cut there (``rounds[-1]`` is the part sent) and the pending bytes (``remaining``,
-      non-zero and dirtied) are flushed, not at the cap: the rest of round 0 (when the
-      guest pauses inside it) at ``first_copy_speed`` (default ``flush_speed``), the
-      rest at ``flush_speed`` (the caller's :func:`flush_speeds_for`); ``downtime`` =
-      that flush + ``switchover_cost``.
-    * ``iterations`` counts dirty-bitmap syncs as libvirt's ``memory_iteration`` does:
-      one when the migration starts, one at the end of each full pass, and, when it
-      converges, one for the check that let it pause and one at completion.
-    * Auto-converge, QEMU's rule: at a pass-end sync at least ``THROTTLE_PERIOD`` (1 s)
-      after the period began, if the bytes dirtied in the period exceed
-      ``THROTTLE_TRIGGER`` (50 %) of those sent, a counter goes up; at 2 the throttle
-      steps (20 %, then +10 %, at most 99 %) and the counter restarts. The guest then
-      dirties at ``responsive_dirty_rate(D, throttle, throttle_response)``.
-    * It gives up as :func:`plan` does (not shrinking, with no throttle left to add;
-      or ``max_rounds`` passes).
+    * QEMU sends round 0 (the non-zero memory ``U``), then the pages its dirty bitmap
+      holds. It checks every ``check_period`` seconds (the caller's
+      :func:`check_period_for`), from the first measurement of its bandwidth
+      (``bandwidth_window`` seconds) on. At the first check at which its estimate (the
+      bitmap's pages; round 0's unsent part counts its zero pages too, weighing
+      :func:`pass_zero_weight` = RAM / ``U`` given the guest's ``ram``) is at most the
+      threshold ``bandwidth * max_downtime`` (:func:`sync_delay`), it **syncs** the
+      bitmap: the pages dirtied since the last sync, ``min(W, D_eff * t)``, join it (at
+      most ``W``). If the estimate is still at most the threshold, the guest pauses;
+      else QEMU sends on. A sync therefore comes with up to a threshold's worth of pages
+      unsent, and the guest pauses at the first sync whose newly dirtied pages fit in the
+      margin left under the threshold at that check.
+    * The pending pages are flushed, not at the cap: the rest of round 0 at
+      ``first_copy_speed`` (default ``flush_speed``), the pages to send again at
+      ``flush_speed`` (the caller's :func:`flush_speeds_for`); ``downtime`` = that
+      flush + ``switchover_cost``.
+    * ``rounds`` are the bytes sent between syncs (``round_times`` their seconds), the
+      last one before the pause; ``iterations`` counts the syncs as libvirt's
+      ``memory_iteration`` does: one at the start, one per sync, one at completion.
+    * Auto-converge, QEMU's rule: at a sync at least ``THROTTLE_PERIOD`` (1 s) after the
+      period began, if the bytes dirtied in the period exceed ``THROTTLE_TRIGGER`` (50 %)
+      of those sent, a counter goes up; at 2 the throttle steps (20 %, then +10 %, at
+      most 99 %) and the counter restarts. The guest then dirties at
+      ``responsive_dirty_rate(D, throttle, throttle_response)``.
+    * It gives up (QEMU never does; libvirt and Nova use timeouts) when a sync leaves as
+      much to send again as the one before, with no throttle left to add (*not
+      shrinking*: the guest dirties as fast as the link sends), or after ``max_rounds``
+      syncs.
 
     The lab guest: 128 MiB RAM, 80 MiB non-zero, rewriting 16 MiB at 24 MiB/s, capped at
-    50 MiB/s, limit 300 ms (threshold 15 MiB), QEMU 10's costs, flushed at 330 MiB/s.
-    Pass 0 (1.6 s) leaves the whole working set dirty; pass 1 resends it and the guest
-    pauses inside it, as soon as ``16 - 50 t + 24 t = 15``: at t = 0.0385 s, 1.92 MiB
-    sent; the 15 MiB pending flush in 45.5 ms, plus 20 ms.
+    50 MiB/s, limit 300 ms (threshold 15 MiB), checked every 100 ms, QEMU 10's costs,
+    flushed at 330 MiB/s. Round 0's estimate counts its 48 MiB of zero pages as well: it
+    is under 15 MiB at 1.41 s, seen at the check at 1.5 s with 5 MiB of round 0 unsent
+    (8 in the estimate). The sync adds the whole working set (36 MiB dirtied): 8 + 16 MiB,
+    go on. At 1.6 s round 0 is done, 16 MiB; at 1.7 s 11 MiB, a sync adds the 4.8 MiB
+    dirtied since: 15.8 MiB, go on. At 1.8 s 10.8 MiB, and the 2.4 MiB dirtied since fit:
+    the 13.2 MiB flush in 40 ms plus 20 ms. Five syncs, where pass-end syncs would count
+    four.
 
     >>> MiB = 2**20
     >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 50 * MiB, 0.3, flush_speed=330 * MiB,
-    ...               startup_cost=0.285, switchover_cost=0.02, bandwidth_window=0.1)
+    ...               startup_cost=0.285, switchover_cost=0.02, bandwidth_window=0.1,
+    ...               check_period=0.1, ram=128 * MiB)
     >>> p.converged, p.iterations, [round(r / MiB, 3) for r in p.rounds]
-    (True, 4, [80.0, 1.923])
+    (True, 5, [75.0, 10.0, 5.0])
     >>> round(p.remaining / MiB, 3), round(p.downtime * 1000, 1), round(p.total_time, 4)
-    (15.0, 65.5, 1.9889)
+    (13.2, 60.0, 2.145)
 
-    Uncapped (330 MiB/s, limit 300 ms: 99 MiB) the guest pauses inside pass 0, as soon
-    as QEMU has measured a window: at 0.1 s, 33 MiB sent, 47 + 2.4 MiB pending.
+    Uncapped (330 MiB/s, limit 300 ms: 99 MiB, checked every 50 ms) the estimate (128
+    MiB, zero pages included) is under the threshold at the first measurement (0.1 s):
+    the sync adds the 2.4 MiB dirtied, 1.6 x 47 + 2.4 = 77.6 MiB fit, and the guest
+    pauses with 49.4 MiB to send: the 47 MiB left of round 0 at the passes' 330 MiB/s,
+    the 2.4 MiB dirtied at 1.5 GiB/s.
 
-    >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=330 * MiB,
-    ...               startup_cost=0.285, switchover_cost=0.02, bandwidth_window=0.1)
+    >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=1536 * MiB,
+    ...               first_copy_speed=330 * MiB, startup_cost=0.285, bandwidth_window=0.1,
+    ...               ram=128 * MiB)
     >>> p.iterations, [round(r / MiB, 3) for r in p.rounds], round(p.remaining / MiB, 3)
     (3, [33.0], 49.4)
     >>> round(p.downtime * 1000, 1), round(p.total_time, 4)
-    (169.7, 0.5547)
+    (144.0, 0.529)
 
     The same guest dirtying 60 MiB/s capped at 50 MiB/s never converges at 100 ms.
-    With auto-converge, CPU-bound, it is throttled 20 % after about 3 s (the second
-    period of at least 1 s that dirtied more than half of what it sent), 30 % two periods
-    later; dirtying 42 MiB/s its passes shrink until one fits, at 7.22 s. Paced by the
-    clock (its writing needs 10 % of its CPU) it keeps dirtying 60 MiB/s until the
-    throttle passes 90 %: converged at 99 %, after 24.9 s.
+    With auto-converge, CPU-bound, the throttle rises at every second sync a second or
+    more apart that saw more than half as much dirtied as sent, until the guest dirties
+    slowly enough; paced by the clock (its writing needs 10 % of its CPU) it keeps
+    dirtying 60 MiB/s until the throttle passes 90 %.
 
     >>> cpu = plan_qemu(80 * MiB, 16 * MiB, 60 * MiB, 50 * MiB, 0.1, flush_speed=330 * MiB,
-    ...                 bandwidth_window=0.1, auto_converge=True, max_rounds=1000)
+    ...                 bandwidth_window=0.1, check_period=0.1, auto_converge=True,
+    ...                 max_rounds=1000)
     >>> paced = plan_qemu(80 * MiB, 16 * MiB, 60 * MiB, 50 * MiB, 0.1, flush_speed=330 * MiB,
-    ...                   bandwidth_window=0.1, auto_converge=True, max_rounds=1000,
-    ...                   throttle_response=0.1)
+    ...                   bandwidth_window=0.1, check_period=0.1, auto_converge=True,
+    ...                   max_rounds=1000, throttle_response=0.1)
     >>> cpu.converged, cpu.throttles[-1], cpu.iterations, round(cpu.total_time, 2)
-    (True, 30, 24, 7.22)
+    (True, 30, 29, 7.21)
     >>> paced.converged, paced.throttles[-1], round(paced.total_time, 2)
-    (True, 99, 24.91)
-
-    The uncapped guest again with a 50 ms window, now with its 128 MiB of RAM: QEMU counts
-    the 48 MiB of zero pages as pending too (weight 1.6), so it does not pause as soon as
-    the window is measured (64.7 MiB pending then) but when ``1.6 (80 - 330 t) + 24 t =
-    99``: at 0.0575 s, with 62.4 MiB pending.
-
-    >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=330 * MiB,
-    ...               startup_cost=0.285, bandwidth_window=0.05, ram=128 * MiB)
-    >>> round(p.round_times[0], 4), round(p.remaining / MiB, 1)
-    (0.0575, 62.4)
-
-    QEMU checks an uncapped pass only every 50 ms (``check_period``, :func:`check_period_for`):
-    the crossing at 0.0575 s is seen at the check at 0.1 s, 14 MiB more sent and 1 MiB more
-    dirtied, 49.4 MiB pending (it weighed 1.6 x 47 + 2.4 = 77.6 MiB in QEMU's count).
-
-    >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=330 * MiB,
-    ...               startup_cost=0.285, bandwidth_window=0.05, ram=128 * MiB,
-    ...               check_period=0.05)
-    >>> round(p.round_times[0], 4), round(p.rounds[0] / MiB, 1), round(p.remaining / MiB, 1)
-    (0.1, 33.0, 49.4)
-    >>> round(p.downtime * 1000, 1), round(p.total_time, 4)
-    (149.7, 0.5347)
-
-    Of those 49.4 MiB, 47 are the rest of round 0 and 2.4 were dirtied since the start.
-    Flushed as a calibrated lab flushes (:func:`flush_speeds_for`): the rest of round 0 at
-    the passes' 330 MiB/s (142.4 ms), the dirtied pages at 1.5 GiB/s (1.6 ms).
-
-    >>> p = plan_qemu(80 * MiB, 16 * MiB, 24 * MiB, 330 * MiB, 0.3, flush_speed=1536 * MiB,
-    ...               first_copy_speed=330 * MiB, startup_cost=0.285, bandwidth_window=0.05,
-    ...               ram=128 * MiB, check_period=0.05)
-    >>> round(p.remaining / MiB, 1), round(p.downtime * 1000, 1), round(p.total_time, 4)
-    (49.4, 144.0, 0.529)
+    (True, 99, 23.51)
+    >>> plan_qemu(80 * MiB, 16 * MiB, 60 * MiB, 50 * MiB, 0.1, flush_speed=330 * MiB,
+    ...           check_period=0.1).reason.value
+    'not shrinking'
     """
     _check_plan_inputs(used_memory=used_memory, working_set=working_set,
                        dirty_rate=dirty_rate, max_downtime=max_downtime,
                        switchover_cost=switchover_cost,
                        speeds={"bandwidth": bandwidth, "flush_speed": flush_speed,
-                               "first_copy_speed": first_copy_speed or flush_speed},
+                               "first_copy_speed": first_copy_speed or flush_speed,
+                               "check_period": check_period},
                        max_rounds=max_rounds)
     _check_non_negative("startup_cost", startup_cost, "s")
     _check_non_negative("bandwidth_window", bandwidth_window, "s")
-    _check_non_negative("check_period", check_period, "s")
     zero_weight = pass_zero_weight(ram, used_memory)
+    threshold = bandwidth * max_downtime
 
     rounds: list[float] = []
     times: list[float] = []
     throttles: list[int] = []
-    size: float = used_memory
+    unsent, bitmap = float(used_memory), 0.0  # round 0's rest; the pages to send again
     elapsed = 0.0  # since the first byte
     throttle = high = 0
     period_start, period_dirty, period_sent = 0.0, 0.0, 0.0
     syncs = 1  # the sync that starts the migration
-    pending = 0.0
-    first_copy = 0.0  # of pending: the rest of round 0, never sent
+    before = math.inf  # what the previous sync left to send again
     while True:
         rate = responsive_dirty_rate(dirty_rate, throttle, throttle_response)
         throttles.append(throttle)
-        not_before = max(0.0, bandwidth_window - elapsed)
-        if size == 0:  # nothing to send: pause once QEMU has a measurement
-            delay: float | None = not_before
-        else:
-            delay = switch_delay(size, 0.0, working_set, rate, bandwidth, max_downtime,
-                                 not_before, zero_weight if not rounds else 1.0,
-                                 check_period)
-        if delay is not None:
-            sent = min(size, bandwidth * delay)
-            pending = size - sent + min(working_set, rate * delay)
-            first_copy = size - sent if not rounds else 0.0
-            rounds.append(sent)
-            times.append(delay)
+        delay = sync_delay(unsent, bitmap, bandwidth, threshold, step=check_period,
+                           zero_weight=zero_weight, elapsed=elapsed,
+                           not_before=max(0.0, bandwidth_window - elapsed))
+        assert delay is not None  # bandwidth > 0
+        sent = min(unsent + bitmap, bandwidth * delay)
+        first = min(unsent, sent)
+        unsent -= first
+        bitmap = max(0.0, bitmap - (sent - first))
+        rounds.append(sent)
+        times.append(delay)
+        elapsed += delay
+        dirtied = min(working_set, rate * delay)
+        bitmap = min(working_set, bitmap + dirtied) if unsent == 0 else bitmap + dirtied
+        syncs += 1
+        if zero_weight * unsent + bitmap <= threshold:
             reason = StopReason.CONVERGED
             break
-        seconds = size / bandwidth
-        rounds.append(size)
-        times.append(seconds)
-        elapsed += seconds
-        syncs += 1
-        dirty = min(working_set, rate * seconds)
-        pending = dirty
-        in_force = throttle
         if auto_converge:
-            period_dirty += dirty
-            period_sent += size
+            period_dirty += dirtied
+            period_sent += sent
             if elapsed - period_start > THROTTLE_PERIOD:
                 if period_dirty > period_sent * THROTTLE_TRIGGER / 100:
                     high += 1
@@ -667,23 +602,25 @@ def plan_qemu(
                         high = 0
                         throttle = throttle_step(throttle)
                 period_start, period_dirty, period_sent = elapsed, 0.0, 0.0
-        if dirty >= size and (not auto_converge or in_force >= THROTTLE_MAX):
+        stuck = unsent == 0 and bitmap >= before
+        if stuck and (not auto_converge or throttles[-1] >= THROTTLE_MAX):
             reason = StopReason.NOT_SHRINKING
             break
         if len(rounds) >= max_rounds:
             reason = StopReason.MAX_ROUNDS
             break
-        size = dirty
+        if unsent == 0:
+            before = bitmap
 
     precopy_time = math.fsum(times)
     precopy_bytes = math.fsum(rounds)
+    pending = unsent + bitmap
     if reason is StopReason.CONVERGED:
-        flush = first_copy / (first_copy_speed or flush_speed)
-        flush += (pending - first_copy) / flush_speed
+        flush = unsent / (first_copy_speed or flush_speed) + bitmap / flush_speed
         downtime: float | None = flush + switchover_cost
         total_time = startup_cost + precopy_time + flush + switchover_cost
         transferred = precopy_bytes + pending
-        syncs += 2  # the check's sync, and the one at completion
+        syncs += 1  # the one at completion
     else:
         downtime = None
         total_time = startup_cost + precopy_time

@@ -4,16 +4,17 @@ One SimPy process per job, driven by the guest's memory model
 (:mod:`livemig.drivers.precopy`) over fluid flows
 (:mod:`livemig.drivers.network`). The model's ``startup_cost`` passes first (nothing
 on the wire; an abort or a post-copy request is taken as during the disk copy). With
-the **qemu** model (``precopy.plan_qemu``) pre-copy runs passes whose switchover is
-checked continuously: whenever the pass's rate changes (its flow's ``on_rate``), the
-guest's pause or the limit changes, the instant the pending bytes fit in ``rate *
-max_downtime`` is recomputed (``precopy.switch_delay``; in round 0 the unsent part
-weighs RAM / used memory, ``precopy.pass_zero_weight``; an uncapped pass is checked
-only every ``check_period`` seconds from its start, ``precopy.check_period_for``) and a
-timer armed; when it fires the pass is cut, the guest held, the pending bytes flushed
-(not at the cap: ``precopy.flush_speeds_for``; the rest of round 0 first, then the
-pages dirtied since), then ``switchover_cost``. Iterations count bitmap syncs and
-auto-converge follows QEMU's rule (``plan_qemu``'s docstring). What follows describes
+the **qemu** model (``precopy.plan_qemu``) pre-copy sends round 0, then QEMU's dirty
+bitmap, as one flow per stretch between two syncs. Whenever the flow's rate changes (its
+``on_rate``) or the limit changes, the next sync is recomputed (``precopy.sync_delay``:
+the first check, every ``precopy.check_period_for`` seconds from the first byte, at which
+QEMU's estimate is at most ``rate * max_downtime``; round 0's unsent part weighs RAM /
+used memory, ``precopy.pass_zero_weight``) and a timer armed. At the sync the pages the
+guest dirtied since the last one join the bitmap; if the count still fits the guest is
+held and the pending bytes flushed (not at the cap: ``precopy.flush_speeds_for``; the
+rest of round 0 first, then the pages to send again), then ``switchover_cost``.
+Iterations count bitmap syncs and auto-converge follows QEMU's rule (``plan_qemu``'s
+docstring). What follows describes
 the **textbook** model; disk copy, post-copy and the end of a job are the same for both
 (post-copy pulls at ``link_speed`` when the qemu model has one).
 
@@ -90,7 +91,7 @@ from livemig.drivers.precopy import (
     dirty_after,
     flush_speeds_for,
     pass_zero_weight,
-    switch_delay,
+    sync_delay,
 )
 
 TEXTBOOK = ModelParams(model=MigrationModel.TEXTBOOK, **TEXTBOOK_DEFAULTS)  # type: ignore[arg-type]
@@ -218,7 +219,7 @@ class MigrationJob:
         # the stop-and-copy's limits: the rest of round 0, then the pages dirtied since
         self._flush_caps = (flush_speeds_for(cap, params.link_speed, params.flush_speed)
                             if self.qemu else FlushSpeeds(cap, cap))
-        # qemu: seconds between the switchover checks of a pass (0: continuous)
+        # qemu: seconds between QEMU's checks of its estimate
         self._check_period = (check_period_for(cap, params.link_speed, params.check_period)
                               if self.qemu else 0.0)
         self._switch_over = switch_over
@@ -242,11 +243,15 @@ class MigrationJob:
         self.postcopy_requested = False
         self._round_start = 0.0
         self._round_paused = 0.0
-        # qemu: the continuous switchover check of the pass under way
+        # qemu: QEMU's dirty bitmap and the next sync
+        self._first_byte = 0.0  # when pre-copy began (the checks' time grid starts there)
         self._measured_at = 0.0  # when QEMU has its first bandwidth measurement
-        self._switch: simpy.Event | None = None  # succeeds when the guest is to pause
-        self._check = 0  # bumped whenever the pending switch time is recomputed
+        self._switch: simpy.Event | None = None  # succeeds at the next sync
+        self._check = 0  # bumped whenever the next sync's time is recomputed
         self._unsent_weight = 1.0  # round 0: QEMU counts unscanned zero pages as pending
+        self._unsent = 0.0  # round 0's non-zero bytes not yet sent, when the flow began
+        self._bitmap = 0.0  # pages to send again, when the flow began
+        self._measured_rate = 0.0  # the transfer's last rate (QEMU's bandwidth measurement)
         # keepalive: silent while a link of source or dest is down
         self.silent_since: float | None = None
         self.silence = 0  # bumped whenever a silence starts or ends
@@ -398,45 +403,62 @@ class MigrationJob:
         self._complete()
 
     def _precopy_qemu(self) -> Process:
-        """Passes with QEMU's continuous switchover check (drivers/precopy.plan_qemu)."""
+        """QEMU's pre-copy (drivers/precopy.plan_qemu): send round 0, then the dirty
+        bitmap; sync it at the first check at which its estimate fits the threshold;
+        pause when it still fits after the sync."""
         spec = self.guest.spec
         self.phase = Phase.PRECOPY
         self.iteration = 1  # the sync that starts the migration
-        start = self.env.now
+        start = self._first_byte = self.env.now
         self._measured_at = start + self.params.bandwidth_window
         converge = bool(self.flags & AUTO_CONVERGE)
         high = 0
         period_start, period_dirty, period_sent = start, 0.0, 0.0
-        size = float(spec.used_memory)
-        self._unsent_weight = pass_zero_weight(spec.ram, size)
-        first_pass = True
+        self._unsent, self._bitmap = float(spec.used_memory), 0.0
+        self._unsent_weight = pass_zero_weight(spec.ram, self._unsent)
+        working_set = float(spec.working_set)
+        self._round_start = self.env.now  # the dirtying since the last sync
+        self._round_paused = self.guest.paused_seconds(self.env.now)
         while True:
-            self._round_start = self.env.now
-            self._round_paused = self.guest.paused_seconds(self.env.now)
-            if size <= 0:  # nothing to send: pause once QEMU has a measurement
+            size = self._unsent + self._bitmap
+            self._switch = wake = self.env.event()
+            if size > 0:
+                flow = self.flow = self.network.transfer(self.source, self.dest, size,
+                                                         cap=self.cap)
+                self.flow_is_disk = False
+                flow.on_rate = self._arm_switch
+                flow.done.callbacks.append(_pass_sent(wake))
+                yield wake
+                sent = flow.delivered()
+                if flow.rate > 0:
+                    self._measured_rate = flow.rate
+                self._settle_flow()
+                wait = self._measured_at - self.env.now  # all sent: QEMU waits for a
+                if wait > 0:  # measurement before its first check
+                    yield self.env.timeout(wait)
+            else:  # nothing to send: QEMU checks once it has a measurement
                 wait = self._measured_at - self.env.now
                 if wait > 0:
                     yield self.env.timeout(wait)
-                break
-            # one event for both ends of a pass: its last byte, or the guest's pause
-            self._switch = wake = self.env.event()
-            flow = self.flow = self.network.transfer(self.source, self.dest, size, cap=self.cap)
-            self.flow_is_disk = False
-            flow.on_rate = self._arm_switch
-            flow.done.callbacks.append(_pass_sent(wake))
-            if (yield wake) is SWITCH:
-                break
+                sent = 0.0
             self._switch = None
-            self.flow = None
-            self._unsent_weight = 1.0  # round 0 is over: every page left is non-zero
-            first_pass = False
-            self.memory_done += size
-            self.iteration += 1  # the sync at the end of the pass
-            dirty = self._dirtied()
-            self.dirty = dirty
+            first = min(self._unsent, sent)
+            self._unsent -= first
+            self._bitmap = max(0.0, self._bitmap - (sent - first))
+            dirtied = self._dirtied()
+            self._round_start = self.env.now
+            self._round_paused = self.guest.paused_seconds(self.env.now)
+            self._bitmap = (min(working_set, self._bitmap + dirtied) if self._unsent == 0
+                            else self._bitmap + dirtied)
+            self.iteration += 1  # the sync
+            self.dirty = self._unsent + self._bitmap
+            pending = self._unsent_weight * self._unsent + self._bitmap
+            if (self.env.now >= self._measured_at - 1e-12
+                    and pending <= self._measured_rate * self.max_downtime):
+                break
             if converge:
-                period_dirty += dirty
-                period_sent += size
+                period_dirty += dirtied
+                period_sent += sent
                 if self.env.now - period_start > THROTTLE_PERIOD:
                     if period_dirty > period_sent * THROTTLE_TRIGGER / 100:
                         high += 1
@@ -447,22 +469,16 @@ class MigrationJob:
             if self.iteration >= MAX_PRECOPY_ROUNDS:  # counted in syncs, as libvirt does
                 self.end(JobType.FAILED, NOT_CONVERGED.format(rounds=self.iteration))
                 return
-            size = dirty
         # the guest pauses: what is pending is flushed, not at the cap
         self._check += 1
-        unsent = self.flow.remaining() if self.flow is not None else 0.0
-        pending = unsent + self._dirtied() if self.flow is not None else 0.0
-        first_copy = unsent if first_pass else 0.0  # never sent: the rest of round 0
-        self._settle_flow()
-        self._switch = None
-        self.iteration += 1  # the sync of the check that let it pause
         self.phase = Phase.SWITCHOVER
         pause = self.guest.paused_since(self.env.now)
         self.guest.set_paused(self.env.now, held=True)
-        self.dirty = pending
+        first_copy, again = self._unsent, self._bitmap  # never sent; to send again
+        self.dirty = first_copy + again
         yield from self._send(first_copy, cap=self._flush_caps.first_copy)
-        self.dirty = pending - first_copy
-        yield from self._send(pending - first_copy, cap=self._flush_caps.resend)
+        self.dirty = again
+        yield from self._send(again, cap=self._flush_caps.resend)
         self.dirty = 0.0
         self.iteration += 1  # the sync at completion
         self.downtime = self.env.now - pause + self.switchover_cost
@@ -472,21 +488,24 @@ class MigrationJob:
         self._complete()
 
     def _arm_switch(self, flow: Flow) -> None:
-        """(Re)compute when the guest can pause inside the pass under way, from the rate
-        the pass gets now (QEMU's measured bandwidth: the rate is constant between
-        recomputations, so a window's average is the current rate but within a window
-        of a change, which this ignores)."""
+        """(Re)compute when QEMU syncs next (:func:`precopy.sync_delay`), from the rate the
+        transfer gets now: QEMU's measured bandwidth, and so its threshold (the rate is
+        constant between recomputations, so a window's average is the current rate but
+        within a window of a change, which this ignores)."""
         self._check += 1
         switch = self._switch
         if flow is not self.flow or switch is None or switch.triggered:
             return
+        if flow.rate > 0:
+            self._measured_rate = flow.rate
         now = self.env.now
-        guest = self.guest
-        rate = 0.0 if guest.user_paused or guest.held else self._dirty_rate()
-        delay = switch_delay(flow.remaining(), self._dirtied(), guest.spec.working_set, rate,
-                             flow.rate, self.max_downtime, max(0.0, self._measured_at - now),
-                             self._unsent_weight, self._check_period,
-                             now - self._round_start)
+        sent = flow.delivered()
+        unsent = max(0.0, self._unsent - sent)
+        bitmap = max(0.0, self._bitmap - max(0.0, sent - self._unsent))
+        delay = sync_delay(unsent, bitmap, flow.rate, flow.rate * self.max_downtime,
+                           step=self._check_period, zero_weight=self._unsent_weight,
+                           elapsed=now - self._first_byte,
+                           not_before=max(0.0, self._measured_at - now))
         if delay is None:
             return
         check = self._check
@@ -495,7 +514,7 @@ class MigrationJob:
             if check == self._check and not switch.triggered:
                 switch.succeed(SWITCH)
 
-        if delay == 0:
+        if delay <= 0:
             switch.succeed(SWITCH)
         else:
             self.env.timeout(delay).callbacks.append(fire)
