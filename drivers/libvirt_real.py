@@ -802,7 +802,9 @@ class LibvirtDriver:
             if state.active:
                 raise MigrationError(reason=f"{instance} still runs on {source} after migration")
             if state.persistent and self._mine(instance, state) is not None:
-                self._call(source, lambda c: ignore_vanished(c.lookupByName(instance).undefine))
+                # libvirt may undefine it itself (VIR_MIGRATE_UNDEFINE_SOURCE) meanwhile
+                self._call(source, lambda c: ignore_vanished(
+                    lambda: (dom := lookup(c, instance)) is None or dom.undefine()))
         if self.inventory.host(source).storage == "local" and self._created(instance):
             self._delete_volume(source, self.disk_path(instance, source).name)
         self._join(instance)

@@ -7,6 +7,7 @@ pid and start time; they are never looked up or stopped by name.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -124,8 +125,22 @@ def start_virtlogd(host: HostLayout, holder: int) -> Tracked:
     return _start_daemon(holder, argv, host.virtlogd_pidfile, f"virtlogd of {host.name}")
 
 
+def libvirtd_cpu() -> int:
+    """The one CPU every lab libvirtd runs on (the lowest this process may use).
+
+    libvirt keeps its QEMU capabilities cache only while the host's cpuid reads the same,
+    and cpuid leaf 0x1f reports the x2APIC id of the CPU that reads it: a libvirtd that
+    runs on another CPU than the one that filled the cache throws it away and probes QEMU
+    again (about 8 s, 4 s per emulator, at lab up or at the host's first domain). Pinned,
+    every libvirtd reads the same cpuid. libvirt gives each QEMU all the host's CPUs again,
+    so the guests are not pinned.
+    """
+    return min(os.sched_getaffinity(0))
+
+
 def start_libvirtd(host: HostLayout, holder: int) -> Tracked:
-    argv = ["libvirtd", "--listen", "-d", "-p", str(host.libvirtd_pidfile),
+    argv = ["taskset", "-c", str(libvirtd_cpu()),
+            "libvirtd", "--listen", "-d", "-p", str(host.libvirtd_pidfile),
             "-f", "/etc/libvirt/libvirtd.conf"]  # fmt: skip
     return _start_daemon(holder, argv, host.libvirtd_pidfile, f"libvirtd of {host.name}")
 

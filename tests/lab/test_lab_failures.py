@@ -149,7 +149,20 @@ def test_fault_or_policy_scenario_on_real_hosts(
         assert actions[("abort", "lab-vm1")] == "ok" and "canceled by client" in (
             m.error_message or "")
     elif name == "lab-abort":
+        # the one real run of lab-abort (test_lab_scenarios.py ran it again): aborted by
+        # the completion timeout, 10 s/GiB x 2 GiB, at the first poll past 20 s
         assert m.timeout_action == "abort"
+        assert "canceled by client" in (m.error_message or "")
+        assert m.total_time is not None and 20.0 < m.total_time < 30.0
+        assert m.downtime is None  # never switched over
+        assert m.data_transferred is not None and m.data_transferred > 0
+        assert defined_domains(fault_lab, "lab2") == set()  # nothing left on lab2
+        assert ran.real.final_hosts == ran.sim.final_hosts == {"lab-vm1": "lab1"}
+        sim_m = next(iter(ran.sim.store.migrations()))
+        assert (sim_m.status, sim_m.error, sim_m.dest) == (m.status, m.error, m.dest)
+        assert [(i.name, i.host, i.vm_state) for i in ran.real.store.instances()] == [
+            (i.name, i.host, i.vm_state) for i in ran.sim.store.instances()]
+        assert sim_m.total_time == pytest.approx(m.total_time, abs=2.0)
     elif name == "lab-link-cut":
         # failed by libvirt's keepalive, not by a timeout of ours
         assert m.timeout_action is None and m.finished_at is not None

@@ -55,6 +55,9 @@ TICK_RE = re.compile(r"^tick (\d+) ", re.MULTILINE)
 GUEST_DEATH = ("Kernel panic", "dirtier exited")
 TICK_TIMEOUT = 45.0  # seconds for a guest to print 3 more ticks on this busy machine
 JOB_TIMEOUT = 90.0
+#: the cap (MiB/s) of the jobs another driver attaches to: ~70 MiB take ~9 s, long enough
+#: for the attach (under a second) to find the job running, short enough not to wait idly
+ATTACH_CAP_MIB = 8
 
 _CHILD = textwrap.dedent(
     """
@@ -268,7 +271,7 @@ def test_suspended_guest_arrives_paused_and_resumes_on_dest(inventory: Path) -> 
 def test_a_second_driver_attaches_to_a_running_job(inventory: Path) -> None:
     scenario = scenario_for("ratt", ws_mib=16, rate_mib=0)
     with guest(inventory, scenario) as first:
-        migrate(first, scenario, cap=4)
+        migrate(first, scenario, cap=ATTACH_CAP_MIB)
         poll(first, "ratt", lambda i: i.memory_processed > 0, timeout=30)
         first.close()  # keep_domains: the controller goes, the job must not
         second = LibvirtDriver(rt_env(), scenario, inventory=inventory, boot=False,
@@ -308,7 +311,7 @@ def test_a_killed_controllers_job_goes_on_and_is_adopted(inventory: Path) -> Non
     with guest(inventory, scenario):
         child = subprocess.Popen(
             [sys.executable, "-c", _CHILD, str(Path(__file__).parent), str(inventory),
-             "rkill", "16", "0", "4"],
+             "rkill", "16", "0", str(ATTACH_CAP_MIB)],
             stdout=subprocess.PIPE, text=True,
         )
         try:
