@@ -526,13 +526,10 @@ def test_plan_qemu_properties(used: int, ws_fraction: float, dirty: float, bandw
         assert set(p.throttles) == {0}
     if p.converged:
         assert p.remaining <= bandwidth * downtime * (1 + 1e-9) + 1e-6
-        if first is None or len(p.rounds) > 1:  # nothing of round 0 left: all at flush
-            assert p.downtime == pytest.approx(p.remaining / flush + cost, rel=1e-12,
-                                               abs=1e-15)
-        else:  # the rest of round 0 at first, what was dirtied since at flush
-            dirtied = p.remaining - (used - p.rounds[0])
-            assert p.downtime == pytest.approx((p.remaining - dirtied) / first
-                                               + dirtied / flush + cost, rel=1e-9, abs=1e-12)
+        # the rest of round 0 (never sent) at first, the pages to send again at flush
+        rest = max(0.0, used - math.fsum(p.rounds))
+        assert p.downtime == pytest.approx(rest / (first or flush) + (p.remaining - rest) / flush
+                                           + cost, rel=1e-9, abs=1e-12)
         assert p.iterations == len(p.rounds) + 2
         assert p.total_time == pytest.approx(startup + sum(p.round_times) + p.downtime,
                                              rel=1e-9, abs=1e-12)
