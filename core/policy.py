@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from livemig.core.flags import AUTO_CONVERGE, POSTCOPY
 from livemig.core.model import MigrationPolicy
@@ -150,6 +151,46 @@ def throttle_step(throttle_percent: int) -> int:
     if throttle_percent <= 0:
         return THROTTLE_INITIAL
     return min(THROTTLE_MAX, throttle_percent + THROTTLE_INCREMENT)
+
+
+@dataclass(kw_only=True)
+class ThrottleJudge:
+    """QEMU's auto-converge judgement at its dirty-bitmap syncs (migration/ram.c): at a
+    sync more than :data:`THROTTLE_PERIOD` after the period began, if the bytes dirtied in
+    the period exceed :data:`THROTTLE_TRIGGER` percent of those sent, a counter goes up;
+    at 2 the throttle steps (:func:`throttle_step`) and the counter restarts. Every such
+    sync starts a new period.
+
+    Syncs every 0.6 s, each sending 30 MiB while 20 MiB are dirtied (67 % > 50 %): judged at
+    1.2 s (trigger 1), 2.4 s (trigger 2: 20 %), 3.6 s, 4.8 s (30 %).
+
+    >>> judge, throttle, seen = ThrottleJudge(), 0, []
+    >>> for k in range(1, 9):
+    ...     throttle = judge.at_sync(0.6 * k, dirtied=20.0, sent=30.0, throttle=throttle)
+    ...     seen.append(throttle)
+    >>> seen
+    [0, 0, 0, 20, 20, 20, 20, 30]
+    """
+
+    period_start: float = 0.0
+    dirtied: float = 0.0
+    sent: float = 0.0
+    high: int = 0
+
+    def at_sync(self, now: float, *, dirtied: float, sent: float, throttle: int) -> int:
+        """Count a sync at ``now`` (seconds) after ``dirtied`` and ``sent`` bytes since
+        the last one; returns the throttle (percent) in force after it."""
+        self.dirtied += dirtied
+        self.sent += sent
+        if now - self.period_start <= THROTTLE_PERIOD:
+            return throttle
+        if self.dirtied > self.sent * THROTTLE_TRIGGER / 100:
+            self.high += 1
+            if self.high >= 2:
+                self.high = 0
+                throttle = throttle_step(throttle)
+        self.period_start, self.dirtied, self.sent = now, 0.0, 0.0
+        return throttle
 
 
 def migration_flags(configured: int, policy: MigrationPolicy) -> int:

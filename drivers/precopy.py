@@ -56,11 +56,9 @@ from typing import NamedTuple
 
 from livemig.core.policy import (
     THROTTLE_MAX,
-    THROTTLE_PERIOD,
-    THROTTLE_TRIGGER,
+    ThrottleJudge,
     responsive_dirty_rate,
     throttle_after,
-    throttle_step,
     throttled_dirty_rate,
 )
 
@@ -568,8 +566,8 @@ def plan_qemu(
     throttles: list[int] = []
     unsent, bitmap = float(used_memory), 0.0  # round 0's rest; the pages to send again
     elapsed = 0.0  # since the first byte
-    throttle = high = 0
-    period_start, period_dirty, period_sent = 0.0, 0.0, 0.0
+    throttle = 0
+    judge = ThrottleJudge()
     syncs = 1  # the sync that starts the migration
     before = math.inf  # what the previous sync left to send again
     while True:
@@ -593,15 +591,7 @@ def plan_qemu(
             reason = StopReason.CONVERGED
             break
         if auto_converge:
-            period_dirty += dirtied
-            period_sent += sent
-            if elapsed - period_start > THROTTLE_PERIOD:
-                if period_dirty > period_sent * THROTTLE_TRIGGER / 100:
-                    high += 1
-                    if high >= 2:
-                        high = 0
-                        throttle = throttle_step(throttle)
-                period_start, period_dirty, period_sent = elapsed, 0.0, 0.0
+            throttle = judge.at_sync(elapsed, dirtied=dirtied, sent=sent, throttle=throttle)
         stuck = unsent == 0 and bitmap >= before
         if stuck and (not auto_converge or throttles[-1] >= THROTTLE_MAX):
             reason = StopReason.NOT_SHRINKING

@@ -74,11 +74,9 @@ from livemig.core.cpu_trace import utilisation_at
 from livemig.core.flags import AUTO_CONVERGE, LIVE
 from livemig.core.model import MigrationModel, VmSpec
 from livemig.core.policy import (
-    THROTTLE_PERIOD,
-    THROTTLE_TRIGGER,
+    ThrottleJudge,
     responsive_dirty_rate,
     throttle_after,
-    throttle_step,
     throttled_dirty_rate,
 )
 from livemig.core.profile import TEXTBOOK_DEFAULTS, ModelParams
@@ -412,8 +410,7 @@ class MigrationJob:
         start = self._first_byte = self.env.now
         self._measured_at = start + self.params.bandwidth_window
         converge = bool(self.flags & AUTO_CONVERGE)
-        high = 0
-        period_start, period_dirty, period_sent = start, 0.0, 0.0
+        judge = ThrottleJudge(period_start=start)
         self._unsent, self._bitmap = float(spec.used_memory), 0.0
         self._unsent_weight = pass_zero_weight(spec.ram, self._unsent)
         working_set = float(spec.working_set)
@@ -457,15 +454,8 @@ class MigrationJob:
                     and pending <= self._measured_rate * self.max_downtime):
                 break
             if converge:
-                period_dirty += dirtied
-                period_sent += sent
-                if self.env.now - period_start > THROTTLE_PERIOD:
-                    if period_dirty > period_sent * THROTTLE_TRIGGER / 100:
-                        high += 1
-                        if high >= 2:
-                            high = 0
-                            self.throttle = throttle_step(self.throttle)
-                    period_start, period_dirty, period_sent = self.env.now, 0.0, 0.0
+                self.throttle = judge.at_sync(self.env.now, dirtied=dirtied, sent=sent,
+                                              throttle=self.throttle)
             if self.iteration >= MAX_PRECOPY_ROUNDS:  # counted in syncs, as libvirt does
                 self.end(JobType.FAILED, NOT_CONVERGED.format(rounds=self.iteration))
                 return
