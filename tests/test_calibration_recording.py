@@ -15,6 +15,7 @@ from livemig.calibration import models, refit
 
 REPO = Path(__file__).resolve().parents[1]
 RECORDING = REPO / "calibration" / "recordings" / "lab-2026-12-04"
+LATE = REPO / "calibration" / "recordings" / "lab-2026-12-04-late"
 MATRIX = REPO / "calibration" / "trust-matrix.yaml"
 FITTED = ("startup_cost", "switchover_cost", "link_speed", "flush_speed")
 
@@ -51,3 +52,34 @@ def test_the_held_out_replay_prints_the_readme_rows(
     for name in ("lab noise floor (each run vs its case median)", "qemu vs every run",
                  "qemu vs case medians", "qemu-default-inputs vs every run"):  # fmt: skip
         assert rows[name] in section, f"README's row {name!r} is not what the replay prints"
+
+
+def _qemu_cells(cases_dir: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    """The held-out replay's ``qemu`` row of ``cases_dir`` without its first cell."""
+    assert models.main([str(cases_dir), "--matrix", str(MATRIX), "--held-out",
+                        "--profile", str(cases_dir / "profile.yaml")]) == 0  # fmt: skip
+    (row,) = [line for line in capsys.readouterr().out.splitlines()
+              if line.startswith("| qemu |")]
+    return row.split("|", 2)[2]
+
+
+def test_the_late_recording_prints_the_readme_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The second recording, four hours later: refitting it gives its profile, and the
+    README's two rows are its replay with that profile and with the shipped one."""
+    own, shipped = tmp_path / "own", tmp_path / "shipped"
+    shutil.copytree(LATE, own)
+    shutil.copytree(LATE, shipped)
+    shutil.copy(REPO / "profiles" / "lab-calibrated.yaml", shipped / "profile.yaml")
+    assert refit.main([str(own), "--matrix", str(MATRIX)]) == 0
+    again = yaml.safe_load((own / "profile.yaml").read_text())
+    recorded = yaml.safe_load((LATE / "profile.yaml").read_text())
+    assert {k: again[k] for k in FITTED} == {k: recorded[k] for k in FITTED}
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("- **A second recording, four hours later"):]
+    rows = {line.split("|", 2)[1].strip(): line.split("|", 2)[2] for line in section.splitlines()
+            if line.strip().startswith("| `profiles") or line.strip().startswith("| refitted")}
+    earlier = "`profiles/lab-calibrated.yaml` (fitted 4 h earlier)"
+    assert _qemu_cells(shipped, capsys) == rows[earlier]
+    assert _qemu_cells(own, capsys) == rows["refitted on this recording (link 68.4 MiB/s)"]
