@@ -28,7 +28,7 @@ import pytest
 import simpy.rt
 from fakes import poll_job
 from labcheck import wait_transfer_under_way
-from lablock import lab_lock
+from lablock import running_lab
 
 from livemig.core.flags import AUTO_CONVERGE, POSTCOPY, parse_flags
 from livemig.core.model import (
@@ -42,7 +42,6 @@ from livemig.core.model import (
 )
 from livemig.drivers.base import DomainState, JobInfo, JobType
 from livemig.drivers.lab.inventory import load_inventory
-from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
 from livemig.drivers.libvirt_real import HostUnreachable, LibvirtDriver
 
 pytestmark = pytest.mark.lab
@@ -103,19 +102,8 @@ def scenario_for(
 
 @pytest.fixture(scope="module")
 def inventory() -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.fail("the real-driver tests need root (a namespace lab)")
-    with lab_lock(LAB):
-        try:
-            if lab_status(LAB)["state"] != "down":
-                lab_down(LAB)
-            path = lab_up(LAB, hosts=2, storage="shared")
-        except Exception as exc:  # noqa: BLE001 - a lab that cannot start is a failure
-            pytest.fail(f"lab {LAB!r} could not start: {exc}")
-        try:
-            yield path
-        finally:
-            lab_down(LAB)
+    with running_lab(LAB, hosts=2, storage="shared") as path:
+        yield path
 
 
 def where(inventory: Path, vm: str) -> dict[str, DomainState]:
