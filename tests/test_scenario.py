@@ -1248,6 +1248,14 @@ def test_profile_errors(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as info:
         load_scenario(scenario)
     assert str(info.value).startswith(f"{profile}:1: startup_cost: ")
+    # QEMU checks between iterations: a check period of 0 would make its schedule degenerate
+    profile.write_text("check_period: 0ms\n")
+    with pytest.raises(ScenarioError) as info:
+        load_scenario(scenario)
+    assert str(info.value) == (f"{profile}:1: check_period: '0ms' must be > 0; "
+                               "expected a duration > 0")
+    fails(BASE + "policy: {migration: {check_period: 0s}}\n", 6, "policy.migration.check_period",
+          "must be > 0", "a duration > 0")
     fails(BASE + "policy: {migration: {model: qemu10}}\n", 6, "policy.migration.model",
           "unknown migration model 'qemu10'", "qemu, textbook")
 
