@@ -132,11 +132,40 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
+def arrow_table(df: Any) -> Any:
+    """``df`` as a pyarrow Table whose documented columns have their documented types, even
+    where every value is null (pandas alone writes an all-null ``error`` or ``run_dir``,
+    as in a sweep with no failure, as Arrow's ``null`` type, not text); the axis and
+    metric columns keep the types pyarrow infers.
+
+    >>> import pandas as pd
+    >>> t = arrow_table(pd.DataFrame({"cell": ["a"], "status": ["ok"], "error": [None],
+    ...     "scenario": ["s.yaml"], "seed": [1], "metric.x": [2.5], "wall_s": [0.1],
+    ...     "worker": ["h:1"], "finished_at": ["t"], "run_dir": [None]}))
+    >>> [str(t.schema.field(c).type) for c in ("error", "seed", "metric.x", "run_dir")]
+    ['string', 'int64', 'double', 'string']
+    """
+    import pyarrow as pa
+
+    types = {"cell": pa.string(), "status": pa.string(), "error": pa.string(),
+             "scenario": pa.string(), "seed": pa.int64(), "wall_s": pa.float64(),
+             "worker": pa.string(), "finished_at": pa.string(), "run_dir": pa.string()}
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    for name, kind in types.items():
+        if name in table.column_names:
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, table.column(name).cast(kind))
+    return table
+
+
 def write_parquet(df: Any, path: Path) -> None:
-    """``df`` into ``path`` atomically (a temporary file renamed over it)."""
+    """``df`` into ``path`` atomically (a temporary file renamed over it), with the
+    documented column types (:func:`arrow_table`)."""
+    import pyarrow.parquet as pq
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        df.to_parquet(tmp, engine="pyarrow", index=False)
+        pq.write_table(arrow_table(df), tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

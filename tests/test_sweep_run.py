@@ -16,6 +16,7 @@ from pathlib import Path
 import cloudpickle
 import dask
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import sweep_cells
 from distributed import LocalCluster
@@ -78,6 +79,10 @@ def test_a_sweep_lands_in_parquet_one_row_per_cell(cluster: str, tmp_path: Path)
     assert list(df["axis.policy.scheduler.heuristic"]) == ["weighed"] * 3 + ["first_fit"] * 3
     assert list(df["seed"]) == [1, 2, 3] * 2 and df["seed"].dtype == "int64"
     assert set(df["status"]) == {"ok"} and df["error"].isna().all()
+    # all null, yet text as documented (not Arrow's null type)
+    schema = pq.read_schema(out / "cells.parquet")
+    assert [str(schema.field(c).type) for c in ("error", "run_dir", "seed", "wall_s")] == [
+        "string", "string", "int64", "double"]
     assert len(set(df["worker"])) == 2  # both workers ran cells
     # every metric of summary.json, flattened: the same numbers as a run of that cell alone
     for cell, (_, row) in zip(cells, df.iterrows(), strict=True):
