@@ -345,6 +345,27 @@ def sync_delay(unsent: float, bitmap: float, rate: float, threshold: float, *, s
     return min(at, end)
 
 
+def after_sending(unsent: float, bitmap: float, sent: float) -> tuple[float, float]:
+    """Round 0's unsent bytes and the bitmap's after ``sent`` more bytes: QEMU finishes
+    round 0 before it sends pages again.
+
+    >>> after_sending(10.0, 5.0, 4.0), after_sending(10.0, 5.0, 12.0)
+    ((6.0, 5.0), (0.0, 3.0))
+    """
+    first = min(unsent, sent)
+    return unsent - first, max(0.0, bitmap - (sent - first))
+
+
+def after_sync(bitmap: float, dirtied: float, working_set: float) -> float:
+    """The bitmap after a sync adds the ``dirtied`` bytes: pages of the working set, so at
+    most the working set (a page dirtied again is still one page to send).
+
+    >>> after_sync(10.0, 4.0, 16.0), after_sync(10.0, 8.0, 16.0)
+    (14.0, 16.0)
+    """
+    return min(working_set, bitmap + dirtied)
+
+
 def next_check(t: float, period: float) -> float:
     """The first multiple of ``period`` at or after ``t`` (within rounding).
 
@@ -578,14 +599,12 @@ def plan_qemu(
                            not_before=max(0.0, bandwidth_window - elapsed))
         assert delay is not None  # bandwidth > 0
         sent = min(unsent + bitmap, bandwidth * delay)
-        first = min(unsent, sent)
-        unsent -= first
-        bitmap = max(0.0, bitmap - (sent - first))
+        unsent, bitmap = after_sending(unsent, bitmap, sent)
         rounds.append(sent)
         times.append(delay)
         elapsed += delay
         dirtied = min(working_set, rate * delay)
-        bitmap = min(working_set, bitmap + dirtied) if unsent == 0 else bitmap + dirtied
+        bitmap = after_sync(bitmap, dirtied, working_set)
         syncs += 1
         if zero_weight * unsent + bitmap <= threshold:
             reason = StopReason.CONVERGED

@@ -83,7 +83,8 @@ from livemig.core.profile import TEXTBOOK_DEFAULTS, ModelParams
 from livemig.drivers.base import JobInfo, JobType
 from livemig.drivers.network import Flow, FlowCancelled, FluidNetwork
 from livemig.drivers.precopy import (
-    FlushSpeeds,
+    after_sending,
+    after_sync,
     can_switch_over,
     check_period_for,
     dirty_after,
@@ -214,9 +215,8 @@ class MigrationJob:
         if self.qemu and params.link_speed is not None:  # QEMU's own speed bounds it
             self.cap = params.link_speed if cap is None else min(cap, params.link_speed)
         self._uncapped = params.link_speed if self.qemu else None  # post-copy pull
-        # the stop-and-copy's limits: the rest of round 0, then the pages dirtied since
-        self._flush_caps = (flush_speeds_for(cap, params.link_speed, params.flush_speed)
-                            if self.qemu else FlushSpeeds(cap, cap))
+        # qemu: the stop-and-copy's limits, for the rest of round 0 and the pages sent again
+        self._flush_caps = flush_speeds_for(cap, params.link_speed, params.flush_speed)
         # qemu: seconds between QEMU's checks of its estimate
         self._check_period = (check_period_for(cap, params.link_speed, params.check_period)
                               if self.qemu else 0.0)
@@ -414,8 +414,7 @@ class MigrationJob:
         self._unsent, self._bitmap = float(spec.used_memory), 0.0
         self._unsent_weight = pass_zero_weight(spec.ram, self._unsent)
         working_set = float(spec.working_set)
-        self._round_start = self.env.now  # the dirtying since the last sync
-        self._round_paused = self.guest.paused_seconds(self.env.now)
+        self._restart_dirtying()  # counted from sync to sync
         while True:
             size = self._unsent + self._bitmap
             self._switch = wake = self.env.event()
@@ -430,23 +429,16 @@ class MigrationJob:
                 if flow.rate > 0:
                     self._measured_rate = flow.rate
                 self._settle_flow()
-                wait = self._measured_at - self.env.now  # all sent: QEMU waits for a
-                if wait > 0:  # measurement before its first check
-                    yield self.env.timeout(wait)
-            else:  # nothing to send: QEMU checks once it has a measurement
-                wait = self._measured_at - self.env.now
-                if wait > 0:
-                    yield self.env.timeout(wait)
+            else:
                 sent = 0.0
+            wait = self._measured_at - self.env.now  # all sent: QEMU checks once it has a
+            if wait > 0:  # bandwidth measurement
+                yield self.env.timeout(wait)
             self._switch = None
-            first = min(self._unsent, sent)
-            self._unsent -= first
-            self._bitmap = max(0.0, self._bitmap - (sent - first))
+            self._unsent, self._bitmap = after_sending(self._unsent, self._bitmap, sent)
             dirtied = self._dirtied()
-            self._round_start = self.env.now
-            self._round_paused = self.guest.paused_seconds(self.env.now)
-            self._bitmap = (min(working_set, self._bitmap + dirtied) if self._unsent == 0
-                            else self._bitmap + dirtied)
+            self._restart_dirtying()
+            self._bitmap = after_sync(self._bitmap, dirtied, working_set)
             self.iteration += 1  # the sync
             self.dirty = self._unsent + self._bitmap
             pending = self._unsent_weight * self._unsent + self._bitmap
@@ -489,9 +481,7 @@ class MigrationJob:
         if flow.rate > 0:
             self._measured_rate = flow.rate
         now = self.env.now
-        sent = flow.delivered()
-        unsent = max(0.0, self._unsent - sent)
-        bitmap = max(0.0, self._bitmap - max(0.0, sent - self._unsent))
+        unsent, bitmap = after_sending(self._unsent, self._bitmap, flow.delivered())
         delay = sync_delay(unsent, bitmap, flow.rate, flow.rate * self.max_downtime,
                            step=self._check_period, zero_weight=self._unsent_weight,
                            elapsed=now - self._first_byte,
@@ -560,9 +550,13 @@ class MigrationJob:
         )
         return dirty_after(max(0.0, seconds), self.guest.spec.working_set, self._dirty_rate())
 
-    def _round(self, nbytes: float) -> Generator[simpy.Event, Any, float]:
+    def _restart_dirtying(self) -> None:
+        """Count what the guest dirties (:meth:`_dirtied`) from now on."""
         self._round_start = self.env.now
         self._round_paused = self.guest.paused_seconds(self.env.now)
+
+    def _round(self, nbytes: float) -> Generator[simpy.Event, Any, float]:
+        self._restart_dirtying()
         return (yield from self._send(nbytes))
 
     def _send(self, nbytes: float, *, disk: bool = False,

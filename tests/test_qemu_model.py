@@ -25,6 +25,8 @@ from livemig.drivers.base import JobType
 from livemig.drivers.precopy import (
     RATE_LIMIT_WINDOW,
     PrecopyPlan,
+    after_sending,
+    after_sync,
     check_period_for,
     flush_speeds_for,
     plan,
@@ -377,15 +379,12 @@ def syncs_until_pause(unsent: float, ws: float, dirty: float, max_downtime: floa
                            not_before=max(0.0, window - t))
         assert delay is not None
         end = min(t + delay, change)
-        sent = rate * (end - t)
-        first = min(unsent, sent)
-        unsent, bitmap = unsent - first, max(0.0, bitmap - (sent - first))
+        unsent, bitmap = after_sending(unsent, bitmap, rate * (end - t))
         since += end - t
         t = end
         if end == change:
             continue  # the rate changed before the check: no sync yet
-        bitmap += min(ws, dirty * since)
-        bitmap = min(ws, bitmap) if unsent == 0 else bitmap
+        bitmap = after_sync(bitmap, min(ws, dirty * since), ws)
         since = 0.0
         if zero_weight * unsent + bitmap <= rate * max_downtime:
             return t, unsent + bitmap
@@ -520,7 +519,10 @@ def test_plan_qemu_properties(used: int, ws_fraction: float, dirty: float, bandw
                   throttle_response=share, max_rounds=60, first_copy_speed=first)
     assert len(p.rounds) == len(p.round_times) == len(p.throttles) >= 1
     assert p.rounds[0] <= used
-    assert all(0 <= r <= max(used, ws) for r in p.rounds)
+    rest = float(used)  # a stretch between syncs sends what is left of round 0, then at
+    for r in p.rounds:  # most the working set of pages to send again
+        assert 0 <= r <= rest + ws
+        rest = max(0.0, rest - r)
     assert list(p.throttles) == sorted(p.throttles) and max(p.throttles) <= 99
     if not auto:
         assert set(p.throttles) == {0}
