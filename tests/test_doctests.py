@@ -46,7 +46,7 @@ WITH_DOCTESTS = {
         "libvirt_jobs", "network", "precopy", "sim_hosts")),
     "livemig.drivers",
     *(f"livemig.drivers.lab.{m}" for m in (
-        "ansible_inventory", "boot_disk", "daemons", "firewall", "guest", "lab",
+        "ansible_inventory", "boot_disk", "daemons", "firewall", "guest", "hugepages", "lab",
         "layout", "pki", "sshd", "statedir")),
     *(f"livemig.calibration.{m}" for m in (
         "compare", "fit", "matrix", "models", "repeats", "run", "truth")),

@@ -31,6 +31,7 @@ def _up(args: argparse.Namespace) -> int:
         tls=args.tls,
         ssh=args.ssh,
         unconfigured=args.unconfigured,
+        hugepages_mib=args.hugepages,
     )
     print(path)
     print(f"lab {args.name} up in {time.monotonic() - t0:.1f} s; its Ansible inventory (for "
@@ -101,6 +102,12 @@ def configure_lab_parser(parser: argparse.ArgumentParser) -> None:
     up.add_argument(
         "--unconfigured", action="store_true",
         help="with --ssh: no libvirt config or daemon; `livemig hosts provision` sets them up",
+    )
+    up.add_argument(
+        "--hugepages", type=int, default=0, metavar="MIB",
+        help="guests on huge pages from the machine's hugetlb pool, grown to MIB free and "
+        "written once (for a virtual machine whose hypervisor reclaims free memory: "
+        "fresh pages are slow to write there); default 0, none",
     )
     up.set_defaults(func=_guard(_up))
 

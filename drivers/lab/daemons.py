@@ -14,6 +14,7 @@ from pathlib import Path
 
 from livemig.drivers.lab import pki
 from livemig.drivers.lab.errors import LabError
+from livemig.drivers.lab.hugepages import HUGETLBFS_MOUNT
 from livemig.drivers.lab.layout import INSTANCES_PATH, HostLayout
 from livemig.drivers.lab.netns import host_run
 from livemig.drivers.lab.proc import Tracked, read_pidfile, run, track, wait_for
@@ -63,12 +64,15 @@ def libvirtd_conf(host: HostLayout) -> str:
 
 def qemu_conf(host: HostLayout) -> str:
     """qemu.conf: QEMU as root with no confinement, migration on the host's lab address;
-    in a TLS lab, migration TLS with the host's certificates (client ones verified).
+    in a TLS lab, migration TLS with the host's certificates (client ones verified); with
+    huge pages, the host's hugetlbfs.
 
     >>> from livemig.drivers.lab.layout import lab_layout
     >>> conf = qemu_conf(lab_layout("t", 1, tls=True).hosts[0])
     >>> 'migrate_tls_x509_cert_dir = "/etc/pki/qemu"' in conf
     True
+    >>> qemu_conf(lab_layout("t", 1, hugepages=True).hosts[0]).splitlines()[-1]
+    'hugetlbfs_mount = "/var/lib/libvirt/hugepages"'
     """
     tls = (
         [
@@ -80,6 +84,7 @@ def qemu_conf(host: HostLayout) -> str:
         if host.tls
         else []
     )
+    huge = [f'hugetlbfs_mount = "{HUGETLBFS_MOUNT}"'] if host.hugepages else []
     return "\n".join(
         [
             "# livemig lab host " + host.name,
@@ -93,6 +98,7 @@ def qemu_conf(host: HostLayout) -> str:
             f'migration_host = "{host.address}"',
             f'migration_address = "{host.address}"',
             *tls,
+            *huge,
             "",
         ]
     )

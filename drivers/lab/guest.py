@@ -57,6 +57,7 @@ def domain_xml(
     *,
     cpu_trace: Sequence[float] = (),
     cpu_trace_interval: float = 0.0,
+    hugepages: bool = False,
 ) -> str:
     """libvirt domain XML of a lab guest (``type='qemu'``: TCG, since KVM does not boot here).
 
@@ -67,6 +68,7 @@ def domain_xml(
     ``console_log_path``: serial console file, appended to; it must be at a path that every
     host can write (e.g. the inventory's ``console_dir``) for the log to continue after a
     migration. ``disk_path``: an optional qcow2 disk (vda), for block migration.
+    ``hugepages``: the guest's RAM on the host's huge pages (:mod:`.hugepages`).
     """
     if ram_mib < 64 or vcpus < 1:
         raise LabError(f"ram_mib(={ram_mib}) must be >= 64 and vcpus(={vcpus}) >= 1")
@@ -91,6 +93,8 @@ def domain_xml(
     _sub(dom, "name", name)
     _sub(dom, "memory", str(ram_mib), unit="MiB")
     _sub(dom, "currentMemory", str(ram_mib), unit="MiB")
+    if hugepages:
+        _sub(_sub(dom, "memoryBacking"), "hugepages")
     _sub(dom, "vcpu", str(vcpus), placement="static")
     os_el = _sub(dom, "os")
     _sub(os_el, "type", "hvm", arch="x86_64", machine="pc")

@@ -24,6 +24,7 @@ Example (``/var/tmp/livemig-lab/livemig/inventory.yaml``)::
       shaping_mbit: null
       pids: {holder: 1234, virtlogd: 1240, libvirtd: 1243}
     tls: false
+    hugepages: false
 
 In a TLS lab (``tls: true``) each ``uri`` is
 ``qemu+tls://ADDRESS/system?pkipath=<lab_dir>/pki/client``: the root namespace's client
@@ -77,6 +78,9 @@ class Inventory:
     #: libvirtd is reached over TLS (``qemu+tls``) with the client certificates in the
     #: host uri's ``pkipath``; migrations can use ``VIR_MIGRATE_TLS``.
     tls: bool = False
+    #: guests take their RAM from the machine's hugetlb pool
+    #: (:mod:`livemig.drivers.lab.hugepages`, ``lab up --hugepages``).
+    hugepages: bool = False
 
     def host(self, name: str) -> HostEntry:
         for h in self.hosts:

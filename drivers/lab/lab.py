@@ -20,7 +20,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from livemig.drivers.lab import daemons, firewall, machine, netns, pki, records, sshd, statedir
+from livemig.drivers.lab import (
+    daemons,
+    firewall,
+    hugepages,
+    machine,
+    netns,
+    pki,
+    records,
+    sshd,
+    statedir,
+)
 from livemig.drivers.lab.ansible_inventory import write_lab_hosts_yml
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.image import DEFAULT_CACHE_DIR, build_image
@@ -65,6 +75,7 @@ def lab_up(
     tls: bool = False,
     ssh: bool = False,
     unconfigured: bool = False,
+    hugepages_mib: int = 0,
 ) -> Path:
     """Bring lab ``name`` up with ``hosts`` hosts and return the inventory path.
 
@@ -79,6 +90,10 @@ def lab_up(
     ``unconfigured`` (with ``ssh``): no libvirt configuration, daemon, certificate or pool
     at all, for ``livemig hosts provision`` to set up (with ``tls``, the playbook makes the
     CA and certificates); the lab's inventory then names the URIs provisioning will give.
+    ``hugepages_mib`` (> 0): guests take their RAM from the machine's hugetlb pool, grown
+    to have that much free and written once (:mod:`livemig.drivers.lab.hugepages`: on a
+    virtual machine whose hypervisor reclaims free memory, fresh pages are slow to write
+    and an uncapped migration goes at that speed).
     Leftovers of an earlier run of the same lab are removed first.
     """
     if unconfigured and not ssh:
@@ -86,11 +101,16 @@ def lab_up(
     _require_root()
     if storage not in STORAGE_MODES:
         raise LabError(f"storage(={storage!r}) must be one of {', '.join(STORAGE_MODES)}")
-    lab = lab_layout(name, hosts, base_dir, subnet, tls=tls)
+    if hugepages_mib < 0:
+        raise LabError(f"hugepages_mib(={hugepages_mib}) must be >= 0 (0: no huge pages)")
+    lab = lab_layout(name, hosts, base_dir, subnet, tls=tls, hugepages=hugepages_mib > 0)
     statedir.require_trusted(lab.lab_dir, strict_levels=2)  # the lab's and the base dir
     lab_down(name, base_dir)  # whatever an earlier (maybe killed) run left
     image = build_image()
     machine.prepare(lab.base_dir, tls=tls or ssh)
+    if hugepages_mib > 0:
+        hugepages.ensure_pool(hugepages_mib)
+        hugepages.warm_pool()
     try:
         return _up(lab, storage, shaping_mbit, image.kernel, image.initrd, ssh, unconfigured)
     except BaseException as exc:
@@ -114,7 +134,8 @@ def _up(
     os.chmod(lab.lab_dir, statedir.DIR_MODE)
     meta = {"hosts": len(lab.hosts), "subnet": str(lab.network), "storage": storage}
     meta |= {"ssh": ssh, "unconfigured": unconfigured}
-    (lab.lab_dir / "lab.json").write_text(json.dumps({**meta, "tls": lab.tls}))
+    meta |= {"tls": lab.tls, "hugepages": lab.hugepages}
+    (lab.lab_dir / "lab.json").write_text(json.dumps(meta))
     lab.console_dir.mkdir()
     if lab.tls and not unconfigured:
         pki.make_lab_pki(lab)
@@ -183,6 +204,7 @@ def _up(
         image={"kernel": str(kernel), "initrd": str(initrd)},
         hosts=entries,
         tls=lab.tls,
+        hugepages=lab.hugepages,
     )
     write_lab_hosts_yml(inv, lab.inventory_path, lab.ansible_inventory_path, ssh=ssh,
                         unconfigured=unconfigured)
@@ -204,15 +226,16 @@ def _discover(name: str, base_dir: Path | str) -> LabLayout:
             m = rx.fullmatch(n)
             if m:
                 indices.add(int(m.group(1)))
-    subnet, tls = None, False
+    subnet, tls, huge = None, False, False
     try:
         meta = json.loads((bare.lab_dir / "lab.json").read_text())
         subnet = meta.get("subnet")
         tls = bool(meta.get("tls", False))
+        huge = bool(meta.get("hugepages", False))
         indices.add(int(meta.get("hosts", 1)))
     except (FileNotFoundError, json.JSONDecodeError, ValueError):
         pass
-    return lab_layout(name, max(indices), base_dir, subnet, tls=tls)
+    return lab_layout(name, max(indices), base_dir, subnet, tls=tls, hugepages=huge)
 
 
 def _listdir(path: Path) -> list[str]:
@@ -341,6 +364,7 @@ def lab_status(name: str = DEFAULT_LAB, base_dir: Path | str = DEFAULT_BASE_DIR)
         "lab": name,
         "state": state,
         "tls": lab.tls,
+        "hugepages": lab.hugepages,
         "lab_dir": str(lab.lab_dir) if lab.lab_dir.exists() else None,
         "inventory": str(lab.inventory_path) if lab.inventory_path.exists() else None,
         "bridge": lab.bridge if netns.link_exists(lab.bridge) else None,

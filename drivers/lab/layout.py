@@ -65,6 +65,8 @@ class HostLayout:
     host_uuid: str  # libvirtd's host_uuid (distinct per host; migration needs that)
     #: TLS labs: the root namespace's client certificates (libvirt's ``pkipath``); else None.
     client_pki_dir: Path | None = None
+    #: guests take their RAM from the machine's hugetlb pool (:mod:`.hugepages`).
+    hugepages: bool = False
 
     @property
     def tls(self) -> bool:
@@ -136,6 +138,10 @@ class LabLayout:
         return bool(self.hosts) and self.hosts[0].tls
 
     @property
+    def hugepages(self) -> bool:
+        return bool(self.hosts) and self.hosts[0].hugepages
+
+    @property
     def pki_dir(self) -> Path:
         """TLS labs: the lab's CA certificate and the root namespace's client credentials."""
         return self.lab_dir / "pki"
@@ -197,8 +203,10 @@ def lab_layout(
     base_dir: Path | str = DEFAULT_BASE_DIR,
     subnet: str | None = None,
     tls: bool = False,
+    hugepages: bool = False,
 ) -> LabLayout:
-    """Name everything of lab ``name`` with ``hosts`` hosts (``tls``: hosts reached over TLS)."""
+    """Name everything of lab ``name`` with ``hosts`` hosts (``tls``: hosts reached over TLS;
+    ``hugepages``: guests on huge pages)."""
     if not _NAME_RE.fullmatch(name):
         raise LabError(f"lab name(={name!r}) must match {_NAME_RE.pattern}")
     if not 1 <= hosts <= MAX_HOSTS:
@@ -219,6 +227,7 @@ def lab_layout(
             state_dir=base / name / "hosts" / f"lab{i}",
             host_uuid=str(uuid.uuid5(_UUID_NS, f"{name}/lab{i}")),
             client_pki_dir=client_pki,
+            hugepages=hugepages,
         )
         for i in range(1, hosts + 1)
     )

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from livemig.drivers.lab.errors import LabError
+from livemig.drivers.lab.hugepages import HUGETLBFS_MOUNT
 from livemig.drivers.lab.layout import (
     ETC_PKI,
     INSTANCES_PATH,
@@ -190,7 +191,7 @@ def setup_host_mounts(
 ) -> None:
     """Host name, private libvirt directories and the instances directory, all inside the
     holder's mount namespace (and in a TLS lab, or with ``private_pki``, the host's own
-    certificate directory on /etc/pki); also
+    certificate directory on /etc/pki; with huge pages, a hugetlbfs); also
     drop its copies of /run/netns (they would pin the network namespaces of other hosts
     and labs). ``mount -n``: libmount would otherwise create /run/mount/utab in the /run
     that every namespace shares."""
@@ -207,6 +208,10 @@ def setup_host_mounts(
     if host.tls or private_pki:
         host.pki_dir.mkdir(parents=True, exist_ok=True)
         host_run(holder, ["mount", "-n", "--bind", host.pki_dir, ETC_PKI])
+    if host.hugepages:
+        (host.private_dir("lib") / HUGETLBFS_MOUNT.relative_to(PRIVATE_DIRS["lib"])).mkdir(
+            exist_ok=True)
+        host_run(holder, ["mount", "-n", "-t", "hugetlbfs", "hugetlbfs", HUGETLBFS_MOUNT])
 
 
 def holder_alive(pid: int | None, netns: str) -> bool:

@@ -45,7 +45,8 @@ class LabGuests:
         return domain_xml(vm.name, vm.ram // MiB, vm.vcpus, Path(image["kernel"]),
                           Path(image["initrd"]),
                           max(1, round(vm.working_set / MiB)), vm.dirty_rate / MiB, log, disk,
-                          cpu_trace=vm.cpu_trace, cpu_trace_interval=vm.cpu_trace_interval)
+                          cpu_trace=vm.cpu_trace, cpu_trace_interval=vm.cpu_trace_interval,
+                          hugepages=self.record.hugepages)
 
     def booted(self, vm: VmSpec) -> bool:
         try:
