@@ -79,6 +79,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise CliError(f"calibrate needs libvirt-python: {one_line(exc)}") from exc
     from livemig.core.progress import ProgressBar
     from livemig.drivers.base import DriverSetupError
+    from livemig.drivers.lab.hugepages import ordinary_memory_warning
+
+    huge = run_mod.lab_hugepages(inventory)
+    if huge is not None and (note := ordinary_memory_warning(huge)):
+        print(note, file=sys.stderr)
 
     bar = None
     if not args.no_progress and sys.stderr.isatty():

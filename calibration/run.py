@@ -245,6 +245,16 @@ def versions(inventory_path: str | Path) -> dict[str, str]:
         conn.close()
 
 
+def lab_hugepages(inventory_path: str | Path) -> bool | None:
+    """Whether the inventory's lab gives its guests huge pages (``lab up --hugepages``);
+    None for real hosts (not known)."""
+    from livemig.drivers.hosts_inventory import load_hosts_inventory
+    from livemig.drivers.lab.inventory import load_inventory
+
+    inv = load_hosts_inventory(inventory_path)
+    return None if inv.lab_record is None else load_inventory(inv.lab_record).hugepages
+
+
 def run_case(case: Case, inventory_path: str | Path, out_dir: Path,
              repeat: int = 1) -> CaseResult:
     """Run one case on the inventory's first two hosts; its results into ``out_dir/real``
@@ -379,6 +389,8 @@ def calibrate(
     provenance: dict[str, Any] = {"date": started.isoformat(timespec="seconds"),
                                   "inventory": str(inventory_path), **versions(inventory_path),
                                   "load_average_start": list(os.getloadavg())}
+    if (huge := lab_hugepages(inventory_path)) is not None:
+        provenance["lab_hugepages"] = huge
     out_dir.mkdir(parents=True, exist_ok=True)
     done: list[CaseResult] = []
     for number, case in round_robin(cases, repeat):

@@ -559,3 +559,20 @@ def test_the_same_cases_replayed_under_every_model(tmp_path: Path) -> None:
     # a narrower call (--held-out) after a wider one: only its own cases, though runs/ has both
     narrow = models.replay_models(tmp_path, [capped], link_speed=150 * MiB)
     assert {r["instance"] for rs in narrow.values() for r in rs} == {capped.name}
+
+
+@pytest.mark.parametrize("extra, expected", [("", False), ("hugepages: true\n", True)])
+def test_a_calibration_records_whether_the_lab_gave_its_guests_huge_pages(
+    tmp_path: Path, extra: str, expected: bool
+) -> None:
+    from livemig.calibration.run import lab_hugepages
+
+    inv = fake_inventory(tmp_path)
+    inv.write_text(inv.read_text() + extra)
+    assert lab_hugepages(inv) is expected
+    hosts = tmp_path / "hosts.yml"  # real hosts: an Ansible inventory with no lab record
+    hosts.write_text("all:\n  children:\n    kvm_hosts:\n      hosts:\n"
+                     + "".join(f"        kvm{i}: {{libvirt_uri: 'qemu+ssh://root@kvm{i}/system',"
+                               " storage: shared, instances_path: /var/lib/libvirt/instances}\n"
+                               for i in (1, 2)))
+    assert lab_hugepages(hosts) is None

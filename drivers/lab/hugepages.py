@@ -39,6 +39,8 @@ HUGETLBFS_MOUNT = Path("/var/lib/libvirt/hugepages")
 NR_HUGEPAGES = Path("/proc/sys/vm/nr_hugepages")
 MEMINFO = Path("/proc/meminfo")
 MAP_HUGETLB = 0x40000  # linux/mman.h
+#: Present when this kernel reports free memory to its hypervisor (free page reporting).
+PAGE_REPORTING = Path("/sys/module/page_reporting")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,26 @@ class Pool:
     @property
     def free_mib(self) -> float:
         return self.free * self.page_kib / 1024
+
+
+def ordinary_memory_warning(lab_hugepages: bool, page_reporting: Path = PAGE_REPORTING
+                            ) -> str | None:
+    """What to tell someone about to measure migrations in a lab whose guests are on
+    ordinary memory, on a machine that reports free memory to its hypervisor; else None.
+
+    >>> ordinary_memory_warning(True) is None
+    True
+    >>> ordinary_memory_warning(False, Path("/nonexistent")) is None
+    True
+    >>> print(ordinary_memory_warning(False, Path("/")))  # doctest: +ELLIPSIS
+    note: this machine reports free memory to its hypervisor (/sys/module/page_reporting) ...
+    """
+    if lab_hugepages or not page_reporting.exists():
+        return None
+    return (f"note: this machine reports free memory to its hypervisor ({PAGE_REPORTING}) and "
+            "the lab's guests are on ordinary memory: an uncapped migration will go at the "
+            "speed the hypervisor backs fresh pages, which changes by the minute "
+            "(docs/lab-memory-backing.md); `livemig lab up --hugepages 1536` avoids it")
 
 
 def pool_pages(mib: int, page_kib: int) -> int:
