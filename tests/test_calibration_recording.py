@@ -16,6 +16,7 @@ from livemig.calibration import models, refit
 REPO = Path(__file__).resolve().parents[1]
 RECORDING = REPO / "calibration" / "recordings" / "lab-2026-12-04"
 LATE = REPO / "calibration" / "recordings" / "lab-2026-12-04-late"
+HUGEPAGES = REPO / "calibration" / "recordings" / "lab-2026-12-05-hugepages"
 MATRIX = REPO / "calibration" / "trust-matrix.yaml"
 FITTED = ("startup_cost", "switchover_cost", "link_speed", "flush_speed")
 
@@ -54,13 +55,14 @@ def test_the_held_out_replay_prints_the_readme_rows(
         assert rows[name] in section, f"README's row {name!r} is not what the replay prints"
 
 
-def _qemu_cells(cases_dir: Path, capsys: pytest.CaptureFixture[str]) -> str:
-    """The held-out replay's ``qemu`` row of ``cases_dir`` without its first cell."""
+def _replay_rows(cases_dir: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """The held-out replay's table of ``cases_dir``: each row's cells after the first, by
+    the first (``qemu`` for a recording of one run per case; ``qemu vs every run``, ``lab
+    noise floor ...`` and more for repeated runs)."""
     assert models.main([str(cases_dir), "--matrix", str(MATRIX), "--held-out",
                         "--profile", str(cases_dir / "profile.yaml")]) == 0  # fmt: skip
-    (row,) = [line for line in capsys.readouterr().out.splitlines()
-              if line.startswith("| qemu |")]
-    return row.split("|", 2)[2]
+    return {line.split("|", 2)[1].strip(): line.split("|", 2)[2]
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
 
 
 def test_the_late_recording_prints_the_readme_rows(
@@ -81,5 +83,31 @@ def test_the_late_recording_prints_the_readme_rows(
     rows = {line.split("|", 2)[1].strip(): line.split("|", 2)[2] for line in section.splitlines()
             if line.strip().startswith("| `profiles") or line.strip().startswith("| refitted")}
     earlier = "`profiles/lab-calibrated.yaml` (fitted 4 h earlier)"
-    assert _qemu_cells(shipped, capsys) == rows[earlier]
-    assert _qemu_cells(own, capsys) == rows["refitted on this recording (link 68.4 MiB/s)"]
+    assert _replay_rows(shipped, capsys)["qemu"] == rows[earlier]
+    assert _replay_rows(own, capsys)["qemu"] == rows["refitted on this recording (link 68.4 MiB/s)"]
+
+
+def test_the_huge_pages_recording_prints_the_readme_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The third recording, the guests on huge pages: refitting it gives its profile, and
+    the README's rows are its replay with that profile and with the shipped one."""
+    own, shipped = tmp_path / "own", tmp_path / "shipped"
+    shutil.copytree(HUGEPAGES, own)
+    shutil.copytree(HUGEPAGES, shipped)
+    shutil.copy(REPO / "profiles" / "lab-calibrated.yaml", shipped / "profile.yaml")
+    assert refit.main([str(own), "--matrix", str(MATRIX)]) == 0
+    again = yaml.safe_load((own / "profile.yaml").read_text())
+    recorded = yaml.safe_load((HUGEPAGES / "profile.yaml").read_text())
+    assert {k: again[k] for k in FITTED} == {k: recorded[k] for k in FITTED}
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("- **A third recording, guests on huge pages**"):]
+    section = section[:section.index("\n\n", section.index("| profile |"))]
+    rows = {line.split("|", 2)[1].strip(): line.split("|", 2)[2] for line in section.splitlines()
+            if line.strip().startswith("| ") and "---" not in line}
+    replayed = _replay_rows(own, capsys)
+    noise = "lab noise floor (each run vs its case median)"
+    assert replayed[noise] == rows[noise]
+    assert replayed["qemu vs every run"] == rows["refitted on this recording, vs every run"]
+    assert _replay_rows(shipped, capsys)["qemu vs every run"] == rows[
+        "`profiles/lab-calibrated.yaml` (ordinary memory), vs every run"]

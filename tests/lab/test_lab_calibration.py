@@ -7,12 +7,13 @@ dirty rate and limit, an uncapped one with a dirtying guest, and a case that can
 converge (aborted by its completion timeout).
 
 Tolerances, from the spread measured on this 2-core machine under load 1.5-5.8 (see the
-branch's report). The lab guest busy-waits (a CPU-bound writer), so each TCG guest holds a
-core, and QEMU's migration thread competes with it and with everything else on the
-machine: an uncapped transfer ran at 17.8 to 304 MB/s from one run to the next (the same
-uncapped case, 256 MiB with 64 MiB at 8 MiB/s, took 0.64 to 2.37 s of ``time_elapsed``;
-the idle 128 MiB one 0.50 to 5.77 s), start-up costs were 0.19-0.96 s. No tolerance
-would hold for an uncapped case predicted from another one under such load, so uncapped
+branch's report). An uncapped transfer ran at 17.8 to 304 MB/s from one run to the next
+(the same uncapped case, 256 MiB with 64 MiB at 8 MiB/s, took 0.64 to 2.37 s of
+``time_elapsed``; the idle 128 MiB one 0.50 to 5.77 s), start-up costs were 0.19-0.96 s:
+the destination QEMU writes each page it receives into fresh memory, and this virtual
+machine's hypervisor backs fresh pages at a speed that changes by the minute
+(``docs/lab-memory-backing.md``; this lab's guests are on ordinary memory). No tolerance
+would hold for an uncapped case predicted from another one on such a machine, so uncapped
 held-out errors are printed, not asserted. A capped case is paced by its cap: the same one
 took 4.60-5.53 s, and held-out capped predictions were off by -8.5 to +6.1 % over four
 calibrations. So: every outcome (converges or not) right, and capped held-out cases within
