@@ -65,23 +65,37 @@ def _replay_rows(cases_dir: Path, capsys: pytest.CaptureFixture[str]) -> dict[st
             for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
 
 
+def _refitted_and_shipped(recording: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """Two copies of ``recording``: one refitted (which must give its own profile again),
+    one with the shipped profile in its place."""
+    own, shipped = tmp_path / "own", tmp_path / "shipped"
+    shutil.copytree(recording, own)
+    shutil.copytree(recording, shipped)
+    shutil.copy(REPO / "profiles" / "lab-calibrated.yaml", shipped / "profile.yaml")
+    assert refit.main([str(own), "--matrix", str(MATRIX)]) == 0
+    again = yaml.safe_load((own / "profile.yaml").read_text())
+    recorded = yaml.safe_load((recording / "profile.yaml").read_text())
+    assert {k: again[k] for k in FITTED} == {k: recorded[k] for k in FITTED}
+    return own, shipped
+
+
+def _readme_rows(heading: str) -> dict[str, str]:
+    """The README's table after ``heading`` in the trust section: cells after the first,
+    by the first."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index(heading):]
+    section = section[:section.index("\n\n", section.index("| profile |"))]
+    return {line.split("|", 2)[1].strip(): line.split("|", 2)[2]
+            for line in section.splitlines() if line.strip().startswith("| ")}
+
+
 def test_the_late_recording_prints_the_readme_rows(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The second recording, four hours later: refitting it gives its profile, and the
     README's two rows are its replay with that profile and with the shipped one."""
-    own, shipped = tmp_path / "own", tmp_path / "shipped"
-    shutil.copytree(LATE, own)
-    shutil.copytree(LATE, shipped)
-    shutil.copy(REPO / "profiles" / "lab-calibrated.yaml", shipped / "profile.yaml")
-    assert refit.main([str(own), "--matrix", str(MATRIX)]) == 0
-    again = yaml.safe_load((own / "profile.yaml").read_text())
-    recorded = yaml.safe_load((LATE / "profile.yaml").read_text())
-    assert {k: again[k] for k in FITTED} == {k: recorded[k] for k in FITTED}
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("- **A second recording, four hours later"):]
-    rows = {line.split("|", 2)[1].strip(): line.split("|", 2)[2] for line in section.splitlines()
-            if line.strip().startswith("| `profiles") or line.strip().startswith("| refitted")}
+    own, shipped = _refitted_and_shipped(LATE, tmp_path)
+    rows = _readme_rows("- **A second recording, four hours later")
     earlier = "`profiles/lab-calibrated.yaml` (fitted 4 h earlier)"
     assert _replay_rows(shipped, capsys)["qemu"] == rows[earlier]
     assert _replay_rows(own, capsys)["qemu"] == rows["refitted on this recording (link 68.4 MiB/s)"]
@@ -92,19 +106,8 @@ def test_the_huge_pages_recording_prints_the_readme_rows(
 ) -> None:
     """The third recording, the guests on huge pages: refitting it gives its profile, and
     the README's rows are its replay with that profile and with the shipped one."""
-    own, shipped = tmp_path / "own", tmp_path / "shipped"
-    shutil.copytree(HUGEPAGES, own)
-    shutil.copytree(HUGEPAGES, shipped)
-    shutil.copy(REPO / "profiles" / "lab-calibrated.yaml", shipped / "profile.yaml")
-    assert refit.main([str(own), "--matrix", str(MATRIX)]) == 0
-    again = yaml.safe_load((own / "profile.yaml").read_text())
-    recorded = yaml.safe_load((HUGEPAGES / "profile.yaml").read_text())
-    assert {k: again[k] for k in FITTED} == {k: recorded[k] for k in FITTED}
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("- **A third recording, guests on huge pages**"):]
-    section = section[:section.index("\n\n", section.index("| profile |"))]
-    rows = {line.split("|", 2)[1].strip(): line.split("|", 2)[2] for line in section.splitlines()
-            if line.strip().startswith("| ") and "---" not in line}
+    own, shipped = _refitted_and_shipped(HUGEPAGES, tmp_path)
+    rows = _readme_rows("- **A third recording, guests on huge pages**")
     replayed = _replay_rows(own, capsys)
     noise = "lab noise floor (each run vs its case median)"
     assert replayed[noise] == rows[noise]
