@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import mmap
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,18 +109,17 @@ def ensure_pool(mib: int) -> Pool:
     return pool
 
 
-def warm_pool() -> tuple[float, float]:
-    """Write every free page of the pool once; returns (MiB written, seconds taken)."""
+def warm_pool() -> None:
+    """Write every free page of the pool once (about 10 s per GiB the first time on this
+    machine, 0.14 s after)."""
     pool = read_pool()
     if pool.free == 0:
-        return 0.0, 0.0
+        return
     size = pool.free * pool.page_kib * 1024
     step = pool.page_kib * 1024
-    t0 = time.monotonic()
     area = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_HUGETLB)
     try:
         for offset in range(0, size, step):
             area[offset] = 1  # the fault clears (and so backs) the whole huge page
     finally:
         area.close()
-    return pool.free_mib, time.monotonic() - t0
