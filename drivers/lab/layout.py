@@ -93,6 +93,19 @@ class HostLayout:
         """Backing directory (root-namespace view) of one of :data:`PRIVATE_DIRS`."""
         return self.state_dir / key
 
+    def backing_path(self, inside: Path) -> Path:
+        """Where a path inside one of the host's :data:`PRIVATE_DIRS` is, seen from the
+        root namespace (e.g. to make a mount point there before mounting on it).
+
+        >>> host = lab_layout("livemig", hosts=1).hosts[0]
+        >>> str(host.backing_path(INSTANCES_PATH))
+        '/var/tmp/livemig-lab/livemig/hosts/lab1/lib/instances'
+        """
+        for key, target in PRIVATE_DIRS.items():
+            if inside.is_relative_to(target):
+                return self.private_dir(key) / inside.relative_to(target)
+        raise LabError(f"{inside} is in none of a host's private directories")
+
     @property
     def pids_file(self) -> Path:
         return self.state_dir / "pids.json"

@@ -201,16 +201,14 @@ def setup_host_mounts(
         src = host.private_dir(key)
         src.mkdir(parents=True, exist_ok=True)
         host_run(holder, ["mount", "-n", "--bind", src, target])
-    mountpoint = host.private_dir("lib") / INSTANCES_PATH.relative_to(PRIVATE_DIRS["lib"])
-    mountpoint.mkdir(parents=True, exist_ok=True)
+    host.backing_path(INSTANCES_PATH).mkdir(parents=True, exist_ok=True)
     instances_dir.mkdir(parents=True, exist_ok=True)
     host_run(holder, ["mount", "-n", "--bind", instances_dir, INSTANCES_PATH])
     if host.tls or private_pki:
         host.pki_dir.mkdir(parents=True, exist_ok=True)
         host_run(holder, ["mount", "-n", "--bind", host.pki_dir, ETC_PKI])
     if host.hugepages:
-        (host.private_dir("lib") / HUGETLBFS_MOUNT.relative_to(PRIVATE_DIRS["lib"])).mkdir(
-            exist_ok=True)
+        host.backing_path(HUGETLBFS_MOUNT).mkdir(exist_ok=True)
         host_run(holder, ["mount", "-n", "-t", "hugetlbfs", "hugetlbfs", HUGETLBFS_MOUNT])
 
 
