@@ -65,11 +65,11 @@ def ordinary_memory_warning(lab_hugepages: bool, page_reporting: Path = PAGE_REP
     >>> ordinary_memory_warning(False, Path("/nonexistent")) is None
     True
     >>> print(ordinary_memory_warning(False, Path("/")))  # doctest: +ELLIPSIS
-    note: this machine reports free memory to its hypervisor (/sys/module/page_reporting) ...
+    note: this machine reports free memory to its hypervisor (/) and the lab's guests ...
     """
     if lab_hugepages or not page_reporting.exists():
         return None
-    return (f"note: this machine reports free memory to its hypervisor ({PAGE_REPORTING}) and "
+    return (f"note: this machine reports free memory to its hypervisor ({page_reporting}) and "
             "the lab's guests are on ordinary memory: an uncapped migration will go at the "
             "speed the hypervisor backs fresh pages, which changes by the minute "
             "(docs/lab-memory-backing.md); `livemig lab up --hugepages 1536` avoids it")

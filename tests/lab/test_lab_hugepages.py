@@ -22,6 +22,7 @@ from livemig.core.model import VmSpec
 from livemig.core.units import MiB
 from livemig.drivers.lab.hugepages import HUGETLBFS_MOUNT, read_pool
 from livemig.drivers.lab.inventory import Inventory, load_inventory
+from livemig.drivers.lab.layout import lab_layout
 from livemig.drivers.lab.target import LabGuests
 
 pytestmark = pytest.mark.lab
@@ -56,8 +57,8 @@ def _wait_pool_free(pages: int, timeout: float = 60.0) -> int:
 def test_guest_ram_is_on_the_pool_on_both_sides_of_a_migration(lab: Inventory) -> None:
     lab1, lab2 = lab.hosts
     assert lab.hugepages
-    conf = Path(lab.lab_dir, "hosts", "lab1", "etc", "qemu.conf").read_text()
-    assert f'hugetlbfs_mount = "{HUGETLBFS_MOUNT}"' in conf
+    conf = lab_layout(LAB, hosts=2).hosts[0].backing_path(Path("/etc/libvirt/qemu.conf"))
+    assert f'hugetlbfs_mount = "{HUGETLBFS_MOUNT}"' in conf.read_text()
     free_before = read_pool().free
     assert free_before * read_pool().page_kib >= 2 * RAM_MIB * 1024  # ensured by lab up
 
