@@ -136,11 +136,13 @@ def parse_matrix(text: str, source: str) -> list[Case]:
 
 
 def case_scenario_text(case: Case, source: str, dest: str, *, non_zero: int | None = None,
-                       dirty_rate: float | None = None, profile: str | None = None) -> str:
+                       dirty_rate: float | None = None, profile: str | None = None,
+                       layout: tuple[float, ...] = ()) -> str:
     """The scenario YAML of ``case``: its VM (named as the case) on ``source``, migrated
     to ``dest``. ``non_zero``/``dirty_rate`` replace the VM's ``used_memory`` (default:
-    working set + 64 MiB) and dirty rate, e.g. with the guest's measured truth;
-    ``profile`` names a model profile file (relative to the scenario file).
+    working set + 64 MiB) and dirty rate, e.g. with the guest's measured truth, ``layout``
+    gives its ``memory_layout``; ``profile`` names a model profile file (relative to the
+    scenario file).
 
     >>> c = DEFAULT_MATRIX[4]
     >>> text = case_scenario_text(c, "lab1", "lab2")
@@ -157,6 +159,7 @@ def case_scenario_text(case: Case, source: str, dest: str, *, non_zero: int | No
     cap = f"\n    bandwidth: {case.bandwidth / MiB:g}MiB/s" if case.capped else ""
     if profile is not None:
         cap += f"\n    profile: {json.dumps(profile)}"
+    where = f",\n     memory_layout: [{', '.join(f'{v:g}' for v in layout)}]" if layout else ""
     return f"""\
 # livemig calibrate: case {case.name}
 name: {case.name}
@@ -165,7 +168,7 @@ hosts:
 vms:
   - {{name: {case.name}, host: {source}, ram: {case.ram // MiB}MiB,
      used_memory: {min(used, case.ram)}B, working_set: {case.working_set}B,
-     dirty_rate: {rate!r}B/s}}
+     dirty_rate: {rate!r}B/s{where}}}
 policy:
   migration:{cap}
     max_downtime: {case.max_downtime * 1000:g}ms

@@ -61,7 +61,7 @@ CASE_COLUMNS = (
     "iterations", "data_transferred_bytes", "time_elapsed_ms", "setup_time_ms",
     "memory_processed_bytes", "memory_normal_bytes", "memory_bps", "guest_rate_mibps",
     "guest_nonzero_mib", "guest_memfree_mib", "guest_ticks", "wall_s", "load1",
-    "guest_scan_nonzero_mib",
+    "guest_scan_nonzero_mib", "guest_layout",
 )
 
 
@@ -98,6 +98,7 @@ class CaseResult:
             "guest_memfree_mib": t.memfree_mib, "guest_ticks": t.ticks,
             "wall_s": round(self.wall_s, 2), "load1": self.load1,
             "guest_scan_nonzero_mib": t.scan_nonzero_mib,
+            "guest_layout": " ".join(f"{v:g}" for v in t.scan_layout) or None,
         }
 
 
@@ -316,7 +317,8 @@ def replay_scenario(result: CaseResult, hidden: HiddenMemory, source: str, dest:
     fitted ``profile`` (a path relative to the scenario file)."""
     rate = None if result.truth.rate_mibps is None else result.truth.rate_mibps * MiB
     return case_scenario_text(result.case, source, dest, profile=profile,
-                              non_zero=round(non_zero(result, hidden)), dirty_rate=rate)
+                              non_zero=round(non_zero(result, hidden)), dirty_rate=rate,
+                              layout=result.truth.scan_layout)
 
 
 def profile_document(
@@ -470,9 +472,38 @@ def typical_runs(results: Sequence[CaseResult]) -> list[CaseResult]:
         truth = replace(first.truth, rate_mibps=mid([r.truth.rate_mibps for r in runs]),
                         nonzero_mib=mid([r.truth.nonzero_mib for r in runs]),
                         memfree_mib=mid([r.truth.memfree_mib for r in runs]),
-                        scan_nonzero_mib=mid([r.truth.scan_nonzero_mib for r in runs]))
+                        scan_nonzero_mib=mid([r.truth.scan_nonzero_mib for r in runs]),
+                        scan_layout=median_layout([r.truth.scan_layout for r in runs]))
         out.append(replace(first, truth=truth))
     return out
+
+
+def median_layout(layouts: Sequence[tuple[float, ...]]) -> tuple[float, ...]:
+    """Slice by slice, the median of the runs' layouts of the most common length (() when
+    none reported one).
+
+    >>> median_layout([(0.5, 0.1), (0.7, 0.0), (0.6, 0.2), ()])
+    (0.6, 0.1)
+    """
+    known = [t for t in layouts if t]
+    if not known:
+        return ()
+    n = max({len(t) for t in known}, key=[len(t) for t in known].count)
+    return tuple(median(t[i] for t in known if len(t) == n) for i in range(n))
+
+
+def _layout(text: str | None, cases_csv: Path, line: int) -> tuple[float, ...]:
+    """A ``guest_layout`` cell: shares separated by spaces (() when empty or absent)."""
+    if not text or not text.strip():
+        return ()
+    try:
+        shares = tuple(float(v) for v in text.split())
+    except ValueError:
+        shares = ()
+    if not shares or not all(0.0 <= v <= 1.0 for v in shares):
+        raise ValueError(f"{cases_csv}:{line}: guest_layout {text!r}: expected shares from "
+                         "0 to 1 separated by spaces")
+    return shares
 
 
 def load_results(cases_csv: Path, matrix: Sequence[Case]) -> list[CaseResult]:
@@ -502,7 +533,8 @@ def load_results(cases_csv: Path, matrix: Sequence[Case]) -> list[CaseResult]:
                                rate_mibps=_number(row["guest_rate_mibps"]),
                                nonzero_mib=_number(row["guest_nonzero_mib"]),
                                memfree_mib=_number(row["guest_memfree_mib"]),
-                               scan_nonzero_mib=_number(row.get("guest_scan_nonzero_mib") or ""))
+                               scan_nonzero_mib=_number(row.get("guest_scan_nonzero_mib") or ""),
+                               scan_layout=_layout(row.get("guest_layout"), cases_csv, line))
             repeat = _repeat(row.get("repeat"), cases_csv, line)
             results.append(CaseResult(case=case, status=row["status"],
                                       error=row["error"] or None, record=record, stats=stats,

@@ -17,7 +17,14 @@ through ``/proc/kcore`` and prints the non-zero 4 KiB pages it found::
 
 ``scan_nonzero_mib`` is that Z (None when the log has no scan line, or
 ``scan error=WHAT ...`` when the guest could not read ``/proc/kcore``: then
-``scan_error`` is WHAT).
+``scan_error`` is WHAT). The same scan tells where in RAM those pages lie, in the order
+QEMU's round 0 walks them (the share of non-zero pages in each of N equal slices of RAM,
+lowest address first)::
+
+    layout slices=N nonzero=S1,S2,...,SN
+
+``scan_layout`` is that list (empty when the log has none; a line whose count does not
+match ``slices`` is ignored).
 
 >>> log = '''livemig-dirtier: ready ws_mib=16 rate_mib=8 pages=4096
 ... tick 1 uptime=1.00 dirtied_mib=8.0 behind_ms=1 rate_mibps=7.99 nonzero_mib=90.7 memfree_mib=115
@@ -32,12 +39,16 @@ through ``/proc/kcore`` and prints the non-zero 4 KiB pages it found::
 101.3
 >>> guest_truth("scan error=open-proc-kcore errno=2\\n").scan_error
 'open-proc-kcore'
+>>> guest_truth("layout slices=4 nonzero=0.750,0.580,0.650,0.420\\n").scan_layout
+(0.75, 0.58, 0.65, 0.42)
+>>> guest_truth("layout slices=4 nonzero=0.750,0.580\\n").scan_layout  # cut short
+()
 
 Ticks of the old format (no truth fields) count, but give no figures:
 
 >>> guest_truth("tick 1 uptime=1.00 dirtied_mib=0.0 behind_ms=0\\n")
 GuestTruth(ticks=1, rate_mibps=None, nonzero_mib=None, memfree_mib=None, \
-scan_nonzero_mib=None, scan_error=None)
+scan_nonzero_mib=None, scan_error=None, scan_layout=())
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ TICK_RE = re.compile(r"^tick (\d+) (.*)$", re.MULTILINE)
 FIELD_RE = re.compile(r"(\w+)=(-?[0-9.]+)")
 SCAN_RE = re.compile(r"^scan nonzero_mib=([0-9.]+)\b", re.MULTILINE)
 SCAN_ERROR_RE = re.compile(r"^scan error=(\S+)", re.MULTILINE)
+LAYOUT_RE = re.compile(r"^layout slices=(\d+) nonzero=([0-9.,]+)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +75,7 @@ class GuestTruth:
     memfree_mib: float | None
     scan_nonzero_mib: float | None = None  # non-zero pages found in RAM (module docstring)
     scan_error: str | None = None  # why the guest could not scan its RAM
+    scan_layout: tuple[float, ...] = ()  # non-zero share per equal slice of RAM, low first
 
 
 def _median(values: list[float]) -> float | None:
@@ -82,7 +95,21 @@ def guest_truth(console: str, *, first_tick: int = 1, last_tick: int | None = No
             if key in fields and float(value) >= 0:  # -1: /proc/meminfo unreadable
                 fields[key].append(float(value))
     scans = SCAN_RE.findall(console)
+    layouts = [shares for shares in map(_layout, LAYOUT_RE.findall(console)) if shares]
     errors = SCAN_ERROR_RE.findall(console)
     return GuestTruth(ticks=ticks, **{k: _median(v) for k, v in fields.items()},
                       scan_nonzero_mib=float(scans[-1]) if scans else None,
-                      scan_error=None if scans or not errors else errors[-1])
+                      scan_error=None if scans or not errors else errors[-1],
+                      scan_layout=layouts[-1] if layouts else ())
+
+
+def _layout(match: tuple[str, str]) -> tuple[float, ...]:
+    """The shares of a layout line, () when they are not ``slices`` numbers in [0, 1]."""
+    count, text = match
+    try:
+        shares = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        return ()
+    if len(shares) != int(count) or not all(0.0 <= v <= 1.0 for v in shares):
+        return ()
+    return shares

@@ -135,6 +135,9 @@ class VmSpec:
     # proportion to an auto-converge throttle; small: paced by the clock, barely slows
     # until the throttle leaves less than that share); see policy.throttled_dirty_rate
     throttle_response: float = 1.0
+    # where the non-zero memory lies: its share in each of N equal slices of the RAM, lowest
+    # address first (QEMU's round 0 walks RAM in that order); () = spread evenly
+    memory_layout: tuple[float, ...] = ()
     # CPU utilisation: percent of its vCPUs, one sample every cpu_trace_interval seconds,
     # linear between samples, the last holding (core/cpu_trace.py); () = none modelled
     cpu_trace: tuple[float, ...] = ()

@@ -45,6 +45,10 @@ Schema (``*`` required, ``=`` default)::
         throttle_response: cpu_bound | clock_paced | 0.3   (= cpu_bound = 1; clock_paced =
                                0.1) the share of its CPU the guest's writing needs: how much
                                an auto-converge throttle slows it (core/policy.py)
+        memory_layout: [0.7, 1, 0.4, 0]  where the non-zero memory lies: its share in
+                               each of N equal slices of the RAM, lowest address first
+                               (= spread evenly; qemu model; livemig calibrate records a
+                               guest's, docs/guest-ram-layout.md)
         cpu_trace: [80, 20, 50]  CPU utilisation, percent of the VM's vCPUs (0-100), one
                                sample every cpu_trace_interval, linear between, the last
                                holding (= none; core/cpu_trace.py); the lab guest burns it
@@ -633,6 +637,7 @@ _VM: dict[str, Reader] = {
     "volume_backed": boolean,
     "throttle_response": lambda f: _throttle_response(f),
     "cpu_trace": lambda f: _cpu_trace(f),
+    "memory_layout": lambda f: _memory_layout(f),
     "cpu_trace_interval": duration(positive=True),
     "image": string("a disk image: a volume of the host's instances pool, e.g. debian-12.qcow2"),
     "adopt": boolean,
@@ -652,6 +657,27 @@ def _cpu_trace(f: Field) -> tuple[float, ...]:
     if not samples:
         f.fail(f"empty list; expected {expected}")
     return tuple(samples)
+
+
+MAX_LAYOUT_SLICES = 4096
+
+
+def _memory_layout(f: Field) -> tuple[float, ...]:
+    """A non-empty list of shares (0-1), one per equal slice of the RAM, not all 0."""
+    expected = ("a list of non-zero shares from 0 to 1, one per equal slice of the RAM, "
+                "e.g. [0.7, 1, 0.4, 0]")
+    shares = []
+    for _, item in f.items(expected):
+        value = item.number()
+        if not 0 <= value <= 1:
+            item.fail(f"{item.describe()} is out of range; expected a share from 0 to 1")
+        shares.append(float(value))
+    if not shares or len(shares) > MAX_LAYOUT_SLICES:
+        f.fail(f"{len(shares)} slices; expected {expected} (1 to {MAX_LAYOUT_SLICES} slices)")
+    if not any(shares):
+        f.fail("every slice is 0; expected at least one share above 0 (where the non-zero "
+               "memory lies)")
+    return tuple(shares)
 
 
 def _throttle_response(f: Field) -> float:

@@ -116,6 +116,11 @@ def test_the_guest_reports_its_truth(calibrated: dict) -> None:
         # the non-zero pages of its RAM, read through /proc/kcore before the first tick
         scanned = float(row["guest_scan_nonzero_mib"])
         assert case.working_set / MiB < scanned < case.ram / MiB, row
+        # and where they lie: 32 equal slices of RAM whose shares add up to the same figure
+        # (each slice ~RAM / 32; the RAM the kernel does not list is not in any slice)
+        layout = [float(v) for v in row["guest_layout"].split()]
+        assert len(layout) == 32 and all(0 <= v <= 1 for v in layout), row
+        assert sum(layout) * case.ram / MiB / 32 == pytest.approx(scanned, rel=0.03), row
 
 
 def guest_nonzero_mib(row: dict[str, str]) -> float:

@@ -45,6 +45,11 @@
  * RAM ranges too) and every other segment (vmalloc, vmemmap ...) has p_paddr = -1. The RAM
  * segments are the ones with a p_paddr whose p_vaddr is below the kernel text mapping
  * (__START_KERNEL_map). Reading a RAM page the kernel cannot read gives zeros.
+ * Right after it, where in RAM those pages lie, in the order QEMU's round 0 walks them:
+ *   layout slices=N nonzero=S1,S2,...,SN
+ * the RAM segments laid end to end by physical address (so a hole, the PCI one of a guest
+ * over 3 GiB included, takes no room) and cut in N = LAYOUT_SLICES equal slices; Si is the
+ * share of slice i's 4 KiB pages that are not all zero (0.000-1.000), lowest address first.
  *
  * CPU load. "livemig.cpu_trace=P0,P1,..." (percent of the vCPU, 0-100, at most MAX_TRACE
  * samples) with "livemig.cpu_interval=S" (seconds between samples) makes the program burn
@@ -99,6 +104,14 @@ static void meminfo_kib(long *total, long *free_kib)
 
 #define KERNEL_TEXT_MAP 0xffffffff80000000ULL /* x86-64 __START_KERNEL_map */
 #define SCAN_CHUNK (1UL << 20)
+#define LAYOUT_SLICES 32
+
+/* Order of two RAM program headers by physical address (qsort). */
+static int by_paddr(const void *a, const void *b)
+{
+    Elf64_Addr x = ((const Elf64_Phdr *)a)->p_paddr, y = ((const Elf64_Phdr *)b)->p_paddr;
+    return x < y ? -1 : x > y;
+}
 
 /* 1 when the 4 KiB page at p is all zero bytes. */
 static int page_is_zero(const uint64_t *p)
@@ -140,13 +153,22 @@ static void scan_nonzero(void)
         close(fd);
         return;
     }
-    unsigned long long scanned = 0, nonzero = 0;
+    unsigned long long scanned = 0, nonzero = 0, ram_pages = 0;
+    unsigned long long slice_nonzero[LAYOUT_SLICES] = {0};
     int segments = 0, failed = 0;
-    for (int i = 0; i < eh.e_phnum && !failed; i++) {
+    for (int i = 0; i < eh.e_phnum; i++) { /* keep the RAM ranges, by physical address */
         const Elf64_Phdr *p = &ph[i];
         if (p->p_type != PT_LOAD || p->p_paddr == (Elf64_Addr)-1 || p->p_vaddr >= KERNEL_TEXT_MAP)
             continue; /* not a RAM range of the direct map */
-        segments++;
+        ph[segments++] = *p;
+        ram_pages += p->p_memsz / PAGE;
+    }
+    qsort(ph, (size_t)segments, sizeof(Elf64_Phdr), by_paddr);
+    unsigned long long slice_pages = (ram_pages + LAYOUT_SLICES - 1) / LAYOUT_SLICES;
+    if (slice_pages == 0)
+        slice_pages = 1;
+    for (int i = 0; i < segments && !failed; i++) {
+        const Elf64_Phdr *p = &ph[i];
         for (uint64_t done = 0; done < p->p_memsz;) {
             uint64_t want = p->p_memsz - done < SCAN_CHUNK ? p->p_memsz - done : SCAN_CHUNK;
             ssize_t got = pread(fd, buf, want, (off_t)(p->p_offset + done));
@@ -163,8 +185,12 @@ static void scan_nonzero(void)
                 failed = 1;
                 break;
             }
-            for (size_t k = 0; k < pages_read; k++)
-                nonzero += !page_is_zero(buf + k * (PAGE / sizeof(uint64_t)));
+            for (size_t k = 0; k < pages_read; k++) {
+                int used = !page_is_zero(buf + k * (PAGE / sizeof(uint64_t)));
+                nonzero += used;
+                unsigned long long slice = (scanned + k) / slice_pages;
+                slice_nonzero[slice < LAYOUT_SLICES ? slice : LAYOUT_SLICES - 1] += used;
+            }
             scanned += pages_read;
             done += (uint64_t)pages_read * PAGE;
         }
@@ -176,6 +202,16 @@ static void scan_nonzero(void)
                (double)nonzero * PAGE / (1024.0 * 1024.0),
                (double)scanned * PAGE / (1024.0 * 1024.0), segments,
                (double)(now_ns() - t0) / NS);
+    if (!failed && segments > 0) {
+        printf("layout slices=%d nonzero=", LAYOUT_SLICES);
+        for (int i = 0; i < LAYOUT_SLICES; i++) {
+            unsigned long long first = (unsigned long long)i * slice_pages;
+            unsigned long long size = first >= ram_pages ? 0
+                : (ram_pages - first < slice_pages ? ram_pages - first : slice_pages);
+            printf("%s%.3f", i ? "," : "", size ? (double)slice_nonzero[i] / (double)size : 0.0);
+        }
+        printf("\n");
+    }
     free(ph);
     free(buf);
     close(fd);
