@@ -108,11 +108,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
                f"guest_nonzero={row['guest_nonzero_mib']} MiB"
                + (f" scan={row['guest_scan_nonzero_mib']} MiB" if r.truth.scan_error is None
                   else f" scan unavailable ({printable(r.truth.scan_error)})"))
-    flush = (f"{fitted.flush_speed / 2**20:.1f} MiB/s" if fitted.flush_speed
-             else "link speed (fewer than two capped cases)")
-    echo(f"\nstartup_cost {fitted.startup_cost * 1000:.1f} ms, switchover_cost "
-           f"{fitted.switchover_cost * 1000:.1f} ms, link_speed "
-           f"{fitted.link_speed / 2**20:.1f} MiB/s, capped flush_speed {flush}")
+    echo(f"\n{fitted.summary()}")
     echo(f"profile written to {profile}; cases in {cases_dir / 'cases.csv'}")
     if args.replay:
         text, _ = run_mod.replay_on_simulator(cases_dir)

@@ -14,6 +14,10 @@ was 0.5 s): recorded, but not the estimator.
 >>> round(startup_cost(1.826, 145_550_829, 111_533_202), 3)   # a lab case: 1.826 s in all
 0.521
 
+Where the destination preallocates the guest's RAM (the lab's guests on huge pages) the
+start-up grows with the RAM: the start-up is a line in the RAM (:func:`startup_line`),
+whose slope is ``startup_cost_per_gib``; a line that does not rise is flat.
+
 **Link speed** (an uncapped transfer and the final flush): ``memory_bps`` of uncapped cases.
 
 **Switchover cost and flush speed** (a downtime is the fixed cost of stopping the guest,
@@ -66,6 +70,7 @@ class CaseMeasurement:
     ram: float = 0.0  # bytes (0: not known, no zero pages counted)
     working_set: float = 0.0  # bytes
     dirty_rate: float = 0.0  # bytes/s, the guest's real write rate
+    layout: tuple[float, ...] = ()  # where its non-zero memory lies (() = evenly)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,6 +83,27 @@ class Profile:
     bandwidth_window: float = 0.1  # seconds: QEMU's bandwidth measurement window
     flush_speed: float | None = None  # bytes/s of a capped migration's flush (None: link)
     check_period: float = 0.05  # seconds between QEMU's checks of an uncapped pass
+    startup_cost_per_gib: float = 0.0  # more start-up seconds per GiB of the guest's RAM
+
+    def startup_for(self, ram: float | None) -> float:
+        """Seconds before the first byte for a guest of ``ram`` bytes (None: not known)."""
+        return self.startup_cost + self.startup_cost_per_gib * (ram or 0.0) / GiB
+
+    def summary(self) -> str:
+        """One line of the fitted figures, as ``livemig calibrate`` prints them.
+
+        >>> Profile(startup_cost=0.19, startup_cost_per_gib=0.2, switchover_cost=0.014,
+        ...         link_speed=984 * MiB, flush_speed=839 * MiB).summary()
+        'startup_cost 190.0 ms + 200.0 ms per GiB of RAM, switchover_cost 14.0 ms, \
+link_speed 984.0 MiB/s, flush_speed 839.0 MiB/s'
+        """
+        per_gib = (f" + {self.startup_cost_per_gib * 1000:.1f} ms per GiB of RAM"
+                   if self.startup_cost_per_gib else "")
+        flush = (f"{self.flush_speed / MiB:.1f} MiB/s" if self.flush_speed
+                 else "link speed (fewer than two capped cases)")
+        return (f"startup_cost {self.startup_cost * 1000:.1f} ms{per_gib}, switchover_cost "
+                f"{self.switchover_cost * 1000:.1f} ms, link_speed "
+                f"{self.link_speed / MiB:.1f} MiB/s, flush_speed {flush}")
 
 
 def startup_cost(time_elapsed: float, memory_processed: float, memory_bps: float) -> float:
@@ -85,6 +111,29 @@ def startup_cost(time_elapsed: float, memory_processed: float, memory_bps: float
     if memory_bps <= 0:
         raise ValueError("memory_bps must be > 0")
     return max(0.0, time_elapsed - memory_processed / memory_bps)
+
+
+def startup_line(points: Sequence[tuple[float, float]]) -> tuple[float, float]:
+    """The start-up as a line in the guest's RAM through ``(RAM bytes, start-up s)`` points,
+    ``(seconds at no RAM, seconds per GiB)``, robust to a case disturbed by the machine's
+    load (Theil-Sen: the median of the slopes between every two points of different RAM,
+    then the median intercept). A slope that is not above 0, or points of one RAM size,
+    give the flat line at the median.
+
+    >>> MiB = 2**20
+    >>> base, per_gib = startup_line([(128 * MiB, 0.22), (128 * MiB, 0.34), (256 * MiB, 0.23),
+    ...                               (384 * MiB, 0.27), (512 * MiB, 0.30), (512 * MiB, 0.31)])
+    >>> round(base, 4), round(per_gib, 4)
+    (0.1933, 0.2133)
+    >>> startup_line([(128 * MiB, 0.21), (512 * MiB, 0.19), (256 * MiB, 0.20)])
+    (0.2, 0.0)
+    """
+    slopes = [(y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points)
+              for x2, y2 in points[i + 1:] if x2 != x1]
+    slope = median(slopes) if slopes else 0.0
+    if slope <= 0:
+        return median(y for _, y in points), 0.0
+    return median(y - slope * x for x, y in points), slope * GiB
 
 
 def flush_line(points: Sequence[tuple[float, float]]) -> tuple[float, float | None] | None:
@@ -123,7 +172,7 @@ def model_remainder(case: CaseMeasurement, link_speed: float, window: float = 0.
     period = check_period_for(bw if case.capped else None, link_speed, Profile.check_period)
     plan = plan_qemu(case.non_zero, case.working_set, case.dirty_rate, bw, case.max_downtime,
                      flush_speed=link_speed, bandwidth_window=window, max_rounds=MAX_PASSES,
-                     ram=case.ram or None, check_period=period)
+                     ram=case.ram or None, layout=case.layout, check_period=period)
     return plan.remaining if plan.converged else 0.0
 
 
@@ -151,15 +200,16 @@ def fit_profile(cases: Sequence[CaseMeasurement]) -> Profile:
     if not uncapped:
         raise ValueError("no completed uncapped case: the link speed cannot be measured")
     link = median(c.memory_bps for c in uncapped)
-    startup = median(startup_cost(c.time_elapsed, c.memory_processed, c.memory_bps)
-                     for c in done)
+    startup, per_gib = startup_line([
+        (c.ram, startup_cost(c.time_elapsed, c.memory_processed, c.memory_bps))
+        for c in done])
     line = flush_line([(model_remainder(c, link), c.downtime) for c in done if c.capped])
     if line is None:
         return Profile(startup_cost=startup, switchover_cost=min(c.downtime for c in done),
-                       link_speed=link)
+                       link_speed=link, startup_cost_per_gib=per_gib)
     switchover, flush = line
     return Profile(startup_cost=startup, switchover_cost=switchover, link_speed=link,
-                   flush_speed=flush)
+                   flush_speed=flush, startup_cost_per_gib=per_gib)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,10 +242,12 @@ def predict(
     max_downtime: float,
     timeout: float = math.inf,
     ram: float | None = None,
+    layout: tuple[float, ...] = (),
 ) -> Prediction:
     """The qemu model (:func:`livemig.drivers.precopy.plan_qemu`, the simulator's closed
     form) for one case: sent at ``bandwidth`` (the cap; 0: the link), QEMU's syncs and
-    switchover (round 0 counting the zero pages of ``ram`` when given), the remainder
+    switchover (round 0 counting the zero pages of ``ram`` when given, laid out as
+    ``layout`` says), the remainder
     flushed at :func:`~livemig.drivers.precopy.flush_speeds_for`; time elapsed = start-up +
     transfer + downtime. A case that has not completed by ``timeout`` is aborted then.
 
@@ -223,17 +275,17 @@ def predict(
     period = check_period_for(bw if capped else None, link, profile.check_period)
     plan = plan_qemu(non_zero, working_set, dirty_rate, bw, max_downtime,
                      flush_speed=flush.resend or link, first_copy_speed=flush.first_copy,
-                     startup_cost=profile.startup_cost,
+                     startup_cost=profile.startup_for(ram),
                      switchover_cost=profile.switchover_cost,
                      bandwidth_window=profile.bandwidth_window, max_rounds=MAX_PASSES, ram=ram,
-                     check_period=period)
+                     layout=layout, check_period=period)
     if plan.converged and plan.total_time <= timeout:
         return Prediction(converges=True, total_time=plan.total_time,
                           downtime=plan.downtime or 0.0, transferred=plan.data_transferred,
                           passes=len(plan.rounds))
     # QEMU never gives up: it sends at ``bw`` until the timeout aborts it
     if math.isfinite(timeout):
-        sent = bw * max(0.0, timeout - profile.startup_cost)
+        sent = bw * max(0.0, timeout - profile.startup_for(ram))
         sent = min(sent, plan.data_transferred) if plan.converged else sent
     else:
         sent = plan.data_transferred

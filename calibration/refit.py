@@ -71,10 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     profile = fit_and_write(results, args.cases_dir, out,
                             name=str(old.get("name") or "calibrated"), fit_names=fit_names,
                             hosts=_hosts(args.cases_dir / "scenarios"), provenance=provenance)
-    flush = f"{profile.flush_speed / 2**20:.1f} MiB/s" if profile.flush_speed else "link speed"
-    print(f"{out}: startup_cost {profile.startup_cost * 1000:.1f} ms, switchover_cost "
-          f"{profile.switchover_cost * 1000:.1f} ms, link_speed "
-          f"{profile.link_speed / 2**20:.1f} MiB/s, flush_speed {flush}")
+    print(f"{out}: {profile.summary()}")
     return 0
 
 

@@ -197,6 +197,7 @@ def measurement(result: CaseResult, hidden: HiddenMemory) -> CaseMeasurement:
         memory_processed=float(s.get("memory_processed", 0)),
         memory_bps=float(s.get("memory_bps", 0)), non_zero=non_zero(result, hidden),
         ram=float(c.ram), working_set=float(c.working_set), dirty_rate=write_rate(result),
+        layout=result.truth.scan_layout,
     )
 
 
@@ -208,6 +209,7 @@ def prediction_for(result: CaseResult, profile: Profile, hidden: HiddenMemory) -
         profile, non_zero=non_zero(result, hidden), working_set=c.working_set,
         dirty_rate=write_rate(result), bandwidth=c.bandwidth, max_downtime=c.max_downtime,
         timeout=completion_timeout(c.completion_timeout, c.ram), ram=float(c.ram),
+        layout=result.truth.scan_layout,
     )
 
 
@@ -351,6 +353,8 @@ def profile_document(
     return {
         "name": name,
         "startup_cost": f"{profile.startup_cost * 1000:.1f}ms",
+        **({"startup_cost_per_gib": f"{profile.startup_cost_per_gib * 1000:.1f}ms"}
+           if profile.startup_cost_per_gib else {}),
         "switchover_cost": f"{profile.switchover_cost * 1000:.1f}ms",
         "link_speed": f"{profile.link_speed / MiB:.1f}MiB/s",
         **({"flush_speed": f"{profile.flush_speed / MiB:.1f}MiB/s"}

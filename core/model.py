@@ -195,6 +195,7 @@ class MigrationPolicy:
     # None: the profile's value, else the model's default (core/profile.py)
     switchover_cost: float | None = None  # seconds added to each downtime
     startup_cost: float | None = None  # seconds before the first byte (qemu)
+    startup_cost_per_gib: float | None = None  # more of them per GiB of the guest's RAM
     link_speed: float | None = None  # B/s of an uncapped transfer (qemu; None: the link)
     flush_speed: float | None = None  # B/s of the stop-and-copy flush (None: link_speed)
     bandwidth_window: float | None = None  # seconds the switchover's bandwidth is measured

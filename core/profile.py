@@ -5,6 +5,8 @@ relative to the scenario file) holding what a calibration measured on real hosts
 
     name: qemu10-lab            text (= the file name without extension)
     startup_cost: 285ms         before the first memory byte (begin, prepare, dest QEMU)
+    startup_cost_per_gib: 90ms  more start-up per GiB of the guest's RAM (= 0; a destination
+                                that preallocates the guest's RAM, e.g. on huge pages)
     switchover_cost: 20ms       fixed part of every downtime (device state, resume)
     link_speed: 330MiB/s        an uncapped migration's effective speed (= the host link)
     flush_speed: 1GiB/s         the stop-and-copy's speed for pages sent before (and all of a
@@ -51,12 +53,13 @@ from .yaml_nodes import (
     string,
 )
 
-PARAMETERS = ("startup_cost", "switchover_cost", "link_speed", "flush_speed",
-              "bandwidth_window", "check_period")
+PARAMETERS = ("startup_cost", "startup_cost_per_gib", "switchover_cost", "link_speed",
+              "flush_speed", "bandwidth_window", "check_period")
 """The model parameters a profile (or a scenario's ``policy.migration``) may set."""
 
 READERS: dict[str, Reader] = {
     "startup_cost": duration(non_negative=True),
+    "startup_cost_per_gib": duration(non_negative=True),
     "switchover_cost": duration(non_negative=True),
     "link_speed": rate(positive=True),
     "flush_speed": rate(positive=True),
@@ -66,6 +69,7 @@ READERS: dict[str, Reader] = {
 
 QEMU_DEFAULTS: dict[str, float | None] = {
     "startup_cost": 0.285,  # median of 0.25-0.35 s before the first byte
+    "startup_cost_per_gib": 0.0,  # the lab on ordinary memory: no growth with the RAM
     # capped downtime was 23-35 ms whatever the limit; the flush of cap x limit (1-5 MiB)
     # at ~330 MiB/s takes 3-15 ms of it: about 20 ms are fixed
     "switchover_cost": 0.020,
@@ -75,8 +79,8 @@ QEMU_DEFAULTS: dict[str, float | None] = {
     "check_period": 0.05,  # QEMU's MAX_WAIT: an uncapped RAM iteration runs up to 50 ms
 }
 TEXTBOOK_DEFAULTS: dict[str, float | None] = {
-    "startup_cost": 0.0, "switchover_cost": 0.0, "link_speed": None, "flush_speed": None,
-    "bandwidth_window": 0.0, "check_period": 0.0,
+    "startup_cost": 0.0, "startup_cost_per_gib": 0.0, "switchover_cost": 0.0,
+    "link_speed": None, "flush_speed": None, "bandwidth_window": 0.0, "check_period": 0.0,
 }
 
 
@@ -86,11 +90,21 @@ class ModelParams:
 
     model: MigrationModel
     startup_cost: float
+    startup_cost_per_gib: float  # more start-up per GiB of the guest's RAM
     switchover_cost: float
     link_speed: float | None  # None: the host link decides
     flush_speed: float | None  # None: link_speed
     bandwidth_window: float
     check_period: float  # seconds between switchover checks of an uncapped pass
+
+    def startup_for(self, ram: float) -> float:
+        """Seconds before the first byte for a guest of ``ram`` bytes.
+
+        >>> p = model_params(MigrationPolicy(startup_cost=0.2, startup_cost_per_gib=0.2))
+        >>> p.startup_for(512 * 2**20)
+        0.30000000000000004
+        """
+        return self.startup_cost + self.startup_cost_per_gib * ram / 2**30
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)

@@ -61,6 +61,7 @@ from livemig.core.policy import (
     throttle_after,
     throttled_dirty_rate,
 )
+from livemig.drivers.ram_layout import RamLayout
 
 DEFAULT_MAX_ROUNDS = 30
 
@@ -284,7 +285,7 @@ def plan(
 
 
 def sync_delay(unsent: float, bitmap: float, rate: float, threshold: float, *, step: float,
-               zero_weight: float = 1.0, elapsed: float = 0.0,
+               layout: RamLayout | None = None, elapsed: float = 0.0,
                not_before: float = 0.0) -> float | None:
     """Seconds from now to QEMU's next dirty-bitmap sync while it sends at ``rate`` B/s
     (None when the rate is 0: nothing moves until it changes).
@@ -293,24 +294,37 @@ def sync_delay(unsent: float, bitmap: float, rate: float, threshold: float, *, s
     byte (``elapsed`` of them have gone by), and not before ``not_before`` seconds from now
     (no bandwidth measured yet, so no threshold; the first measurement is a check). It
     syncs at the first check at which its estimate, the pages left in its bitmap, is at
-    most ``threshold``. Round 0's ``unsent`` non-zero bytes go first and weigh
-    ``zero_weight`` in the estimate (the zero pages among them are in the bitmap too,
-    :func:`pass_zero_weight`); then the ``bitmap`` of pages to send again. Once everything
-    is sent the estimate is 0 and QEMU checks at once.
+    most ``threshold``. Round 0's ``unsent`` non-zero bytes go first; the pages round 0
+    has not walked yet, zero or not, are in the estimate too (``layout.estimate``,
+    :class:`~livemig.drivers.ram_layout.RamLayout`; without a layout, the unsent bytes
+    themselves); then the ``bitmap`` of pages to send again. Once everything is sent the
+    estimate is 0 and QEMU checks at once.
 
     64 MiB to send again at 100 MiB/s, threshold 20 MiB: the estimate is under it after
     0.44 s, seen at the check at 0.5 s (every 100 ms); 0.07 s into the migration, at 0.6 s
-    (0.53 s from now). With round 0's 32 MiB still unsent first, weighing 2: 2 (32 - 100 t)
-    + 64 <= 20 never holds in round 0 (0.32 s), then 64 - (100 t - 32) <= 20 at 0.76 s,
-    seen at 0.8 s.
+    (0.53 s from now). With round 0's last 32 MiB still unsent first, spread evenly over the
+    last 64 MiB of RAM (weighing 2): 2 (32 - 100 t) + 64 <= 20 never holds in round 0
+    (0.32 s), then 64 - (100 t - 32) <= 20 at 0.76 s, seen at 0.8 s.
 
     >>> MiB = 2**20
     >>> round(sync_delay(0, 64 * MiB, 100 * MiB, 20 * MiB, step=0.1), 9)
     0.5
     >>> round(sync_delay(0, 64 * MiB, 100 * MiB, 20 * MiB, step=0.1, elapsed=0.07), 9)
     0.53
-    >>> round(sync_delay(32 * MiB, 64 * MiB, 100 * MiB, 20 * MiB, step=0.1, zero_weight=2), 9)
+    >>> half = RamLayout.of(64 * MiB, 32 * MiB)
+    >>> round(sync_delay(32 * MiB, 64 * MiB, 100 * MiB, 20 * MiB, step=0.1, layout=half), 9)
     0.8
+
+    No bitmap yet, and those 64 MiB of RAM hold their 32 MiB of non-zero data in one half:
+    the estimate is under 20 MiB once the walk is 44 MiB in. Data in the second half: the
+    walk crosses the zero half at once, 12 MiB sent (0.12 s); evenly spread, 22 MiB; data in
+    the first half: all 32 MiB, the zero half counted until then.
+
+    >>> back = RamLayout.of(64 * MiB, 32 * MiB, (0, 1))
+    >>> front = RamLayout.of(64 * MiB, 32 * MiB, (1, 0))
+    >>> [round(sync_delay(32 * MiB, 0, 100 * MiB, 20 * MiB, step=0.01, layout=lay), 9)
+    ...  for lay in (back, half, front)]
+    [0.12, 0.22, 0.32]
 
     Already under the threshold, the next check; everything sent first, at once; no
     threshold yet, at the first measurement:
@@ -331,11 +345,11 @@ def sync_delay(unsent: float, bitmap: float, rate: float, threshold: float, *, s
     end = (unsent + bitmap) / rate
     if end <= not_before:
         return not_before
-    estimate = zero_weight * unsent + bitmap
-    if estimate <= threshold:
+    layout = layout or RamLayout.of(None, unsent)
+    if layout.estimate(unsent) + bitmap <= threshold:
         crossing = 0.0
     elif bitmap <= threshold:  # inside round 0
-        crossing = (estimate - threshold) / (zero_weight * rate)
+        crossing = (unsent - layout.unsent_within(threshold - bitmap)) / rate
     else:
         crossing = (unsent + bitmap - threshold) / rate
     if not_before > 0 and crossing <= not_before:
@@ -374,26 +388,6 @@ def next_check(t: float, period: float) -> float:
     """
     k = math.ceil(t / period - 1e-9)
     return max(0, k) * period
-
-
-def pass_zero_weight(ram: float | None, used_memory: float) -> float:
-    """How much more QEMU counts than it sends of round 0's unsent part: RAM / non-zero
-    memory (at least 1; 1 when the RAM is not given or nothing is used).
-
-    Round 0 walks every page of RAM; a zero page costs a few header bytes and no time
-    worth counting, but it is a dirty page in QEMU's bitmap until it is scanned, so the
-    pending estimate QEMU checks counts it. With the non-zero pages spread evenly over
-    RAM, each unsent non-zero byte stands for ``RAM / used`` bytes of the estimate.
-
-    >>> MiB = 2**20
-    >>> pass_zero_weight(512 * MiB, 128 * MiB), pass_zero_weight(None, 128 * MiB)
-    (4.0, 1.0)
-    >>> pass_zero_weight(128 * MiB, 0), pass_zero_weight(64 * MiB, 128 * MiB)
-    (1.0, 1.0)
-    """
-    if not ram or used_memory <= 0:
-        return 1.0
-    return max(1.0, ram / used_memory)
 
 
 class FlushSpeeds(NamedTuple):
@@ -481,6 +475,7 @@ def plan_qemu(
     auto_converge: bool = False,
     throttle_response: float = 1.0,
     ram: float | None = None,
+    layout: tuple[float, ...] = (),
     check_period: float = 0.05,
 ) -> PrecopyPlan:
     """Plan one migration as QEMU runs it, at constant ``bandwidth`` (the cap, or the
@@ -492,8 +487,9 @@ def plan_qemu(
       holds. It checks every ``check_period`` seconds (the caller's
       :func:`check_period_for`), from the first measurement of its bandwidth
       (``bandwidth_window`` seconds) on. At the first check at which its estimate (the
-      bitmap's pages; round 0's unsent part counts its zero pages too, weighing
-      :func:`pass_zero_weight` = RAM / ``U`` given the guest's ``ram``) is at most the
+      bitmap's pages; round 0's count the RAM it has not walked yet, zero pages included:
+      :class:`~livemig.drivers.ram_layout.RamLayout` of the guest's ``ram`` and
+      ``layout``, evenly spread when none is given) is at most the
       threshold ``bandwidth * max_downtime`` (:func:`sync_delay`), it **syncs** the
       bitmap: the pages dirtied since the last sync, ``min(W, D_eff * t)``, join it (at
       most ``W``). If the estimate is still at most the threshold, the guest pauses;
@@ -579,7 +575,7 @@ def plan_qemu(
                        max_rounds=max_rounds)
     _check_non_negative("startup_cost", startup_cost, "s")
     _check_non_negative("bandwidth_window", bandwidth_window, "s")
-    zero_weight = pass_zero_weight(ram, used_memory)
+    walk = RamLayout.of(ram, used_memory, layout)
     threshold = bandwidth * max_downtime
 
     rounds: list[float] = []
@@ -595,7 +591,7 @@ def plan_qemu(
         rate = responsive_dirty_rate(dirty_rate, throttle, throttle_response)
         throttles.append(throttle)
         delay = sync_delay(unsent, bitmap, bandwidth, threshold, step=check_period,
-                           zero_weight=zero_weight, elapsed=elapsed,
+                           layout=walk, elapsed=elapsed,
                            not_before=max(0.0, bandwidth_window - elapsed))
         assert delay is not None  # bandwidth > 0
         sent = min(unsent + bitmap, bandwidth * delay)
@@ -606,7 +602,7 @@ def plan_qemu(
         dirtied = min(working_set, rate * delay)
         bitmap = after_sync(bitmap, dirtied, working_set)
         syncs += 1
-        if zero_weight * unsent + bitmap <= threshold:
+        if walk.estimate(unsent) + bitmap <= threshold:
             reason = StopReason.CONVERGED
             break
         if auto_converge:

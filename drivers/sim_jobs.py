@@ -2,17 +2,19 @@
 
 One SimPy process per job, driven by the guest's memory model
 (:mod:`livemig.drivers.precopy`) over fluid flows
-(:mod:`livemig.drivers.network`). The model's ``startup_cost`` passes first (nothing
+(:mod:`livemig.drivers.network`). The model's start-up (``startup_cost`` plus
+``startup_cost_per_gib`` per GiB of the guest's RAM) passes first (nothing
 on the wire; an abort or a post-copy request is taken as during the disk copy). With
 the **qemu** model (``precopy.plan_qemu``) pre-copy sends round 0, then QEMU's dirty
 bitmap, as one flow per stretch between two syncs. Whenever the flow's rate changes (its
 ``on_rate``) or the limit changes, the next sync is recomputed (``precopy.sync_delay``:
 the first check, every ``precopy.check_period_for`` seconds from the first byte, at which
-QEMU's estimate is at most ``rate * max_downtime``; round 0's unsent part weighs RAM /
-used memory, ``precopy.pass_zero_weight``) and a timer armed. At the sync the pages the
-guest dirtied since the last one join the bitmap; if the count still fits the guest is
-held and the pending bytes flushed (not at the cap: ``precopy.flush_speeds_for``; the
-rest of round 0 first, then the pages to send again), then ``switchover_cost``.
+QEMU's estimate is at most ``rate * max_downtime``; round 0 counts the RAM it has not
+walked yet, ``ram_layout.RamLayout`` of the VM's ``memory_layout``) and a timer armed. At
+the sync the pages the guest dirtied since the last one join the bitmap; if the count
+still fits the guest is held and the pending bytes flushed (not at the cap:
+``precopy.flush_speeds_for``; the rest of round 0 first, then the pages to send again),
+then ``switchover_cost``.
 Iterations count bitmap syncs and auto-converge follows QEMU's rule (``plan_qemu``'s
 docstring). What follows describes
 the **textbook** model; disk copy, post-copy and the end of a job are the same for both
@@ -89,9 +91,9 @@ from livemig.drivers.precopy import (
     check_period_for,
     dirty_after,
     flush_speeds_for,
-    pass_zero_weight,
     sync_delay,
 )
+from livemig.drivers.ram_layout import RamLayout
 
 TEXTBOOK = ModelParams(model=MigrationModel.TEXTBOOK, **TEXTBOOK_DEFAULTS)  # type: ignore[arg-type]
 
@@ -223,7 +225,8 @@ class MigrationJob:
         self._switch_over = switch_over
         self.started = env.now
         self.type = JobType.UNBOUNDED
-        self.phase = Phase.STARTUP if params.startup_cost else Phase.DISK
+        self.startup = params.startup_for(guest.spec.ram)
+        self.phase = Phase.STARTUP if self.startup else Phase.DISK
         self.ended: float | None = None
         self.memory_total = guest.spec.used_memory
         self.disk_total = disk_total
@@ -246,7 +249,7 @@ class MigrationJob:
         self._measured_at = 0.0  # when QEMU has its first bandwidth measurement
         self._switch: simpy.Event | None = None  # succeeds at the next sync
         self._check = 0  # bumped whenever the next sync's time is recomputed
-        self._unsent_weight = 1.0  # round 0: QEMU counts unscanned zero pages as pending
+        self._walk = RamLayout.of(None, 0.0)  # round 0's pending estimate (ram_layout.py)
         self._unsent = 0.0  # round 0's non-zero bytes not yet sent, when the flow began
         self._bitmap = 0.0  # pages to send again, when the flow began
         self._measured_rate = 0.0  # the transfer's last rate (QEMU's bandwidth measurement)
@@ -357,8 +360,8 @@ class MigrationJob:
         live = bool(self.flags & LIVE)
         if not live:
             self.guest.set_paused(now, held=True)
-        if self.params.startup_cost:
-            yield self.env.timeout(self.params.startup_cost)
+        if self.startup:
+            yield self.env.timeout(self.startup)
             self.phase = Phase.DISK
         if self.disk_total:
             yield from self._send(self.disk_total, disk=True)
@@ -412,7 +415,7 @@ class MigrationJob:
         converge = bool(self.flags & AUTO_CONVERGE)
         judge = ThrottleJudge(period_start=start)
         self._unsent, self._bitmap = float(spec.used_memory), 0.0
-        self._unsent_weight = pass_zero_weight(spec.ram, self._unsent)
+        self._walk = RamLayout.of(spec.ram, self._unsent, spec.memory_layout)
         working_set = float(spec.working_set)
         self._restart_dirtying()  # counted from sync to sync
         while True:
@@ -441,7 +444,7 @@ class MigrationJob:
             self._bitmap = after_sync(self._bitmap, dirtied, working_set)
             self.iteration += 1  # the sync
             self.dirty = self._unsent + self._bitmap
-            pending = self._unsent_weight * self._unsent + self._bitmap
+            pending = self._walk.estimate(self._unsent) + self._bitmap
             if (self.env.now >= self._measured_at - 1e-12
                     and pending <= self._measured_rate * self.max_downtime):
                 break
@@ -483,7 +486,7 @@ class MigrationJob:
         now = self.env.now
         unsent, bitmap = after_sending(self._unsent, self._bitmap, flow.delivered())
         delay = sync_delay(unsent, bitmap, flow.rate, flow.rate * self.max_downtime,
-                           step=self._check_period, zero_weight=self._unsent_weight,
+                           step=self._check_period, layout=self._walk,
                            elapsed=now - self._first_byte,
                            not_before=max(0.0, self._measured_at - now))
         if delay is None:

@@ -61,18 +61,18 @@ TRUE = Profile(startup_cost=0.3, switchover_cost=0.025, link_speed=150 * MiB,
 
 
 def synthetic(name: str, *, cap: float, limit: float, nz: float, profile: Profile,
-              rate: float = 0.0, ws: float = 16 * MiB) -> CaseMeasurement:
+              rate: float = 0.0, ws: float = 16 * MiB, ram: float = 0.0) -> CaseMeasurement:
     """A completed case as real QEMU would report it if ``profile`` were the truth:
     time_elapsed = start-up + bytes / memory_bps, downtime = cost + remainder / flush."""
     pred = predict(profile, non_zero=nz, working_set=ws, dirty_rate=rate, bandwidth=cap,
-                   max_downtime=limit)
+                   max_downtime=limit, ram=ram or None)
     assert pred.converges
     bps = cap if cap else profile.link_speed
     return CaseMeasurement(
         name=name, capped=cap > 0, bandwidth=cap, max_downtime=limit, completed=True,
-        time_elapsed=profile.startup_cost + pred.transferred / bps, downtime=pred.downtime,
-        memory_processed=pred.transferred, memory_bps=bps, non_zero=nz, working_set=ws,
-        dirty_rate=rate,
+        time_elapsed=profile.startup_for(ram) + pred.transferred / bps,
+        downtime=pred.downtime, memory_processed=pred.transferred, memory_bps=bps,
+        non_zero=nz, working_set=ws, dirty_rate=rate, ram=ram,
     )
 
 
@@ -96,6 +96,41 @@ def test_fit_recovers_the_parameters_that_made_the_cases() -> None:
                                    profile=other) for c in cases])
     assert (refit.startup_cost, refit.link_speed) == pytest.approx((0.7, 60 * MiB))
     assert (refit.switchover_cost, refit.flush_speed) == pytest.approx((0.005, 300 * MiB))
+
+
+def test_fit_finds_a_start_up_that_grows_with_the_ram_and_the_simulator_uses_it(
+    tmp_path: Path,
+) -> None:
+    """A destination that preallocates the guest's RAM (huge pages) starts up 0.2 s + 0.25 s
+    per GiB: the fit finds both, even with one case slowed by the machine's load, the
+    profile file carries them, and a replayed case waits that long before its first byte."""
+    grows = dataclasses.replace(TRUE, startup_cost=0.2, startup_cost_per_gib=0.25)
+    cases = [
+        synthetic("u1", cap=0, limit=0.1, nz=90 * MiB, profile=grows, ram=128 * MiB),
+        synthetic("u2", cap=0, limit=0.3, nz=300 * MiB, profile=grows, ram=512 * MiB),
+        synthetic("c1", cap=20 * MiB, limit=0.3, nz=120 * MiB, profile=grows, ram=256 * MiB),
+        synthetic("c2", cap=10 * MiB, limit=0.1, nz=80 * MiB, profile=grows, ram=384 * MiB),
+    ]
+    slow = dataclasses.replace(cases[3], time_elapsed=cases[3].time_elapsed + 0.3)
+    fitted = fit_profile([*cases, slow, cases[0]])
+    assert fitted.startup_cost == pytest.approx(0.2, rel=1e-6)
+    assert fitted.startup_cost_per_gib == pytest.approx(0.25, rel=1e-6)
+    assert fit_profile(cases[:1] * 2).startup_cost_per_gib == 0.0  # one RAM size: flat
+    doc = profile_document("p", fitted, [], [], HiddenMemory(0.0), {})
+    assert doc["startup_cost_per_gib"] == "250.0ms"
+    assert "startup_cost_per_gib" not in profile_document("p", TRUE, [], [],
+                                                          HiddenMemory(0.0), {})
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    scen = tmp_path / "case.yaml"
+    scen.write_text(case_scenario_text(DEFAULT_MATRIX[0], "lab1", "lab2",
+                                       profile="profile.yaml"))
+    result = run_scenario(load_scenario(scen), "sim")
+    (m,) = result.store.migrations()
+    plan = predict(fitted, non_zero=DEFAULT_MATRIX[0].working_set + 64 * MiB,
+                   working_set=DEFAULT_MATRIX[0].working_set, dirty_rate=0.0, bandwidth=0.0,
+                   max_downtime=DEFAULT_MATRIX[0].max_downtime, ram=DEFAULT_MATRIX[0].ram)
+    assert m.total_time == pytest.approx(plan.total_time, rel=1e-3)
+    assert summarize(result)["model"]["params"]["startup_cost_per_gib"] == pytest.approx(0.25)
 
 
 def test_fit_without_two_capped_cases_takes_the_smallest_downtime() -> None:

@@ -43,7 +43,7 @@ WITH_DOCTESTS = {
         "scenario_events", "scheduler", "state", "units", "yaml_nodes")),
     *(f"livemig.drivers.{m}" for m in (
         "ansible_faults", "cpu_stats", "guests", "libvirt_conn", "libvirt_domains",
-        "libvirt_jobs", "network", "precopy", "sim_hosts")),
+        "libvirt_jobs", "network", "precopy", "ram_layout", "sim_hosts")),
     "livemig.drivers",
     *(f"livemig.drivers.lab.{m}" for m in (
         "ansible_inventory", "boot_disk", "daemons", "firewall", "guest", "hugepages", "lab",
