@@ -64,7 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         fit_names: list[str] | None = [n.strip() for n in args.fit.split(",") if n.strip()]
     else:
         fit_names = list(measured.get("fitted_on") or []) or None
-    keep = ("date", "inventory", "qemu", "libvirt", "load_average_start", "load_average_end")
+    keep = ("date", "inventory", "qemu", "libvirt", "lab_hugepages", "load_average_start",
+            "load_average_end")
     provenance = {k: measured[k] for k in keep if k in measured}
     provenance["refitted"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     results = load_results(args.cases_dir / "cases.csv", matrix)

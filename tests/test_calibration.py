@@ -347,12 +347,13 @@ def test_recorded_cases_are_read_back_and_refitted_without_the_lab(tmp_path: Pat
     with pytest.raises(ValueError, match=r"cases.csv:2: case 'u128-idle' is not in the matrix"):
         load_results(tmp_path / "cases.csv", DEFAULT_MATRIX[1:])
     old = {"name": "lab", "startup_cost": "1s", "measured": {
-        "date": "then", "qemu": "10.0.2", "fitted_on": ["u128-idle"]}}
+        "date": "then", "qemu": "10.0.2", "lab_hugepages": True, "fitted_on": ["u128-idle"]}}
     (tmp_path / "profile.yaml").write_text(yaml.safe_dump(old))
     assert refit.main([str(tmp_path)]) == 0
     doc = yaml.safe_load((tmp_path / "profile.yaml").read_text())
     assert doc["name"] == "lab" and doc["measured"]["fitted_on"] == ["u128-idle"]
     assert doc["measured"]["date"] == "then" and doc["measured"]["refitted"]
+    assert doc["measured"]["lab_hugepages"] is True  # the provenance it kept
     # fitted on the idle uncapped case alone: 1.3 s - 75 MiB / 100 MiB/s
     assert parse_duration(doc["startup_cost"]) == pytest.approx(0.55)
     assert "flush_speed" not in doc  # no capped case to fit it on

@@ -507,7 +507,9 @@ def test_textbook_stays_selectable_and_summary_records_the_model() -> None:
     assert old.total_time == pytest.approx(expected.total_time, rel=1e-9)
     assert old.downtime == pytest.approx(expected.downtime, rel=1e-9)
     assert old_summary["model"] == {"name": "textbook", "profile": None, "profile_path": None,
-                                    "params": {"startup_cost": 0.0, "switchover_cost": 0.0,
+                                    "params": {"startup_cost": 0.0,
+                                               "startup_cost_per_gib": 0.0,
+                                               "switchover_cost": 0.0,
                                                "link_speed": None, "flush_speed": None,
                                                "bandwidth_window": 0.0,
                                                "check_period": 0.0}}

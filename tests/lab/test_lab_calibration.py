@@ -1,29 +1,33 @@
 """``livemig calibrate`` on a real namespace lab: a small matrix, a fitted profile, and its
 predictions on cases the fit did not see; then ``livemig compare`` against the simulator.
 
-Six real migrations (TCG guests, 20-30 s each with the boot): the fit sees an uncapped
-idle case and a capped one; held out are two capped cases with other RAM, working set,
-dirty rate and limit, an uncapped one with a dirtying guest, and a case that cannot
-converge (aborted by its completion timeout).
+The lab's guests are on huge pages (``lab up --hugepages``), as the README recommends for
+calibrating on a virtual machine: on ordinary memory the destination QEMU writes every page
+it receives into fresh memory, and a hypervisor that takes back free memory (free page
+reporting) makes that speed change by the minute (``docs/lab-memory-backing.md``: the same
+uncapped case took 0.64 to 2.37 s on this machine). On huge pages QEMU sets the pace.
 
-Tolerances, from the spread measured on this 2-core machine under load 1.5-5.8 (see the
-branch's report). An uncapped transfer ran at 17.8 to 304 MB/s from one run to the next
-(the same uncapped case, 256 MiB with 64 MiB at 8 MiB/s, took 0.64 to 2.37 s of
-``time_elapsed``; the idle 128 MiB one 0.50 to 5.77 s), start-up costs were 0.19-0.96 s:
-the destination QEMU writes each page it receives into fresh memory, and this virtual
-machine's hypervisor backs fresh pages at a speed that changes by the minute
-(``docs/lab-memory-backing.md``; this lab's guests are on ordinary memory). No tolerance
-would hold for an uncapped case predicted from another one on such a machine, so uncapped
-held-out errors are printed, not asserted. A capped case is paced by its cap: the same one
-took 4.60-5.53 s, and held-out capped predictions were off by -8.5 to +6.1 % over four
-calibrations. So: every outcome (converges or not) right, and capped held-out cases within
-25 % of the real ``time_elapsed`` (two start-up regimes 0.5 s apart, each way, on a 5-8 s
-case). The guest's reported write rate is what it really wrote: a CPU-starved vCPU loses
-ticks (7.27 of 8 MiB/s at load 5.4), so it must be at most the asked rate and more than
-half of it. The predictions are the closed form of :mod:`livemig.calibration.fit` (the
-simulator's qemu model, which agrees with it within 0.1 %): the test checks that the
-estimators measure what the cases need; then the simulator replays every case and
-``livemig compare`` sets it against the real runs.
+Seven real migrations (TCG guests, 20-30 s each with the boot): the fit sees two uncapped
+guests of 128 and 512 MiB (so the start-up's growth with the RAM, the destination
+preallocating it, can be fitted) and a capped one; held out are two capped cases with
+other RAM, working set, dirty rate and limit, an uncapped one with a dirtying guest, and a
+case that cannot converge (aborted by its completion timeout).
+
+Tolerances, from the spread measured on this 2-core machine. A capped case is paced by its
+cap: the same one took 4.60-5.53 s under load 1.5-5.8, and held-out capped predictions
+were off by -8.5 to +6.1 % over four calibrations: within 25 % of the real
+``time_elapsed``. An uncapped one on huge pages takes 0.3-0.7 s, most of it start-up, whose
+spread is the machine's: the session-8 recording (78 runs) had a lab noise floor of
+UNCAPPED_NOISE and one start-up 0.2 s over its case's others, so an uncapped held-out case
+is asserted within 40 % (a model that ignores the start-up's growth with the RAM, or
+predicts from another memory backing, misses by more: 84 % for a profile fitted on
+ordinary memory). Every outcome (converges or not) must be right. The guest's reported
+write rate is what it really wrote: a CPU-starved vCPU loses ticks (7.27 of 8 MiB/s at
+load 5.4), so it must be at most the asked rate and more than half of it. The predictions
+are the closed form of :mod:`livemig.calibration.fit` (the simulator's qemu model, which
+agrees with it within 0.1 %): the test checks that the estimators measure what the cases
+need; then the simulator replays every case and ``livemig compare`` sets it against the
+real runs.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ MATRIX = """\
 cases:
   - {name: fit-u128-idle, ram: 128MiB, working_set: 16MiB, dirty_rate: 0MiB/s,
      max_downtime: 300ms}
+  - {name: fit-u512-r16, ram: 512MiB, working_set: 128MiB, dirty_rate: 16MiB/s,
+     max_downtime: 300ms}
   - {name: fit-c20-128-r4, ram: 128MiB, working_set: 16MiB, dirty_rate: 4MiB/s,
      bandwidth: 20MiB/s, max_downtime: 300ms}
   - {name: held-c20-192-r8, ram: 192MiB, working_set: 32MiB, dirty_rate: 8MiB/s,
@@ -65,13 +71,15 @@ cases:
   - {name: held-no-converge, ram: 192MiB, working_set: 32MiB, dirty_rate: 24MiB/s,
      bandwidth: 8MiB/s, max_downtime: 100ms, completion_timeout: 4s}
 """
-FIT = ("fit-u128-idle", "fit-c20-128-r4")
+FIT = ("fit-u128-idle", "fit-u512-r16", "fit-c20-128-r4")
 CAPPED_TOLERANCE = 0.25  # relative error of time_elapsed (module docstring)
+UNCAPPED_TOLERANCE = 0.40  # the same, guests on huge pages (module docstring)
+HUGEPAGES_MIB = 1536  # a 512 MiB guest on both hosts during its migration, and room
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Inventory]:
-    with running_lab(LAB, hosts=2, storage="shared") as path:
+    with running_lab(LAB, hosts=2, storage="shared", hugepages_mib=HUGEPAGES_MIB) as path:
         yield load_inventory(path)
     assert lab_status(LAB)["state"] == "down"
 
@@ -130,6 +138,7 @@ def guest_nonzero_mib(row: dict[str, str]) -> float:
 
 def profile_of(doc: dict[str, Any]) -> Profile:
     return Profile(startup_cost=parse_duration(doc["startup_cost"]),
+                   startup_cost_per_gib=parse_duration(doc.get("startup_cost_per_gib", "0s")),
                    switchover_cost=parse_duration(doc["switchover_cost"]),
                    link_speed=parse_rate(doc["link_speed"]),
                    bandwidth_window=parse_duration(doc["bandwidth_window"]),
@@ -143,7 +152,8 @@ def test_the_profile_file_has_the_agreed_keys_and_its_provenance(calibrated: dic
     assert 0.05 < p.startup_cost < 3.0 and 0 <= p.switchover_cost < 0.5
     assert 10 * MiB < p.link_speed < 2000 * MiB
     measured = doc["measured"]
-    assert measured["fitted_on"] == list(FIT) and measured["cases"] == 6
+    assert measured["fitted_on"] == list(FIT) and measured["cases"] == 7
+    assert measured["lab_hugepages"] is True
     assert measured["qemu"] and measured["libvirt"] and measured["date"]
     assert 0 < HiddenMemory.parse(measured["hidden_memory"]).of(128 * MiB) < 128 * MiB
 
@@ -160,7 +170,7 @@ def test_held_out_predictions_are_within_the_measured_spread(calibrated: dict) -
         pred = predict(
             profile, non_zero=min(case.ram,
                                   guest_nonzero_mib(row) * MiB + hidden.of(case.ram)),
-            ram=case.ram,
+            ram=case.ram, layout=tuple(float(v) for v in row["guest_layout"].split()),
             working_set=case.working_set, dirty_rate=float(row["guest_rate_mibps"]) * MiB,
             bandwidth=case.bandwidth, max_downtime=case.max_downtime,
             timeout=completion_timeout(case.completion_timeout, case.ram),
@@ -173,11 +183,10 @@ def test_held_out_predictions_are_within_the_measured_spread(calibrated: dict) -
         error = (pred.total_time - real) / real
         report.append(f"{name}: real {real:.3f} s, predicted {pred.total_time:.3f} s "
                       f"({error:+.1%})")
-        if case.capped:
-            assert abs(error) <= CAPPED_TOLERANCE, report
-            checked += 1
+        assert abs(error) <= (CAPPED_TOLERANCE if case.capped else UNCAPPED_TOLERANCE), report
+        checked += 1
     print("\n".join(report))
-    assert checked == 2  # the capped ones: the test never passes on outcomes alone
+    assert checked == 3  # the test never passes on outcomes alone
 
 
 def test_compare_against_the_simulator_replaying_the_cases(calibrated: dict) -> None:
