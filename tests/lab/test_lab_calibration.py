@@ -16,12 +16,14 @@ case that cannot converge (aborted by its completion timeout).
 Tolerances, from the spread measured on this 2-core machine. A capped case is paced by its
 cap: the same one took 4.60-5.53 s under load 1.5-5.8, and held-out capped predictions
 were off by -8.5 to +6.1 % over four calibrations: within 25 % of the real
-``time_elapsed``. An uncapped one on huge pages takes 0.3-0.7 s, most of it start-up, whose
-spread is the machine's: the session-8 recording (78 runs) had a lab noise floor of
-UNCAPPED_NOISE and one start-up 0.2 s over its case's others, so an uncapped held-out case
-is asserted within 40 % (a model that ignores the start-up's growth with the RAM, or
-predicts from another memory backing, misses by more: 84 % for a profile fitted on
-ordinary memory). Every outcome (converges or not) must be right. The guest's reported
+``time_elapsed``. An uncapped one on huge pages takes 0.3-0.7 s, most of it start-up, and
+its spread is the machine's and one-sided: in the two huge-page recordings (48 uncapped
+runs) a run came in at most 14 % faster than its case's median but up to 68 % slower (one
+start-up of 0.47 s against 0.25 and 0.27 s); a busy machine slows a migration, it never
+speeds one up. So the uncapped held-out case must take between 0.75 and 2 times its
+predicted ``time_elapsed`` (0.97 times when this was written: 0.378 s against 0.391
+s); a profile fitted on ordinary memory predicts 84 % too long and fails.
+Every outcome (converges or not) must be right. The guest's reported
 write rate is what it really wrote: a CPU-starved vCPU loses ticks (7.27 of 8 MiB/s at
 load 5.4), so it must be at most the asked rate and more than half of it. The predictions
 are the closed form of :mod:`livemig.calibration.fit` (the simulator's qemu model, which
@@ -73,7 +75,7 @@ cases:
 """
 FIT = ("fit-u128-idle", "fit-u512-r16", "fit-c20-128-r4")
 CAPPED_TOLERANCE = 0.25  # relative error of time_elapsed (module docstring)
-UNCAPPED_TOLERANCE = 0.40  # the same, guests on huge pages (module docstring)
+UNCAPPED_BOUNDS = (0.75, 2.0)  # real / predicted time_elapsed, huge pages (module docstring)
 HUGEPAGES_MIB = 1536  # a 512 MiB guest on both hosts during its migration, and room
 
 
@@ -183,7 +185,10 @@ def test_held_out_predictions_are_within_the_measured_spread(calibrated: dict) -
         error = (pred.total_time - real) / real
         report.append(f"{name}: real {real:.3f} s, predicted {pred.total_time:.3f} s "
                       f"({error:+.1%})")
-        assert abs(error) <= (CAPPED_TOLERANCE if case.capped else UNCAPPED_TOLERANCE), report
+        if case.capped:
+            assert abs(error) <= CAPPED_TOLERANCE, report
+        else:
+            assert UNCAPPED_BOUNDS[0] <= real / pred.total_time <= UNCAPPED_BOUNDS[1], report
         checked += 1
     print("\n".join(report))
     assert checked == 3  # the test never passes on outcomes alone
