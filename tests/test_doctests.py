@@ -49,7 +49,7 @@ WITH_DOCTESTS = {
         "ansible_inventory", "boot_disk", "daemons", "firewall", "guest", "hugepages", "lab",
         "layout", "pki", "sshd", "statedir")),
     *(f"livemig.calibration.{m}" for m in (
-        "compare", "fit", "matrix", "models", "repeats", "run", "truth")),
+        "compare", "fit", "matrix", "models", "qemu_trace", "repeats", "run", "truth")),
     *(f"livemig.analysis.{m}" for m in ("load", "optimum", "report", "snapshot")),
     *(f"livemig.consolidation.{m}" for m in (
         "commands", "first_fit", "optimality", "overload", "placement", "power", "reference",
