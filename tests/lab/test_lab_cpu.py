@@ -30,14 +30,13 @@ from typing import Any
 import pytest
 import simpy.rt
 from fakes import poll_job
-from lablock import lab_lock
+from lablock import running_lab
 
 from livemig.core.cpu_trace import utilisation_at
 from livemig.core.flags import parse_flags
 from livemig.core.model import HostSpec, MigrationPolicy, Policy, Scenario, Storage, VmSpec
 from livemig.drivers.base import JobType
 from livemig.drivers.cpu_stats import CpuUsage
-from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
 from livemig.drivers.libvirt_real import LibvirtDriver
 
 pytestmark = pytest.mark.lab
@@ -76,24 +75,13 @@ SCENARIO = Scenario(
 
 @pytest.fixture(scope="module")
 def driver() -> Iterator[LibvirtDriver]:
-    if os.geteuid() != 0:
-        pytest.fail("the lab CPU tests need root (a namespace lab)")
-    with lab_lock(LAB):
+    with running_lab(LAB, hosts=2, storage="shared") as path:
+        drv = LibvirtDriver(simpy.rt.RealtimeEnvironment(strict=False), SCENARIO,
+                            inventory=path)
         try:
-            if lab_status(LAB)["state"] != "down":
-                lab_down(LAB)
-            path = lab_up(LAB, hosts=2, storage="shared")
-        except Exception as exc:  # noqa: BLE001 - a lab that cannot start is a failure
-            pytest.fail(f"lab {LAB!r} could not start: {exc}")
-        try:
-            drv = LibvirtDriver(simpy.rt.RealtimeEnvironment(strict=False), SCENARIO,
-                                inventory=path)
-            try:
-                yield drv
-            finally:
-                drv.close()
+            yield drv
         finally:
-            lab_down(LAB)
+            drv.close()
 
 
 # -- the guests' consoles -------------------------------------------------------------------

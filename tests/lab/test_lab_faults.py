@@ -19,14 +19,14 @@ from pathlib import Path
 import libvirt
 import pytest
 from labcheck import last_tick, wait_tick_above
-from lablock import lab_lock
+from lablock import running_lab
 
 from livemig.core.model import FaultKind
 from livemig.drivers.lab.errors import LabError
 from livemig.drivers.lab.faults import inject_fault, layout_of, port_open
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.inventory import HostEntry, Inventory, load_inventory
-from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
+from livemig.drivers.lab.lab import lab_down, lab_status
 from livemig.drivers.lab.layout import LIBVIRT_TCP_PORT
 from livemig.drivers.lab.netns import netns_id
 from livemig.drivers.lab.proc import Tracked, ns_id, pids_in_namespaces, start_time
@@ -122,19 +122,9 @@ def tbf_on(iface: str, netns: str | None = None) -> bool:
 
 @pytest.fixture(scope="module")
 def flab() -> Iterator[FaultLab]:
-    if os.geteuid() != 0:
-        pytest.fail("the lab tests need root (run them as root after scripts/setup-lab)")
-    with lab_lock(LAB):
-        try:
-            path = lab_up(LAB, hosts=2, storage="shared", shaping_mbit={"lab2": SHAPE_MBIT})
-        except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
-            pytest.fail(f"lab {LAB!r} could not start: {exc}")
-        try:
-            inv = load_inventory(path)
-            console = Path(inv.console_dir) / f"{GUEST}.log"
-            yield FaultLab(path=path, console=console)
-        finally:
-            lab_down(LAB)
+    with running_lab(LAB, hosts=2, storage="shared", shaping_mbit={"lab2": SHAPE_MBIT}) as path:
+        inv = load_inventory(path)
+        yield FaultLab(path=path, console=Path(inv.console_dir) / f"{GUEST}.log")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ Needs root and ``scripts/setup-lab``; a lab that cannot start fails the tests.
 
 from __future__ import annotations
 
-import os
 import socket
 import stat
 import subprocess
@@ -21,13 +20,13 @@ from pathlib import Path
 import libvirt
 import pytest
 from labcheck import last_tick, wait_tick_above
-from lablock import lab_lock
+from lablock import running_lab
 
 from livemig.core.model import FaultKind
 from livemig.drivers.lab.faults import inject_fault, port_open
 from livemig.drivers.lab.guest import domain_xml
 from livemig.drivers.lab.inventory import Inventory, load_inventory
-from livemig.drivers.lab.lab import lab_down, lab_status, lab_up
+from livemig.drivers.lab.lab import lab_status
 from livemig.drivers.lab.layout import LIBVIRT_TCP_PORT, LIBVIRT_TLS_PORT, lab_layout
 
 pytestmark = pytest.mark.lab
@@ -56,19 +55,10 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 @pytest.fixture(scope="module")
 def tls_lab() -> Iterator[Inventory]:
-    if os.geteuid() != 0:
-        pytest.fail("the lab tests need root (run them as root after scripts/setup-lab)")
-    with lab_lock(LAB):
-        try:
-            t0 = time.monotonic()
-            path = lab_up(LAB, hosts=2, storage="shared", tls=True)
-            print(f"lab up --tls: {time.monotonic() - t0:.1f} s")
-        except Exception as exc:  # noqa: BLE001 - any failure to start is a test failure
-            pytest.fail(f"lab {LAB!r} (tls) could not start: {exc}")
-        try:
-            yield load_inventory(path)
-        finally:
-            lab_down(LAB)
+    t0 = time.monotonic()
+    with running_lab(LAB, hosts=2, storage="shared", tls=True) as path:
+        print(f"lab up --tls (with its lock): {time.monotonic() - t0:.1f} s")
+        yield load_inventory(path)
 
 
 class Sniffer(threading.Thread):
