@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import median
 
+from livemig.core.profile import startup_seconds
 from livemig.drivers.precopy import check_period_for, flush_speeds_for, plan_qemu
 
 MiB = 2**20
@@ -86,8 +87,9 @@ class Profile:
     startup_cost_per_gib: float = 0.0  # more start-up seconds per GiB of the guest's RAM
 
     def startup_for(self, ram: float | None) -> float:
-        """Seconds before the first byte for a guest of ``ram`` bytes (None: not known)."""
-        return self.startup_cost + self.startup_cost_per_gib * (ram or 0.0) / GiB
+        """Seconds before the first byte for a guest of ``ram`` bytes (None: not known;
+        :func:`~livemig.core.profile.startup_seconds`)."""
+        return startup_seconds(self.startup_cost, self.startup_cost_per_gib, ram)
 
     def summary(self) -> str:
         """One line of the fitted figures, as ``livemig calibrate`` prints them.

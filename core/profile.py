@@ -84,6 +84,16 @@ TEXTBOOK_DEFAULTS: dict[str, float | None] = {
 }
 
 
+def startup_seconds(startup_cost: float, per_gib: float, ram: float | None) -> float:
+    """Seconds before a migration's first byte: ``startup_cost`` plus ``per_gib`` for each
+    GiB of the guest's ``ram`` bytes (None: not known, counted as none).
+
+    >>> startup_seconds(0.2, 0.1, 512 * 2**20), startup_seconds(0.2, 0.1, None)
+    (0.25, 0.2)
+    """
+    return startup_cost + per_gib * (ram or 0.0) / 2**30
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelParams:
     """The resolved parameters of one run's pre-copy model (units: s, B/s)."""
@@ -98,13 +108,9 @@ class ModelParams:
     check_period: float  # seconds between switchover checks of an uncapped pass
 
     def startup_for(self, ram: float) -> float:
-        """Seconds before the first byte for a guest of ``ram`` bytes.
-
-        >>> p = model_params(MigrationPolicy(startup_cost=0.2, startup_cost_per_gib=0.2))
-        >>> p.startup_for(512 * 2**20)
-        0.30000000000000004
-        """
-        return self.startup_cost + self.startup_cost_per_gib * ram / 2**30
+        """Seconds before the first byte for a guest of ``ram`` bytes
+        (:func:`startup_seconds`)."""
+        return startup_seconds(self.startup_cost, self.startup_cost_per_gib, ram)
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
