@@ -89,6 +89,7 @@ Schema (``*`` required, ``=`` default)::
                   profile: FILE (a YAML profile, relative to this file; its values apply
                   where this mapping does not set them),
                   startup_cost: 285ms, switchover_cost: 20ms (textbook: 0 and 0),
+                  startup_cost_per_gib: 100ms (= 0; more start-up per GiB of the VM's RAM),
                   link_speed: 330MiB/s (= the host link), flush_speed (= link_speed),
                   bandwidth_window: 100ms, check_period: 50ms (uncapped passes)}
     events:                    exactly one action per event; the events as written are in
