@@ -23,6 +23,7 @@ RECORDING = RECORDINGS / "lab-2026-12-05-layout"
 ORDINARY = RECORDINGS / "lab-2026-12-04"
 LATE = RECORDINGS / "lab-2026-12-04-late"
 HUGEPAGES = RECORDINGS / "lab-2026-12-05-hugepages"
+LATER = RECORDINGS / "lab-2026-12-05-later"
 MATRIX = REPO / "calibration" / "trust-matrix.yaml"
 FITTED = ("startup_cost", "startup_cost_per_gib", "switchover_cost", "link_speed",
           "flush_speed")
@@ -78,13 +79,14 @@ def _replay_rows(cases_dir: Path, capsys: pytest.CaptureFixture[str]) -> dict[st
             for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
 
 
-def _refitted_and_ordinary(recording: Path, tmp_path: Path) -> tuple[Path, Path]:
+def _refitted_and_other(recording: Path, tmp_path: Path,
+                        other_profile: Path = ORDINARY / "profile.yaml") -> tuple[Path, Path]:
     """Two copies of ``recording``: one refitted (which must give its own profile again),
-    one with the ordinary-memory recording's profile (:data:`ORDINARY`) in its place."""
-    own, other = tmp_path / "own", tmp_path / "ordinary"
+    one with ``other_profile`` (default: the ordinary-memory recording's) in its place."""
+    own, other = tmp_path / "own", tmp_path / "other"
     shutil.copytree(recording, own)
     shutil.copytree(recording, other)
-    shutil.copy(ORDINARY / "profile.yaml", other / "profile.yaml")
+    shutil.copy(other_profile, other / "profile.yaml")
     assert refit.main([str(own), "--matrix", str(MATRIX)]) == 0
     again = yaml.safe_load((own / "profile.yaml").read_text())
     recorded = yaml.safe_load((recording / "profile.yaml").read_text())
@@ -107,7 +109,7 @@ def test_the_ordinary_memory_recording_prints_the_readme_rows(
 ) -> None:
     """The first recording, the guests on ordinary memory: refitting it gives its profile,
     and the README's rows are its replay with it."""
-    own, _ = _refitted_and_ordinary(ORDINARY, tmp_path)
+    own, _ = _refitted_and_other(ORDINARY, tmp_path)
     rows = _readme_rows("- **The first recording, guests on ordinary memory**")
     replayed = _replay_rows(own, capsys)
     for name in (NOISE, "qemu vs every run", "qemu vs case medians"):
@@ -119,7 +121,7 @@ def test_the_late_recording_prints_the_readme_rows(
 ) -> None:
     """The second recording, four hours later: refitting it gives its profile, and the
     README's two rows are its replay with that profile and with the first recording's."""
-    own, earlier = _refitted_and_ordinary(LATE, tmp_path)
+    own, earlier = _refitted_and_other(LATE, tmp_path)
     rows = _readme_rows("- **A second recording, four hours later")
     assert _replay_rows(earlier, capsys)["qemu"] == rows["the first recording's profile "
                                                          "(fitted 4 h earlier)"]
@@ -132,10 +134,22 @@ def test_the_huge_pages_recording_prints_the_readme_rows(
     """The third recording, the guests on huge pages without their layout: refitting it
     gives its profile, and the README's rows are its replay with that profile and with the
     first recording's (ordinary memory)."""
-    own, ordinary = _refitted_and_ordinary(HUGEPAGES, tmp_path)
+    own, ordinary = _refitted_and_other(HUGEPAGES, tmp_path)
     rows = _readme_rows("- **A third recording, guests on huge pages**")
     replayed = _replay_rows(own, capsys)
     assert replayed[NOISE] == rows[NOISE]
     assert replayed["qemu vs every run"] == rows["refitted on this recording, vs every run"]
     assert _replay_rows(ordinary, capsys)["qemu vs every run"] == rows[
         "the first recording's profile (ordinary memory), vs every run"]
+
+
+def test_the_later_recording_prints_the_readme_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fifth recording, after the main one, the same setup: the README's rows are its
+    replay with the shipped profile (fitted on the main recording) and refitted."""
+    own, main = _refitted_and_other(LATER, tmp_path, REPO / "profiles" / "lab-calibrated.yaml")
+    rows = _readme_rows("- **The same setup, again an hour later**")
+    assert _replay_rows(main, capsys)["qemu"] == rows[
+        "`profiles/lab-calibrated.yaml` (fitted on the main recording)"]
+    assert _replay_rows(own, capsys)["qemu"] == rows["refitted on this recording"]
