@@ -52,7 +52,7 @@ from livemig.calibration.fit import (
 )
 from livemig.calibration.matrix import Case, case_scenario_text
 from livemig.calibration.repeats import real_dir_name, round_robin
-from livemig.calibration.truth import GuestTruth, guest_truth
+from livemig.calibration.truth import GuestTruth, guest_truth, parse_shares
 
 MiB = 2**20
 CASE_COLUMNS = (
@@ -500,11 +500,8 @@ def _layout(text: str | None, cases_csv: Path, line: int) -> tuple[float, ...]:
     """A ``guest_layout`` cell: shares separated by spaces (() when empty or absent)."""
     if not text or not text.strip():
         return ()
-    try:
-        shares = tuple(float(v) for v in text.split())
-    except ValueError:
-        shares = ()
-    if not shares or not all(0.0 <= v <= 1.0 for v in shares):
+    shares = parse_shares(text, None)
+    if not shares:
         raise ValueError(f"{cases_csv}:{line}: guest_layout {text!r}: expected shares from "
                          "0 to 1 separated by spaces")
     return shares

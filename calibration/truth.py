@@ -95,7 +95,8 @@ def guest_truth(console: str, *, first_tick: int = 1, last_tick: int | None = No
             if key in fields and float(value) >= 0:  # -1: /proc/meminfo unreadable
                 fields[key].append(float(value))
     scans = SCAN_RE.findall(console)
-    layouts = [shares for shares in map(_layout, LAYOUT_RE.findall(console)) if shares]
+    layouts = [shares for count, text in LAYOUT_RE.findall(console)
+               if len(shares := parse_shares(text, ",")) == int(count)]
     errors = SCAN_ERROR_RE.findall(console)
     return GuestTruth(ticks=ticks, **{k: _median(v) for k, v in fields.items()},
                       scan_nonzero_mib=float(scans[-1]) if scans else None,
@@ -103,13 +104,15 @@ def guest_truth(console: str, *, first_tick: int = 1, last_tick: int | None = No
                       scan_layout=layouts[-1] if layouts else ())
 
 
-def _layout(match: tuple[str, str]) -> tuple[float, ...]:
-    """The shares of a layout line, () when they are not ``slices`` numbers in [0, 1]."""
-    count, text = match
+def parse_shares(text: str, sep: str | None) -> tuple[float, ...]:
+    """Numbers from 0 to 1 separated by ``sep`` (None: white space), () when ``text`` is
+    not that (a layout line's shares, a ``cases.csv`` cell).
+
+    >>> parse_shares("0.75,0.5", ","), parse_shares("0.75 0.5", None), parse_shares("1,x", ",")
+    ((0.75, 0.5), (0.75, 0.5), ())
+    """
     try:
-        shares = tuple(float(v) for v in text.split(","))
+        shares = tuple(float(v) for v in text.split(sep))
     except ValueError:
         return ()
-    if len(shares) != int(count) or not all(0.0 <= v <= 1.0 for v in shares):
-        return ()
-    return shares
+    return shares if all(0.0 <= v <= 1.0 for v in shares) else ()
