@@ -27,7 +27,9 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -339,21 +341,68 @@ def _ready(client: Any, name: str) -> int:
     return threads
 
 
+class _CtrlC:
+    """A Ctrl-C held for the main loop (:func:`_ctrl_c_held`)."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    def take(self) -> None:
+        """Raise the held Ctrl-C, if there is one."""
+        if self.pressed:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[_CtrlC]:
+    """Hold Ctrl-C (SIGINT) until the sweep's loop takes it between two of its dask calls:
+    raised inside one, it can make dask.distributed log a traceback of its own (a
+    ``NameError`` in its ``sync``, seen in CI), where the user should only read
+    ``interrupted``. Outside the main thread signals cannot be caught: nothing is held."""
+    held = _CtrlC()
+    if threading.current_thread() is not threading.main_thread():
+        yield held
+        return
+
+    def press(_signum: int, _frame: object) -> None:
+        held.pressed = True
+
+    previous = signal.signal(signal.SIGINT, press)
+    try:
+        yield held
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run(client: Any, threads: int, todo: Sequence[Cell], out: Path, outcome: SweepOutcome,
          *, keep_runs: bool, bar: SweepProgress | None, cell_function: CellFunction) -> None:
+    with _ctrl_c_held() as ctrl_c:
+        _run_cells(client, threads, todo, out, outcome, keep_runs=keep_runs, bar=bar,
+                   cell_function=cell_function, ctrl_c=ctrl_c)
+
+
+def _run_cells(client: Any, threads: int, todo: Sequence[Cell], out: Path,
+               outcome: SweepOutcome, *, keep_runs: bool, bar: SweepProgress | None,
+               cell_function: CellFunction, ctrl_c: _CtrlC) -> None:
     from dask.distributed import as_completed
 
     start = time.perf_counter()
     live: dict[str, Any] = {}  # future key -> future, until it is recorded
     by_key: dict[str, Cell] = {}
-    for cell in todo:
-        future = client.submit(cell_function, cell.kind, cell.scenario, cell.seed, keep_runs,
-                               key=f"livemig-cell-{cell.key}", retries=0)
-        by_key[future.key] = cell
-        live[future.key] = future
+    try:
+        for cell in todo:
+            ctrl_c.take()
+            future = client.submit(cell_function, cell.kind, cell.scenario, cell.seed,
+                                   keep_runs, key=f"livemig-cell-{cell.key}", retries=0)
+            by_key[future.key] = cell
+            live[future.key] = future
+    except BaseException:
+        client.cancel(list(live.values()))
+        raise
     finished = as_completed(list(live.values()))
     try:
         while live:
+            ctrl_c.take()
             batch = finished.next_batch(block=False)
             if not batch:
                 if bar is not None:

@@ -370,3 +370,19 @@ seeds: [1]
             ).all()
     assert (df["metric.metrics.optimality_gap_mean"] >= 0).all()
     assert df["metric.optimality_gap.every"].tolist() == [4, 4]
+
+
+def test_ctrl_c_is_held_for_the_sweeps_loop_and_the_handler_restored() -> None:
+    """Inside the sweep's loop a Ctrl-C only marks itself; the loop raises it between two
+    dask calls (``_CtrlC.take``), never inside one. The previous handler comes back."""
+    before = signal.getsignal(signal.SIGINT)
+    with execute._ctrl_c_held() as ctrl_c:
+        ctrl_c.take()  # nothing pressed yet
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 5
+        while not ctrl_c.pressed and time.monotonic() < deadline:
+            time.sleep(0.01)  # the handler runs between two bytecodes of this thread
+        assert ctrl_c.pressed
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.take()
+    assert signal.getsignal(signal.SIGINT) is before
