@@ -389,6 +389,7 @@ def _run_cells(client: Any, threads: int, todo: Sequence[Cell], out: Path,
     start = time.perf_counter()
     live: dict[str, Any] = {}  # future key -> future, until it is recorded
     by_key: dict[str, Cell] = {}
+    finished = as_completed()
     try:
         for cell in todo:
             ctrl_c.take()
@@ -396,11 +397,7 @@ def _run_cells(client: Any, threads: int, todo: Sequence[Cell], out: Path,
                                    keep_runs, key=f"livemig-cell-{cell.key}", retries=0)
             by_key[future.key] = cell
             live[future.key] = future
-    except BaseException:
-        client.cancel(list(live.values()))
-        raise
-    finished = as_completed(list(live.values()))
-    try:
+            finished.add(future)
         while live:
             ctrl_c.take()
             batch = finished.next_batch(block=False)
