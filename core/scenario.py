@@ -646,15 +646,21 @@ _VM: dict[str, Reader] = {
 }
 
 
+def _numbers_up_to(f: Field, high: float, what: str, expected: str) -> list[float]:
+    """The list ``f`` of numbers from 0 to ``high`` (each one ``what``, for its error)."""
+    values = []
+    for _, item in f.items(expected):
+        value = item.number()
+        if not 0 <= value <= high:
+            item.fail(f"{item.describe()} is out of range; expected {what} from 0 to {high:g}")
+        values.append(float(value))
+    return values
+
+
 def _cpu_trace(f: Field) -> tuple[float, ...]:
     """A non-empty list of percentages (0-100) of the VM's vCPUs."""
     expected = "a list of CPU utilisation percentages from 0 to 100, e.g. [80, 20, 50]"
-    samples = []
-    for _, item in f.items(expected):
-        value = item.number()
-        if not 0 <= value <= 100:
-            item.fail(f"{item.describe()} is out of range; expected a percentage from 0 to 100")
-        samples.append(value)
+    samples = _numbers_up_to(f, 100, "a percentage", expected)
     if not samples:
         f.fail(f"empty list; expected {expected}")
     return tuple(samples)
@@ -667,12 +673,7 @@ def _memory_layout(f: Field) -> tuple[float, ...]:
     """A non-empty list of shares (0-1), one per equal slice of the RAM, not all 0."""
     expected = ("a list of non-zero shares from 0 to 1, one per equal slice of the RAM, "
                 "e.g. [0.7, 1, 0.4, 0]")
-    shares = []
-    for _, item in f.items(expected):
-        value = item.number()
-        if not 0 <= value <= 1:
-            item.fail(f"{item.describe()} is out of range; expected a share from 0 to 1")
-        shares.append(float(value))
+    shares = _numbers_up_to(f, 1, "a share", expected)
     if not shares or len(shares) > MAX_LAYOUT_SLICES:
         f.fail(f"{len(shares)} slices; expected {expected} (1 to {MAX_LAYOUT_SLICES} slices)")
     if not any(shares):
